@@ -1,0 +1,247 @@
+"""Compile a notebook into a :class:`ServiceSpec`.
+
+Rules (Kernel Gateway's, plus checks it does not make):
+
+- Cell numbers are 1-based positions in ``nb.cells``; markdown and raw cells count.
+- A code cell whose first line is an annotation belongs to that endpoint (or to its
+  ResponseInfo); every other non-blank code cell is setup code, in notebook order.
+- Cells with the same method and path are concatenated in notebook order, joined with
+  ``"\\n"``, annotation lines included.
+- Errors (all collected, raised as one :class:`CompileError`): a malformed annotation;
+  a ResponseInfo without an endpoint of the same method and path; two paths that differ
+  only in parameter names (``/items/:id`` and ``/items/:key``), whatever their methods;
+  no endpoints at all (reported only when no annotation was malformed, since fixing
+  those is then the fix).
+- Warnings (in ``spec.warnings``, never fatal): paths that overlap but resolve because
+  literal segments win over parameters (``/users/me`` and ``/users/:id``).
+- Endpoint order: by path segments, a literal before a parameter at the first
+  differing position (so ``/users/me`` precedes ``/users/:id``), literals
+  alphabetically, shorter paths first; then by method in :data:`METHODS` order.
+- Docs: the markdown cell immediately before an endpoint's first cell gives its
+  ``summary`` (first non-blank line, leading ``#`` stripped) and ``description`` (the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from nbformat import NotebookNode
+import zmq  # noqa
+
+from nb2svc.compiler.annotations import METHODS, Annotation, AnnotationError, parse_annotation, route_pattern
+from nb2svc.compiler.errors import CompileError, CompileProblem
+from nb2svc.compiler.notebook import LoadedNotebook, NotebookSource, load_notebook
+from nb2svc.compiler.spec import Endpoint, ResponseInfo, ServiceSpec, SetupCell
+
+_Report = Callable[..., None]  # problem(cell, message, hint="")
+
+
+@dataclass
+class _Route:
+    """Cells sharing one annotation, gathered in notebook order."""
+
+    annotation: Annotation
+    cells: list[int] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> int:
+        return self.cells[0]
+
+    @property
+    def code(self) -> str:
+        return "\n".join(self.parts)
+
+
+def compile_notebook(
+    source: NotebookSource, *, name: str | None = None, comment_prefix: str | None = None
+) -> ServiceSpec:
+    """Compile ``source`` (a path, notebook JSON text, or a notebook object) into a spec.
+
+    ``name`` defaults to the notebook file's stem (``"service"`` in memory);
+    ``comment_prefix`` overrides the one derived from the kernel language. Raises
+    :class:`CompileError` carrying every problem found; see the module doc for the rules.
+    """
+    loaded = load_notebook(source, comment_prefix=comment_prefix)
+    nb, prefix = loaded.notebook, loaded.comment_prefix
+    problems: list[CompileProblem] = []
+
+    def problem(cell: int | None, message: str, hint: str = "") -> None:
+        problems.append(CompileProblem(loaded.source, cell, message, hint))
+
+    setup: list[SetupCell] = []
+    endpoints: dict[tuple[str, str], _Route] = {}
+    response_infos: dict[tuple[str, str], _Route] = {}
+    malformed = False
+    for number, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code":
+            continue
+        code = _source(cell)
+        if not code.strip():
+            continue
+        try:
+            annotation = parse_annotation(code.splitlines()[0], prefix)
+        except AnnotationError as exc:
+            problem(number, exc.message, exc.hint)
+            malformed = True
+            continue
+        if annotation is None:
+            setup.append(SetupCell(number, code))
+            continue
+        table = endpoints if annotation.kind == "endpoint" else response_infos
+        route = table.setdefault((annotation.method, annotation.path), _Route(annotation))
+        route.cells.append(number)
+        route.parts.append(code)
+
+    _check_param_names(endpoints, prefix, problem)
+    _check_response_infos(endpoints, response_infos, prefix, problem)
+    if not endpoints and not malformed:
+        problem(None, "no endpoints found", f"annotate a code cell's first line with `{prefix} GET /path`")
+    if problems:
+        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
+
+    specs = [_endpoint(route, response_infos.get(key), nb) for key, route in endpoints.items()]
+    specs.sort(key=lambda ep: (_order_key(ep.path), METHODS.index(ep.method), ep.path))
+    service_name = name or loaded.stem
+    return ServiceSpec(
+        name=service_name,
+        notebook=loaded.filename or f"{service_name}.ipynb",
+        kernel=loaded.kernel,
+        setup=tuple(setup),
+        endpoints=tuple(specs),
+        warnings=tuple(_overlap_warnings(endpoints, loaded)),
+    )
+
+
+def _source(cell: NotebookNode) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _check_param_names(endpoints: dict[tuple[str, str], _Route], prefix: str, problem: _Report) -> None:
+    """One path pattern, one set of parameter names: the first path seen for a pattern owns it."""
+    owners: dict[tuple[str, ...], _Route] = {}
+    for (method, path), route in endpoints.items():  # insertion order is first-cell order
+        owner = owners.setdefault(route_pattern(path), route)
+        owner_path = owner.annotation.path
+        if owner_path == path:
+            continue
+        same_method = endpoints.get((method, owner_path))
+        if same_method is not None:
+            problem(
+                route.first,
+                f"duplicate route {method} {path} (also cell {same_method.first} as {owner_path})",
+                f"parameter names do not make routes different; write `{prefix} {method} {owner_path}`",
+            )
+        else:
+            problem(
+                route.first,
+                f"{method} {path} names its parameters differently from "
+                f"{owner.annotation.method} {owner_path} (cell {owner.first}); "
+                "one path pattern must use one set of parameter names",
+                f"write `{prefix} {method} {owner_path}`",
+            )
+
+
+def _check_response_infos(
+    endpoints: dict[tuple[str, str], _Route],
+    response_infos: dict[tuple[str, str], _Route],
+    prefix: str,
+    problem: _Report,
+) -> None:
+    for (method, path), route in response_infos.items():
+        if (method, path) in endpoints:
+            continue
+        near = [
+            ep.annotation.path
+            for (ep_method, ep_path), ep in endpoints.items()
+            if ep_method == method and route_pattern(ep_path) == route_pattern(path)
+        ]
+        hint = (
+            f"did you mean `{prefix} ResponseInfo {method} {near[0]}`?"
+            if near
+            else f"annotate a code cell with `{prefix} {method} {path}`, or fix this cell's method and path"
+        )
+        problem(route.first, f"ResponseInfo {method} {path} has no matching endpoint", hint)
+
+
+def _endpoint(route: _Route, response_info: _Route | None, nb: NotebookNode) -> Endpoint:
+    ann = route.annotation
+    summary, description = _docs(nb, route.first)
+    return Endpoint(
+        method=ann.method,
+        path=ann.path,
+        params=ann.params,
+        cells=tuple(route.cells),
+        code=route.code,
+        response_info=ResponseInfo(tuple(response_info.cells), response_info.code) if response_info else None,
+        summary=summary,
+        description=description,
+    )
+
+
+def _docs(nb: NotebookNode, first_cell: int) -> tuple[str, str]:
+    """Summary and description from the markdown cell right before ``first_cell``."""
+    if first_cell < 2:
+        return "", ""
+    previous = nb.cells[first_cell - 2]
+    if previous.cell_type != "markdown":
+        return "", ""
+    lines = _source(previous).splitlines()
+    for index, line in enumerate(lines):
+        summary = line.strip().lstrip("#").strip()
+        if summary:
+            return summary, "\n".join(lines[index + 1 :]).strip()
+    return "", ""
+
+
+def _order_key(path: str) -> tuple[tuple[int, str], ...]:
+    """Literal segments sort before parameters at the same position."""
+    return tuple((0, "") if seg == ":" else (1, seg) for seg in route_pattern(path))
+
+
+def _overlap_warnings(endpoints: dict[tuple[str, str], _Route], loaded: LoadedNotebook) -> list[str]:
+    """A warning per pair of distinct paths that can match the same request."""
+    first_cell: dict[str, int] = {}
+    for (_method, path), route in endpoints.items():
+        first_cell[path] = min(first_cell.get(path, route.first), route.first)
+    paths = sorted(first_cell, key=_order_key)
+    warnings = []
+    for winner, loser in combinations(paths, 2):
+        example = _overlap(winner, loser)
+        if example is not None:
+            warnings.append(
+                str(
+                    CompileProblem(
+                        loaded.source,
+                        first_cell[loser],
+                        f"route {loser} overlaps {winner} (cell {first_cell[winner]}): a request for "
+                        f"{example} goes to {winner}, because literal segments win over parameters",
+                    )
+                )
+            )
+    return warnings
+
+
+def _overlap(a: str, b: str) -> str | None:
+    """A request path both ``a`` and ``b`` match (literals filled in), or ``None``.
+
+    Paths with the same pattern are not reported here: they are one route (an error
+    when their names differ).
+    """
+    sa, sb = route_pattern(a), route_pattern(b)
+    if len(sa) != len(sb) or sa == sb:
+        return None
+    example = []
+    names = iter(s for s in a.split("/") if s.startswith(":"))
+    for x, y in zip(sa, sb, strict=True):
+        if x == ":":
+            name = next(names)
+            example.append(name if y == ":" else y)
+        elif y == ":" or x == y:
+            example.append(x)
+        else:
+            return None
+    return "/" + "/".join(example)

@@ -1,0 +1,149 @@
+"""API descriptions of a compiled service: OpenAPI 3.1 and Kernel Gateway's swagger.json.
+
+Both are pure functions of the :class:`ServiceSpec` (no clock, no host names unless
+given), so the same spec always gives the same dict and ``json.dumps(...,
+sort_keys=True)`` is byte-identical between builds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from nb2svc.compiler.spec import Endpoint, ServiceSpec
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1.0.0"
+#: The version Kernel Gateway puts in ``info`` of its notebook-http swagger.json.
+KG_SWAGGER_VERSION = "0.0.0"
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dict[str, Any]:
+    """An OpenAPI 3.1.0 document for ``spec``.
+
+    Paths use OpenAPI syntax (``/items/:id`` → ``/items/{id}``) with every parameter
+    declared as a required string. Each operation answers 200 with the cell's output
+    (``text/plain``; any type and status when a ResponseInfo cell sets them) and 500 with
+    the JSON error body ``{"error", "message", "traceback"}``. POST, PUT and PATCH
+    accept an optional JSON, form or text body (the cell sees it as ``REQUEST["body"]``).
+    ``operationId`` is ``<method>_<segments>`` (``get_items_id``), suffixed ``_2``, ``_3``
+    … in endpoint order if two endpoints would share one.
+    """
+    operation_ids = _operation_ids(spec.endpoints)
+    paths: dict[str, Any] = {}
+    for path, endpoints in spec.paths().items():
+        item: dict[str, Any] = {}
+        if endpoints[0].params:
+            item["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in endpoints[0].params
+            ]
+        for ep in endpoints:
+            item[ep.method.lower()] = _operation(ep, operation_ids[ep.method, ep.path])
+        paths[openapi_path(path)] = item
+    doc: dict[str, Any] = {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": spec.name,
+            "version": API_VERSION,
+            "description": f"HTTP API compiled by nb2svc from the notebook {spec.notebook}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "description": "The body of a 500 response: the error the cell raised.",
+                    "properties": {
+                        "error": {"type": "string", "description": "Exception class name"},
+                        "message": {"type": "string", "description": "Exception message"},
+                        "traceback": {"type": "array", "items": {"type": "string"}},
+                    },
+                    "required": ["error", "message"],
+                }
+            }
+        },
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc
+
+
+def swagger_document(spec: ServiceSpec) -> dict[str, Any]:
+    """The Swagger 2.0 document Kernel Gateway 3 serves at ``/_api/spec/swagger.json``.
+
+    Kernel Gateway's notebook-http mode (with its default cell parser) emits exactly
+    this shape: paths keep the annotation syntax (``/hello/:name``, not ``{name}``),
+    declare no parameters, and every operation reads ``{"responses": {"200":
+    {"description": "Success"}}}``; paths and methods appear in notebook order, and
+    ResponseInfo cells are not listed. It is reproduced as-is so that clients reading
+    Kernel Gateway's document keep working; :func:`openapi_document` is the full
+    description.
+    """
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in sorted(spec.endpoints, key=lambda ep: ep.cells[0]):
+        paths.setdefault(ep.path, {})[ep.method.lower()] = {"responses": {"200": {"description": "Success"}}}
+    return {"swagger": "2.0", "info": {"title": spec.name, "version": KG_SWAGGER_VERSION}, "paths": paths}
+
+
+def openapi_path(path: str) -> str:
+    """``/items/:id`` → ``/items/{id}``."""
+    return "/" + "/".join(f"{{{s[1:]}}}" if s.startswith(":") else s for s in path.split("/") if s)
+
+
+def _operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
+    output = "The cell's output: its stdout, or else its execute_result."
+    if ep.response_info:
+        ok = {
+            "description": output + " The ResponseInfo cell sets the status and headers, "
+            "so the status and content type may differ.",
+            "content": {"*/*": {"schema": {}}},
+        }
+    else:
+        ok = {"description": output, "content": {"text/plain": {"schema": {"type": "string"}}}}
+    op: dict[str, Any] = {"operationId": operation_id}
+    if ep.summary:
+        op["summary"] = ep.summary
+    if ep.description:
+        op["description"] = ep.description
+    if ep.method in _BODY_METHODS:
+        op["requestBody"] = {
+            "required": False,
+            "description": "Passed to the cell as REQUEST['body']: JSON parsed, forms as {name: [values]}.",
+            "content": {
+                "application/json": {"schema": {}},
+                "application/x-www-form-urlencoded": {"schema": _form_schema()},
+                "multipart/form-data": {"schema": _form_schema()},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        }
+    op["responses"] = {
+        "200": ok,
+        "500": {
+            "description": "The cell raised an error.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+    }
+    return op
+
+
+def _operation_ids(endpoints: tuple[Endpoint, ...]) -> dict[tuple[str, str], str]:
+    ids: dict[tuple[str, str], str] = {}
+    taken: set[str] = set()
+    for ep in endpoints:
+        words = [w for s in ep.segments if (w := re.sub(r"[^A-Za-z0-9]+", "_", s.lstrip(":")).strip("_"))]
+        base = "_".join([ep.method.lower(), *(words or ["root"])])
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate)
+        ids[ep.method, ep.path] = candidate
+    return ids
+
+
+def _form_schema() -> dict[str, Any]:
+    """A form body as the cell sees it: ``{name: [values]}`` (a fresh dict: callers may edit the document)."""
+    return {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}

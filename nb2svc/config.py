@@ -1,0 +1,177 @@
+"""One table of settings drives the CLI, the environment and the generated bundle.
+
+Every runtime option is declared once in :data:`OPTIONS`: its name, its ``NB2SVC_*``
+environment variable, the Kernel Gateway ``KG_*`` alias where the reference has one,
+its type, default and help. From that table come the click options of ``nb2svc
+serve`` (with ``show_default`` and ``show_envvar``), :func:`settings_from_env` (used by
+generated bundles inside containers) and the docs. A test fails when an option is
+missing from the README.
+
+``nb2svc serve`` resolves flags, then exports the result as ``NB2SVC_*`` variables
+before gunicorn loads the app, so a generated ``app.py`` and ``nb2svc serve`` read
+their settings the same way: from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting. ``type`` is one of ``str``, ``int``, ``float``, ``bool``, ``list``."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    kg_alias: str | None = None
+    modes: tuple[str, ...] = ("api", "kernels")
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def env(self) -> str:
+        return "NB2SVC_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+MiB = 1024 * 1024
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "127.0.0.1", "Interface to listen on (0.0.0.0 for all).", kg_alias="KG_IP"),
+    Option("port", int, 8888, "Port to listen on.", kg_alias="KG_PORT"),
+    Option("workers", int, 1, "gunicorn worker processes (API mode: each owns its own kernel pool)."),
+    Option("base_url", str, "/", "URL prefix for every route.", kg_alias="KG_BASE_URL"),
+    Option(
+        "token",
+        str,
+        "",
+        "Require this token ('Authorization: token ...', 'Bearer ...' or ?token=). Empty: no auth.",
+        kg_alias="KG_AUTH_TOKEN",
+    ),
+    Option("allow_origin", str, "", "CORS Access-Control-Allow-Origin (empty: CORS off).", kg_alias="KG_ALLOW_ORIGIN"),
+    Option(
+        "allow_credentials", str, "", "CORS Access-Control-Allow-Credentials.", kg_alias="KG_ALLOW_CREDENTIALS"
+    ),
+    Option("allow_headers", str, "", "CORS Access-Control-Allow-Headers.", kg_alias="KG_ALLOW_HEADERS"),
+    Option("allow_methods", str, "", "CORS Access-Control-Allow-Methods.", kg_alias="KG_ALLOW_METHODS"),
+    Option("expose_headers", str, "", "CORS Access-Control-Expose-Headers.", kg_alias="KG_EXPOSE_HEADERS"),
+    Option("max_age", str, "", "CORS Access-Control-Max-Age (seconds).", kg_alias="KG_MAX_AGE"),
+    Option(
+        "pool_size",
+        int,
+        2,
+        "Warm kernels per worker (API mode).",
+        kg_alias="KG_PRESPAWN_COUNT",
+        modes=("api",),
+    ),
+    Option(
+        "request_timeout",
+        float,
+        30.0,
+        "Seconds a request may run its cells; then the kernel is interrupted and the answer is 504.",
+        modes=("api",),
+    ),
+    Option(
+        "queue_timeout",
+        float,
+        30.0,
+        "Seconds a request may wait for a free kernel before a 503.",
+        modes=("api",),
+    ),
+    Option("max_queue", int, 256, "Requests that may wait for a kernel per worker; more get 503.", modes=("api",)),
+    Option("max_body_size", int, 10 * MiB, "Largest request body in bytes; larger gets 413."),
+    Option("kernel_name", str, "", "Kernel spec to run (default: the notebook's)."),
+    Option("kernel_start_timeout", float, 60.0, "Seconds a kernel may take to start and run its setup."),
+    Option(
+        "env_allow",
+        list,
+        (),
+        "Extra environment variable names passed to kernels (comma-separated); "
+        "PATH, HOME, LANG, LC_*, TZ, TMPDIR, PYTHONPATH, VIRTUAL_ENV and KERNEL_* always pass.",
+    ),
+    Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    Option("log_format", str, "text", "Log format: Jupyter-style text, or JSON lines for containers.",
+           choices=("text", "json")),
+    Option("graceful_timeout", float, 30.0, "Seconds in-flight requests may take to finish on shutdown."),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def parse_value(option: Option, raw: Any) -> Any:
+    """Convert a raw (string or typed) value to the option's type, with a clear error."""
+    if raw is None:
+        return option.default
+    try:
+        if option.type is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if option.type is list:
+            if isinstance(raw, (list, tuple)):
+                return tuple(str(v) for v in raw)
+            return tuple(v.strip() for v in str(raw).split(",") if v.strip())
+        value = option.type(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option.env}: expected {option.type.__name__}, got {raw!r}") from None
+    if option.choices and value not in option.choices:
+        raise ValueError(f"{option.env}: {value!r} is not one of {', '.join(option.choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings: one value per :data:`OPTIONS` entry."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            if name in OPTIONS_BY_NAME:
+                return OPTIONS_BY_NAME[name].default
+            raise AttributeError(name) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        return Settings({**self.values, **changes})
+
+    def to_env(self) -> dict[str, str]:
+        """The ``NB2SVC_*`` variables that reproduce these settings in another process."""
+        env = {}
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            if option.type is list:
+                env[option.env] = ",".join(value)
+            elif option.type is bool:
+                env[option.env] = "true" if value else "false"
+            else:
+                env[option.env] = str(value)
+        return env
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``NB2SVC_*`` variables, falling back to ``KG_*`` aliases, then defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = environ.get(option.env)
+        if raw is None and option.kg_alias:
+            raw = environ.get(option.kg_alias)
+        values[option.name] = parse_value(option, raw)
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = parse_value(OPTIONS_BY_NAME[name], value)
+    return Settings(values)

@@ -1,0 +1,154 @@
+"""Run code on a kernel and collect what it produced.
+
+Output rules (Kernel Gateway compatible, used by :mod:`nb2svc.runtime.http_api`):
+
+- ``stream`` messages on ``stdout`` are concatenated verbatim into ``stdout``;
+  ``stderr`` is kept apart (logged, never part of the response body).
+- the ``execute_result`` mime bundle (``{"text/plain": "2"}``) is kept in ``result``;
+  ``display_data`` bundles are kept in order in ``displays``.
+- an ``error`` gives ``error`` (name, value, traceback without ANSI colours).
+
+An execution is complete when both the shell ``execute_reply`` and the iopub
+``status: idle`` for the request have arrived: idle is the kernel's promise that every
+output of the request has been published.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import gevent.event
+
+from nb2svc.runtime.kernels import Kernel, KernelDied
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class ExecutionTimeout(TimeoutError):
+    """The code ran past its deadline. ``recovered`` tells whether an interrupt stopped it."""
+
+    def __init__(self, seconds: float, recovered: bool) -> None:
+        super().__init__(f"execution exceeded {seconds:g}s")
+        self.seconds = seconds
+        self.recovered = recovered
+
+
+@dataclass
+class ExecutionError:
+    ename: str
+    evalue: str
+    traceback: list[str]
+
+
+@dataclass
+class ExecutionResult:
+    status: str = "ok"  # ok | error | aborted
+    stdout_parts: list[str] = field(default_factory=list)
+    stderr_parts: list[str] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    displays: list[dict[str, Any]] = field(default_factory=list)
+    error: ExecutionError | None = None
+    user_expressions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.stdout_parts)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_parts)
+
+
+class _Collector:
+    """Accumulates one request's messages; ``done`` fires on reply + idle (or death)."""
+
+    __slots__ = ("result", "done", "_reply", "_idle", "died")
+
+    def __init__(self) -> None:
+        self.result = ExecutionResult()
+        self.done = gevent.event.Event()
+        self._reply = False
+        self._idle = False
+        self.died = False
+
+    def __call__(self, channel: str, msg: dict[str, Any]) -> None:
+        if channel == "dead":
+            self.died = True
+            self.done.set()
+            return
+        content = msg["content"]
+        if channel == "shell":
+            self.result.status = content.get("status", "ok")
+            self.result.user_expressions = content.get("user_expressions") or {}
+            self._reply = True
+        else:
+            msg_type = msg["header"]["msg_type"]
+            if msg_type == "stream":
+                parts = self.result.stdout_parts if content.get("name") == "stdout" else self.result.stderr_parts
+                parts.append(content.get("text", ""))
+            elif msg_type == "execute_result":
+                self.result.result = content.get("data", {})
+            elif msg_type == "display_data":
+                self.result.displays.append(content.get("data", {}))
+            elif msg_type == "error":
+                self.result.error = ExecutionError(
+                    content.get("ename", "Error"),
+                    content.get("evalue", ""),
+                    [ANSI_ESCAPE.sub("", line) for line in content.get("traceback", [])],
+                )
+            elif msg_type == "status" and content.get("execution_state") == "idle":
+                self._idle = True
+        if self._reply and self._idle:
+            self.done.set()
+
+
+def execute(
+    kernel: Kernel,
+    code: str,
+    *,
+    timeout: float | None = None,
+    store_history: bool = False,
+    user_expressions: dict[str, str] | None = None,
+    interrupt_grace: float = 3.0,
+) -> ExecutionResult:
+    """Execute ``code`` and wait for all of its output.
+
+    ``store_history=False`` is the default for requests: it saves about 0.5 ms of
+    kernel CPU per call and keeps ``history.sqlite`` from growing without bound.
+
+    On timeout the kernel is interrupted; :class:`ExecutionTimeout` says whether it
+    came back within ``interrupt_grace`` (if not, the caller must replace it).
+    Raises :class:`KernelDied` when the kernel exits mid-execution.
+    """
+    collector = _Collector()
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": store_history,
+        "user_expressions": user_expressions or {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    msg_id = kernel.send("shell", "execute_request", content, collector)
+    try:
+        if not collector.done.wait(timeout):
+            recovered = _interrupt_and_wait(kernel, collector, interrupt_grace)
+            raise ExecutionTimeout(timeout or 0.0, recovered)
+    finally:
+        kernel.forget(msg_id)
+    if collector.died:
+        raise KernelDied(f"kernel {kernel.kernel_name!r} died while running the request")
+    if collector.result.status == "error" and collector.result.error is None:
+        collector.result.error = ExecutionError("Error", "the kernel reported an error without details", [])
+    return collector.result
+
+
+def _interrupt_and_wait(kernel: Kernel, collector: _Collector, grace: float) -> bool:
+    try:
+        kernel.interrupt()
+    except Exception:
+        return False
+    return collector.done.wait(grace) and not collector.died

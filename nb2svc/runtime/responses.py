@@ -1,0 +1,101 @@
+"""Turn an execution into an HTTP response (Kernel Gateway's rules, plus binary bodies).
+
+- Body: the cell's stdout verbatim; if there is none, the ``execute_result``
+  mime bundle serialised as JSON (a cell ending in ``1+1`` answers
+  ``{"text/plain": "2"}``); otherwise empty.
+- Status 200 and ``Content-Type: text/plain`` unless the endpoint's ResponseInfo cell
+  printed ``{"status": int, "headers": {name: value}}``.
+- Binary responses (beyond the reference): when ResponseInfo sets a ``Content-Type``
+  that the cell also produced as rich output (``display_data`` or
+  ``execute_result``, e.g. ``image/png`` from ``display(Image(...))``), that
+  representation is the body, base64-decoded for binary types.
+- A cell error is a 500 with ``{"error": ename, "message": evalue, "traceback": [...]}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from nb2svc.runtime.executor import ExecutionResult
+
+TEXT_TYPES = ("text/", "application/json", "application/javascript", "image/svg+xml")
+
+
+class ResponseInfoError(ValueError):
+    """The ResponseInfo cell printed something that is not ``{"status", "headers"}`` JSON."""
+
+
+@dataclass
+class ResponseInfo:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_response_info(stdout: str) -> ResponseInfo:
+    """Parse a ResponseInfo cell's output, with an error that says what was wrong."""
+    text = stdout.strip()
+    if not text:
+        return ResponseInfo()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise ResponseInfoError(
+            f"the ResponseInfo cell must print JSON like {{\"status\": 201, \"headers\": {{}}}}, got {text[:80]!r}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ResponseInfoError("the ResponseInfo cell must print a JSON object")
+    status = data.get("status", 200)
+    headers = data.get("headers", {})
+    if not isinstance(status, int) or not 100 <= status <= 599:
+        raise ResponseInfoError(f"ResponseInfo status must be an integer from 100 to 599, got {status!r}")
+    if not isinstance(headers, dict):
+        raise ResponseInfoError("ResponseInfo headers must be a JSON object of name: value")
+    return ResponseInfo(status, {str(k): str(v) for k, v in headers.items()})
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def response_body(result: ExecutionResult, info: ResponseInfo) -> tuple[bytes | str, str]:
+    """The body and its Content-Type for a successful execution."""
+    content_type = _header(info.headers, "Content-Type") or "text/plain"
+    mime = content_type.split(";", 1)[0].strip().lower()
+    rich = _rich_output(result, mime)
+    if rich is not None:
+        return rich, content_type
+    stdout = result.stdout
+    if stdout:
+        return stdout, content_type
+    if result.result is not None:
+        return json.dumps(result.result), content_type
+    return "", content_type
+
+
+def _rich_output(result: ExecutionResult, mime: str) -> bytes | str | None:
+    if mime == "text/plain" or mime == "application/json":
+        return None  # keep the reference's stdout / mime-bundle rules
+    for bundle in [*result.displays, result.result or {}]:
+        if mime in bundle:
+            value = bundle[mime]
+            if mime.startswith(TEXT_TYPES):
+                return value if isinstance(value, str) else json.dumps(value)
+            try:
+                return base64.b64decode(value, validate=False)
+            except (binascii.Error, TypeError):
+                return None
+    return None
+
+
+def error_payload(result: ExecutionResult) -> dict[str, Any]:
+    err = result.error
+    assert err is not None
+    return {"error": err.ename, "message": err.evalue, "traceback": err.traceback}

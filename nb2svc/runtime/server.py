@@ -1,0 +1,100 @@
+"""gunicorn with the gevent-websocket worker, configured from :class:`Settings`.
+
+:func:`gunicorn_settings` is the single mapping from nb2svc settings to gunicorn
+settings; both ``nb2svc serve`` (through :class:`Server`) and a bundle's
+``gunicorn.conf.py`` use it, so a container behaves like a local ``serve``.
+
+Shutdown contract: SIGTERM *and* Ctrl-C stop gracefully: workers stop accepting,
+in-flight requests finish (up to ``graceful_timeout``), then the ``worker_exit`` hook
+shuts every kernel of the worker down. No kernel outlives the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+
+from nb2svc.config import Settings
+from nb2svc.runtime.logs import configure_logging, gunicorn_logconfig
+
+log = logging.getLogger("nb2svc")
+
+WORKER_CLASS = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+
+#: Objects with a ``shutdown()`` that must run when the worker exits (kernel pools,
+#: kernel managers). Registered by the app factories inside the worker.
+_shutdown_hooks: list[Callable[[], None]] = []
+
+
+def on_worker_exit(callback: Callable[[], None]) -> None:
+    """Run ``callback`` when this worker exits (after in-flight requests finished)."""
+    _shutdown_hooks.append(callback)
+
+
+def _post_worker_init(worker: Any) -> None:
+    # gunicorn makes SIGINT a *quick* exit for workers; Ctrl-C should drain like SIGTERM.
+    signal.signal(signal.SIGINT, worker.handle_exit)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    while _shutdown_hooks:
+        callback = _shutdown_hooks.pop()
+        try:
+            callback()
+        except Exception:
+            log.exception("error while shutting down")
+
+
+def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict[str, Any]:
+    """gunicorn settings for ``settings`` (``workers`` overrides, e.g. 1 in kernel mode)."""
+    return {
+        "bind": [f"{settings.host}:{settings.port}"],
+        "workers": workers if workers is not None else settings.workers,
+        "worker_class": WORKER_CLASS,
+        "worker_connections": 1000,
+        "graceful_timeout": max(1, round(settings.graceful_timeout)),
+        "timeout": max(60, int(settings.request_timeout) + 30),
+        "keepalive": 5,
+        "control_socket_disable": True,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": settings.log_level,
+        "logconfig_dict": gunicorn_logconfig(settings),
+        "preload_app": False,  # zmq contexts and kernels must be created after fork
+        "post_worker_init": _post_worker_init,
+        "worker_exit": _worker_exit,
+        "proc_name": "nb2svc",
+    }
+
+
+class _GracefulArbiter(Arbiter):
+    """Ctrl-C (SIGINT) drains in-flight requests, like SIGTERM, instead of quitting at once."""
+
+    def handle_int(self) -> None:
+        self.handle_term()
+
+
+class Server(BaseApplication):
+    """Run a WSGI app factory under gunicorn; the factory is called in each worker."""
+
+    def __init__(self, app_factory: Callable[[], Any], settings: Settings, *, workers: int | None = None) -> None:
+        self._factory = app_factory
+        self._settings = settings
+        self._workers = workers
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_settings(self._settings, workers=self._workers).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        configure_logging(self._settings)
+        return self._factory()
+
+    def run(self) -> None:
+        _GracefulArbiter(self).run()

@@ -1,0 +1,52 @@
+"""Packaging for nb2svc.
+
+``templates/`` stays at the top level of the repository (the owner's layout) and is
+shipped inside the wheel as the package ``nb2svc.templates`` so that an installed
+nb2svc can render bundles without the source tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+version_ns: dict[str, str] = {}
+exec((HERE / "nb2svc" / "_version.py").read_text(), version_ns)
+
+setup(
+    name="nb2svc",
+    version=version_ns["__version__"],
+    description="Compile Jupyter notebooks into HTTP microservices and serve Jupyter kernels over websockets",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nb2svc", "nb2svc.*"]) + ["nb2svc.templates"],
+    package_dir={"nb2svc.templates": "templates"},
+    package_data={"nb2svc.templates": ["*", "**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "nbformat>=5.9",
+        "nbconvert>=7",
+        "jupyter_client>=8.6",
+        "ipykernel>=6.29",
+        "pyzmq>=25",
+        "flask>=3.0",
+        "gunicorn>=23",
+        "gevent>=24",
+        "gevent-websocket>=0.10.1",
+        "jinja2>=3.1",
+        "click>=8.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "requests>=2.31",
+            "websocket-client>=1.7",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["nb2svc = nb2svc.cli:main"]},
+)
