@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from nbformat import NotebookNode
-import zmq  # noqa
 
 from nb2svc.compiler.annotations import METHODS, Annotation, AnnotationError, parse_annotation, route_pattern
 from nb2svc.compiler.errors import CompileError, CompileProblem
@@ -199,7 +198,7 @@ def _docs(nb: NotebookNode, first_cell: int) -> tuple[str, str]:
 
 def _order_key(path: str) -> tuple[tuple[int, str], ...]:
     """Literal segments sort before parameters at the same position."""
-    return tuple((0, "") if seg == ":" else (1, seg) for seg in route_pattern(path))
+    return tuple((1, "") if seg == ":" else (0, seg) for seg in route_pattern(path))
 
 
 def _overlap_warnings(endpoints: dict[tuple[str, str], _Route], loaded: LoadedNotebook) -> list[str]:

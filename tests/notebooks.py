@@ -1,0 +1,34 @@
+"""Build small notebooks in memory for compiler tests.
+
+A ``str`` is a code cell; use :func:`md` for a markdown cell. Cell numbers in the
+compiled spec are 1-based positions in the argument list.
+"""
+
+from __future__ import annotations
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+
+def md(text: str) -> NotebookNode:
+    return new_markdown_cell(text)
+
+
+def notebook(
+    *cells: str | NotebookNode,
+    kernel: str | None = None,
+    language: str | None = None,
+    language_info: str | None = None,
+) -> NotebookNode:
+    """A valid nbformat-4 notebook; kernelspec/language_info only when given."""
+    metadata: dict = {}
+    if kernel or language:
+        metadata["kernelspec"] = {"name": kernel or "k", "display_name": kernel or "k"}
+        if language:
+            metadata["kernelspec"]["language"] = language
+    if language_info:
+        metadata["language_info"] = {"name": language_info}
+    return new_notebook(
+        cells=[new_code_cell(c) if isinstance(c, str) else c for c in cells],
+        metadata=metadata,
+    )

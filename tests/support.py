@@ -1,0 +1,156 @@
+"""Helpers for tests that run real nb2svc servers and kernels on 127.0.0.1.
+
+No sleeps as synchronisation: every wait polls a condition against a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "notebooks"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, message: str, interval: float = 0.05) -> object:
+    """Poll ``condition`` until it returns something truthy or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
+        time.sleep(interval)
+
+
+def descendants(pid: int) -> set[int]:
+    """All live descendant pids of ``pid`` (from /proc), including re-parented kernels' own."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+class Server:
+    """An ``nb2svc serve`` subprocess on a free loopback port."""
+
+    def __init__(self, args: Iterable[str], env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
+        self.log_path = log_dir / f"nb2svc-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nb2svc", "serve", *args, "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        self.kernel_pids: set[int] = set()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def get(self, path: str, **kwargs: object) -> requests.Response:
+        return requests.get(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)  # type: ignore[arg-type]
+
+    def request(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        return requests.request(method, self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0, path: str = "/_api/health/ready") -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return requests.get(self.url(path), timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, timeout, f"{self.base}{path} to answer 200")
+        self.kernel_pids = self.find_kernels()
+
+    def find_kernels(self) -> set[int]:
+        return {p for p in descendants(self.proc.pid) if "ipykernel" in cmdline(p)}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the master, wait for it, and return its exit code (kills on timeout)."""
+        self.kernel_pids |= self.find_kernels()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+                raise AssertionError(f"server did not stop within {timeout}s:\n{self.log()}") from None
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """Last-resort cleanup: kill the server's group and any kernel it started."""
+        pids = self.find_kernels() | self.kernel_pids
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not self._log.closed:
+            self._log.close()

@@ -1,0 +1,167 @@
+"""OpenAPI 3.1 and Kernel Gateway swagger.json documents from a compiled spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nb2svc.compiler import compile_notebook
+from nb2svc.compiler.openapi import openapi_document, openapi_path, swagger_document
+from tests.notebooks import md, notebook
+
+
+@pytest.fixture
+def spec():
+    return compile_notebook(
+        notebook(
+            "import json",
+            md("## Greet someone\nSays hello."),
+            "# GET /hello/:name\nprint('hi')",
+            "# POST /hello/:name\nprint(REQUEST)",
+            "# ResponseInfo POST /hello/:name\nprint(json.dumps({'status': 201}))",
+            "# GET /\nprint('root')",
+            "# GET /items/:id/parts/:part_no",
+            "# DELETE /items/:id/parts/:part_no",
+            "# PATCH /items/id/parts/x",
+        ),
+        name="greeter",
+    )
+
+
+def test_openapi_path_conversion() -> None:
+    assert openapi_path("/hello/:name") == "/hello/{name}"
+    assert openapi_path("/a/:b/c/:d") == "/a/{b}/c/{d}"
+    assert openapi_path("/") == "/"
+    assert openapi_path("/plain") == "/plain"
+
+
+def test_paths_parameters_and_operations(spec) -> None:
+    doc = openapi_document(spec)
+    assert doc["openapi"] == "3.1.0"
+    assert doc["info"]["title"] == "greeter"
+    assert doc["info"]["version"] == "1.0.0"
+    assert "servers" not in doc
+    assert list(doc["paths"]) == ["/", "/hello/{name}", "/items/id/parts/x", "/items/{id}/parts/{part_no}"]
+
+    hello = doc["paths"]["/hello/{name}"]
+    assert hello["parameters"] == [
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    assert [p["name"] for p in doc["paths"]["/items/{id}/parts/{part_no}"]["parameters"]] == ["id", "part_no"]
+    assert "parameters" not in doc["paths"]["/"]
+    assert set(hello) == {"parameters", "get", "post"}
+
+    get = hello["get"]
+    assert get["operationId"] == "get_hello_name"
+    assert get["summary"] == "Greet someone"
+    assert get["description"] == "Says hello."
+    assert "requestBody" not in get
+    assert get["responses"]["200"]["content"] == {"text/plain": {"schema": {"type": "string"}}}
+    assert get["responses"]["500"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+
+
+def test_response_info_endpoint_notes_that_status_may_differ(spec) -> None:
+    post = openapi_document(spec)["paths"]["/hello/{name}"]["post"]
+    ok = post["responses"]["200"]
+    assert "ResponseInfo" in ok["description"] and "status" in ok["description"]
+    assert ok["content"] == {"*/*": {"schema": {}}}
+    assert "summary" not in post
+
+
+def test_request_body_only_for_post_put_patch(spec) -> None:
+    doc = openapi_document(spec)
+    post = doc["paths"]["/hello/{name}"]["post"]
+    body = post["requestBody"]
+    assert body["required"] is False
+    assert set(body["content"]) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "text/plain",
+    }
+    assert "requestBody" in doc["paths"]["/items/id/parts/x"]["patch"]
+    assert "requestBody" not in doc["paths"]["/items/{id}/parts/{part_no}"]["delete"]
+
+
+def test_error_schema(spec) -> None:
+    error = openapi_document(spec)["components"]["schemas"]["Error"]
+    assert error["properties"] == {
+        "error": {"type": "string", "description": "Exception class name"},
+        "message": {"type": "string", "description": "Exception message"},
+        "traceback": {"type": "array", "items": {"type": "string"}},
+    }
+
+
+def test_operation_ids_are_unique_and_deterministic() -> None:
+    spec = compile_notebook(notebook("# GET /items/:id", "# GET /items/id", "# GET /", "# POST /a-b/c.d"))
+    doc = openapi_document(spec)
+    ids = {
+        (path, method): op["operationId"]
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if method != "parameters"
+    }
+    assert ids == {
+        ("/", "get"): "get_root",
+        ("/a-b/c.d", "post"): "post_a_b_c_d",
+        ("/items/id", "get"): "get_items_id",
+        ("/items/{id}", "get"): "get_items_id_2",
+    }
+
+
+def test_server_url(spec) -> None:
+    assert openapi_document(spec, server_url="https://api.example.com")["servers"] == [
+        {"url": "https://api.example.com"}
+    ]
+
+
+def test_documents_are_deterministic_and_independent(spec) -> None:
+    first = openapi_document(spec)
+    first["paths"]["/hello/{name}"]["post"]["requestBody"]["content"]["text/plain"]["schema"]["type"] = "x"
+    first["components"]["schemas"]["Error"]["required"].append("x")
+    a = json.dumps(openapi_document(spec), sort_keys=True)
+    b = json.dumps(openapi_document(spec), sort_keys=True)
+    assert a == b
+    assert '"x"' not in a
+    assert json.dumps(swagger_document(spec), sort_keys=True) == json.dumps(
+        swagger_document(spec), sort_keys=True
+    )
+
+
+def test_openapi_document_validates(spec) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(openapi_document(spec, server_url="http://127.0.0.1:8888"))
+
+
+def test_swagger_document_matches_kernel_gateway() -> None:
+    spec = compile_notebook(
+        notebook(
+            "# POST /hello/:name",
+            "# GET /a",
+            "# ResponseInfo POST /hello/:name",
+            "# GET /hello/:name",
+            "# GET /hello/me",
+        ),
+        name="hello",
+    )
+    doc = swagger_document(spec)
+    success = {"responses": {"200": {"description": "Success"}}}
+    assert doc == {
+        "swagger": "2.0",
+        "info": {"title": "hello", "version": "0.0.0"},
+        "paths": {
+            "/hello/:name": {"post": success, "get": success},
+            "/a": {"get": success},
+            "/hello/me": {"get": success},
+        },
+    }
+    assert list(doc["paths"]) == ["/hello/:name", "/a", "/hello/me"]  # notebook order, as Kernel Gateway
+    assert list(doc["paths"]["/hello/:name"]) == ["post", "get"]
+
+
+def test_swagger_document_validates(spec) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.OpenAPIV2SpecValidator(swagger_document(spec)).validate()
