@@ -45,6 +45,7 @@ from nb2svc.runtime.responses import (
     parse_response_info,
     response_body,
 )
+from nb2svc.runtime.server import on_worker_exit
 
 log = logging.getLogger("nb2svc")
 
@@ -124,7 +125,9 @@ class ApiService:
         self.pool.start()
 
     def shutdown(self) -> None:
+        stats = self.pool.stats()
         self.pool.shutdown()
+        log.info("shut down %d kernels", stats.live)
 
     # --- requests ------------------------------------------------------------------
 
@@ -220,6 +223,7 @@ def create_app(
     if register_routes:
         for index, endpoint in enumerate(spec.endpoints):
             add_endpoint(app, index)
+    on_worker_exit(service.shutdown)
     service.start()
     return app
 

@@ -14,10 +14,14 @@ single lifecycle greenlet.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -59,6 +63,18 @@ def kernel_env(
     env = {k: v for k, v in environ.items() if k in allowed or k.startswith(BASE_ENV_PREFIXES)}
     env.update(extra or {})
     return env
+
+
+def _runtime_dir() -> str:
+    """A private directory for this process's kernel IPC sockets (removed at exit)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = tempfile.mkdtemp(prefix="nb2svc-")
+        atexit.register(shutil.rmtree, _runtime, True)
+    return _runtime
+
+
+_runtime: str | None = None
 
 
 def _green_context() -> zmq.Context:
@@ -103,7 +119,11 @@ class Kernel:
         exited, timeout).
         """
         self.started_at = time.monotonic()
-        km = KernelManager(kernel_name=self.kernel_name, context=_green_context())
+        # IPC (unix sockets) rather than TCP: local only, no port races, and no
+        # plaintext-TCP warning from ipykernel. Paths must be absolute: the kernel's
+        # working directory is the notebook's, not ours.
+        km = KernelManager(kernel_name=self.kernel_name, context=_green_context(), transport="ipc")
+        km.ip = os.path.join(_runtime_dir(), f"k-{uuid.uuid4().hex[:12]}")
         try:
             kwargs: dict[str, Any] = {"env": self._env}
             if self._cwd:

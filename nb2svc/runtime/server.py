@@ -20,7 +20,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from nb2svc.config import Settings
-from nb2svc.runtime.logs import configure_logging, gunicorn_logconfig
+from nb2svc.runtime.logs import gunicorn_logconfig
 
 log = logging.getLogger("nb2svc")
 
@@ -93,7 +93,6 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        configure_logging(self._settings)
         return self._factory()
 
     def run(self) -> None:
