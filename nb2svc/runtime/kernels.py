@@ -123,7 +123,9 @@ class Kernel:
         # plaintext-TCP warning from ipykernel. Paths must be absolute: the kernel's
         # working directory is the notebook's, not ours.
         km = KernelManager(kernel_name=self.kernel_name, context=_green_context(), transport="ipc")
-        km.ip = os.path.join(_runtime_dir(), f"k-{uuid.uuid4().hex[:12]}")
+        stem = os.path.join(_runtime_dir(), f"k-{uuid.uuid4().hex[:12]}")
+        km.ip = stem
+        km.connection_file = stem + ".json"
         try:
             kwargs: dict[str, Any] = {"env": self._env}
             if self._cwd:
@@ -243,8 +245,9 @@ class Kernel:
                 except Exception:  # the kill below is the fallback
                     log.debug("graceful kernel shutdown failed", exc_info=True)
             _kill_process_group(proc)
-            try:
-                km.cleanup_resources()
+            try:  # the sync parts of cleanup_resources (which is a run_sync wrapper)
+                km.cleanup_connection_file()
+                km.cleanup_ipc_files()
             except Exception:
                 log.debug("kernel cleanup failed", exc_info=True)
         for sock in self._sockets.values():

@@ -24,7 +24,7 @@ from nb2svc.runtime.logs import gunicorn_logconfig
 
 log = logging.getLogger("nb2svc")
 
-WORKER_CLASS = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+WORKER_CLASS = "nb2svc.runtime.worker.Nb2svcWorker"
 
 #: Objects with a ``shutdown()`` that must run when the worker exits (kernel pools,
 #: kernel managers). Registered by the app factories inside the worker.
