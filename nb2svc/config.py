@@ -55,9 +55,19 @@ OPTIONS: tuple[Option, ...] = (
         "Require this token ('Authorization: token ...', 'Bearer ...' or ?token=). Empty: no auth.",
         kg_alias="KG_AUTH_TOKEN",
     ),
-    Option("allow_origin", str, "", "CORS Access-Control-Allow-Origin (empty: CORS off).", kg_alias="KG_ALLOW_ORIGIN"),
     Option(
-        "allow_credentials", str, "", "CORS Access-Control-Allow-Credentials.", kg_alias="KG_ALLOW_CREDENTIALS"
+        "allow_origin",
+        str,
+        "",
+        "CORS Access-Control-Allow-Origin (empty: CORS off).",
+        kg_alias="KG_ALLOW_ORIGIN",
+    ),
+    Option(
+        "allow_credentials",
+        str,
+        "",
+        "CORS Access-Control-Allow-Credentials.",
+        kg_alias="KG_ALLOW_CREDENTIALS",
     ),
     Option("allow_headers", str, "", "CORS Access-Control-Allow-Headers.", kg_alias="KG_ALLOW_HEADERS"),
     Option("allow_methods", str, "", "CORS Access-Control-Allow-Methods.", kg_alias="KG_ALLOW_METHODS"),
@@ -85,7 +95,9 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a request may wait for a free kernel before a 503.",
         modes=("api",),
     ),
-    Option("max_queue", int, 256, "Requests that may wait for a kernel per worker; more get 503.", modes=("api",)),
+    Option(
+        "max_queue", int, 256, "Requests that may wait for a kernel per worker; more get 503.", modes=("api",)
+    ),
     Option("max_body_size", int, 10 * MiB, "Largest request body in bytes; larger gets 413."),
     Option("kernel_name", str, "", "Kernel spec to run (default: the notebook's)."),
     Option("kernel_start_timeout", float, 60.0, "Seconds a kernel may take to start and run its setup."),
@@ -97,8 +109,13 @@ OPTIONS: tuple[Option, ...] = (
         "PATH, HOME, LANG, LC_*, TZ, TMPDIR, PYTHONPATH, VIRTUAL_ENV and KERNEL_* always pass.",
     ),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
-    Option("log_format", str, "text", "Log format: Jupyter-style text, or JSON lines for containers.",
-           choices=("text", "json")),
+    Option(
+        "log_format",
+        str,
+        "text",
+        "Log format: Jupyter-style text, or JSON lines for containers.",
+        choices=("text", "json"),
+    ),
     Option("graceful_timeout", float, 30.0, "Seconds in-flight requests may take to finish on shutdown."),
 )
 

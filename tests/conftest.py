@@ -14,7 +14,9 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     """``start_server(*args, env=..., ready=True)``: an ``nb2svc serve`` subprocess, killed at teardown."""
     servers: list[Server] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True, timeout: float = 60) -> Server:
+    def start(
+        *args: str, env: dict[str, str] | None = None, ready: bool = True, timeout: float = 60
+    ) -> Server:
         server = Server(args, env=env, log_dir=tmp_path_factory.mktemp("server"))
         servers.append(server)
         if ready:

@@ -80,7 +80,9 @@ def alive(pid: int) -> bool:
 class Server:
     """An ``nb2svc serve`` subprocess on a free loopback port."""
 
-    def __init__(self, args: Iterable[str], env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, args: Iterable[str], env: dict[str, str] | None = None, log_dir: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))

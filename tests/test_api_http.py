@@ -33,8 +33,8 @@ BEHAVIOUR = notebook(
     "# GET /multi\nprint('first', end=' ')",
     "# GET /multi\nprint('second')",
     "# GET /created\nprint(json.dumps({'ok': True}))",
-    "# ResponseInfo GET /created\nprint(json.dumps({'status': 201, 'headers': {'Content-Type': 'application/json', "
-    "'X-Thing': 'yes'}}))",
+    "# ResponseInfo GET /created\n"
+    "print(json.dumps({'status': 201, 'headers': {'Content-Type': 'application/json', 'X-Thing': 'yes'}}))",
     "# GET /badinfo\nprint('x')",
     "# ResponseInfo GET /badinfo\nprint('not json')",
     "# GET /png\nfrom IPython.display import Image, display\n"

@@ -27,7 +27,8 @@ FAULTS = notebook(
     "# GET /sleep/:seconds\ntime.sleep(float(json.loads(REQUEST)['path']['seconds']))\nprint('slept')",
     "# GET /die\nos._exit(1)",
     "# GET /pid\nprint(os.getpid())",
-    "# GET /env\nprint(json.dumps(sorted(k for k in os.environ if k.startswith(('NB2SVC', 'KERNEL_', 'SECRET')))))",
+    "# GET /env\n"
+    "print(json.dumps(sorted(k for k in os.environ if k.startswith(('NB2SVC', 'KERNEL_', 'SECRET')))))",
     "# GET /request\nprint(REQUEST)",
     kernel="python3",
     language="python",
@@ -75,7 +76,9 @@ def test_busy_pool_answers_503_with_retry_after(start_server: StartServer, tmp_p
     server = start_server(write(FAULTS, tmp_path), "--pool-size", "1", "--queue-timeout", "0.5")
     slow = threading.Thread(target=server.get, args=("/sleep/3",))
     slow.start()
-    wait_for(lambda: metric(server, "nb2svc_pool_kernels_busy") == 1, 10, "the slow request to hold the kernel")
+    wait_for(
+        lambda: metric(server, "nb2svc_pool_kernels_busy") == 1, 10, "the slow request to hold the kernel"
+    )
     r = server.get("/ok")
     slow.join()
     assert r.status_code == 503
@@ -86,7 +89,9 @@ def test_busy_pool_answers_503_with_retry_after(start_server: StartServer, tmp_p
 def test_failing_setup_cell_stops_the_server_with_the_cell_number(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    broken = notebook("x = 1", "import json\n1 / 0", "# GET /x\nprint(x)", kernel="python3", language="python")
+    broken = notebook(
+        "x = 1", "import json\n1 / 0", "# GET /x\nprint(x)", kernel="python3", language="python"
+    )
     server = start_server(write(broken, tmp_path, "broken.ipynb"), ready=False)
     server.proc.wait(60)
     assert server.proc.returncode != 0
@@ -152,7 +157,9 @@ def test_token_from_environment_and_kg_alias(start_server: StartServer, tmp_path
 
 def test_kernel_environment_is_whitelisted(start_server: StartServer, tmp_path: Path) -> None:
     env = {"SECRET_KEY": "x", "SECRET_ALLOWED": "y", "KERNEL_FLAVOUR": "z"}
-    server = start_server(write(FAULTS, tmp_path), "--pool-size", "1", "--env-allow", "SECRET_ALLOWED", env=env)
+    server = start_server(
+        write(FAULTS, tmp_path), "--pool-size", "1", "--env-allow", "SECRET_ALLOWED", env=env
+    )
     names = json.loads(server.get("/env").text)
     assert "KERNEL_FLAVOUR" in names
     assert "SECRET_ALLOWED" in names
@@ -162,8 +169,15 @@ def test_kernel_environment_is_whitelisted(start_server: StartServer, tmp_path: 
 
 def test_cors_when_asked(start_server: StartServer, tmp_path: Path) -> None:
     server = start_server(
-        write(FAULTS, tmp_path), "--pool-size", "1", "--allow-origin", "https://app.example",
-        "--allow-methods", "GET,POST", "--token", "t",
+        write(FAULTS, tmp_path),
+        "--pool-size",
+        "1",
+        "--allow-origin",
+        "https://app.example",
+        "--allow-methods",
+        "GET,POST",
+        "--token",
+        "t",
     )
     r = server.request("OPTIONS", "/ok", headers={"Origin": "https://app.example"})
     assert r.status_code == 200

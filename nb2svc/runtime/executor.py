@@ -87,7 +87,9 @@ class _Collector:
         else:
             msg_type = msg["header"]["msg_type"]
             if msg_type == "stream":
-                parts = self.result.stdout_parts if content.get("name") == "stdout" else self.result.stderr_parts
+                parts = (
+                    self.result.stdout_parts if content.get("name") == "stdout" else self.result.stderr_parts
+                )
                 parts.append(content.get("text", ""))
             elif msg_type == "execute_result":
                 self.result.result = content.get("data", {})

@@ -66,16 +66,18 @@ class ApiService:
 
     def __init__(self, spec: ServiceSpec, settings: Settings, cwd: str | None = None) -> None:
         if not supports_language(spec.kernel.language):
-            raise ValueError(
-                f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels"
-            )
+            raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
         self.spec = spec
         self.settings = settings
         self.kernel_name = settings.kernel_name or spec.kernel.name
         self._cwd = cwd
         self._env = kernel_env(settings.env_allow)
         self.pool = KernelPool(
-            settings.pool_size, self._provision, max_waiting=settings.max_queue, on_fatal=self._fatal
+            settings.pool_size,
+            self._provision,
+            max_waiting=settings.max_queue,
+            on_fatal=self._fatal,
+            on_ready=self._ready,
         )
         self.requests: Counter[tuple[str, int]] = Counter()
         self.duration_sum: Counter[str] = Counter()
@@ -90,6 +92,7 @@ class ApiService:
         deadline = time.monotonic() + timeout
         try:
             kernel.start(timeout=timeout)
+            log.debug("kernel started in %.3fs", time.monotonic() - kernel.started_at)
             for cell in self.spec.setup:
                 remaining = max(0.1, deadline - time.monotonic())
                 try:
@@ -108,6 +111,7 @@ class ApiService:
         except BaseException:
             kernel.shutdown(now=True)
             raise
+        log.debug("kernel ready (started and seeded) in %.3fs", time.monotonic() - kernel.started_at)
         return kernel
 
     def _fatal(self, exc: BaseException) -> None:
@@ -120,6 +124,15 @@ class ApiService:
         self.pool.shutdown()
         logging.shutdown()
         os._exit(3)
+
+    def _ready(self) -> None:
+        log.info(
+            "ready: %d %s kernels warm in %.2fs (worker %d)",
+            self.pool.size,
+            self.kernel_name,
+            time.monotonic() - self.started_at,
+            os.getpid(),
+        )
 
     def start(self) -> None:
         self.pool.start()
@@ -221,7 +234,7 @@ def create_app(
     _install_error_handlers(app)
     _install_service_routes(app, service, base)
     if register_routes:
-        for index, endpoint in enumerate(spec.endpoints):
+        for index in range(len(spec.endpoints)):
             add_endpoint(app, index)
     on_worker_exit(service.shutdown)
     service.start()

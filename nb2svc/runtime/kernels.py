@@ -51,7 +51,9 @@ class KernelStartError(RuntimeError):
 
 
 def kernel_env(
-    allow: Iterable[str] = (), environ: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None
+    allow: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The whitelisted environment for a kernel process.
 
@@ -132,7 +134,9 @@ class Kernel:
                 kwargs["cwd"] = self._cwd
             lifecycle().call(km.start_kernel, timeout=timeout, **kwargs)
         except gevent.Timeout:
-            raise KernelStartError(f"kernel {self.kernel_name!r} did not start within {timeout:.0f}s") from None
+            raise KernelStartError(
+                f"kernel {self.kernel_name!r} did not start within {timeout:.0f}s"
+            ) from None
         except Exception as exc:  # NoSuchKernel, OSError, ...: one clear line for the user
             raise KernelStartError(f"could not start kernel {self.kernel_name!r}: {exc}") from exc
         self.km = km
@@ -168,7 +172,9 @@ class Kernel:
         """
         while True:
             if self.dead:
-                raise KernelStartError(f"kernel {self.kernel_name!r} exited during start-up{self._exit_detail()}")
+                raise KernelStartError(
+                    f"kernel {self.kernel_name!r} exited during start-up{self._exit_detail()}"
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise KernelStartError(f"kernel {self.kernel_name!r} did not become ready in time")
@@ -177,7 +183,7 @@ class Kernel:
                 "shell",
                 "kernel_info_request",
                 {},
-                lambda ch, msg: probe.set() if ch == "iopub" else None,
+                lambda ch, msg, probe=probe: probe.set() if ch == "iopub" else None,
             )
             ready = gevent.wait([probe, self._iopub_welcomed], timeout=min(0.5, remaining), count=1)
             self._handlers.pop(msg_id, None)

@@ -33,7 +33,8 @@ class JupyterFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact(record.getMessage()),
@@ -55,7 +56,9 @@ def gunicorn_logconfig(settings: Settings) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"nb2svc": {"()": _formatter_path(settings)}},
         "root": {"level": "WARNING", "handlers": ["console"]},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "nb2svc", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "nb2svc", "stream": "ext://sys.stderr"}
+        },
         "loggers": {
             "nb2svc": {"level": level, "handlers": ["console"], "propagate": False},
             "gunicorn.error": {"level": level, "handlers": ["console"], "propagate": False},

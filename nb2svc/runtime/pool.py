@@ -61,6 +61,7 @@ class KernelPool:
         *,
         max_waiting: int = 256,
         on_fatal: Callable[[BaseException], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
@@ -68,6 +69,7 @@ class KernelPool:
         self._provision = provision
         self._max_waiting = max_waiting
         self._on_fatal = on_fatal
+        self._on_ready = on_ready
         self._idle: collections.deque[Kernel] = collections.deque()
         self._waiters: collections.deque[AsyncResult] = collections.deque()
         self._all: set[Kernel] = set()
@@ -115,6 +117,8 @@ class KernelPool:
         if self.first_ready_at is None:
             self.first_ready_at = time.monotonic()
         self.release(kernel)
+        if self._warmed == self.size and self._on_ready:
+            self._on_ready()
 
     def _on_kernel_death(self, kernel: Kernel) -> None:
         if kernel in self._idle:

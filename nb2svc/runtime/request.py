@@ -53,9 +53,7 @@ def parse_body(req: Request) -> Any:
     return text
 
 
-def build_request(
-    req: Request, path_params: Mapping[str, str], hidden_query: tuple[str, ...] = ()
-) -> str:
+def build_request(req: Request, path_params: Mapping[str, str], hidden_query: tuple[str, ...] = ()) -> str:
     """The ``REQUEST`` JSON string for ``req``; ``hidden_query`` args (the token) are dropped.
 
     ``Authorization`` is dropped only when it carries the server's own token

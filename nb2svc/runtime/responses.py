@@ -44,7 +44,8 @@ def parse_response_info(stdout: str) -> ResponseInfo:
         data = json.loads(text)
     except json.JSONDecodeError:
         raise ResponseInfoError(
-            f"the ResponseInfo cell must print JSON like {{\"status\": 201, \"headers\": {{}}}}, got {text[:80]!r}"
+            'the ResponseInfo cell must print JSON like {"status": 201, "headers": {}}, '
+            f"got {text[:80]!r}"
         ) from None
     if not isinstance(data, dict):
         raise ResponseInfoError("the ResponseInfo cell must print a JSON object")

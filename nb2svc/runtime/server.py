@@ -82,7 +82,9 @@ class _GracefulArbiter(Arbiter):
 class Server(BaseApplication):
     """Run a WSGI app factory under gunicorn; the factory is called in each worker."""
 
-    def __init__(self, app_factory: Callable[[], Any], settings: Settings, *, workers: int | None = None) -> None:
+    def __init__(
+        self, app_factory: Callable[[], Any], settings: Settings, *, workers: int | None = None
+    ) -> None:
         self._factory = app_factory
         self._settings = settings
         self._workers = workers
