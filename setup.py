@@ -46,6 +46,8 @@ setup(
             "requests>=2.31",
             "websocket-client>=1.7",
             "ruff>=0.6",
+            "setuptools>=64",  # a test builds the wheel without build isolation
+            "wheel>=0.40",
         ],
     },
     entry_points={"console_scripts": ["nb2svc = nb2svc.cli:main"]},
