@@ -21,7 +21,7 @@ from tests.support import Server
 
 BEHAVIOUR = notebook(
     md("# Behaviour\nEndpoints exercising every rule of the contract."),
-    "import json, sys\ncounter = 0",
+    "import json, sys\ncounter = 0\ninfo_runs = 0",
     "# GET /echo/:a/:b\nprint(REQUEST)",
     "# POST /echo\nprint(REQUEST, end='')",
     "# PUT /echo\nprint(REQUEST, end='')",
@@ -40,6 +40,13 @@ BEHAVIOUR = notebook(
     "# GET /png\nfrom IPython.display import Image, display\n"
     "display(Image(data=bytes.fromhex('89504e470d0a1a0a0000000d49484452'), format='png'))",
     "# ResponseInfo GET /png\nprint(json.dumps({'headers': {'Content-Type': 'image/png'}}))",
+    "# GET /infofail\nprint('x')",
+    "# ResponseInfo GET /infofail\nraise KeyError('nope')",
+    "# GET /status/:code\nprint('custom')",
+    "# ResponseInfo GET /status/:code\nprint(json.dumps({'status': int(json.loads(REQUEST)['path']['code'])}))",
+    "# GET /errinfo\nraise RuntimeError('main cell failed')",
+    "# ResponseInfo GET /errinfo\ninfo_runs += 1\nprint('{}')",
+    "# GET /info_runs\nprint(info_runs)",
     "# GET /users/:id\nprint('user ' + json.loads(REQUEST)['path']['id'])",
     "# GET /users/me\nprint('me')",
     kernel="python3",
@@ -150,6 +157,25 @@ def test_response_info_sets_status_and_headers(server: Server) -> None:
     assert r.headers["Content-Type"] == "application/json"
     assert r.headers["X-Thing"] == "yes"
     assert r.json() == {"ok": True}
+
+
+def test_response_info_sees_request(server: Server) -> None:
+    r = server.get("/status/418")
+    assert r.status_code == 418
+    assert r.text == "custom\n"
+
+
+def test_response_info_error_is_500_with_its_traceback(server: Server) -> None:
+    r = server.get("/infofail")
+    assert r.status_code == 500
+    assert r.json()["error"] == "KeyError"
+    assert "ResponseInfo cell" in "\n".join(r.json()["traceback"])
+
+
+def test_response_info_does_not_run_when_the_cell_fails(server: Server) -> None:
+    for _ in range(4):
+        assert server.get("/errinfo").status_code == 500
+    assert {server.get("/info_runs").text for _ in range(4)} == {"0\n"}
 
 
 def test_invalid_response_info_is_500(server: Server) -> None:

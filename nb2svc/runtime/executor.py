@@ -15,6 +15,8 @@ output of the request has been published.
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +148,34 @@ def execute(
     if collector.result.status == "error" and collector.result.error is None:
         collector.result.error = ExecutionError("Error", "the kernel reported an error without details", [])
     return collector.result
+
+
+def expression_result(value: dict[str, Any] | None) -> ExecutionResult:
+    """The ResponseInfo fast path's ``user_expressions`` entry, as an :class:`ExecutionResult`.
+
+    ipykernel reports an expression as ``{"status": "ok", "data": {"text/plain": repr}}``
+    or ``{"status": "error", "ename", "evalue", "traceback"}``; the repr is of the JSON
+    report that :data:`nb2svc.runtime.request.PYTHON_BOOTSTRAP` returns.
+    """
+    if not value:
+        return ExecutionResult(
+            status="error", error=ExecutionError("Error", "expression was not evaluated", [])
+        )
+    if value.get("status") != "ok":
+        error = ExecutionError(
+            value.get("ename", "Error"),
+            value.get("evalue", ""),
+            [ANSI_ESCAPE.sub("", line) for line in value.get("traceback", [])],
+        )
+        return ExecutionResult(status="error", error=error)
+    try:
+        report = json.loads(ast.literal_eval(value.get("data", {}).get("text/plain", "''")))
+    except (ValueError, SyntaxError, TypeError):
+        report = {"ename": "Error", "evalue": "unreadable ResponseInfo result", "traceback": []}
+    if "stdout" in report:
+        return ExecutionResult(stdout_parts=[report["stdout"]])
+    error = ExecutionError(report["ename"], report["evalue"], report["traceback"])
+    return ExecutionResult(status="error", error=error)
 
 
 def _interrupt_and_wait(kernel: Kernel, collector: _Collector, grace: float) -> bool:

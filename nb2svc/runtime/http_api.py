@@ -35,10 +35,18 @@ from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import install_auth, install_cors, json_error
 from nb2svc.runtime.docs_page import render_docs_page
-from nb2svc.runtime.executor import ExecutionResult, ExecutionTimeout, execute
+from nb2svc.runtime.executor import ExecutionResult, ExecutionTimeout, execute, expression_result
 from nb2svc.runtime.kernels import Kernel, KernelDied, KernelStartError, kernel_env
 from nb2svc.runtime.pool import KernelPool, KernelUnhealthy, PoolBusy, PoolFailed
-from nb2svc.runtime.request import BadRequestBody, build_request, code_with_request, supports_language
+from nb2svc.runtime.request import (
+    PYTHON_BOOTSTRAP,
+    RESPONSE_INFO_KEY,
+    BadRequestBody,
+    build_request,
+    code_with_request,
+    response_info_expressions,
+    supports_language,
+)
 from nb2svc.runtime.responses import (
     ResponseInfoError,
     error_payload,
@@ -93,6 +101,8 @@ class ApiService:
         try:
             kernel.start(timeout=timeout)
             log.debug("kernel started in %.3fs", time.monotonic() - kernel.started_at)
+            if self.spec.kernel.language.lower() == "python":
+                execute(kernel, PYTHON_BOOTSTRAP, timeout=timeout)
             for cell in self.spec.setup:
                 remaining = max(0.1, deadline - time.monotonic())
                 try:
@@ -158,16 +168,24 @@ class ApiService:
             request_json = build_request(request, path_params, self._hidden_query)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
-        code = code_with_request(self.spec.kernel.language, endpoint.code, request_json)
+        language = self.spec.kernel.language
+        code = code_with_request(language, endpoint.code, request_json)
+        info_cell = endpoint.response_info
+        expressions = (
+            response_info_expressions(language, info_cell.code, info_cell.cells) if info_cell else None
+        )
         timeout = self.settings.request_timeout
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
                 deadline = time.monotonic() + timeout
-                result = self._run(kernel, code, timeout)
+                result = self._run(kernel, code, timeout, expressions)
                 info_result = None
-                if result.error is None and endpoint.response_info is not None:
-                    remaining = max(0.1, deadline - time.monotonic())
-                    info_result = self._run(kernel, endpoint.response_info.code, remaining)
+                if result.error is None and info_cell is not None:
+                    if expressions:
+                        info_result = expression_result(result.user_expressions.get(RESPONSE_INFO_KEY))
+                    else:
+                        remaining = max(0.1, deadline - time.monotonic())
+                        info_result = self._run(kernel, info_cell.code, remaining)
         except PoolBusy as exc:
             response = json_error(503, "ServiceUnavailable", f"all kernels are busy: {exc}")
             response.headers["Retry-After"] = "1"
@@ -198,9 +216,11 @@ class ApiService:
         response.headers["Content-Type"] = content_type
         return response
 
-    def _run(self, kernel: Kernel, code: str, timeout: float) -> ExecutionResult:
+    def _run(
+        self, kernel: Kernel, code: str, timeout: float, expressions: dict[str, str] | None = None
+    ) -> ExecutionResult:
         try:
-            return execute(kernel, code, timeout=timeout)
+            return execute(kernel, code, timeout=timeout, user_expressions=expressions)
         except ExecutionTimeout as exc:
             if not exc.recovered:
                 raise KernelUnhealthy(str(exc)) from exc

@@ -89,6 +89,39 @@ ASSIGNMENTS: dict[str, Callable[[str], str]] = {
 }
 
 
+#: Defined once on every Python kernel: runs a ResponseInfo cell with its stdout
+#: captured, so that the cell can ride along as a ``user_expression`` of the endpoint's
+#: own execute instead of costing a second kernel round trip. ipykernel evaluates user
+#: expressions only when the code succeeded, which is when ResponseInfo must run.
+#: It answers a JSON string: ``{"stdout": text}`` or ``{"ename", "evalue", "traceback"}``
+#: (ipykernel's own report of a failed expression carries no traceback).
+PYTHON_BOOTSTRAP = """
+def _nb2svc_response_info(code, filename):
+    import contextlib, io, json, sys, traceback
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            exec(compile(code, filename, "exec"), get_ipython().user_ns)
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)[1:]
+        lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+        return json.dumps({"ename": type(exc).__name__, "evalue": str(exc), "traceback": lines})
+    return json.dumps({"stdout": buffer.getvalue()})
+"""
+
+RESPONSE_INFO_KEY = "nb2svc_response_info"
+
+
+def response_info_expressions(language: str, code: str, cells: tuple[int, ...]) -> dict[str, str] | None:
+    """The ``user_expressions`` that run a ResponseInfo cell in the same execute, or
+    ``None`` where the language has no such fast path (it then runs as its own execute).
+    """
+    if language.lower() != "python":
+        return None
+    filename = "<ResponseInfo cell " + ",".join(map(str, cells)) + ">"
+    return {RESPONSE_INFO_KEY: f"_nb2svc_response_info({json.dumps(code)}, {json.dumps(filename)})"}
+
+
 def supports_language(language: str) -> bool:
     return language.lower() in ASSIGNMENTS
 
