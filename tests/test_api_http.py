@@ -43,7 +43,8 @@ BEHAVIOUR = notebook(
     "# GET /infofail\nprint('x')",
     "# ResponseInfo GET /infofail\nraise KeyError('nope')",
     "# GET /status/:code\nprint('custom')",
-    "# ResponseInfo GET /status/:code\nprint(json.dumps({'status': int(json.loads(REQUEST)['path']['code'])}))",
+    "# ResponseInfo GET /status/:code\n"
+    "print(json.dumps({'status': int(json.loads(REQUEST)['path']['code'])}))",
     "# GET /errinfo\nraise RuntimeError('main cell failed')",
     "# ResponseInfo GET /errinfo\ninfo_runs += 1\nprint('{}')",
     "# GET /info_runs\nprint(info_runs)",
