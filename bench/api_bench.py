@@ -104,6 +104,16 @@ SCENARIOS: dict[str, Scenario] = {
         check=lambda st, body: st == 200 and _json_or_none(body) == ECHO_PAYLOAD,
         lua_check='status == 200 and string.find(body, "ping-4242", 1, true) ~= nil',
     ),
+    # Same cell as echo plus a ResponseInfo cell: the reference runs it as a third execute.
+    "created": Scenario(
+        name="created",
+        method="POST",
+        path="/created",
+        body=json.dumps(ECHO_PAYLOAD),
+        content_type="application/json",
+        check=lambda st, body: st == 201 and _json_or_none(body) == ECHO_PAYLOAD,
+        lua_check='status == 201 and string.find(body, "ping-4242", 1, true) ~= nil',
+    ),
 }
 
 
