@@ -147,6 +147,10 @@ def test_token_auth(start_server: StartServer, tmp_path: Path) -> None:
     assert req["args"] == {"keep": ["1"]}
     req = json.loads(server.get("/request", headers={"Authorization": "token s3cret"}).text)
     assert "Authorization" not in req["headers"]
+    # the access log shows requests, never the token
+    log = server.log()
+    assert "GET /request?token=[secret]&keep=1 200" in log
+    assert "s3cret" not in log
 
 
 def test_token_from_environment_and_kg_alias(start_server: StartServer, tmp_path: Path) -> None:
