@@ -7,6 +7,7 @@ bundles, and the shutdown contract: in-flight requests finish, no kernel survive
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from tests.notebooks import notebook
-from tests.support import EXAMPLES, Server, alive, wait_for
+from tests.support import EXAMPLES, Server, alive, descendants, parent_pid, wait_for
 
 StartServer = Callable[..., Server]
 
@@ -227,3 +228,24 @@ def test_todo_example_keeps_state(start_server: StartServer) -> None:
     assert server.request("DELETE", f"/todos/{todo_id}").status_code == 204
     assert server.get(f"/todos/{todo_id}").status_code == 404
     assert server.request("POST", "/todos", json={}).status_code == 400
+
+
+def test_several_workers_each_own_a_pool_and_a_killed_worker_leaves_no_kernels(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = start_server(write(FAULTS, tmp_path), "--workers", "2", "--pool-size", "1")
+    wait_for(lambda: len(server.find_kernels()) == 2, 30, "both workers' kernels")
+    kernels = server.find_kernels()
+    workers = {p for p in descendants(server.proc.pid) if parent_pid(p) == server.proc.pid}
+    assert len(workers) == 2
+    victim = next(iter(workers))
+    victim_kernels = {p for p in kernels if p in descendants(victim)}
+    assert len(victim_kernels) == 1
+    os.kill(victim, signal.SIGKILL)
+    # ipykernel notices its parent is gone; gunicorn boots a new worker with a new pool
+    wait_for(lambda: not any(alive(p) for p in victim_kernels), 15, "the dead worker's kernel to exit")
+    wait_for(lambda: len(server.find_kernels()) == 2, 60, "a replacement worker's kernel")
+    assert {server.get("/ok").text for _ in range(4)} == {"ok\n"}
+    all_kernels = server.find_kernels()
+    assert server.stop() == 0
+    assert [p for p in all_kernels if alive(p)] == []
