@@ -36,7 +36,7 @@ from nb2svc.config import Settings
 from nb2svc.runtime.auth import install_auth, install_cors, json_error
 from nb2svc.runtime.docs_page import render_docs_page
 from nb2svc.runtime.executor import ExecutionResult, ExecutionTimeout, execute, expression_result
-from nb2svc.runtime.kernels import Kernel, KernelDied, KernelStartError, kernel_env
+from nb2svc.runtime.kernels import Kernel, KernelDied, kernel_env
 from nb2svc.runtime.logs import install_access_log
 from nb2svc.runtime.pool import KernelPool, KernelUnhealthy, PoolBusy, PoolFailed
 from nb2svc.runtime.request import (
@@ -57,9 +57,6 @@ from nb2svc.runtime.responses import (
 from nb2svc.runtime.server import on_worker_exit
 
 log = logging.getLogger("nb2svc")
-
-SERVICE_PREFIX = "/_api/"
-
 
 class SetupFailed(RuntimeError):
     """A setup (non-annotated) cell raised while seeding a kernel."""
@@ -363,4 +360,4 @@ def _prometheus_text(service: ApiService) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ApiService", "KernelStartError", "SetupFailed", "add_endpoint", "create_app", "flask_rule"]
+__all__ = ["ApiService", "SetupFailed", "add_endpoint", "create_app", "flask_rule"]
