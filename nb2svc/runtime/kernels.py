@@ -15,6 +15,7 @@ single lifecycle greenlet.
 from __future__ import annotations
 
 import atexit
+import hmac
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import zmq.backend as zmq_backend
 import zmq.green as zmq
 from jupyter_client import KernelManager
 from jupyter_client.session import Session
@@ -111,6 +113,10 @@ class Kernel:
         self.dead = False
         self.started_at = 0.0
         self.on_death: Callable[[Kernel], None] | None = None
+        #: Kernel mode's websocket bridge: called with ``(channel, msg, parts)`` for every
+        #: message from the kernel, whatever its parent (``parts``: the received
+        #: ``[header, parent_header, metadata, content, *buffers]``, for raw forwarding).
+        self.on_message: Callable[[str, dict[str, Any], list[bytes]], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -141,19 +147,28 @@ class Kernel:
             raise KernelStartError(f"could not start kernel {self.kernel_name!r}: {exc}") from exc
         self.km = km
         self.session = km.session
-        for channel, sock in self._connect(km).items():
-            self._sockets[channel] = sock
-            self._greenlets.append(gevent.spawn(self._read_loop, channel, sock))
+        self._open(km, (("shell", zmq.DEALER), ("iopub", zmq.SUB), ("control", zmq.DEALER)))
         self._greenlets.append(gevent.spawn(self._watch_process))
         self._wait_until_subscribed(deadline=time.monotonic() + timeout)
+        # stdin last (kernel mode's input()): there the kernel sends first, to the shell
+        # requester's identity; a DEALER that connected before the kernel had bound took
+        # about a second to reconnect, and an input_request sent meanwhile was dropped.
+        self._open(km, (("stdin", zmq.DEALER),))
 
-    def _connect(self, km: KernelManager) -> dict[str, Any]:
+    def _open(self, km: KernelManager, channels: tuple[tuple[str, int], ...]) -> None:
+        for channel, sock in self._connect(km, channels).items():
+            self._sockets[channel] = sock
+            self._greenlets.append(gevent.spawn(self._read_loop, channel, sock))
+
+    def _connect(self, km: KernelManager, channels: tuple[tuple[str, int], ...]) -> dict[str, Any]:
         ctx = _green_context()
         info = km.get_connection_info()
         sockets = {}
-        for channel, kind in (("shell", zmq.DEALER), ("iopub", zmq.SUB), ("control", zmq.DEALER)):
+        for channel, kind in channels:
             sock = ctx.socket(kind)
             sock.linger = 0
+            if kind == zmq.DEALER:  # one identity: the kernel routes input_request to the shell requester
+                sock.identity = km.session.bsession
             if info.get("curve_publickey"):
                 sock.curve_secretkey = km.curve_secretkey
                 sock.curve_publickey = km.curve_publickey
@@ -280,32 +295,131 @@ class Kernel:
         msg_id = msg["header"]["msg_id"]
         if handler is not None:
             self._handlers[msg_id] = handler
-        self.session.send(self._sockets[channel], msg)
+        send_frames(self._sockets[channel], self.session.serialize(msg))
         return msg_id
+
+    def send_raw(self, channel: str, parts: list[bytes]) -> None:
+        """Sign and send already serialised ``[header, parent_header, metadata, content, *buffers]``.
+
+        Kernel mode forwards websocket clients' messages this way: they are signed with
+        the kernel's key here, and never parsed beyond what the bridge validated.
+        """
+        if self.dead or self.session is None:
+            raise KernelDied(f"kernel {self.kernel_name!r} is not running")
+        send_frames(self._sockets[channel], [DELIMITER, self.session.sign(parts[:4]), *parts])
 
     def forget(self, msg_id: str) -> None:
         self._handlers.pop(msg_id, None)
 
     def _read_loop(self, channel: str, sock: Any) -> None:
+        """Dispatch every message from one socket; drains whatever is queued per wake-up.
+
+        After one cooperative wait, further queued messages are taken with plain
+        non-blocking receives: the green wrapper's per-frame bookkeeping was a large
+        share of the server's CPU per request.
+        """
         session = self.session
         assert session is not None
+        verify = _Verifier(session)
         while True:
             try:
-                parts = sock.recv_multipart(copy=True)
-                _, frames = session.feed_identities(parts, copy=True)
-                msg = session.deserialize(frames, content=True, copy=True)
+                batch = [sock.recv_multipart(copy=True)]
+                while _RAW_IO:
+                    try:
+                        batch.append(_raw_recv_multipart(sock, zmq.NOBLOCK))
+                    except zmq.Again:
+                        sock._Socket__state_changed()  # as the green recv would, after raw ones
+                        break
             except zmq.ZMQError:
                 return
-            except Exception:
-                log.warning("dropped an unreadable message on %s", channel, exc_info=True)
-                continue
-            if msg["header"]["msg_type"] == "iopub_welcome":
-                self._iopub_welcomed.set()
-                continue
-            parent_id = msg["parent_header"].get("msg_id")
-            handler = self._handlers.get(parent_id) if parent_id else None
-            if handler is not None:
-                handler(channel, msg)
+            for parts in batch:
+                self._dispatch(channel, parts, verify)
+
+    def _dispatch(self, channel: str, parts: list[bytes], verify: _Verifier) -> None:
+        try:
+            frames = parts[parts.index(DELIMITER) + 1 :]
+            msg = verify.parse(frames)
+        except Exception:
+            log.warning("dropped an unreadable message on %s", channel, exc_info=True)
+            return
+        if msg["header"]["msg_type"] == "iopub_welcome":
+            self._iopub_welcomed.set()
+            return
+        parent_id = msg["parent_header"].get("msg_id")
+        handler = self._handlers.get(parent_id) if parent_id else None
+        if handler is not None:
+            handler(channel, msg)
+        if self.on_message is not None:
+            self.on_message(channel, msg, frames[1:])
+
+
+DELIMITER = b"<IDS|MSG>"
+#: Raw C-level socket calls need zmq.green's (private) state hook to keep waiting
+#: greenlets woken; without it (a future pyzmq), use the green calls throughout.
+_RAW_IO = hasattr(zmq.Socket, "_Socket__state_changed")
+_backend_send = zmq_backend.Socket.send
+_backend_recv = zmq_backend.Socket.recv
+_backend_get = zmq_backend.Socket.get
+
+
+def _raw_send_multipart(sock: Any, frames: list[bytes], flags: int) -> None:
+    """Send all frames through the C-level socket: no per-frame green or sugar layers."""
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        _backend_send(sock, frame, flags | zmq.SNDMORE if index < last else flags)
+
+
+def _raw_recv_multipart(sock: Any, flags: int) -> list[bytes]:
+    """Receive one whole message through the C-level socket (``zmq.Again`` if none)."""
+    parts = [_backend_recv(sock, flags)]
+    while _backend_get(sock, zmq.RCVMORE):
+        parts.append(_backend_recv(sock, flags))
+    return parts
+
+
+class _Verifier:
+    """Check a message's HMAC and decode it: what ``Session.deserialize`` does, minus
+    its date parsing and replay history, which cost more than the rest of a request's
+    handling here and protect nothing on a private IPC socket.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._auth = session.auth
+        self._unpack = session.unpack
+
+    def parse(self, frames: list[bytes]) -> dict[str, Any]:
+        if self._auth is not None:
+            digest = self._auth.copy()
+            for frame in frames[1:5]:
+                digest.update(frame)
+            if not hmac.compare_digest(digest.hexdigest().encode("ascii"), frames[0]):
+                raise ValueError("invalid message signature")
+        header = self._unpack(frames[1])
+        return {
+            "header": header,
+            "msg_id": header.get("msg_id"),
+            "msg_type": header.get("msg_type"),
+            "parent_header": self._unpack(frames[2]),
+            "metadata": self._unpack(frames[3]),
+            "content": self._unpack(frames[4]),
+            "buffers": frames[5:],
+        }
+
+
+def send_frames(sock: Any, frames: list[bytes]) -> None:
+    """Send a multipart message in one non-blocking pass, waiting cooperatively only
+    when the socket is full. The green socket is then told its state may have changed
+    (as its own ``send`` does), or a reader waiting on it could miss a wake-up.
+    """
+    if not _RAW_IO:
+        sock.send_multipart(frames)
+        return
+    try:
+        _raw_send_multipart(sock, frames, zmq.NOBLOCK)
+    except zmq.Again:
+        sock.send_multipart(frames)
+        return
+    sock._Socket__state_changed()
 
 
 def _kill_process_group(proc: Any) -> None:
