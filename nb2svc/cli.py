@@ -1,4 +1,4 @@
-"""The ``nb2svc`` command: build | serve | routes.
+"""The ``nb2svc`` command: build | serve | routes | test.
 
 Exit codes: 0 success, 1 operational failure (a port in use, a worker that could not
 boot), 2 usage or compile error. Errors go to stderr without a traceback unless
@@ -7,6 +7,7 @@ boot), 2 usage or compile error. Errors go to stderr without a traceback unless
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from nb2svc._version import __version__
-from nb2svc.config import OPTIONS, Option, Settings, settings_from_env
+from nb2svc.config import OPTIONS, OPTIONS_BY_NAME, Option, Settings, settings_from_env
 
 BUNDLE_MARKER = "service.json"
 
@@ -67,6 +68,9 @@ def _option_decorators(mode: str) -> list[Callable[[Callable[..., Any]], Callabl
             if option.choices
             else (str if option.type in (list, str) else option.type)
         )
+        if option.type is bool:  # --name/--no-name; None when not given, so env vars still apply
+            flags = f"{option.flag}/--no-{option.flag[2:]}"
+            return click.option(flags, option.name, default=None, help=help_text)
         return click.option(option.flag, option.name, type=click_type, default=None, help=help_text)
 
     return [decorator(o) for o in OPTIONS if mode in o.modes or mode == "all"]
@@ -104,25 +108,73 @@ def main(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--force", is_flag=True, help="Replace an existing non-empty output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the list of written files as JSON on stdout.")
+@click.option("--base-image", default=None, help="FROM image of the Dockerfile.  [default: a slim Python]")
+@click.option(
+    "--docker-tag",
+    default=None,
+    callback=lambda ctx, param, value: _image_tag(value),
+    help="Image name with an explicit tag (never latest), used by the Makefile and k8s/; "
+    "also prints the docker build command.  [default: <name>:<digest of the image's files>]",
+)
+@click.option("--k8s", is_flag=True, help="Also write Kubernetes manifests to k8s/ (kubectl apply -k).")
+@click.option(
+    "--requirements",
+    "requirements_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The notebook's own packages (a pip requirements file, best pinned) to install in the image.",
+)
 def build(
-    notebook: Path, output: Path | None, comment_prefix: str | None, force: bool, as_json: bool
+    notebook: Path,
+    output: Path | None,
+    comment_prefix: str | None,
+    force: bool,
+    as_json: bool,
+    base_image: str | None,
+    docker_tag: str | None,
+    k8s: bool,
+    requirements_file: Path | None,
 ) -> None:
     """Compile NOTEBOOK into a self-contained service bundle directory."""
-    from nb2svc.compiler.bundle import BundleError, write_bundle
+    from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command, write_bundle
 
     spec = _compile(notebook, comment_prefix)
     output = output or Path("build") / spec.name
+    options = BundleOptions(image=docker_tag, k8s=k8s, requirements=_requirement_lines(requirements_file))
+    if base_image:
+        options = dataclasses.replace(options, base_image=base_image)
     try:
-        written = write_bundle(spec, notebook, output, force=force)
+        written = write_bundle(spec, notebook, output, force=force, options=options)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
+    command = docker_build_command(output, docker_tag) if docker_tag else None
     if as_json:
-        click.echo(json.dumps({"bundle": str(output), "files": [str(p) for p in written]}))
-    else:
-        click.echo(
-            f"built {output}/ from {notebook}: {len(spec.endpoints)} endpoints, "
-            f"{len(spec.setup)} setup cells, {len(written)} files"
-        )
+        files = [str(p) for p in written]
+        click.echo(json.dumps({"bundle": str(output), "files": files, "docker_build": command}))
+        return
+    click.echo(
+        f"built {output}/ from {notebook}: {len(spec.endpoints)} endpoints, "
+        f"{len(spec.setup)} setup cells, {len(written)} files"
+    )
+    if command:
+        click.echo(command)
+
+
+def _requirement_lines(path: Path | None) -> tuple[str, ...]:
+    """The requirement lines of ``path``, without comments and blank lines."""
+    if path is None:
+        return ()
+    lines = (line.split(" #", 1)[0].strip() for line in path.read_text().splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def _image_tag(value: str | None) -> str | None:
+    from nb2svc.compiler.bundle import BundleError, check_image_tag
+
+    try:
+        return check_image_tag(value) if value is not None else None
+    except BundleError as exc:
+        raise click.BadParameter(str(exc), param_hint="--docker-tag") from None
 
 
 @main.command()
@@ -159,6 +211,76 @@ def routes(target: Path, comment_prefix: str | None, as_json: bool) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+@main.command("test")
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
+@click.option("--url", default=None, help="Test the service running at this URL instead of starting one.")
+@click.option(
+    "--pool-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Kernels of the service started for the test (1 runs stateful examples in order).",
+)
+@click.option(
+    "--start-timeout",
+    type=float,
+    default=120,
+    show_default=True,
+    help="Seconds the service may take to be ready.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+def test_examples(
+    target: Path,
+    comment_prefix: str | None,
+    url: str | None,
+    pool_size: int,
+    start_timeout: float,
+    as_json: bool,
+) -> None:
+    """Send the example requests TARGET's notebook declares and compare the answers.
+
+    TARGET is a notebook or a bundle; unless --url is given, it is served on a free
+    loopback port for the test. Examples are declared in the endpoint cells' metadata
+    (see the README). Exit 0 if all pass, 1 if any fails or the service does not
+    start, 2 if there are no examples or a declaration is wrong.
+    """
+    from nb2svc import endpoint_tests
+    from nb2svc.compiler import CompileError
+    from nb2svc.compiler.notebook import load_notebook
+
+    spec = _load_spec(target, comment_prefix)
+    notebook = target / "notebook.ipynb" if target.is_dir() else target
+    try:
+        nb = load_notebook(notebook, comment_prefix=comment_prefix).notebook
+        examples = endpoint_tests.examples_from_notebook(nb, spec, str(notebook))
+    except CompileError as exc:
+        raise CompileFailed(f"error: {notebook} declares invalid examples:\n{exc}") from None
+    if not examples:
+        raise click.UsageError(
+            f"{notebook} declares no examples (cell metadata nb2svc.examples; see the README)"
+        )
+    for ep in endpoint_tests.endpoints_without_examples(spec, examples):
+        click.echo(f"warning: no examples for {ep.method} {ep.path} (cell {ep.cells[0]})", err=True)
+    token = settings_from_env().token
+    try:
+        if url:
+            outcomes = endpoint_tests.run_examples(url, examples, token=token)
+        else:
+            with endpoint_tests.local_service(target, pool_size=pool_size, timeout=start_timeout) as base:
+                outcomes = endpoint_tests.run_examples(base, examples, token=token)
+    except endpoint_tests.ServiceFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    failed = sum(not outcome.passed for outcome in outcomes)
+    if as_json:
+        click.echo(json.dumps([outcome.to_dict() for outcome in outcomes], indent=2))
+    else:
+        click.echo(endpoint_tests.format_table(outcomes))
+        click.echo(f"\n{len(outcomes) - failed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
 def _load_spec(target: Path, comment_prefix: str | None):
     from nb2svc.compiler.spec import ServiceSpec
 
@@ -177,19 +299,41 @@ def _load_spec(target: Path, comment_prefix: str | None):
 
 
 @main.command()
-@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.argument("target", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
-@settings_options("api")
-def serve(target: Path, comment_prefix: str | None, **flags: Any) -> None:
-    """Serve TARGET (a notebook or a bundle from 'nb2svc build') as an HTTP API.
+@click.option(
+    "--kernels",
+    "kernel_mode",
+    is_flag=True,
+    help="Kernel mode: serve Jupyter kernels over the Jupyter Server REST + websocket API (no TARGET).",
+)
+@settings_options("all")
+def serve(target: Path | None, comment_prefix: str | None, kernel_mode: bool, **flags: Any) -> None:
+    """Serve TARGET (a notebook or a bundle from 'nb2svc build') as an HTTP API, or with
+    --kernels, serve Jupyter kernels to Jupyter clients (JupyterLab, jupyter server
+    --gateway-url, @jupyterlab/services).
 
     Flags override NB2SVC_* environment variables, which override Kernel Gateway's
     KG_* variables, which override the defaults.
     """
+    mode = "kernels" if kernel_mode else "api"
+    misplaced = [
+        OPTIONS_BY_NAME[n].flag
+        for n, v in flags.items()
+        if v is not None and mode not in OPTIONS_BY_NAME[n].modes
+    ]
+    if misplaced:
+        other = "API mode (a TARGET)" if kernel_mode else "kernel mode (--kernels)"
+        raise click.UsageError(f"{', '.join(misplaced)}: only used in {other}")
     try:
         settings = settings_from_env(**flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if kernel_mode:
+        _serve_kernels(target, settings)
+        return
+    if target is None:
+        raise click.UsageError("Missing argument 'TARGET' (a notebook or bundle), or --kernels")
     spec = _load_spec(target, comment_prefix)
     from nb2svc.runtime.request import supports_language
 
@@ -238,11 +382,66 @@ def _run_server(factory: Callable[[], Any], settings: Settings, spec: Any) -> No
         f"  health:    {url}/_api/health/ready",
         err=True,
     )
+    _run(Server(factory, settings))
+
+
+def _run(server: Any) -> None:
     try:
-        Server(factory, settings).run()
+        server.run()
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise click.ClickException("the server stopped with an error (see the log above)") from None
+
+
+def _serve_kernels(target: Path | None, settings: Settings) -> None:
+    """Kernel mode (one worker: every kernel id must resolve in one process)."""
+    if target is not None:
+        raise click.UsageError(
+            f"--kernels serves kernels, not {target}; to run a notebook on each kernel, pass --seed {target}"
+        )
+    if settings.max_kernels and settings.prespawn > settings.max_kernels:
+        raise click.UsageError(
+            f"--prespawn {settings.prespawn} is more than --max-kernels {settings.max_kernels}"
+        )
+    seed = _load_seed(Path(settings.seed), settings.force_kernel) if settings.seed else None
+    from nb2svc.runtime.kernels_api.worker import KernelServer
+
+    os.environ.update(settings.to_env())
+    url = f"http://{settings.host}:{settings.port}{settings.base_url.rstrip('/')}"
+    seeded = f", seeded from {settings.seed} ({len(seed.cells)} cells)" if seed else ""
+    click.echo(
+        f"nb2svc {__version__}: serving Jupyter kernels (prespawn {settings.prespawn}, warm {settings.warm}"
+        f"{seeded})\n  kernels:   {url}/api/kernels\n  specs:     {url}/api/kernelspecs\n"
+        f"  health:    {url}/_api/health/ready",
+        err=True,
+    )
+    _run(KernelServer(_kernel_app_factory(settings, seed), settings))
+
+
+def _kernel_app_factory(settings: Settings, seed: Any) -> Callable[[], Any]:
+    def factory() -> Any:
+        from nb2svc.runtime.kernels_api.rest import create_app  # in the worker: zmq after fork
+
+        return create_app(settings, seed)
+
+    return factory
+
+
+def _load_seed(path: Path, force_kernel: str) -> Any:
+    """The ``--seed`` notebook's code cells, for the kernel spec they are for."""
+    _skip_slow_format_checkers()
+    from nb2svc.compiler import CompileError
+    from nb2svc.compiler.notebook import load_notebook
+    from nb2svc.runtime.kernels_api.seed import Seed
+
+    try:
+        loaded = load_notebook(path)
+    except CompileError as exc:
+        raise CompileFailed(f"error: --seed {path} cannot be used:\n{exc}") from None
+    sources = [(n, c.source) for n, c in enumerate(loaded.notebook.cells, start=1) if c.cell_type == "code"]
+    texts = ((n, "".join(src) if isinstance(src, list) else src) for n, src in sources)
+    cells = tuple((n, text) for n, text in texts if text.strip())
+    return Seed(source=str(path), kernel_name=force_kernel or loaded.kernel.name, cells=cells)
 
 
 def run() -> None:

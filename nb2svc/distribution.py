@@ -22,6 +22,7 @@ import base64
 import hashlib
 import io
 import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -45,16 +46,22 @@ class DistributionError(Exception):
 
 @dataclass(frozen=True)
 class Runtime:
-    """Everything a bundle installs: pinned requirement lines and the nb2svc wheel."""
+    """Everything a bundle installs: pinned requirement lines and the nb2svc wheel.
+
+    ``python`` is the ``major.minor`` the pins were resolved on; the image and the CI
+    pipeline use the same (a pin may need it: many releases require a recent Python).
+    """
 
     requirements: tuple[str, ...]
     wheel_name: str
     wheel: bytes
+    python: str
 
 
 def current_runtime() -> Runtime:
     """The runtime of this installation: its dependency pins and a wheel of nb2svc."""
-    return Runtime(pinned_requirements(), wheel_filename(), self_wheel())
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return Runtime(pinned_requirements(), wheel_filename(), self_wheel(), python)
 
 
 def canonical_name(name: str) -> str:

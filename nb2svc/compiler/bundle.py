@@ -1,43 +1,99 @@
-"""Render a :class:`ServiceSpec` into a self-contained service bundle directory.
+"""Render a :class:`ServiceSpec` into a self-contained, deployable service bundle directory.
 
 Files written (all deterministic: building twice gives byte-identical output):
 
 - ``app.py``: a readable generated Flask app, one route declaration per endpoint
 - ``service.json``: the ServiceSpec (the only contract with the runtime)
 - ``openapi.json``: OpenAPI 3.1; ``notebook.ipynb``: the source notebook, verbatim
-- ``requirements.txt``, ``gunicorn.conf.py``, ``Dockerfile``, ``.dockerignore``, ``README.md``
+- ``requirements.txt`` (every runtime dependency pinned) and ``wheels/nb2svc-*.whl``
+  (nb2svc itself, which is not on PyPI): see :mod:`nb2svc.distribution`
+- ``gunicorn.conf.py``, ``Dockerfile``, ``.dockerignore``
+- ``Makefile`` and ``.github/workflows/deploy.yml``: install, ``nb2svc test``, build and
+  push the image, apply the manifests (the workflow calls the Makefile's targets, so
+  the two cannot drift apart)
+- with ``k8s=True``: ``k8s/`` Deployment, Service, HorizontalPodAutoscaler,
+  PodDisruptionBudget and a ``kustomization.yaml``
+- ``README.md``
 
-Like the rest of the compiler this never starts a kernel; it only reads the notebook
-file and writes the output directory.
+Like the rest of the compiler this never starts a kernel or reads the environment.
+What it needs from the installation (dependency pins, the nb2svc wheel) comes in as a
+:class:`~nb2svc.distribution.Runtime`, so tests can render with a fixed one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import shutil
-from dataclasses import dataclass
-from importlib import metadata, resources
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nb2svc._version import __version__
 from nb2svc.compiler.openapi import openapi_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
+from nb2svc.config import OPTIONS_BY_NAME
 
-DEFAULT_BASE_IMAGE = "python:3.11-slim"
+if TYPE_CHECKING:
+    from nb2svc.distribution import Runtime
+
+#: The default FROM image, for the Python (``major.minor``) the dependency pins came from.
+DEFAULT_BASE_IMAGE = "python:{python}-slim"
 DEFAULT_PORT = 8888
+#: The image's unprivileged user; numeric so that Kubernetes' runAsNonRoot can check it.
+APP_UID = 10001
+#: PID 1 in the image (PyPI wheel, so no apt pinning): forwards SIGTERM to gunicorn, reaps orphans.
+DUMB_INIT = "dumb-init==1.2.5.post1"
+
+#: Resource requests per gunicorn worker and per warm kernel (measured RSS of an idle
+#: worker ~80 MiB and an idle ipykernel ~60 MiB, plus headroom for request data). Limits
+#: are twice the memory request (kernels hold user state that grows) and one core per
+#: kernel plus half a core per worker (a busy kernel is CPU-bound on one core).
+WORKER_CPU_MILLI, WORKER_MEMORY_MI = 100, 128
+KERNEL_CPU_MILLI, KERNEL_MEMORY_MI = 250, 160
+#: Seconds the pod keeps serving after it is marked terminating, so that load
+#: balancers stop sending it traffic before gunicorn stops accepting.
+PRESTOP_SECONDS = 5
 
 
 class BundleError(Exception):
     """The bundle cannot be written (e.g. the output directory is not ours to replace)."""
 
 
+def _default(name: str) -> Any:
+    return OPTIONS_BY_NAME[name].default
+
+
 @dataclass(frozen=True)
 class BundleOptions:
-    base_image: str = DEFAULT_BASE_IMAGE
+    """How to render a bundle.
+
+    ``base_image`` defaults to :data:`DEFAULT_BASE_IMAGE` for the runtime's Python.
+    ``image`` is the image reference the Dockerfile's build command, the Makefile and
+    the manifests use; it must carry an explicit tag (never ``latest``). When ``None``
+    it is ``<service>:<12 hex digits>``, a digest of every file the image is built from,
+    so a changed notebook or nb2svc gives a new tag. ``replicas`` is the HPA's floor;
+    ``workers``, ``pool_size`` and ``request_timeout`` are baked into the image and
+    manifests as ``NB2SVC_*`` defaults and size the pod's resources. ``requirements``
+    are the notebook's own packages (requirement lines, best pinned), installed with
+    nb2svc's pins: the kernels import them, and nb2svc cannot know them.
+    """
+
+    base_image: str | None = None
     port: int = DEFAULT_PORT
+    image: str | None = None
+    k8s: bool = False
+    replicas: int = 2
+    max_replicas: int = 10
+    workers: int = field(default_factory=lambda: _default("workers"))
+    pool_size: int = field(default_factory=lambda: _default("pool_size"))
+    request_timeout: float = field(default_factory=lambda: _default("request_timeout"))
+    requirements: tuple[str, ...] = ()
 
 
 def templates_dir() -> Path:
@@ -55,7 +111,7 @@ def templates_dir() -> Path:
 
 
 def _environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(str(templates_dir())),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
@@ -63,6 +119,42 @@ def _environment() -> Environment:
         lstrip_blocks=True,
         autoescape=False,  # noqa: S701 - renders Python, Dockerfiles and YAML, never HTML
     )
+    env.filters["tojson"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
+
+
+def dns_name(name: str) -> str:
+    """``name`` as a DNS-1123 label (Kubernetes object names, image repository names).
+
+    Lower case, runs of anything but ``[a-z0-9]`` become one ``-``, at most 63
+    characters, never empty (``"My Notebook (v2)"`` → ``"my-notebook-v2"``).
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63].rstrip("-")
+    return slug or "service"
+
+
+def image_repository(image: str) -> str:
+    """``registry:5000/team/app:1.2`` → ``registry:5000/team/app`` (tag and digest removed)."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def check_image_tag(image: str) -> str:
+    """Return ``image`` if it names an explicit tag or digest; else a :class:`BundleError`.
+
+    Manifests must never say ``latest`` (implicitly or not): the cluster could then run
+    different code on different nodes, and a rollback would not roll anything back.
+    """
+    if not image or any(c.isspace() for c in image):
+        raise BundleError(f"invalid image reference {image!r}")
+    tag = "@digest" if "@" in image else image[len(image_repository(image)) + 1 :]
+    if not tag:
+        raise BundleError(f"image {image!r} has no tag; give one, e.g. {image}:1.0.0 (never latest)")
+    if tag == "latest":
+        raise BundleError(f"image {image!r}: use a version or commit tag, not latest")
+    return image
 
 
 def _view_name(index: int, ep: Endpoint) -> str:
@@ -85,45 +177,106 @@ def _endpoint_context(index: int, ep: Endpoint) -> dict[str, Any]:
     }
 
 
-def _kernel_requirements(spec: ServiceSpec) -> list[str]:
-    if spec.kernel.language.lower() != "python":
-        return []
-    try:
-        return [f"ipykernel=={metadata.version('ipykernel')}"]
-    except metadata.PackageNotFoundError:
-        return ["ipykernel"]
+def _resources(options: BundleOptions) -> dict[str, dict[str, str]]:
+    """Pod resources derived from the pool: see the constants above for the reasoning."""
+    kernels = options.workers * options.pool_size
+    cpu = options.workers * WORKER_CPU_MILLI + kernels * KERNEL_CPU_MILLI
+    memory = options.workers * WORKER_MEMORY_MI + kernels * KERNEL_MEMORY_MI
+    cpu_limit = kernels * 1000 + options.workers * 500
+    return {
+        "requests": {"cpu": f"{cpu}m", "memory": f"{memory}Mi"},
+        "limits": {"cpu": f"{cpu_limit}m", "memory": f"{2 * memory}Mi"},
+    }
+
+
+def _timing(options: BundleOptions) -> dict[str, int]:
+    """Shutdown timing: requests in flight finish, then kernels stop, before any SIGKILL.
+
+    gunicorn's graceful timeout exceeds the request timeout (an in-flight request can
+    run to its end), and the pod's grace period covers the preStop pause, the graceful
+    timeout and the kernels' shutdown.
+    """
+    graceful = math.ceil(options.request_timeout) + 5
+    return {
+        "request_timeout": f"{options.request_timeout:g}",
+        "graceful_timeout": graceful,
+        "prestop_seconds": PRESTOP_SECONDS,
+        "termination_grace": PRESTOP_SECONDS + graceful + 10,
+    }
+
+
+def _image_digest(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{len(files[name])}\0".encode())
+        digest.update(files[name])
+    return digest.hexdigest()[:12]
+
+
+IMAGE_FILES = ("app.py", "gunicorn.conf.py", "service.json", "openapi.json", "notebook.ipynb")
+K8S_FILES = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "kustomization.yaml")
 
 
 def render_bundle(
-    spec: ServiceSpec, notebook_bytes: bytes, options: BundleOptions | None = None
+    spec: ServiceSpec,
+    notebook_bytes: bytes,
+    options: BundleOptions | None = None,
+    runtime: Runtime | None = None,
 ) -> dict[str, bytes]:
-    """Every bundle file as ``{relative path: content}``, without touching the disk."""
+    """Every bundle file as ``{relative path: content}``, without touching the disk.
+
+    ``runtime`` defaults to this installation's (:func:`nb2svc.distribution.current_runtime`).
+    """
+    if runtime is None:
+        from nb2svc.distribution import current_runtime
+
+        runtime = current_runtime()
     options = options or BundleOptions()
     env = _environment()
-    context = {
+    name = dns_name(spec.name)
+    context: dict[str, Any] = {
         "spec": spec,
+        "name": name,
         "version": __version__,
         "endpoints": [_endpoint_context(i, ep) for i, ep in enumerate(spec.endpoints)],
-        "requirements": _kernel_requirements(spec),
-        "base_image": options.base_image,
-        "port": options.port,
+        "requirements": runtime.requirements,
+        "wheel": runtime.wheel_name,
+        "dumb_init": DUMB_INIT,
+        "uid": APP_UID,
+        "image_files": IMAGE_FILES,
+        "k8s": options.k8s,
+        "k8s_resources": [f for f in K8S_FILES if f != "kustomization.yaml"],
+        "options": options,
+        "base_image": options.base_image or DEFAULT_BASE_IMAGE.format(python=runtime.python),
+        "python": runtime.python,
+        "gh": lambda expression: "${{ " + expression + " }}",  # a GitHub Actions expression
+        "resources": _resources(options),
+        **_timing(options),
     }
 
-    def render(name: str) -> bytes:
-        return env.get_template(name).render(**context).encode()
+    def render(template: str, **extra: Any) -> bytes:
+        return env.get_template(template).render({**context, **extra}).encode()
 
-    app_context = dict(context, spec=_SpecView(spec, context["endpoints"]))
     files = {
-        "app.py": env.get_template("app.py.j2").render(**app_context).encode(),
+        "app.py": render("app.py.j2", spec=_SpecView(spec, context["endpoints"])),
         "service.json": spec.to_json().encode(),
         "openapi.json": (json.dumps(openapi_document(spec), indent=2, sort_keys=True) + "\n").encode(),
         "notebook.ipynb": notebook_bytes,
         "requirements.txt": render("requirements.txt.j2"),
+        f"wheels/{runtime.wheel_name}": runtime.wheel,
         "gunicorn.conf.py": render("gunicorn.conf.py.j2"),
         "Dockerfile": render("Dockerfile.j2"),
         ".dockerignore": render("dockerignore.j2"),
-        "README.md": render("README.md.j2"),
     }
+    image = options.image or f"{name}:{_image_digest(files)}"
+    context["image"] = check_image_tag(image)
+    context["image_repository"] = image_repository(image)
+    files["README.md"] = render("README.md.j2")
+    files["Makefile"] = render("ci/Makefile.j2")
+    files[".github/workflows/deploy.yml"] = render("ci/deploy.yml.j2")
+    if options.k8s:
+        for manifest in K8S_FILES:
+            files[f"k8s/{manifest}"] = render(f"k8s/{manifest}.j2")
     return files
 
 
@@ -144,13 +297,14 @@ def write_bundle(
     *,
     force: bool = False,
     options: BundleOptions | None = None,
+    runtime: Runtime | None = None,
 ) -> list[Path]:
     """Write the bundle for ``spec`` into ``output``; returns the written paths.
 
     An existing directory is replaced only if it is empty, is an earlier bundle
     (has ``service.json``), or ``force`` is set: nothing else of the user's is lost.
     """
-    files = render_bundle(spec, Path(notebook).read_bytes(), options)
+    files = render_bundle(spec, Path(notebook).read_bytes(), options, runtime)
     if output.exists():
         if not output.is_dir():
             raise BundleError(f"{output} exists and is not a directory")
@@ -167,3 +321,8 @@ def write_bundle(
         path.write_bytes(content)
         written.append(path)
     return written
+
+
+def docker_build_command(output: Path, image: str) -> str:
+    """The exact command that builds the bundle's image (``podman build`` takes the same)."""
+    return f"docker build --tag {image} {output}"

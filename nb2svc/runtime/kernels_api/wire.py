@@ -30,6 +30,7 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from jupyter_client.jsonutil import json_default
@@ -137,10 +138,9 @@ def _split_v1(frame: bytes) -> tuple[str, list[bytes]]:
     if count < 2 or table_end > len(frame):
         raise BadMessage("a v1 frame with a bad offset table")
     offsets = [int.from_bytes(frame[8 * (i + 1) : 8 * (i + 2)], "little") for i in range(count)]
-    if offsets[0] != table_end or any(b < a for a, b in zip(offsets, offsets[1:])) or offsets[-1] > len(frame):
+    if offsets[0] != table_end or any(b < a for a, b in pairwise(offsets)) or offsets[-1] > len(frame):
         raise BadMessage("a v1 frame whose offsets do not fit the frame")
-    offsets[-1] = len(frame)  # the last offset ends the last part (as jupyter_server reads it)
-    pieces = [frame[a:b] for a, b in zip(offsets, offsets[1:])]
+    pieces = [frame[a:b] for a, b in pairwise(offsets)]
     try:
         channel = pieces[0].decode("utf-8")
     except UnicodeDecodeError:
@@ -155,9 +155,9 @@ def _split_legacy_binary(frame: bytes) -> tuple[dict[str, Any], list[bytes]]:
     if count < 1 or 4 * (count + 1) > len(frame):
         raise BadMessage("a binary frame with a bad offset table")
     offsets = list(struct.unpack("!" + "I" * count, frame[4 : 4 * (count + 1)])) + [len(frame)]
-    if any(b < a for a, b in zip(offsets, offsets[1:])):
+    if any(b < a for a, b in pairwise(offsets)):
         raise BadMessage("a binary frame whose offsets do not fit the frame")
-    pieces = [frame[a:b] for a, b in zip(offsets, offsets[1:])]
+    pieces = [frame[a:b] for a, b in pairwise(offsets)]
     return _load_object(pieces[0], "message"), pieces[1:]
 
 
@@ -195,8 +195,9 @@ def encode_legacy(channel: str, msg: dict[str, Any], parts: Parts, raw_json: boo
             )
         )  # fmt: skip
     else:
-        body = {k: msg[k] for k in ("header", "msg_id", "msg_type", "parent_header", "metadata", "content")}
-        text = _pack_json({**body, "buffers": [], "channel": channel})
+        body = {k: msg[k] for k in ("header", "parent_header", "metadata", "content")}
+        ids = {"msg_id": header["msg_id"], "msg_type": header["msg_type"]}
+        text = _pack_json({**body, **ids, "buffers": [], "channel": channel})
     if not buffers:
         return text.decode("utf-8")
     pieces = [text, *buffers]

@@ -1,0 +1,423 @@
+"""``nb2svc test``: send the example requests a notebook declares and check the answers.
+
+Examples live in the metadata of an endpoint's code cell (the annotated cell, or one of
+its ResponseInfo cells), under ``nb2svc.examples``, so they stay next to the code they
+exercise and change neither the cell numbers nor the code::
+
+    {"nb2svc": {"examples": [
+      {"name": "greets by name",
+       "request": {"path": "/hello/world"},
+       "response": {"status": 200, "content_type": "text/plain", "body": "hello, world\\n"}},
+      {"request": {"json": {"name": "bob"}},
+       "response": {"status": 201, "json": {"greeting": "hello, bob"}}}
+    ]}}
+
+``request``: ``path`` (with a query string if wanted; optional when the endpoint's path
+has no parameters; it must route to this endpoint), ``headers``, and a body as either
+``body`` (text, sent as is) or ``json`` (any JSON value, sent as application/json). The
+method is the endpoint's.
+
+``response``: ``status`` (default 200), ``content_type`` (compared as a media type,
+``text/plain`` matches ``text/plain; charset=utf-8``, unless it has parameters
+itself), ``headers`` (each named header must have this value), and ``body`` (the body
+must be exactly this text) or ``json`` (the body must be JSON equal to this value).
+
+Examples run one at a time in notebook order against one warm kernel (``--pool-size
+1`` by default), so a later example may rely on an earlier one's effect (create, then
+read). Problems in the declarations are :class:`CompileError`\\ s naming the cell.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nb2svc.compiler.errors import CompileError, CompileProblem
+from nb2svc.compiler.spec import Endpoint, ServiceSpec
+
+METADATA_KEY = "nb2svc"
+_MISSING: Any = object()
+_REQUEST_KEYS = frozenset({"path", "headers", "body", "json"})
+_RESPONSE_KEYS = frozenset({"status", "content_type", "headers", "body", "json"})
+
+
+@dataclass(frozen=True)
+class Example:
+    """One declared request and the answer expected to it."""
+
+    cell: int
+    name: str
+    endpoint: str
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes | None
+    status: int
+    content_type: str | None = None
+    expect_headers: Mapping[str, str] = field(default_factory=dict)
+    expect_body: str | None = None
+    expect_json: Any = _MISSING
+
+    @property
+    def request_line(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class Outcome:
+    """What happened to one example: the status received and every mismatch."""
+
+    example: Example
+    status: int | None
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cell": self.example.cell,
+            "name": self.example.name,
+            "request": self.example.request_line,
+            "status": self.status,
+            "passed": self.passed,
+            "problems": self.problems,
+        }
+
+
+# --- declarations ---------------------------------------------------------------------
+
+
+def examples_from_notebook(nb: Mapping[str, Any], spec: ServiceSpec, source: str) -> list[Example]:
+    """Every example declared in ``nb`` (compiled as ``spec``), in notebook order.
+
+    Raises :class:`CompileError` listing every malformed declaration.
+    """
+    by_cell = {cell: ep for ep in spec.endpoints for cell in _cells(ep)}
+    examples: list[Example] = []
+    problems: list[CompileProblem] = []
+    for number, cell in enumerate(nb.get("cells", []), start=1):
+        ours = (cell.get("metadata") or {}).get(METADATA_KEY)
+        declared = ours.get("examples") if isinstance(ours, dict) else None
+        if declared is None:
+            continue
+        endpoint = by_cell.get(number)
+        if endpoint is None:
+            problems.append(
+                CompileProblem(
+                    source,
+                    number,
+                    "examples on a cell that is not an endpoint",
+                    "move them to the endpoint's annotated cell",
+                )
+            )
+            continue
+        if not isinstance(declared, list):
+            problems.append(CompileProblem(source, number, "nb2svc.examples must be a list of objects"))
+            continue
+        for index, raw in enumerate(declared):
+            try:
+                examples.append(_example(raw, endpoint, spec, number, index))
+            except ValueError as exc:
+                problems.append(CompileProblem(source, number, f"nb2svc.examples[{index}]: {exc}"))
+    if problems:
+        raise CompileError(problems)
+    return examples
+
+
+def endpoints_without_examples(spec: ServiceSpec, examples: list[Example]) -> list[Endpoint]:
+    tested = {example.endpoint for example in examples}
+    return [ep for ep in spec.endpoints if f"{ep.method} {ep.path}" not in tested]
+
+
+def _cells(ep: Endpoint) -> tuple[int, ...]:
+    return ep.cells + (ep.response_info.cells if ep.response_info else ())
+
+
+def _example(raw: Any, endpoint: Endpoint, spec: ServiceSpec, cell: int, index: int) -> Example:
+    if not isinstance(raw, dict) or not set(raw) <= {"name", "request", "response"}:
+        raise ValueError("an example is an object with 'request', 'response' and an optional 'name'")
+    request = _section(raw, "request", _REQUEST_KEYS)
+    response = _section(raw, "response", _RESPONSE_KEYS)
+    path = request.get("path", endpoint.path if not endpoint.params else None)
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"request.path must be a path like {endpoint.path!r} with its parameters filled in")
+    routed = _route(spec, endpoint.method, path)
+    if routed is not endpoint:
+        where = f"{routed.method} {routed.path}" if routed else "no endpoint"
+        raise ValueError(
+            f"{endpoint.method} {path} goes to {where}, not to {endpoint.method} {endpoint.path}"
+        )
+    headers = _strings(request.get("headers", {}), "request.headers")
+    body: bytes | None = None
+    if "body" in request and "json" in request:
+        raise ValueError("request has both 'body' and 'json'; give one")
+    if "json" in request:
+        body = json.dumps(request["json"]).encode()
+        headers = {"Content-Type": "application/json", **headers}
+    elif "body" in request:
+        if not isinstance(request["body"], str):
+            raise ValueError("request.body must be text (use 'json' for a JSON value)")
+        body = request["body"].encode()
+        headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
+    status = response.get("status", 200)
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise ValueError("response.status must be an HTTP status code")
+    content_type = response.get("content_type")
+    if content_type is not None and not isinstance(content_type, str):
+        raise ValueError("response.content_type must be text")
+    if "body" in response and "json" in response:
+        raise ValueError("response has both 'body' and 'json'; give one")
+    if "body" in response and not isinstance(response["body"], str):
+        raise ValueError("response.body must be text (use 'json' to compare JSON)")
+    name = raw.get("name", f"example {index + 1}")
+    return Example(
+        cell=cell,
+        name=str(name),
+        endpoint=f"{endpoint.method} {endpoint.path}",
+        method=endpoint.method,
+        path=path,
+        headers=headers,
+        body=body,
+        status=status,
+        content_type=content_type,
+        expect_headers=_strings(response.get("headers", {}), "response.headers"),
+        expect_body=response.get("body"),
+        expect_json=response.get("json", _MISSING),
+    )
+
+
+def _section(raw: dict[str, Any], key: str, allowed: frozenset[str]) -> dict[str, Any]:
+    section = raw.get(key, {})
+    if not isinstance(section, dict):
+        raise ValueError(f"{key} must be an object")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {key} field {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+    return section
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f"{what} must be an object of text values")
+    return dict(value)
+
+
+def _route(spec: ServiceSpec, method: str, path: str) -> Endpoint | None:
+    """The endpoint a request reaches: the first match in spec order (literals win)."""
+    segments = [urllib.parse.unquote(s) for s in urllib.parse.urlsplit(path).path.split("/") if s]
+    for ep in spec.endpoints:
+        if ep.method == method and len(ep.segments) == len(segments):
+            if all(p.startswith(":") or p == s for p, s in zip(ep.segments, segments, strict=True)):
+                return ep
+    return None
+
+
+# --- running --------------------------------------------------------------------------
+
+
+def run_examples(
+    base_url: str, examples: list[Example], *, token: str = "", timeout: float = 60
+) -> list[Outcome]:
+    """Send each example in order to the service at ``base_url`` and check its answer."""
+    base = urllib.parse.urlsplit(base_url)
+    connection_class = http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
+    outcomes = []
+    for example in examples:
+        headers = dict(example.headers)
+        if token and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = f"token {token}"
+        connection = connection_class(base.netloc, timeout=timeout)
+        try:
+            connection.request(example.method, base.path.rstrip("/") + example.path, example.body, headers)
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            outcomes.append(Outcome(example, None, [f"no answer: {exc}"]))
+            continue
+        finally:
+            connection.close()
+        outcomes.append(
+            Outcome(
+                example, response.status, check_response(example, response.status, response.headers, body)
+            )
+        )
+    return outcomes
+
+
+def check_response(example: Example, status: int, headers: Mapping[str, str], body: bytes) -> list[str]:
+    """Every way the answer differs from the example's expectations (empty: it passed)."""
+    problems = []
+    if status != example.status:
+        problems.append(f"status {status}, expected {example.status}")
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if example.content_type is not None:
+        got = lowered.get("content-type", "")
+        if _media_type(got, example.content_type) != _media_type(example.content_type, example.content_type):
+            problems.append(f"content type {got!r}, expected {example.content_type!r}")
+    for name, value in example.expect_headers.items():
+        if lowered.get(name.lower()) != value:
+            problems.append(f"header {name}: {lowered.get(name.lower())!r}, expected {value!r}")
+    text = body.decode("utf-8", errors="replace")
+    if example.expect_body is not None and text != example.expect_body:
+        problems.append(f"body {_short(text)}, expected {_short(example.expect_body)}")
+    if example.expect_json is not _MISSING:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            problems.append(f"body is not JSON: {_short(text)}")
+        else:
+            if not json_equal(value, example.expect_json):
+                expected = json.dumps(example.expect_json)
+                problems.append(f"JSON body {_short(json.dumps(value))}, expected {_short(expected)}")
+    return problems
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: as Python's ``==`` on parsed JSON, except that ``true`` is not ``1``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _media_type(value: str, expected: str) -> str:
+    """Normalised content type; parameters kept only when the expectation has some."""
+    parts = [p.strip().lower() for p in value.split(";")]
+    return ";".join(parts if ";" in expected else parts[:1])
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def format_table(outcomes: list[Outcome]) -> str:
+    """A pass/fail table, then the mismatches of each failed example."""
+    rows = [("RESULT", "CELL", "REQUEST", "STATUS", "EXAMPLE")]
+    for o in outcomes:
+        rows.append(
+            (
+                "pass" if o.passed else "FAIL",
+                str(o.example.cell),
+                o.example.request_line,
+                "-" if o.status is None else str(o.status),
+                o.example.name,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for o in outcomes:
+        if not o.passed:
+            lines.append(f"\nFAIL cell {o.example.cell}, {o.example.request_line} ({o.example.name}):")
+            lines += [f"  {problem}" for problem in o.problems]
+    return "\n".join(lines)
+
+
+# --- a local service ------------------------------------------------------------------
+
+
+class ServiceFailed(RuntimeError):
+    """The service under test did not become ready; the message carries its log's tail."""
+
+
+@contextmanager
+def local_service(target: Path, *, pool_size: int = 1, timeout: float = 120) -> Iterator[str]:
+    """``nb2svc serve TARGET`` on a free loopback port until ready; yields its base URL.
+
+    The server runs in its own session with its log in a temporary file; on exit it
+    gets SIGTERM (it drains and stops its kernels), then SIGKILL for the whole group
+    if it has not stopped within its graceful timeout.
+    """
+    port = _free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nb2svc",
+                "serve",
+                str(target),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--pool-size",
+                str(pool_size),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_ready(process, f"127.0.0.1:{port}", timeout, log)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            _stop(process)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(process: subprocess.Popen[bytes], netloc: str, timeout: float, log: Any) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise ServiceFailed(f"the service exited with code {process.returncode}:\n{_tail(log)}")
+        if _status(netloc, "/_api/health/ready") == 200:
+            return
+        if time.monotonic() > deadline:
+            raise ServiceFailed(f"the service was not ready within {timeout:g}s:\n{_tail(log)}")
+        time.sleep(0.1)
+
+
+def _status(netloc: str, path: str) -> int | None:
+    connection = http.client.HTTPConnection(netloc, timeout=2)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def _tail(log: Any, lines: int = 30) -> str:
+    log.seek(0)
+    return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 45) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()

@@ -1,0 +1,255 @@
+"""Kernel mode's kernel registry: start, list, limit, seed, cull and shut down kernels.
+
+Kernels start through :class:`~nb2svc.runtime.kernels.Kernel`, that is through
+jupyter_client's ``KernelManager(kernel_name=...)``, so any kernel provisioner
+(including remote ones) works unchanged.
+
+Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
+
+- kernel name: ``--force-kernel`` if set, else the request's, else ``--default-kernel``
+  (else the seed notebook's, else jupyter_client's default);
+- ``--max-kernels``: listed kernels, those starting included; one more is refused;
+- environment: the server's whitelisted variables (:func:`kernel_env`), plus those of
+  the request's ``env`` that start with ``KERNEL_`` or are in ``--env-allow``;
+- ``--seed NOTEBOOK``: its code cells run on every new kernel of its kernel spec
+  (prespawned, warm or requested); not on restart;
+- ``--prespawn N``: N kernels started and seeded at start-up, listed like any other;
+- ``--warm N`` (not in the reference): see :mod:`.warm`;
+- culling (Jupyter Server's rules): every ``--cull-interval`` seconds, kernels idle for
+  ``--cull-idle-timeout`` seconds and not busy, and with no client connected unless
+  ``--cull-connected``, are shut down; dead kernels too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import gevent
+from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
+
+from nb2svc.config import Settings
+from nb2svc.runtime.executor import ExecutionTimeout, execute
+from nb2svc.runtime.kernels import Kernel, KernelStartError, kernel_env
+from nb2svc.runtime.kernels_api.managed import ManagedKernel
+from nb2svc.runtime.kernels_api.seed import Seed
+from nb2svc.runtime.kernels_api.warm import WarmPool
+
+log = logging.getLogger("nb2svc")
+
+
+class KernelNotFound(KeyError):
+    """No kernel with that id (404)."""
+
+
+class UnknownKernelSpec(ValueError):
+    """The requested kernel spec is not installed."""
+
+
+class KernelLimitReached(RuntimeError):
+    """``--max-kernels`` kernels are already running (403)."""
+
+
+class KernelRegistry:
+    """Every kernel of the (single) kernel-mode worker, by id."""
+
+    def __init__(self, settings: Settings, seed: Seed | None = None) -> None:
+        self.settings = settings
+        self.seed = seed
+        self.specs = KernelSpecManager()
+        self.kernels: dict[str, ManagedKernel] = {}
+        self._starting = 0
+        self._prespawning = 0
+        self._culler: gevent.Greenlet | None = None
+        self._closed = False
+        self.default_name = (
+            settings.force_kernel
+            or settings.default_kernel
+            or settings.kernel_name
+            or (seed.kernel_name if seed else "")
+            or NATIVE_KERNEL_NAME
+        )
+        warm_name = settings.force_kernel or (seed.kernel_name if seed else self.default_name)
+        self.warm = WarmPool(settings.warm, warm_name, lambda: self._launch(warm_name, {}))
+
+    # --- start-up and shutdown -------------------------------------------------------
+
+    def start(self) -> None:
+        """Prespawn, fill the warm pool and start the culler, all in the background."""
+        name = self.settings.force_kernel or (self.seed.kernel_name if self.seed else self.default_name)
+        for _ in range(self.settings.prespawn):
+            self._prespawning += 1
+            gevent.spawn(self._prespawn_one, name)
+        self.warm.start()
+        if self.settings.cull_idle_timeout > 0:
+            self._culler = gevent.spawn(self._cull_loop)
+
+    def _prespawn_one(self, name: str) -> None:
+        try:
+            self.start_kernel(name)
+        except Exception as exc:
+            log.error("could not prespawn a kernel: %s", exc)
+        finally:
+            self._prespawning -= 1
+
+    @property
+    def ready(self) -> bool:
+        """Prespawned kernels started and the warm pool filled once."""
+        return self._prespawning == 0 and self.warm.filled_once
+
+    def shutdown_all(self) -> None:
+        """Shut every kernel down in parallel (the worker is exiting)."""
+        self._closed = True
+        if self._culler is not None:
+            self._culler.kill(block=False)
+        kernels = list(self.kernels.values())
+        self.kernels.clear()
+        hidden = self.warm.shutdown()
+        jobs = [gevent.spawn(k.shutdown) for k in kernels] + [gevent.spawn(k.shutdown) for k in hidden]
+        gevent.joinall(jobs, timeout=10)
+        for kernel in kernels:  # whatever did not stop gracefully in time
+            kernel.shutdown(now=True)
+        for process in hidden:
+            process.shutdown(now=True)
+        if kernels or hidden:
+            log.info("shut down %d kernels (%d warm)", len(kernels) + len(hidden), len(hidden))
+
+    def close_connections(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close every websocket (when the worker drains): clients reconnect elsewhere."""
+        for managed in list(self.kernels.values()):
+            for client in list(managed.clients):
+                client.close(code, reason)
+
+    # --- kernels ---------------------------------------------------------------------
+
+    def kernel_name_for(self, requested: str | None) -> str:
+        """The kernel spec to start; raises :class:`UnknownKernelSpec`."""
+        name = self.settings.force_kernel or requested or self.default_name
+        try:
+            self.specs.get_kernel_spec(name)
+        except NoSuchKernel:
+            available = ", ".join(sorted(self.specs.find_kernel_specs())) or "none"
+            raise UnknownKernelSpec(f"no such kernel spec: {name!r} (available: {available})") from None
+        return name
+
+    def allowed_env(self, requested: Mapping[str, str] | None) -> dict[str, str]:
+        """The part of a request's ``env`` that may reach the kernel."""
+        allow = set(self.settings.env_allow)
+        return {k: v for k, v in (requested or {}).items() if k.startswith("KERNEL_") or k in allow}
+
+    def start_kernel(self, name: str | None = None, env: Mapping[str, str] | None = None) -> ManagedKernel:
+        """Start (or take from the warm pool), register and return a kernel.
+
+        Raises :class:`KernelLimitReached`, :class:`UnknownKernelSpec` or
+        :class:`KernelStartError`.
+        """
+        limit = self.settings.max_kernels
+        if limit and len(self.kernels) + self._starting >= limit:
+            raise KernelLimitReached(
+                f"this server runs at most {limit} kernels (--max-kernels) and {len(self.kernels)} are "
+                "running; shut one down first"
+            )
+        name = self.kernel_name_for(name)
+        extra = self.allowed_env(env)
+        self._starting += 1
+        try:
+            kernel = self.warm.take() if name == self.warm.kernel_name and not extra else None
+            if kernel is None:
+                kernel = self._launch(name, extra)
+        finally:
+            self._starting -= 1
+        if self._closed:
+            kernel.shutdown(now=True)
+            raise KernelStartError("the server is shutting down")
+        managed = ManagedKernel(str(uuid.uuid4()), kernel, lambda: self._launch(name, extra, seed=False))
+        self.kernels[managed.id] = managed
+        log.info("kernel %s started (%s)", managed.id, name)
+        return managed
+
+    def _launch(self, name: str, extra: Mapping[str, str], seed: bool = True) -> Kernel:
+        """Start a kernel process and run the seed on it (if it is for this kernel spec)."""
+        timeout = self.settings.kernel_start_timeout
+        deadline = time.monotonic() + timeout
+        kernel = Kernel(name, kernel_env(self.settings.env_allow, extra=extra))
+        try:
+            kernel.start(timeout=timeout)
+            if seed and self.seed is not None and self.seed.kernel_name == name:
+                self._run_seed(kernel, deadline)
+        except BaseException:
+            kernel.shutdown(now=True)
+            raise
+        return kernel
+
+    def _run_seed(self, kernel: Kernel, deadline: float) -> None:
+        assert self.seed is not None
+        for cell, code in self.seed.cells:
+            where = f"{self.seed.source}, cell {cell}"
+            try:
+                result = execute(
+                    kernel, code, timeout=max(0.1, deadline - time.monotonic()), store_history=True
+                )
+            except ExecutionTimeout:
+                raise KernelStartError(
+                    f"{where}: the seed did not finish within --kernel-start-timeout"
+                ) from None
+            if result.error is not None:
+                raise KernelStartError(
+                    f"{where}: seed cell raised {result.error.ename}: {result.error.evalue}"
+                )
+
+    def get(self, kernel_id: str) -> ManagedKernel:
+        try:
+            return self.kernels[kernel_id]
+        except KeyError:
+            raise KernelNotFound(kernel_id) from None
+
+    def models(self) -> list[dict[str, Any]]:
+        return [k.model() for k in self.kernels.values()]
+
+    def shutdown_kernel(self, kernel_id: str, now: bool = False) -> None:
+        managed = self.kernels.pop(kernel_id, None)
+        if managed is None:
+            raise KernelNotFound(kernel_id)
+        managed.shutdown(now=now)
+        log.info("kernel %s shut down", kernel_id)
+
+    # --- culling -----------------------------------------------------------------------
+
+    def _cull_loop(self) -> None:
+        interval = max(0.1, self.settings.cull_interval)
+        log.info(
+            "culling kernels idle for %gs, checked every %gs%s",
+            self.settings.cull_idle_timeout,
+            interval,
+            " (connected ones too)" if self.settings.cull_connected else "",
+        )
+        while not self._closed:
+            gevent.sleep(interval)
+            try:
+                self.cull_idle()
+            except Exception:
+                log.exception("culling failed")
+
+    def cull_idle(self) -> None:
+        now = time.time()
+        for managed in list(self.kernels.values()):
+            state = managed.execution_state
+            idle = now - managed.last_activity
+            if state == "dead":
+                why = "dead"
+            elif (
+                state in ("idle", "starting")
+                and idle > self.settings.cull_idle_timeout
+                and (self.settings.cull_connected or not managed.clients)
+            ):
+                why = f"idle for {idle:.0f}s"
+            else:
+                continue
+            log.warning("culling kernel %s (%s, %d connections)", managed.id, why, len(managed.clients))
+            try:
+                self.shutdown_kernel(managed.id)
+            except KernelNotFound:
+                pass

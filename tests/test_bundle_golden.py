@@ -1,0 +1,91 @@
+"""Golden files: every template nb2svc renders into a bundle, compared byte for byte.
+
+Two bundles cover every branch of the templates: ``hello`` with the default options
+(no Kubernetes) and ``todo-k8s`` with ``k8s=True`` and non-default sizes and base image.
+The runtime (dependency pins, wheel) is fixed here, so the files do not change when
+the installed packages do.
+
+After an intended template change, regenerate and review the diff:
+
+    NB2SVC_UPDATE_GOLDEN=1 python -m pytest tests/test_bundle_golden.py
+    git diff tests/golden/
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nb2svc.compiler import compile_notebook
+from nb2svc.compiler.bundle import BundleOptions, render_bundle
+from nb2svc.distribution import Runtime, wheel_filename
+from tests.support import EXAMPLES
+
+GOLDEN = Path(__file__).parent / "golden"
+#: Bundle files that are not rendered from a template (each has tests of its own).
+NOT_TEMPLATED = ("service.json", "openapi.json", "notebook.ipynb", "wheels/")
+
+FIXED_RUNTIME = Runtime(
+    requirements=("flask==3.1.3", "gunicorn==27.0.1", 'pexpect==4.8.0 ; sys_platform != "win32"'),
+    wheel_name=wheel_filename(),
+    wheel=b"a wheel",
+    python="3.11",
+)
+
+CASES = {
+    "hello": ("hello.ipynb", BundleOptions(image="registry.example.com/team/hello:1.0.0")),
+    "todo-k8s": (
+        "todo.ipynb",
+        BundleOptions(
+            image="registry.example.com:5000/team/todo:2.1.0",
+            k8s=True,
+            base_image="python:3.12-slim",
+            workers=2,
+            pool_size=3,
+            request_timeout=20,
+            replicas=3,
+            requirements=("numpy==2.1.3", "pandas>=2.2,<3"),
+        ),
+    ),
+}
+
+
+def rendered_templates(case: str) -> dict[str, bytes]:
+    notebook, options = CASES[case]
+    path = EXAMPLES / notebook
+    files = render_bundle(compile_notebook(path), path.read_bytes(), options, FIXED_RUNTIME)
+    return {name: data for name, data in files.items() if not name.startswith(NOT_TEMPLATED)}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_templates_match_golden_files(case: str) -> None:
+    files = rendered_templates(case)
+    directory = GOLDEN / case
+    if os.environ.get("NB2SVC_UPDATE_GOLDEN"):
+        shutil.rmtree(directory, ignore_errors=True)
+        for name, data in files.items():
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_bytes(data)
+    golden = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+    assert golden == set(files), "golden files out of date: NB2SVC_UPDATE_GOLDEN=1 (see the module doc)"
+    for name, data in sorted(files.items()):
+        expected = (directory / name).read_text()
+        assert data.decode() == expected, f"{case}/{name} differs from tests/golden (see the module doc)"
+
+
+def test_golden_cases_cover_every_template() -> None:
+    """Each template file is rendered by at least one case (k8s/labels.j2 is only imported)."""
+    from nb2svc.compiler.bundle import templates_dir
+
+    templates = {
+        p.relative_to(templates_dir()).as_posix()
+        for p in templates_dir().rglob("*.j2")
+        if p.name != "labels.j2"
+    }
+    rendered = {name for case in CASES for name in rendered_templates(case)}
+    # app.py.j2 → app.py, ci/Makefile.j2 → Makefile, dockerignore.j2 → .dockerignore, ...
+    stems = {Path(t).name.removesuffix(".j2") for t in templates}
+    assert stems <= {Path(name).name.lstrip(".") for name in rendered}

@@ -1,0 +1,178 @@
+"""The generated Dockerfile, built unmodified into an image that serves the notebook.
+
+No Docker engine or registry here: podman (rootful, runc) builds it against a local
+stand-in for the ``python:X.Y-slim`` base, made once by ``.ci/container-tools.sh base``
+(Debian bookworm from debootstrap, plus the CPython running these tests copied to
+/usr/local with pip, as the official image has it) and cached in a private store
+(/tmp/nb2svc-ctr; ~50 s the first time). See ../shared/containers.md for why each
+setting. The container runs published on 127.0.0.1 only, read-only like the
+Kubernetes manifests make it; the test then runs the notebook's examples against it
+with ``nb2svc test --url``, checks the health check, and stops it with SIGTERM, which
+must reach gunicorn (exit code 0 after the kernels stop). The image, the container
+and podman's network leftovers are removed at the end; the base image is kept.
+
+Skipped, with the reason, on a machine without podman, runc and debootstrap (.ci/run
+installs them) or without root.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import EXAMPLES, REPO, free_port, wait_for
+
+TOOLS = REPO / ".ci" / "container-tools.sh"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+
+@functools.cache
+def podman_env() -> dict[str, str]:
+    exports = subprocess.run(["bash", str(TOOLS), "env"], capture_output=True, text=True, check=True).stdout
+    values = dict(re.findall(r"(\w+)=(\S+)", exports))
+    return {**os.environ, **values}
+
+
+def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["podman", *args], capture_output=True, text=True, timeout=timeout, env=podman_env()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"podman {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def python_prefix() -> str:
+    """The CPython to copy into the stand-in base: one built from source (not Debian's /usr)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    prefix = Path(sys.base_prefix)
+    return str(prefix) if prefix != Path("/usr") and (prefix / "bin" / f"python{version}").exists() else ""
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[None]:
+    missing = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (`bash .ci/container-tools.sh install` as root)")
+    if os.geteuid() != 0:
+        pytest.skip("building images here needs rootful podman (see ../shared/containers.md)")
+    yield
+    subprocess.run(["bash", str(TOOLS), "netclean"], timeout=120, check=False)
+
+
+@pytest.mark.usefixtures("engine")
+def test_image_builds_runs_the_examples_and_stops_gracefully(tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    image = f"localhost/nb2svc-test-todo:{suffix}"
+    name = f"nb2svc-test-{suffix}"
+    bundle = tmp_path / "todo"
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nb2svc",
+            "build",
+            str(EXAMPLES / "todo.ipynb"),
+            "-o",
+            str(bundle),
+            "--k8s",
+            "--docker-tag",
+            image,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.splitlines()[-1] == f"docker build --tag {image} {bundle}"
+    base = re.search(r"^FROM (\S+)$", (bundle / "Dockerfile").read_text(), re.M).group(1)  # type: ignore[union-attr]
+    prepared = subprocess.run(
+        ["bash", str(TOOLS), "base", base, python_prefix()], capture_output=True, text=True, timeout=1200
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    try:
+        # The printed command, as podman spells it: --pull=never (the base is local), host
+        # network for pip, docker format (OCI drops HEALTHCHECK), no intermediate images.
+        podman(
+            "build",
+            "--pull=never",
+            "--network",
+            "host",
+            "--format",
+            "docker",
+            "--layers=false",
+            "--tag",
+            image,
+            str(bundle),
+            timeout=900,
+        )
+        inspected = json.loads(podman("image", "inspect", image).stdout)[0]
+        config = inspected["Config"]
+        assert config["User"] == "10001:10001"
+        assert "8888/tcp" in config["ExposedPorts"]
+        assert config["Entrypoint"] == ["dumb-init", "--single-child", "--"]
+        assert config["Cmd"] == ["gunicorn", "--config", "gunicorn.conf.py", "app:app"]
+        assert "/_api/health/live" in " ".join(inspected["Healthcheck"]["Test"])  # kept: docker format
+
+        port = free_port()
+        podman(
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/home/nb2svc:rw,U",
+            "--env",
+            "NB2SVC_POOL_SIZE=1",
+            "--publish",
+            f"127.0.0.1:{port}:8888",
+            image,
+        )
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return requests.get(url + "/_api/health/ready", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        try:
+            wait_for(ready, 120, f"{url}/_api/health/ready from the container")
+        except AssertionError:
+            raise AssertionError(podman("logs", name, check=False).stderr[-3000:]) from None
+        assert requests.get(url + "/todos", timeout=10).json()[0]["title"] == "write the notebook"
+        examples = subprocess.run(
+            [sys.executable, "-m", "nb2svc", "test", str(bundle), "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert examples.returncode == 0, examples.stdout + examples.stderr
+        assert examples.stdout.splitlines()[-1] == "11 passed, 0 failed"
+        assert podman("healthcheck", "run", name, check=False).returncode == 0
+
+        podman("stop", "--time", "40", name, timeout=90)
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        logs = podman("logs", name).stdout + podman("logs", name).stderr
+        assert state["ExitCode"] == 0, logs[-3000:]  # SIGTERM reached gunicorn: drained, not killed
+        assert "shut down" in logs  # the kernels, after the drain
+        assert "not a writable location" not in logs  # HOME works on a read-only root
+    finally:
+        podman("rm", "--force", "--time", "5", name, check=False)
+        podman("rmi", "--force", image, check=False)

@@ -1,0 +1,170 @@
+"""Kubernetes manifests from `nb2svc build --k8s`: schema-valid, and what a platform team checks.
+
+Schema validation uses kubernetes-validate's bundled schemas for its latest Kubernetes
+version, in strict mode (unknown fields are errors), with no network.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from nb2svc.compiler import compile_notebook
+from nb2svc.compiler.bundle import BundleOptions, render_bundle
+from nb2svc.distribution import Runtime, wheel_filename
+from tests.support import EXAMPLES
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+RUNTIME = Runtime(("flask==3.1.3",), wheel_filename(), b"wheel", "3.11")
+MANIFESTS = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
+
+
+def manifests(**options: Any) -> dict[str, Any]:
+    path = EXAMPLES / "todo.ipynb"
+    files = render_bundle(
+        compile_notebook(path), path.read_bytes(), BundleOptions(k8s=True, **options), RUNTIME
+    )
+    return {
+        name.removeprefix("k8s/"): yaml.safe_load(data)
+        for name, data in files.items()
+        if name.startswith("k8s/")
+    }
+
+
+@pytest.fixture(scope="module")
+def k8s() -> dict[str, Any]:
+    return manifests(image="registry.example.com/team/todo:1.0.0")
+
+
+def container(k8s: dict[str, Any]) -> dict[str, Any]:
+    (api,) = k8s["deployment.yaml"]["spec"]["template"]["spec"]["containers"]
+    return api
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifest_validates_against_the_kubernetes_schema(k8s: dict[str, Any], name: str) -> None:
+    version = kubernetes_validate.latest_version()
+    kubernetes_validate.validate(k8s[name], version, strict=True)
+
+
+def test_kustomization_lists_every_manifest(k8s: dict[str, Any]) -> None:
+    kustomization = k8s["kustomization.yaml"]
+    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == sorted(MANIFESTS)
+
+
+def test_probes_ports_and_image(k8s: dict[str, Any]) -> None:
+    api = container(k8s)
+    assert api["image"] == "registry.example.com/team/todo:1.0.0"
+    assert api["readinessProbe"]["httpGet"] == {"path": "/_api/health/ready", "port": "http"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/_api/health/live", "port": "http"}
+    assert api["ports"] == [{"name": "http", "containerPort": 8888, "protocol": "TCP"}]
+    service = k8s["service.yaml"]["spec"]
+    assert service["ports"][0]["targetPort"] == "http"
+    labels = k8s["deployment.yaml"]["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        service["selector"],
+        k8s["pdb.yaml"]["spec"]["selector"]["matchLabels"],
+        k8s["deployment.yaml"]["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= labels.items()
+
+
+def test_default_image_tag_is_never_latest() -> None:
+    image = container(manifests())["image"]
+    assert re.fullmatch(r"todo:[0-9a-f]{12}", image), image
+
+
+def test_runs_as_non_root_with_a_read_only_root(k8s: dict[str, Any]) -> None:
+    pod = k8s["deployment.yaml"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's numeric USER
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = container(k8s)["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    # writable places a kernel needs, as emptyDirs
+    assert {m["mountPath"] for m in container(k8s)["volumeMounts"]} == {"/tmp", "/home/nb2svc"}
+
+
+def env(k8s: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container(k8s)["env"]}
+
+
+def test_graceful_termination_outlasts_the_request_timeout() -> None:
+    k8s = manifests(request_timeout=45)
+    settings = env(k8s)
+    grace = k8s["deployment.yaml"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    prestop = int(container(k8s)["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert settings["NB2SVC_REQUEST_TIMEOUT"] == "45"
+    assert int(settings["NB2SVC_GRACEFUL_TIMEOUT"]) > 45  # gunicorn lets a request in flight finish
+    assert grace > prestop + int(settings["NB2SVC_GRACEFUL_TIMEOUT"])  # ...before the kubelet kills
+
+
+def quantity(value: str) -> int:
+    return int(value.removesuffix("m").removesuffix("Mi"))
+
+
+def test_resources_grow_with_the_pool() -> None:
+    small = container(manifests(pool_size=1))["resources"]
+    large = container(manifests(pool_size=4, workers=2))["resources"]
+    for kind in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            assert quantity(large[kind][resource]) > quantity(small[kind][resource])
+    assert env(manifests(pool_size=4, workers=2))["NB2SVC_POOL_SIZE"] == "4"
+
+
+def test_autoscaling_and_disruption_budget(k8s: dict[str, Any]) -> None:
+    hpa = k8s["hpa.yaml"]["spec"]
+    assert k8s["hpa.yaml"]["apiVersion"] == "autoscaling/v2"
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "todo"}
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    assert 1 <= hpa["minReplicas"] < hpa["maxReplicas"]
+    # the HPA owns the replica count; a count in the Deployment would reset it on every apply
+    assert "replicas" not in k8s["deployment.yaml"]["spec"]
+    assert k8s["pdb.yaml"]["spec"]["maxUnavailable"] == 1
+
+
+def test_hpa_documents_scaling_on_pool_saturation() -> None:
+    """The commented block is valid once uncommented."""
+    path = EXAMPLES / "todo.ipynb"
+    text = render_bundle(compile_notebook(path), path.read_bytes(), BundleOptions(k8s=True), RUNTIME)[
+        "k8s/hpa.yaml"
+    ].decode()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("    # - type: Pods"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("    #"))
+    uncommented = "\n".join(line[:4] + line[6:] for line in lines[start:end])
+    hpa = yaml.safe_load(text)
+    hpa["spec"]["metrics"] += yaml.safe_load(uncommented)
+    assert hpa["spec"]["metrics"][-1]["pods"]["metric"]["name"] == "nb2svc_pool_saturation"
+    kubernetes_validate.validate(hpa, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_kubernetes_validate_cli_accepts_the_written_files(tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    built = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "build", str(EXAMPLES / "hello.ipynb"), "-o", str(out), "--k8s"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    files = [str(out / "k8s" / name) for name in MANIFESTS]
+    result = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == len(MANIFESTS)
