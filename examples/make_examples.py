@@ -75,7 +75,8 @@ def hello() -> nbformat.NotebookNode:
                 new_code_cell(
                     "# POST /hello\n"
                     "req = json.loads(REQUEST)\n"
-                    "print(json.dumps({'greeting': f\"{greeting}, {req['body'].get('name', 'world')}\"}))"
+                    "body = req['body'] if isinstance(req['body'], dict) else {}\n"
+                    "print(json.dumps({'greeting': f\"{greeting}, {body.get('name', 'world')}\"}))"
                 ),
                 example(
                     name="greets the body's name",
@@ -195,7 +196,7 @@ def todo() -> nbformat.NotebookNode:
                     "# GET /todos/:id\n"
                     "req = json.loads(REQUEST)\n"
                     "todo_id = req['path']['id']\n"
-                    "found = TODOS.get(int(todo_id)) if todo_id.isdigit() else None\n"
+                    "found = TODOS.get(int(todo_id)) if todo_id.isdecimal() else None\n"
                     "print(json.dumps(found or {'error': 'NotFound', 'message': f'no todo {todo_id}'}))"
                 ),
                 example("/todos/3", "reads a todo", response_content_type=JSON, response_json=CREATED),
@@ -208,9 +209,10 @@ def todo() -> nbformat.NotebookNode:
                     "# PUT /todos/:id\n"
                     "req = json.loads(REQUEST)\n"
                     "todo_id = req['path']['id']\n"
-                    "found = TODOS.get(int(todo_id)) if todo_id.isdigit() else None\n"
+                    "found = TODOS.get(int(todo_id)) if todo_id.isdecimal() else None\n"
                     "if found:\n"
-                    "    found['done'] = bool(req['body'].get('done', True))\n"
+                    "    body = req['body'] if isinstance(req['body'], dict) else {}\n"
+                    "    found['done'] = bool(body.get('done', True))\n"
                     "print(json.dumps(found or {'error': 'NotFound', 'message': f'no todo {todo_id}'}))"
                 ),
                 example(
@@ -234,7 +236,7 @@ def todo() -> nbformat.NotebookNode:
                     "# DELETE /todos/:id\n"
                     "req = json.loads(REQUEST)\n"
                     "todo_id = req['path']['id']\n"
-                    "found = TODOS.pop(int(todo_id), None) if todo_id.isdigit() else None"
+                    "found = TODOS.pop(int(todo_id), None) if todo_id.isdecimal() else None"
                 ),
                 example("/todos/3", "deletes a todo", response_status=204, response_body=""),
                 example("/todos/3", "404 once deleted", response_status=404),
