@@ -119,14 +119,25 @@ def _operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
                 "text/plain": {"schema": {"type": "string"}},
             },
         }
-    op["responses"] = {
-        "200": ok,
-        "500": {
-            "description": "The cell raised an error.",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        },
-    }
+    responses: dict[str, Any] = {"200": ok}
+    if ep.method in _BODY_METHODS:
+        responses["400"] = _error("The body does not match its Content-Type (e.g. invalid JSON).")
+        responses["413"] = _error("The body is larger than the server's limit.")
+    responses["500"] = _error("The cell raised an error; the body carries its traceback.")
+    responses["502"] = _error("The kernel died while running the request; it is being replaced.")
+    responses["503"] = _error(
+        "Every kernel is busy and the wait queue is full or timed out (see Retry-After)."
+    )
+    responses["504"] = _error("The cell ran longer than the request timeout and was interrupted.")
+    op["responses"] = responses
     return op
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _operation_ids(endpoints: tuple[Endpoint, ...]) -> dict[tuple[str, str], str]:
