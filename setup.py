@@ -45,6 +45,7 @@ setup(
             "pytest-timeout>=2.3",
             "requests>=2.31",
             "websocket-client>=1.7",
+            "jupyter_server>=2.10",  # kernel mode: the --gateway-url client test and the reference wire codec
             "ruff>=0.6",
             "setuptools>=64",  # a test builds the wheel without build isolation
             "wheel>=0.40",

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import websocket
 from jupyter_server.services.kernels.connection.base import (
@@ -29,6 +29,12 @@ from tests.support import Server
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"token {TOKEN}"}
 V1 = "v1.kernel.websocket.jupyter.org"
+
+
+class HasPort(Protocol):
+    """Our server, or Jupyter Server in front of it."""
+
+    port: int
 
 
 @contextlib.contextmanager
@@ -84,7 +90,7 @@ class KernelClient:
 
     def __init__(
         self,
-        server: Server,
+        server: HasPort,
         kernel_id: str,
         *,
         v1: bool = False,
@@ -182,7 +188,9 @@ class KernelClient:
             msg = deserialize_binary_message(data)
         else:
             msg = json.loads(data)
-        return Msg(msg["channel"], msg["header"], msg["parent_header"], msg["content"], msg.get("buffers", []))
+        return Msg(
+            msg["channel"], msg["header"], msg["parent_header"], msg["content"], msg.get("buffers", [])
+        )
 
     def wait_for(self, predicate: Callable[[Msg], bool], timeout: float = 10.0) -> Msg:
         """The first message matching ``predicate``; others seen meanwhile are dropped."""

@@ -36,6 +36,7 @@ class JupyterServer:
     """``jupyter server --gateway-url`` pointed at our server, on a free port."""
 
     token = "jupyter-server-token"
+    port: int
 
     def __init__(self, gateway: Server, root: Path) -> None:
         self.port = free_port()
@@ -49,7 +50,9 @@ class JupyterServer:
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
 
     def request(self, method: str, path: str, **kwargs: object) -> requests.Response:
         headers = {"Authorization": f"token {self.token}"}
@@ -89,12 +92,14 @@ def test_jupyter_server_uses_us_as_its_gateway(server: Server, tmp_path: Path) -
         ours = server.get("/api/kernels", headers=AUTH).json()
         assert kid in [k["id"] for k in ours]  # Jupyter Server's kernel is our kernel
 
-        with KernelClient(jupyter, kid, token=jupyter.token, query_token=True) as client:  # type: ignore[arg-type]
+        with KernelClient(jupyter, kid, token=jupyter.token, query_token=True) as client:
             result = client.execute("print(1+1)")
             assert result.status == "ok" and result.stdout == "2\n"
         assert jupyter.request("POST", f"/api/kernels/{kid}/restart").status_code == 200
         assert jupyter.request("DELETE", f"/api/kernels/{kid}").status_code == 204
-        wait_for(lambda: server.get(f"/api/kernels/{kid}", headers=AUTH).status_code == 404, 10, "kernel gone")
+        wait_for(
+            lambda: server.get(f"/api/kernels/{kid}", headers=AUTH).status_code == 404, 10, "kernel gone"
+        )
     finally:
         jupyter.stop()
 

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from tests.kernels_support import AUTH, KernelClient, kernel_server, start_kernel
-from tests.support import Server, wait_for
+from tests.support import Server, alive, wait_for
 
 WRAPPER = """\
 import os, runpy, sys
@@ -54,7 +54,11 @@ def specs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_spec(root, "other", launcher)
     write_spec(root, "seedfail", launcher)
     (root / "flaky.py").write_text(WRAPPER)
-    write_spec(root, "flaky", [sys.executable, str(root / "flaky.py"), str(root / "broken"), "-f", "{connection_file}"])
+    write_spec(
+        root,
+        "flaky",
+        [sys.executable, str(root / "flaky.py"), str(root / "broken"), "-f", "{connection_file}"],
+    )
     return root
 
 
@@ -76,9 +80,18 @@ def server(tmp_path_factory: pytest.TempPathFactory, specs_dir: Path) -> Iterato
 def test_only_kernel_and_allowed_variables_reach_the_kernel(server: Server) -> None:
     env = {"KERNEL_FOO": "bar", "ALLOWED_VAR": "from-client", "NOT_ALLOWED": "x", "PATH": "/evil"}
     kid = start_kernel(server, name="python3", env=env)["id"]
-    names = ["KERNEL_FOO", "ALLOWED_VAR", "NOT_ALLOWED", "SERVER_SECRET", "KERNEL_FROM_SERVER", "NB2SVC_TOKEN"]
+    names = [
+        "KERNEL_FOO",
+        "ALLOWED_VAR",
+        "NOT_ALLOWED",
+        "SERVER_SECRET",
+        "KERNEL_FROM_SERVER",
+        "NB2SVC_TOKEN",
+    ]
     with KernelClient(server, kid) as client:
-        result = client.execute(f"import json, os; print(json.dumps({{n: os.environ.get(n) for n in {names!r}}}))")
+        result = client.execute(
+            f"import json, os; print(json.dumps({{n: os.environ.get(n) for n in {names!r}}}))"
+        )
         seen = json.loads(result.stdout)
         path = client.execute("import os; print(os.environ['PATH'])").stdout.strip()
     assert seen == {
@@ -126,7 +139,9 @@ def test_a_kernel_that_cannot_come_back_is_dead_and_clients_hear_it(server: Serv
 @pytest.fixture(scope="module")
 def warm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("kernels-warm")
-    seed = write_notebook(root / "seed.ipynb", "python3", "SEEDED = 'yes'", "import os\nSEED_PID = os.getpid()")
+    seed = write_notebook(
+        root / "seed.ipynb", "python3", "SEEDED = 'yes'", "import os\nSEED_PID = os.getpid()"
+    )
     with kernel_server(root, "--prespawn", "1", "--warm", "1", "--seed", str(seed)) as srv:
         yield srv
 
@@ -147,7 +162,9 @@ def test_post_hands_out_the_warm_kernel_and_the_pool_refills(warm_server: Server
         pid = int(client.execute("import os; print(os.getpid())").stdout)
         assert pid in before  # started before the request: a warm kernel
         assert client.execute("print(SEEDED)").stdout == "yes\n"
-        wait_for(lambda: warm_server.get("/_api/health/ready").json()["warm"] == 1, 30, "the warm pool to refill")
+        wait_for(
+            lambda: warm_server.get("/_api/health/ready").json()["warm"] == 1, 30, "the warm pool to refill"
+        )
         assert len(warm_server.find_kernels()) == 3
         restarted = warm_server.request("POST", f"/api/kernels/{kid}/restart", headers=AUTH)
         assert restarted.status_code == 200
@@ -182,3 +199,17 @@ def test_idle_kernels_are_culled_unless_connected(culling_server: Server) -> Non
 def test_force_kernel_overrides_the_requested_spec(culling_server: Server) -> None:
     model = start_kernel(culling_server, name="no-such-spec")
     assert model["name"] == "python3"
+
+
+def test_sigterm_closes_websockets_and_leaves_no_kernel_behind(tmp_path: Path) -> None:
+    with kernel_server(tmp_path, "--prespawn", "1", "--warm", "1") as srv:
+        kid = start_kernel(srv)["id"]
+        client = KernelClient(srv, kid)
+        client.execute("print('connected')")
+        kernels = srv.find_kernels()
+        assert len(kernels) == 3
+        assert srv.stop() == 0  # the open websocket does not hold the worker until the graceful timeout
+        assert not any(alive(pid) for pid in kernels)
+        with pytest.raises((ConnectionError, OSError)):
+            client.wait_for(lambda m: False, timeout=5)
+        assert "Traceback" not in srv.log()

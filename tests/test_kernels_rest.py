@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.kernels_support import AUTH, TOKEN, kernel_server, start_kernel
+from tests.kernels_support import AUTH, TOKEN, KernelClient, kernel_server, start_kernel
 from tests.support import Server
 
 MODEL_KEYS = {"id", "name", "last_activity", "execution_state", "connections"}
@@ -53,7 +53,10 @@ def test_api_version_and_kernelspecs(server: Server) -> None:
 
 
 def test_kernelspec_resources_do_not_escape_their_directory(server: Server) -> None:
-    for path in ("/kernelspecs/python3/../../../../etc/passwd", "/kernelspecs/python3/%2e%2e/%2e%2e/etc/passwd"):
+    for path in (
+        "/kernelspecs/python3/../../../../etc/passwd",
+        "/kernelspecs/python3/%2e%2e/%2e%2e/etc/passwd",
+    ):
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         conn.request("GET", path, headers=AUTH)  # raw: no client-side normalisation of ".."
         response = conn.getresponse()
@@ -166,7 +169,9 @@ def test_every_endpoint_needs_the_token(server: Server, path: str) -> None:
 
 def test_writes_need_the_token_and_health_does_not(server: Server) -> None:
     assert call(server, "POST", "/api/kernels", headers={}).status_code == 401
-    assert call(server, "POST", "/api/sessions", headers={}, json={"path": "p", "type": "t"}).status_code == 401
+    assert (
+        call(server, "POST", "/api/sessions", headers={}, json={"path": "p", "type": "t"}).status_code == 401
+    )
     assert call(server, "GET", "/api/kernels", headers={}).status_code == 401
     assert call(server, "GET", "/_api/health/live", headers={}).status_code == 200
     assert call(server, "GET", "/_api/health/ready", headers={}).json()["ready"] is True
@@ -202,3 +207,5 @@ def test_base_url_cors_listing_off_and_kernel_limit(limited: Server) -> None:
     assert call(limited, "DELETE", f"/gw/api/kernels/{first.json()['id']}").status_code == 204
     again = call(limited, "POST", "/gw/api/kernels")
     assert again.status_code == 201
+    with KernelClient(limited, again.json()["id"], base="/gw", v1=True) as client:
+        assert client.execute("print('under /gw')").stdout == "under /gw\n"

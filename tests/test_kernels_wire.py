@@ -54,16 +54,16 @@ def test_v1_frames_match_jupyter_server_both_ways() -> None:
 
 def test_legacy_text_and_binary_frames_match_jupyter_server() -> None:
     msg = _msg()
-    text = encode_legacy("iopub", {**msg, "msg_id": "m1", "msg_type": "execute_request"}, _parts(msg))
-    assert isinstance(text, str)
-    parsed = json.loads(text)
+    text, binary = encode_legacy("iopub", msg, _parts(msg))
+    assert not binary
+    parsed = json.loads(text.decode("utf-8"))
     assert parsed["channel"] == "iopub" and parsed["content"] == msg["content"]
     assert parsed["msg_id"] == "m1" and parsed["msg_type"] == "execute_request" and parsed["buffers"] == []
 
     with_buffers = _msg(buffers=[b"abc", b"\xff"])
-    binary = encode_legacy("iopub", with_buffers, _parts(with_buffers), raw_json=False)
-    assert isinstance(binary, bytes)
-    back = deserialize_binary_message(binary)
+    frame, binary = encode_legacy("iopub", with_buffers, _parts(with_buffers), raw_json=False)
+    assert binary
+    back = deserialize_binary_message(frame)
     assert back["buffers"] == [b"abc", b"\xff"] and back["content"] == with_buffers["content"]
 
     client = decode_client_frame(serialize_binary_message(with_buffers), v1=False)

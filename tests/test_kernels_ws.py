@@ -103,7 +103,11 @@ def test_two_clients_share_iopub_but_replies_go_to_the_sender(server: Server, ke
         b_id = b.execute_request("print('from b')")
         assert b.collect(b_id).stdout == "from b\n"
         # a sees b's output on iopub, but never b's shell reply
-        got = a.wait_for(lambda m: m.parent_id == b_id and m.msg_type == "status" and m.content["execution_state"] == "idle")
+        got = a.wait_for(
+            lambda m: (
+                m.parent_id == b_id and m.msg_type == "status" and m.content["execution_state"] == "idle"
+            )
+        )
         assert got.channel == "iopub"
         for msg in a.collect(a.execute_request("1")).messages + [got]:
             assert not (msg.channel == "shell" and msg.parent_id == b_id)
@@ -138,7 +142,9 @@ def test_websocket_auth_and_unknown_kernels(server: Server, kernel_id: str) -> N
         assert client.execute("print(3)").stdout == "3\n"
 
 
-def test_reconnecting_with_the_same_session_id_replays_missed_messages(server: Server, kernel_id: str) -> None:
+def test_reconnecting_with_the_same_session_id_replays_missed_messages(
+    server: Server, kernel_id: str
+) -> None:
     client = KernelClient(server, kernel_id, session_id="resume-me")
     msg_id = client.execute_request("import time; time.sleep(0.3); print('while you were away')")
     client.wait_for(lambda m: m.msg_type == "execute_input")
@@ -153,9 +159,13 @@ def test_a_kernel_that_dies_is_restarted_and_clients_hear_restarting(server: Ser
     with KernelClient(server, kernel_id, v1=True) as client:
         client.execute("x = 1")
         client.execute_request("import os; os._exit(1)")
-        status = client.wait_for(lambda m: m.msg_type == "status" and m.content["execution_state"] == "restarting")
+        status = client.wait_for(
+            lambda m: m.msg_type == "status" and m.content["execution_state"] == "restarting"
+        )
         assert status.channel == "iopub"
-        wait_for(lambda: kernel_model(server, kernel_id)["execution_state"] == "idle", 30, "the restarted kernel")
+        wait_for(
+            lambda: kernel_model(server, kernel_id)["execution_state"] == "idle", 30, "the restarted kernel"
+        )
         result = client.execute("print('back')")
         assert result.stdout == "back\n"
         assert client.execute("x").reply["ename"] == "NameError"
@@ -167,3 +177,15 @@ def test_deleting_a_kernel_closes_its_websockets(server: Server) -> None:
         assert server.request("DELETE", f"/api/kernels/{kid}", headers=AUTH).status_code == 204
         with pytest.raises((ConnectionError, websocket.WebSocketConnectionClosedException)):
             client.wait_for(lambda m: False, timeout=10)
+
+
+def test_a_second_connection_with_the_same_session_id_replaces_the_first(
+    server: Server, kernel_id: str
+) -> None:
+    stale = KernelClient(server, kernel_id, session_id="same")
+    with KernelClient(server, kernel_id, session_id="same") as fresh:
+        with pytest.raises((ConnectionError, websocket.WebSocketConnectionClosedException)):
+            stale.wait_for(lambda m: False, timeout=10)
+        assert fresh.execute("print('fresh')").stdout == "fresh\n"
+        assert kernel_model(server, kernel_id)["connections"] == 1
+    stale.close()

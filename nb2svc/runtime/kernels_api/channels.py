@@ -22,6 +22,7 @@ import gevent
 import gevent.event
 from gevent.queue import Queue
 from geventwebsocket.exceptions import WebSocketError
+from geventwebsocket.websocket import Header, WebSocket
 
 from nb2svc.runtime.kernels import KernelDied
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
@@ -112,23 +113,41 @@ class ChannelsConnection:
                 log.warning("kernel %s: dropped a %s: %s", self.kernel.id, message.msg_type, exc)
 
     def _write_loop(self) -> None:
-        ws = self.ws
+        """Write queued messages; what queued up meanwhile goes out in one ``sendall``.
+
+        The frames are built here (gevent-websocket's ``send`` would write each on its
+        own and re-encode text): one system call per wake-up instead of one per message.
+        """
+        queue = self._out
         while True:
-            item = self._out.get()
-            if isinstance(item, _Close):
-                self._send_close(item)
-                return
-            channel, msg, parts = item
+            items = [queue.get()]
+            while queue.qsize():
+                items.append(queue.get_nowait())
+            frames = []
+            close = None
+            for item in items:
+                if isinstance(item, _Close):
+                    close = item
+                    break
+                frames.append(self._frame(*item))
             try:
-                frame = encode(channel, msg, parts, self.v1, self.kernel.raw_json)
-            except Exception:
-                log.exception("kernel %s: could not encode a %s message", self.kernel.id, channel)
-                continue
-            try:
-                ws.send(frame)
-            except (WebSocketError, OSError):
+                if frames:
+                    self.ws.raw_write(b"".join(frames))
+            except (WebSocketError, OSError, TypeError):  # TypeError: gevent-websocket closed it
                 self.closed = True
                 return
+            if close is not None:
+                self._send_close(close)
+                return
+
+    def _frame(self, channel: str, msg: dict[str, Any], parts: list[bytes]) -> bytes:
+        try:
+            payload, binary = encode(channel, msg, parts, self.v1, self.kernel.raw_json)
+        except Exception:
+            log.exception("kernel %s: could not encode a %s message", self.kernel.id, channel)
+            return b""
+        opcode = WebSocket.OPCODE_BINARY if binary else WebSocket.OPCODE_TEXT
+        return Header.encode_header(True, opcode, b"", len(payload), 0) + payload
 
     def _send_close(self, close: _Close) -> None:
         ws = self.ws

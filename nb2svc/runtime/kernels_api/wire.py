@@ -174,8 +174,11 @@ def encode_v1(channel: str, parts: Parts) -> bytes:
     return table + b"".join(pieces)
 
 
-def encode_legacy(channel: str, msg: dict[str, Any], parts: Parts, raw_json: bool = True) -> str | bytes:
-    """The legacy frame for a message: JSON text, or the binary layout when it has buffers.
+def encode_legacy(
+    channel: str, msg: dict[str, Any], parts: Parts, raw_json: bool = True
+) -> tuple[bytes, bool]:
+    """The legacy frame for a message, and whether it is binary: UTF-8 JSON text, or the
+    binary layout when the message has buffers.
 
     With ``raw_json`` (the kernel packs with JSON, the default) the header, parent,
     metadata and content are spliced in as the kernel sent them: no re-serialisation.
@@ -199,14 +202,16 @@ def encode_legacy(channel: str, msg: dict[str, Any], parts: Parts, raw_json: boo
         ids = {"msg_id": header["msg_id"], "msg_type": header["msg_type"]}
         text = _pack_json({**body, **ids, "buffers": [], "channel": channel})
     if not buffers:
-        return text.decode("utf-8")
+        return text, False
     pieces = [text, *buffers]
     offsets = [4 * (len(pieces) + 1)]
     for piece in pieces[:-1]:
         offsets.append(offsets[-1] + len(piece))
-    return struct.pack("!" + "I" * (len(pieces) + 1), len(pieces), *offsets) + b"".join(pieces)
+    return struct.pack("!" + "I" * (len(pieces) + 1), len(pieces), *offsets) + b"".join(pieces), True
 
 
-def encode(channel: str, msg: dict[str, Any], parts: Parts, v1: bool, raw_json: bool = True) -> str | bytes:
-    """The frame for ``v1`` or legacy clients."""
-    return encode_v1(channel, parts) if v1 else encode_legacy(channel, msg, parts, raw_json)
+def encode(
+    channel: str, msg: dict[str, Any], parts: Parts, v1: bool, raw_json: bool = True
+) -> tuple[bytes, bool]:
+    """The frame payload for ``v1`` or legacy clients, and whether it is binary."""
+    return (encode_v1(channel, parts), True) if v1 else encode_legacy(channel, msg, parts, raw_json)

@@ -8,7 +8,8 @@ JupyterLab) report that status. This handler asks the app first
 (:meth:`~.rest.KernelModeApp.refuse_websocket`) and sends its answer instead of
 upgrading.
 
-Everything else, including draining on shutdown, is the shared worker's.
+It also installs :mod:`.fastws` (C-speed unmasking of client frames). Everything else,
+including draining on shutdown, is the shared worker's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from nb2svc.config import Settings
+from nb2svc.runtime.kernels_api import fastws
 from nb2svc.runtime.server import Server
 from nb2svc.runtime.worker import DrainingHandler, Nb2svcWorker
 
@@ -32,6 +34,10 @@ class KernelModeHandler(DrainingHandler):
 
 class KernelModeWorker(Nb2svcWorker):
     wsgi_handler = KernelModeHandler
+
+    def init_process(self) -> None:
+        fastws.install()
+        super().init_process()
 
 
 class KernelServer(Server):
