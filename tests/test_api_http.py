@@ -48,6 +48,8 @@ BEHAVIOUR = notebook(
     "# GET /errinfo\nraise RuntimeError('main cell failed')",
     "# ResponseInfo GET /errinfo\ninfo_runs += 1\nprint('{}')",
     "# GET /info_runs\nprint(info_runs)",
+    "# GET /cached_request_cells\nimport linecache\n"
+    "print(sum(1 for e in list(linecache.cache.values()) if e[2][:1] and e[2][0].startswith('REQUEST = ')))",
     "# GET /users/:id\nprint('user ' + json.loads(REQUEST)['path']['id'])",
     "# GET /users/me\nprint('me')",
     kernel="python3",
@@ -177,6 +179,14 @@ def test_response_info_does_not_run_when_the_cell_fails(server: Server) -> None:
     for _ in range(4):
         assert server.get("/errinfo").status_code == 500
     assert {server.get("/info_runs").text for _ in range(4)} == {"0\n"}
+
+
+def test_kernels_do_not_keep_every_request_cell(server: Server) -> None:
+    """IPython caches each distinct cell's source forever; request cells are all distinct."""
+    for i in range(40):
+        assert server.get(f"/echo/{i}/x").status_code == 200
+    # only the cell running right now is cached, on whichever kernel answers
+    assert {server.get("/cached_request_cells").text for _ in range(4)} == {"1\n"}
 
 
 def test_invalid_response_info_is_500(server: Server) -> None:

@@ -95,7 +95,27 @@ ASSIGNMENTS: dict[str, Callable[[str], str]] = {
 #: expressions only when the code succeeded, which is when ResponseInfo must run.
 #: It answers a JSON string: ``{"stdout": text}`` or ``{"ename", "evalue", "traceback"}``
 #: (ipykernel's own report of a failed expression carries no traceback).
+#:
+#: It also forgets each request's cell source after it ran: IPython caches every
+#: distinct cell in ``linecache`` (for tracebacks) and never drops it, and every
+#: request's cell is distinct (it carries the REQUEST literal), so a busy kernel would
+#: otherwise grow by the size of every request it ever served.
 PYTHON_BOOTSTRAP = """
+def _nb2svc_forget_request_cell(result):
+    raw = getattr(result.info, "raw_cell", None) or ""
+    if not raw.startswith("REQUEST = "):
+        return
+    import linecache
+    names = get_ipython().compile._filename_map
+    for name in [n for n in names if linecache.cache.get(n, (0, 0, [""]))[2][:1] != [""]]:
+        if linecache.cache[name][2][0].startswith("REQUEST = "):
+            linecache.cache.pop(name, None)
+            names.pop(name, None)
+
+
+get_ipython().events.register("post_run_cell", _nb2svc_forget_request_cell)
+
+
 def _nb2svc_response_info(code, filename):
     import contextlib, io, json, sys, traceback
     buffer = io.StringIO()
