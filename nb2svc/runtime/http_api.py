@@ -58,6 +58,7 @@ from nb2svc.runtime.server import on_worker_exit
 
 log = logging.getLogger("nb2svc")
 
+
 class SetupFailed(RuntimeError):
     """A setup (non-annotated) cell raised while seeding a kernel."""
 
