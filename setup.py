@@ -22,9 +22,15 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["nb2svc", "nb2svc.*"]) + ["nb2svc.templates"],
+    packages=find_packages(include=["nb2svc", "nb2svc.*"])
+    + ["nb2svc.templates"]
+    + [
+        f"nb2svc.templates.{sub.name}"
+        for sub in sorted((HERE / "templates").iterdir())
+        if sub.is_dir() and sub.name != "__pycache__"
+    ],
     package_dir={"nb2svc.templates": "templates"},
-    package_data={"nb2svc.templates": ["*", "**/*"]},
+    package_data={"nb2svc.templates": ["*.j2", "**/*.j2"]},
     include_package_data=True,
     install_requires=[
         "nbformat>=5.9",
