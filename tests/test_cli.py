@@ -172,7 +172,7 @@ def test_installed_wheel_ships_templates_and_renders_a_bundle(tmp_path: Path) ->
     names = zipfile.ZipFile(wheel).namelist()
     templates = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "templates").rglob("*.j2"))
     assert templates
-    assert [n for n in names if n.endswith(".j2")] == sorted("nb2svc/" + t for t in templates)
+    assert sorted(n for n in names if n.endswith(".j2")) == sorted("nb2svc/" + t for t in templates)
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
