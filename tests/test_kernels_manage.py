@@ -213,3 +213,16 @@ def test_sigterm_closes_websockets_and_leaves_no_kernel_behind(tmp_path: Path) -
         with pytest.raises((ConnectionError, OSError)):
             client.wait_for(lambda m: False, timeout=5)
         assert "Traceback" not in srv.log()
+
+
+def test_cull_connected_culls_idle_kernels_even_with_a_client(tmp_path: Path) -> None:
+    args = ("--cull-idle-timeout", "1", "--cull-interval", "0.2", "--cull-connected")
+    with kernel_server(tmp_path, *args) as server:
+        kernel = start_kernel(server)["id"]
+        client = KernelClient(server, kernel)
+        try:
+            assert client.execute("print('busy once')").stdout == "busy once\n"
+            wait_for(lambda: kernel not in kernel_ids(server), 15, "the connected idle kernel to be culled")
+        finally:
+            client.close()
+        assert "culling kernel" in server.log()
