@@ -15,7 +15,6 @@ single lifecycle greenlet.
 from __future__ import annotations
 
 import atexit
-import hmac
 import logging
 import os
 import shutil
@@ -28,12 +27,12 @@ from typing import Any
 
 import gevent
 import gevent.event
-import zmq.backend as zmq_backend
 import zmq.green as zmq
 from jupyter_client import KernelManager
 from jupyter_client.session import Session
 
 from nb2svc.runtime.green import lifecycle
+from nb2svc.runtime.zmqio import DELIMITER, MessageDecoder, green_context, recv_batch, send_frames
 
 log = logging.getLogger("nb2svc")
 
@@ -81,17 +80,6 @@ def _runtime_dir() -> str:
 _runtime: str | None = None
 
 
-def _green_context() -> zmq.Context:
-    # One green context per process, created lazily after fork.
-    global _context
-    if _context is None:
-        _context = zmq.Context()
-    return _context
-
-
-_context: zmq.Context | None = None
-
-
 class Kernel:
     """A started kernel with green shell/iopub/control sockets and a dispatcher.
 
@@ -130,7 +118,7 @@ class Kernel:
         # IPC (unix sockets) rather than TCP: local only, no port races, and no
         # plaintext-TCP warning from ipykernel. Paths must be absolute: the kernel's
         # working directory is the notebook's, not ours.
-        km = KernelManager(kernel_name=self.kernel_name, context=_green_context(), transport="ipc")
+        km = KernelManager(kernel_name=self.kernel_name, context=green_context(), transport="ipc")
         stem = os.path.join(_runtime_dir(), f"k-{uuid.uuid4().hex[:12]}")
         km.ip = stem
         km.connection_file = stem + ".json"
@@ -161,7 +149,7 @@ class Kernel:
             self._greenlets.append(gevent.spawn(self._read_loop, channel, sock))
 
     def _connect(self, km: KernelManager, channels: tuple[tuple[str, int], ...]) -> dict[str, Any]:
-        ctx = _green_context()
+        ctx = green_context()
         info = km.get_connection_info()
         sockets = {}
         for channel, kind in channels:
@@ -312,33 +300,22 @@ class Kernel:
         self._handlers.pop(msg_id, None)
 
     def _read_loop(self, channel: str, sock: Any) -> None:
-        """Dispatch every message from one socket; drains whatever is queued per wake-up.
-
-        After one cooperative wait, further queued messages are taken with plain
-        non-blocking receives: the green wrapper's per-frame bookkeeping was a large
-        share of the server's CPU per request.
-        """
+        """Dispatch every message from one socket, a batch per wake-up (see :func:`recv_batch`)."""
         session = self.session
         assert session is not None
-        verify = _Verifier(session)
+        decoder = MessageDecoder(session)
         while True:
             try:
-                batch = [sock.recv_multipart(copy=True)]
-                while _RAW_IO:
-                    try:
-                        batch.append(_raw_recv_multipart(sock, zmq.NOBLOCK))
-                    except zmq.Again:
-                        sock._Socket__state_changed()  # as the green recv would, after raw ones
-                        break
+                batch = recv_batch(sock)
             except zmq.ZMQError:
                 return
             for parts in batch:
-                self._dispatch(channel, parts, verify)
+                self._dispatch(channel, parts, decoder)
 
-    def _dispatch(self, channel: str, parts: list[bytes], verify: _Verifier) -> None:
+    def _dispatch(self, channel: str, parts: list[bytes], decoder: MessageDecoder) -> None:
         try:
             frames = parts[parts.index(DELIMITER) + 1 :]
-            msg = verify.parse(frames)
+            msg = decoder.parse(frames)
         except Exception:
             log.warning("dropped an unreadable message on %s", channel, exc_info=True)
             return
@@ -351,75 +328,6 @@ class Kernel:
             handler(channel, msg)
         if self.on_message is not None:
             self.on_message(channel, msg, frames[1:])
-
-
-DELIMITER = b"<IDS|MSG>"
-#: Raw C-level socket calls need zmq.green's (private) state hook to keep waiting
-#: greenlets woken; without it (a future pyzmq), use the green calls throughout.
-_RAW_IO = hasattr(zmq.Socket, "_Socket__state_changed")
-_backend_send = zmq_backend.Socket.send
-_backend_recv = zmq_backend.Socket.recv
-_backend_get = zmq_backend.Socket.get
-
-
-def _raw_send_multipart(sock: Any, frames: list[bytes], flags: int) -> None:
-    """Send all frames through the C-level socket: no per-frame green or sugar layers."""
-    last = len(frames) - 1
-    for index, frame in enumerate(frames):
-        _backend_send(sock, frame, flags | zmq.SNDMORE if index < last else flags)
-
-
-def _raw_recv_multipart(sock: Any, flags: int) -> list[bytes]:
-    """Receive one whole message through the C-level socket (``zmq.Again`` if none)."""
-    parts = [_backend_recv(sock, flags)]
-    while _backend_get(sock, zmq.RCVMORE):
-        parts.append(_backend_recv(sock, flags))
-    return parts
-
-
-class _Verifier:
-    """Check a message's HMAC and decode it: what ``Session.deserialize`` does, minus
-    its date parsing and replay history, which cost more than the rest of a request's
-    handling here and protect nothing on a private IPC socket.
-    """
-
-    def __init__(self, session: Session) -> None:
-        self._auth = session.auth
-        self._unpack = session.unpack
-
-    def parse(self, frames: list[bytes]) -> dict[str, Any]:
-        if self._auth is not None:
-            digest = self._auth.copy()
-            for frame in frames[1:5]:
-                digest.update(frame)
-            if not hmac.compare_digest(digest.hexdigest().encode("ascii"), frames[0]):
-                raise ValueError("invalid message signature")
-        header = self._unpack(frames[1])
-        return {
-            "header": header,
-            "msg_id": header.get("msg_id"),
-            "msg_type": header.get("msg_type"),
-            "parent_header": self._unpack(frames[2]),
-            "metadata": self._unpack(frames[3]),
-            "content": self._unpack(frames[4]),
-            "buffers": frames[5:],
-        }
-
-
-def send_frames(sock: Any, frames: list[bytes]) -> None:
-    """Send a multipart message in one non-blocking pass, waiting cooperatively only
-    when the socket is full. The green socket is then told its state may have changed
-    (as its own ``send`` does), or a reader waiting on it could miss a wake-up.
-    """
-    if not _RAW_IO:
-        sock.send_multipart(frames)
-        return
-    try:
-        _raw_send_multipart(sock, frames, zmq.NOBLOCK)
-    except zmq.Again:
-        sock.send_multipart(frames)
-        return
-    sock._Socket__state_changed()
 
 
 def _kill_process_group(proc: Any) -> None:
