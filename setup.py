@@ -21,7 +21,7 @@ setup(
     description="Compile Jupyter notebooks into HTTP microservices and serve Jupyter kernels over websockets",
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["nb2svc", "nb2svc.*"])
     + ["nb2svc.templates"]
     + [

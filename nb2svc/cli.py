@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from nb2svc._version import __version__
-from nb2svc.config import OPTIONS, OPTIONS_BY_NAME, Option, Settings, settings_from_env
+from nb2svc.config import OPTIONS, OPTIONS_BY_NAME, Option, Settings, load_config_file, settings_from_env
 
 BUNDLE_MARKER = "service.json"
 
@@ -307,14 +307,25 @@ def _load_spec(target: Path, comment_prefix: str | None):
     is_flag=True,
     help="Kernel mode: serve Jupyter kernels over the Jupyter Server REST + websocket API (no TARGET).",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="NB2SVC_CONFIG",
+    default=None,
+    help="TOML or JSON file of settings (option names as keys); flags and NB2SVC_* variables "
+    "override it.  [env: NB2SVC_CONFIG]",
+)
 @settings_options("all")
-def serve(target: Path | None, comment_prefix: str | None, kernel_mode: bool, **flags: Any) -> None:
+def serve(
+    target: Path | None, comment_prefix: str | None, kernel_mode: bool, config_file: Path | None, **flags: Any
+) -> None:
     """Serve TARGET (a notebook or a bundle from 'nb2svc build') as an HTTP API, or with
     --kernels, serve Jupyter kernels to Jupyter clients (JupyterLab, jupyter server
     --gateway-url, @jupyterlab/services).
 
     Flags override NB2SVC_* environment variables, which override Kernel Gateway's
-    KG_* variables, which override the defaults.
+    KG_* variables, which override the --config file, which overrides the defaults.
     """
     mode = "kernels" if kernel_mode else "api"
     misplaced = [
@@ -326,7 +337,8 @@ def serve(target: Path | None, comment_prefix: str | None, kernel_mode: bool, **
         other = "API mode (a TARGET)" if kernel_mode else "kernel mode (--kernels)"
         raise click.UsageError(f"{', '.join(misplaced)}: only used in {other}")
     try:
-        settings = settings_from_env(**flags)
+        file_values = load_config_file(config_file) if config_file else {}
+        settings = settings_from_env(file_values=file_values, **flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if kernel_mode:

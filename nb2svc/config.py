@@ -14,9 +14,12 @@ their settings the same way: from the environment.
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -250,15 +253,50 @@ class Settings:
         return env
 
 
-def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from ``NB2SVC_*`` variables, falling back to ``KG_*`` aliases, then defaults."""
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Settings from a TOML or JSON file: option names as keys (``pool_size`` or ``pool-size``).
+
+    Either at the top level or under an ``[nb2svc]`` table. An unknown key is an error
+    that lists the valid ones, so a typo never silently falls back to a default.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(
+            f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'TOML'}: {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table of settings")
+    data = data.get("nb2svc", data)
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        name = str(key).replace("-", "_")
+        if name not in OPTIONS_BY_NAME:
+            valid = ", ".join(sorted(OPTIONS_BY_NAME))
+            raise ValueError(f"{path}: unknown setting {key!r} (valid: {valid})")
+        try:
+            values[name] = parse_value(OPTIONS_BY_NAME[name], raw)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    return values
+
+
+def settings_from_env(
+    environ: Mapping[str, str] | None = None, file_values: Mapping[str, Any] | None = None, **overrides: Any
+) -> Settings:
+    """Resolve every option: flags (``overrides``), then ``NB2SVC_*``, then ``KG_*``
+    aliases, then the config file's ``file_values``, then the defaults."""
     environ = os.environ if environ is None else environ
+    file_values = file_values or {}
     values: dict[str, Any] = {}
     for option in OPTIONS:
         raw = environ.get(option.env)
         if raw is None and option.kg_alias:
             raw = environ.get(option.kg_alias)
-        values[option.name] = parse_value(option, raw)
+        values[option.name] = (
+            parse_value(option, raw) if raw is not None else file_values.get(option.name, option.default)
+        )
     for name, value in overrides.items():
         if value is not None:
             values[name] = parse_value(OPTIONS_BY_NAME[name], value)

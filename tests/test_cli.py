@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,7 @@ import pytest
 
 from nb2svc.config import OPTIONS
 from tests.notebooks import notebook
-from tests.support import EXAMPLES, REPO
+from tests.support import EXAMPLES, REPO, Server
 
 
 def nb2svc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -193,3 +194,45 @@ def test_installed_wheel_ships_templates_and_renders_a_bundle(tmp_path: Path) ->
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
     )
     assert "def get_hello_name" in (out / "app.py").read_text()
+
+
+def test_config_file_precedence(tmp_path: Path) -> None:
+    from nb2svc.config import load_config_file, settings_from_env
+
+    toml = tmp_path / "nb2svc.toml"
+    toml.write_text('pool-size = 3\nrequest_timeout = 5\ntoken = "from-file"\n')
+    values = load_config_file(toml)
+    assert values == {"pool_size": 3, "request_timeout": 5.0, "token": "from-file"}
+    settings = settings_from_env({}, values)
+    assert (settings.pool_size, settings.request_timeout, settings.port) == (3, 5.0, 8888)
+    env = {"NB2SVC_POOL_SIZE": "4", "KG_AUTH_TOKEN": "from-kg"}
+    settings = settings_from_env(env, values, pool_size=5)
+    assert (settings.pool_size, settings.token, settings.request_timeout) == (5, "from-kg", 5.0)
+    nested = tmp_path / "nb2svc.json"
+    nested.write_text('{"nb2svc": {"workers": 2}}')
+    assert load_config_file(nested) == {"workers": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("pool_sise = 3\n", "unknown setting 'pool_sise'"),
+        ("pool_size = 'many'\n", "expected int"),
+        ("x = [", "TOML"),
+    ],
+)
+def test_bad_config_file_is_a_usage_error(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = nb2svc("serve", str(EXAMPLES / "hello.ipynb"), "--config", str(config))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_reads_the_config_file(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    config = tmp_path / "nb2svc.toml"
+    config.write_text("[nb2svc]\npool_size = 1\n")
+    server = start_server(str(EXAMPLES / "hello.ipynb"), "--config", str(config))
+    assert server.get("/_api/health/ready").json()["size"] == 1
+    assert server.get("/hello/config").text == "hello, config\n"

@@ -23,7 +23,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import gevent
@@ -71,7 +71,7 @@ class Client(Protocol):
 
 def isoformat(timestamp: float) -> str:
     """Jupyter's timestamp format: ISO 8601 in UTC with a ``Z``."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 class ManagedKernel:
