@@ -249,3 +249,13 @@ def test_several_workers_each_own_a_pool_and_a_killed_worker_leaves_no_kernels(
     all_kernels = server.find_kernels()
     assert server.stop() == 0
     assert [p for p in all_kernels if alive(p)] == []
+
+
+def test_json_logs_for_containers(start_server: StartServer, tmp_path: Path) -> None:
+    server = start_server(write(FAULTS, tmp_path), "--pool-size", "1", "--log-format", "json")
+    assert server.get("/ok?token=hidden").status_code == 200
+    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("ready: 1 python3 kernels warm") for m in messages)
+    assert "GET /ok?token=[secret] 200" in " ".join(messages)
+    assert {"time", "level", "logger", "message"} <= set(records[0])

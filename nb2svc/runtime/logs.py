@@ -88,16 +88,3 @@ def install_access_log(app: Any) -> None:
             path = request.full_path if request.query_string else request.path
             access.info("%s %s %s%s", request.method, path, response.status_code, took)
         return response
-
-
-def configure_logging(settings: Settings) -> None:
-    """Configure the ``nb2svc`` logger (idempotent: for the CLI and for workers)."""
-    logger = logging.getLogger("nb2svc")
-    logger.setLevel(settings.log_level.upper())
-    if not any(getattr(h, "_nb2svc", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler._nb2svc = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.propagate = False
-    for handler in logger.handlers:
-        handler.setFormatter(JsonFormatter() if settings.log_format == "json" else JupyterFormatter())
