@@ -37,7 +37,6 @@ from nb2svc.runtime.auth import install_auth, install_cors, json_error
 from nb2svc.runtime.docs_page import render_docs_page
 from nb2svc.runtime.executor import ExecutionResult, ExecutionTimeout, execute, expression_result
 from nb2svc.runtime.kernels import Kernel, KernelDied, kernel_env
-from nb2svc.runtime.logs import install_access_log
 from nb2svc.runtime.pool import KernelPool, KernelUnhealthy, PoolBusy, PoolFailed
 from nb2svc.runtime.request import (
     PYTHON_BOOTSTRAP,
@@ -248,7 +247,6 @@ def create_app(
     app.extensions["nb2svc"] = service
     base = settings.base_url.rstrip("/")
     app.config["NB2SVC_BASE"] = base
-    install_access_log(app)
     install_cors(app, settings)
     install_auth(app, settings, is_exempt=lambda path: path.startswith(base + "/_api/health/"))
     _install_error_handlers(app)

@@ -65,26 +65,3 @@ def gunicorn_logconfig(settings: Settings) -> dict[str, Any]:
             "gunicorn.access": {"level": level, "handlers": ["console"], "propagate": False},
         },
     }
-
-
-def install_access_log(app: Any) -> None:
-    """One INFO line per request (``GET /hello/x 200 3.1ms``), tokens redacted.
-
-    Written here rather than by gunicorn, whose gevent-websocket handler logs nothing.
-    """
-    from flask import g, request
-
-    access = logging.getLogger("nb2svc")
-
-    @app.before_request
-    def _start_timer() -> None:
-        g.nb2svc_started = time.perf_counter()
-
-    @app.after_request
-    def _log_request(response: Any) -> Any:
-        if access.isEnabledFor(logging.INFO):
-            started = g.get("nb2svc_started")
-            took = f" {(time.perf_counter() - started) * 1000:.1f}ms" if started else ""
-            path = request.full_path if request.query_string else request.path
-            access.info("%s %s %s%s", request.method, path, response.status_code, took)
-        return response
