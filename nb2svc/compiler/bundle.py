@@ -164,13 +164,12 @@ def _view_name(index: int, ep: Endpoint) -> str:
 
 
 def _endpoint_context(index: int, ep: Endpoint) -> dict[str, Any]:
-    rule = "/".join(f"<{s[1:]}>" if s.startswith(":") else s for s in ep.path.split("/"))
     return {
         "method": ep.method,
         "path": ep.path,
         "cells": ep.cells,
         "response_info": ep.response_info,
-        "rule": rule,
+        "rule": ep.flask_rule,
         "view": _view_name(index, ep),
         "args": ", ".join(f"{p}: str" for p in ep.params),
         "params_dict": "{" + ", ".join(f"{json.dumps(p)}: {p}" for p in ep.params) + "}",

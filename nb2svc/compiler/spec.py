@@ -74,6 +74,12 @@ class Endpoint:
     description: str = ""
 
     @property
+    def flask_rule(self) -> str:
+        """``/items/:id`` → ``/items/<id>``: the Werkzeug rule used by the runtime and by
+        generated ``app.py`` files (a segment never matches a ``/``, as in the reference)."""
+        return "/".join(f"<{s[1:]}>" if s.startswith(":") else s for s in self.path.split("/"))
+
+    @property
     def segments(self) -> tuple[str, ...]:
         """Path segments, without the leading empty one (``/a/:b`` → ``("a", ":b")``)."""
         return tuple(s for s in self.path.split("/") if s)

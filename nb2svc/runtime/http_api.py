@@ -62,11 +62,6 @@ class SetupFailed(RuntimeError):
     """A setup (non-annotated) cell raised while seeding a kernel."""
 
 
-def flask_rule(path: str) -> str:
-    """``/items/:id`` → ``/items/<id>`` (a segment never matches a ``/``, as in the reference)."""
-    return "/".join(f"<{s[1:]}>" if s.startswith(":") else s for s in path.split("/"))
-
-
 class ApiService:
     """The per-worker state of one service: its spec, settings, kernel pool and counters."""
 
@@ -268,7 +263,7 @@ def add_endpoint(app: Flask, index: int) -> None:
         return service.handle(index, path_params)
 
     app.add_url_rule(
-        app.config["NB2SVC_BASE"] + flask_rule(endpoint.path),
+        app.config["NB2SVC_BASE"] + endpoint.flask_rule,
         endpoint=f"endpoint_{index}",
         view_func=view,
         methods=[endpoint.method],
@@ -359,4 +354,4 @@ def _prometheus_text(service: ApiService) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ApiService", "SetupFailed", "add_endpoint", "create_app", "flask_rule"]
+__all__ = ["ApiService", "SetupFailed", "add_endpoint", "create_app"]
