@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,7 +77,6 @@ class KernelPool:
         self._warmed = 0
         self._closed = False
         self.failure: BaseException | None = None
-        self.first_ready_at: float | None = None
 
     # --- start-up and healing ------------------------------------------------------
 
@@ -114,8 +112,6 @@ class KernelPool:
         kernel.on_death = self._on_kernel_death
         self._all.add(kernel)
         self._warmed += 1
-        if self.first_ready_at is None:
-            self.first_ready_at = time.monotonic()
         self.release(kernel)
         if self._warmed == self.size and self._on_ready:
             self._on_ready()
