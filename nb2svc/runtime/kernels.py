@@ -219,11 +219,15 @@ class Kernel:
         if self.dead:
             return
         self.dead = True
+        self._fail_pending()
+        if self.on_death:
+            self.on_death(self)
+
+    def _fail_pending(self) -> None:
+        """Tell everyone waiting on a reply that none will come."""
         handlers, self._handlers = self._handlers, {}
         for handler in handlers.values():
             handler("dead", {})
-        if self.on_death:
-            self.on_death(self)
 
     def interrupt(self) -> None:
         """Interrupt the running cell (SIGINT or an interrupt_request, per the kernel spec)."""
@@ -262,9 +266,7 @@ class Kernel:
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
-        handlers, self._handlers = self._handlers, {}
-        for handler in handlers.values():
-            handler("dead", {})
+        self._fail_pending()
 
     # --- messaging -----------------------------------------------------------------
 
