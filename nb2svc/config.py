@@ -105,6 +105,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("kernel_name", str, "", "Kernel spec to run (default: the notebook's)."),
     Option("kernel_start_timeout", float, 60.0, "Seconds a kernel may take to start and run its setup."),
     Option(
+        "transport",
+        str,
+        "auto",
+        "How the server reaches kernels: auto (IPC for a local ipykernel, else TCP on the loopback "
+        "or the provisioner's address), tcp or ipc.",
+        choices=("auto", "tcp", "ipc"),
+    ),
+    Option(
         "env_allow",
         list,
         (),

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from flask import Flask, request
 
-from nb2svc.runtime.executor import ExecutionError, ExecutionResult, expression_result
+from nb2svc.runtime.kernel.executor import ExecutionError, ExecutionResult, expression_result
 from nb2svc.runtime.request import BadRequestBody, build_request, code_with_request
 from nb2svc.runtime.responses import ResponseInfo, ResponseInfoError, parse_response_info, response_body
 

@@ -35,10 +35,24 @@ from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import install_auth, install_cors, json_error
 from nb2svc.runtime.docs_page import render_docs_page
-from nb2svc.runtime.executor import ExecutionResult, ExecutionTimeout, execute, expression_result
-from nb2svc.runtime.kernels import Kernel, KernelDied, kernel_env
-from nb2svc.runtime.pool import KernelPool, KernelUnhealthy, PoolBusy, PoolFailed
+from nb2svc.runtime.kernel import (
+    ExecutionResult,
+    ExecutionTimeout,
+    Kernel,
+    KernelDied,
+    KernelPool,
+    KernelRecipe,
+    PoolBusy,
+    PoolFailed,
+    SetupCell,
+    execute,
+    kernel_env,
+    start_kernel,
+)
+from nb2svc.runtime.kernel.executor import expression_result
 from nb2svc.runtime.request import (
+    HEALTH_EXPRESSION,
+    HEALTH_KEY,
     PYTHON_BOOTSTRAP,
     RESPONSE_INFO_KEY,
     BadRequestBody,
@@ -58,10 +72,6 @@ from nb2svc.runtime.server import on_worker_exit
 log = logging.getLogger("nb2svc")
 
 
-class SetupFailed(RuntimeError):
-    """A setup (non-annotated) cell raised while seeding a kernel."""
-
-
 class ApiService:
     """The per-worker state of one service: its spec, settings, kernel pool and counters."""
 
@@ -71,11 +81,19 @@ class ApiService:
         self.spec = spec
         self.settings = settings
         self.kernel_name = settings.kernel_name or spec.kernel.name
-        self._cwd = cwd
-        self._env = kernel_env(settings.env_allow)
+        self._python = spec.kernel.language.lower() == "python"
+        self.recipe = KernelRecipe(
+            kernel_name=self.kernel_name,
+            env=kernel_env(settings.env_allow),
+            cwd=cwd,
+            transport=settings.transport,
+            start_timeout=settings.kernel_start_timeout,
+            bootstrap=PYTHON_BOOTSTRAP if self._python else "",
+            setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+        )
         self.pool = KernelPool(
             settings.pool_size,
-            self._provision,
+            lambda: start_kernel(self.recipe),
             max_waiting=settings.max_queue,
             on_fatal=self._fatal,
             on_ready=self._ready,
@@ -84,38 +102,6 @@ class ApiService:
         self.duration_sum: Counter[str] = Counter()
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if settings.token else ()
-
-    # --- kernels -------------------------------------------------------------------
-
-    def _provision(self) -> Kernel:
-        kernel = Kernel(self.kernel_name, self._env, cwd=self._cwd)
-        timeout = self.settings.kernel_start_timeout
-        deadline = time.monotonic() + timeout
-        try:
-            kernel.start(timeout=timeout)
-            log.debug("kernel started in %.3fs", time.monotonic() - kernel.started_at)
-            if self.spec.kernel.language.lower() == "python":
-                execute(kernel, PYTHON_BOOTSTRAP, timeout=timeout)
-            for cell in self.spec.setup:
-                remaining = max(0.1, deadline - time.monotonic())
-                try:
-                    result = execute(kernel, cell.code, timeout=remaining, store_history=True)
-                except ExecutionTimeout:
-                    raise SetupFailed(
-                        f"{self.spec.notebook}, cell {cell.cell}: setup did not finish within {timeout:g}s "
-                        "(raise --kernel-start-timeout or make the cell faster)"
-                    ) from None
-                if result.error is not None:
-                    tb = "\n".join(result.error.traceback)
-                    raise SetupFailed(
-                        f"{self.spec.notebook}, cell {cell.cell}: setup cell raised "
-                        f"{result.error.ename}: {result.error.evalue}\n{tb}"
-                    )
-        except BaseException:
-            kernel.shutdown(now=True)
-            raise
-        log.debug("kernel ready (started and seeded) in %.3fs", time.monotonic() - kernel.started_at)
-        return kernel
 
     def _fatal(self, exc: BaseException) -> None:
         """Nothing can work (bad setup cell, unknown kernel): stop this worker for good.
@@ -167,18 +153,21 @@ class ApiService:
         expressions = (
             response_info_expressions(language, info_cell.code, info_cell.cells) if info_cell else None
         )
+        if self._python:
+            expressions = {**(expressions or {}), HEALTH_KEY: HEALTH_EXPRESSION}
         timeout = self.settings.request_timeout
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
                 deadline = time.monotonic() + timeout
-                result = self._run(kernel, code, timeout, expressions)
+                result = execute(kernel, code, timeout=timeout, user_expressions=expressions)
+                self._check_health(kernel, result, deadline)
                 info_result = None
                 if result.error is None and info_cell is not None:
-                    if expressions:
+                    if self._python:
                         info_result = expression_result(result.user_expressions.get(RESPONSE_INFO_KEY))
                     else:
                         remaining = max(0.1, deadline - time.monotonic())
-                        info_result = self._run(kernel, info_cell.code, remaining)
+                        info_result = execute(kernel, info_cell.code, timeout=remaining)
         except PoolBusy as exc:
             response = json_error(503, "ServiceUnavailable", f"all kernels are busy: {exc}")
             response.headers["Retry-After"] = "1"
@@ -209,15 +198,21 @@ class ApiService:
         response.headers["Content-Type"] = content_type
         return response
 
-    def _run(
-        self, kernel: Kernel, code: str, timeout: float, expressions: dict[str, str] | None = None
-    ) -> ExecutionResult:
-        try:
-            return execute(kernel, code, timeout=timeout, user_expressions=expressions)
-        except ExecutionTimeout as exc:
-            if not exc.recovered:
-                raise KernelUnhealthy(str(exc)) from exc
-            raise
+    def _check_health(self, kernel: Kernel, result: ExecutionResult, deadline: float) -> None:
+        """Retire a Python kernel whose code closed its stdout or stderr (every later answer
+        would fail). The check rides on the request's own execute; after an error (when
+        ipykernel evaluates no expressions) it costs one more, small one.
+        """
+        if not self._python:
+            return
+        health = result.user_expressions.get(HEALTH_KEY)
+        if health is None:
+            remaining = max(0.1, deadline - time.monotonic())
+            health = execute(kernel, "", timeout=remaining, user_expressions={HEALTH_KEY: HEALTH_EXPRESSION})
+            health = health.user_expressions.get(HEALTH_KEY)
+        text = (health or {}).get("data", {}).get("text/plain", "")
+        if text != "True":
+            kernel.retire("its code closed sys.stdout or sys.stderr")
 
     @staticmethod
     def _cell_error(result: ExecutionResult) -> Response:
@@ -354,4 +349,4 @@ def _prometheus_text(service: ApiService) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ApiService", "SetupFailed", "add_endpoint", "create_app"]
+__all__ = ["ApiService", "add_endpoint", "create_app"]

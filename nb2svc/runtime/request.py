@@ -96,6 +96,9 @@ ASSIGNMENTS: dict[str, Callable[[str], str]] = {
 #: It answers a JSON string: ``{"stdout": text}`` or ``{"ename", "evalue", "traceback"}``
 #: (ipykernel's own report of a failed expression carries no traceback).
 #:
+#: It keeps the kernel's own stdout and stderr, to tell whether a request closed them
+#: (:data:`HEALTH_EXPRESSION`).
+#:
 #: It also forgets each request's cell source after it ran: IPython caches every
 #: distinct cell in ``linecache`` (for tracebacks) and never drops it, and every
 #: request's cell is distinct (it carries the REQUEST literal), so a busy kernel would
@@ -116,6 +119,19 @@ def _nb2svc_forget_request_cell(result):
 get_ipython().events.register("post_run_cell", _nb2svc_forget_request_cell)
 
 
+_nb2svc_streams = (__import__("sys").stdout, __import__("sys").stderr)
+
+
+def _nb2svc_healthy():
+    import sys
+    out, err = _nb2svc_streams
+    if sys.stdout is not out and not out.closed:
+        sys.stdout = out
+    if sys.stderr is not err and not err.closed:
+        sys.stderr = err
+    return not (out.closed or err.closed)
+
+
 def _nb2svc_response_info(code, filename):
     import contextlib, io, json, sys, traceback
     buffer = io.StringIO()
@@ -130,6 +146,12 @@ def _nb2svc_response_info(code, filename):
 """
 
 RESPONSE_INFO_KEY = "nb2svc_response_info"
+
+#: Evaluated with every request on Python kernels: ``True`` while the kernel's stdout
+#: and stderr work. A cell that swapped them and did not restore them gets them back;
+#: one that closed them leaves a kernel that could never answer again, so it is retired.
+HEALTH_KEY = "nb2svc_healthy"
+HEALTH_EXPRESSION = "_nb2svc_healthy()"
 
 
 def response_info_expressions(language: str, code: str, cells: tuple[int, ...]) -> dict[str, str] | None:

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nb2svc.runtime.executor import ExecutionResult
+from nb2svc.runtime.kernel.executor import ExecutionResult
 
 TEXT_TYPES = ("text/", "application/json", "application/javascript", "image/svg+xml")
 

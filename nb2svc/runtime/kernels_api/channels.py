@@ -24,7 +24,7 @@ from gevent.queue import Queue
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
 
-from nb2svc.runtime.kernels import KernelDied
+from nb2svc.runtime.kernel import KernelDied
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.wire import BadMessage, decode_client_frame, encode
 

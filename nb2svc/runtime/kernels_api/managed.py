@@ -31,7 +31,7 @@ import gevent.event
 import gevent.lock
 from jupyter_client.session import Session
 
-from nb2svc.runtime.kernels import Kernel, KernelDied
+from nb2svc.runtime.kernel import Kernel, KernelDied, KernelRecipe, start_kernel
 from nb2svc.runtime.kernels_api.wire import ClientMessage
 
 log = logging.getLogger("nb2svc")
@@ -75,9 +75,9 @@ def isoformat(timestamp: float) -> str:
 
 
 class ManagedKernel:
-    """A listed kernel. ``launch`` starts a fresh (unseeded) process for restarts."""
+    """A listed kernel. ``recipe`` (unseeded) makes the fresh process of a restart."""
 
-    def __init__(self, kernel_id: str, kernel: Kernel, launch: Callable[[], Kernel]) -> None:
+    def __init__(self, kernel_id: str, kernel: Kernel, recipe: KernelRecipe) -> None:
         self.id = kernel_id
         self.name = kernel.kernel_name
         self.kernel = kernel
@@ -86,7 +86,7 @@ class ManagedKernel:
         self.last_activity = time.time()
         self.closed = False
         self.clients: list[Client] = []
-        self._launch = launch
+        self._recipe = recipe
         self._pending: collections.OrderedDict[str, Client] = collections.OrderedDict()
         self._buffer: tuple[str, collections.deque[tuple[str, dict[str, Any], list[bytes]]]] | None = None
         self._usable = gevent.event.Event()  # clear while restarting
@@ -231,7 +231,10 @@ class ManagedKernel:
         kernel.on_message = None
 
     def interrupt(self) -> None:
+        """Interrupt through the provisioner; raises :class:`KernelDied` when there is no process."""
         self.last_activity = time.time()
+        if self.execution_state in ("dead", "restarting") or self.closed:
+            raise KernelDied(f"kernel {self.id} is {self.execution_state}")
         self.kernel.interrupt()
 
     def restart(self) -> None:
@@ -251,7 +254,7 @@ class ManagedKernel:
 
     def _replace(self) -> None:
         try:
-            kernel = self._launch()
+            kernel = start_kernel(self._recipe)
         except Exception as exc:
             log.error("kernel %s could not be restarted: %s", self.id, exc)
             self.execution_state = "dead"

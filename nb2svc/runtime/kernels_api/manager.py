@@ -1,8 +1,10 @@
 """Kernel mode's kernel registry: start, list, limit, seed, cull and shut down kernels.
 
-Kernels start through :class:`~nb2svc.runtime.kernels.Kernel`, that is through
-jupyter_client's ``KernelManager(kernel_name=...)``, so any kernel provisioner
-(including remote ones) works unchanged.
+Kernels start through :func:`nb2svc.runtime.kernel.start_kernel` with a
+:class:`~nb2svc.runtime.kernel.KernelRecipe`, that is through jupyter_client's
+``KernelManager(kernel_name=...)`` and the kernel spec's provisioner, so any
+provisioner (including remote ones) works unchanged. A :class:`ManagedKernel` gets the
+unseeded recipe for its restarts; nothing calls back into the registry.
 
 Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
 
@@ -14,7 +16,8 @@ Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
 - ``--seed NOTEBOOK``: its code cells run on every new kernel of its kernel spec
   (prespawned, warm or requested); not on restart;
 - ``--prespawn N``: N kernels started and seeded at start-up, listed like any other;
-- ``--warm N`` (not in the reference): see :mod:`.warm`;
+- ``--warm N`` (not in the reference): hidden kernels, started and seeded ahead of need, from
+  the same warm supply as API mode's pool (:class:`~nb2svc.runtime.kernel.KernelPool`);
 - culling (Jupyter Server's rules): every ``--cull-interval`` seconds, kernels idle for
   ``--cull-idle-timeout`` seconds and not busy, and with no client connected unless
   ``--cull-connected``, are shut down; dead kernels too.
@@ -32,11 +35,16 @@ import gevent
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
 
 from nb2svc.config import Settings
-from nb2svc.runtime.executor import ExecutionTimeout, execute
-from nb2svc.runtime.kernels import Kernel, KernelStartError, kernel_env
+from nb2svc.runtime.kernel import (
+    KernelPool,
+    KernelRecipe,
+    KernelStartError,
+    SetupCell,
+    kernel_env,
+    start_kernel,
+)
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
-from nb2svc.runtime.kernels_api.warm import WarmPool
 
 log = logging.getLogger("nb2svc")
 
@@ -72,17 +80,18 @@ class KernelRegistry:
             or (seed.kernel_name if seed else "")
             or NATIVE_KERNEL_NAME
         )
-        warm_name = settings.force_kernel or (seed.kernel_name if seed else self.default_name)
-        self.warm = WarmPool(settings.warm, warm_name, lambda: self._launch(warm_name, {}))
+        self.warm_name = settings.force_kernel or (seed.kernel_name if seed else self.default_name)
+        #: ``--warm N``: hidden kernels, already started and seeded, that ``POST /api/kernels``
+        #: hands out at once; not listed, not counted against ``--max-kernels``, never culled.
+        self.warm = KernelPool(settings.warm, lambda: start_kernel(self.recipe(self.warm_name)))
 
     # --- start-up and shutdown -------------------------------------------------------
 
     def start(self) -> None:
         """Prespawn, fill the warm pool and start the culler, all in the background."""
-        name = self.settings.force_kernel or (self.seed.kernel_name if self.seed else self.default_name)
         for _ in range(self.settings.prespawn):
             self._prespawning += 1
-            gevent.spawn(self._prespawn_one, name)
+            gevent.spawn(self._prespawn_one, self.warm_name)
         self.warm.start()
         if self.settings.cull_idle_timeout > 0:
             self._culler = gevent.spawn(self._cull_loop)
@@ -97,8 +106,14 @@ class KernelRegistry:
 
     @property
     def ready(self) -> bool:
-        """Prespawned kernels started and the warm pool filled once."""
-        return self._prespawning == 0 and self.warm.filled_once
+        """Prespawned kernels started and the warm pool filled once (and not failed)."""
+        return self._prespawning == 0 and self.warm.filled_once and self.warm.failure is None
+
+    @property
+    def not_ready_reason(self) -> str:
+        if self.warm.failure is not None:
+            return f"warm kernels cannot start: {self.warm.failure}"
+        return "" if self.ready else "kernels are starting"
 
     def shutdown_all(self) -> None:
         """Shut every kernel down in parallel (the worker is exiting)."""
@@ -107,15 +122,13 @@ class KernelRegistry:
             self._culler.kill(block=False)
         kernels = list(self.kernels.values())
         self.kernels.clear()
-        hidden = self.warm.shutdown()
-        jobs = [gevent.spawn(k.shutdown) for k in kernels] + [gevent.spawn(k.shutdown) for k in hidden]
-        gevent.joinall(jobs, timeout=10)
+        warm = self.warm.stats().live
+        jobs = [gevent.spawn(k.shutdown) for k in kernels] + [gevent.spawn(self.warm.shutdown)]
+        gevent.joinall(jobs, timeout=15)
         for kernel in kernels:  # whatever did not stop gracefully in time
             kernel.shutdown(now=True)
-        for process in hidden:
-            process.shutdown(now=True)
-        if kernels or hidden:
-            log.info("shut down %d kernels (%d warm)", len(kernels) + len(hidden), len(hidden))
+        if kernels or warm:
+            log.info("shut down %d kernels (%d warm)", len(kernels) + warm, warm)
 
     def close_connections(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close every websocket (when the worker drains): clients reconnect elsewhere."""
@@ -154,51 +167,34 @@ class KernelRegistry:
             )
         name = self.kernel_name_for(name)
         extra = self.allowed_env(env)
+        recipe = self.recipe(name, extra)
         self._starting += 1
         try:
-            kernel = self.warm.take() if name == self.warm.kernel_name and not extra else None
+            kernel = self.warm.take() if name == self.warm_name and not extra else None
             if kernel is None:
-                kernel = self._launch(name, extra)
+                kernel = start_kernel(recipe)
         finally:
             self._starting -= 1
         if self._closed:
             kernel.shutdown(now=True)
             raise KernelStartError("the server is shutting down")
-        managed = ManagedKernel(str(uuid.uuid4()), kernel, lambda: self._launch(name, extra, seed=False))
+        managed = ManagedKernel(str(uuid.uuid4()), kernel, recipe.unseeded())
         self.kernels[managed.id] = managed
-        log.info("kernel %s started (%s)", managed.id, name)
+        log.info("kernel %s started (%s)", managed.id, kernel.label)
         return managed
 
-    def _launch(self, name: str, extra: Mapping[str, str], seed: bool = True) -> Kernel:
-        """Start a kernel process and run the seed on it (if it is for this kernel spec)."""
-        timeout = self.settings.kernel_start_timeout
-        deadline = time.monotonic() + timeout
-        kernel = Kernel(name, kernel_env(self.settings.env_allow, extra=extra))
-        try:
-            kernel.start(timeout=timeout)
-            if seed and self.seed is not None and self.seed.kernel_name == name:
-                self._run_seed(kernel, deadline)
-        except BaseException:
-            kernel.shutdown(now=True)
-            raise
-        return kernel
-
-    def _run_seed(self, kernel: Kernel, deadline: float) -> None:
-        assert self.seed is not None
-        for cell, code in self.seed.cells:
-            where = f"{self.seed.source}, cell {cell}"
-            try:
-                result = execute(
-                    kernel, code, timeout=max(0.1, deadline - time.monotonic()), store_history=True
-                )
-            except ExecutionTimeout:
-                raise KernelStartError(
-                    f"{where}: the seed did not finish within --kernel-start-timeout"
-                ) from None
-            if result.error is not None:
-                raise KernelStartError(
-                    f"{where}: seed cell raised {result.error.ename}: {result.error.evalue}"
-                )
+    def recipe(self, name: str, extra: Mapping[str, str] | None = None) -> KernelRecipe:
+        """How to make a kernel of spec ``name``: seeded when the seed notebook is for it."""
+        seed = self.seed if self.seed is not None and self.seed.kernel_name == name else None
+        setup = tuple(SetupCell(f"{seed.source}, cell {n}", code) for n, code in seed.cells) if seed else ()
+        return KernelRecipe(
+            kernel_name=name,
+            env=kernel_env(self.settings.env_allow, extra=extra),
+            transport=self.settings.transport,
+            start_timeout=self.settings.kernel_start_timeout,
+            setup=setup,
+            traceback_in_error=False,
+        )
 
     def get(self, kernel_id: str) -> ManagedKernel:
         try:

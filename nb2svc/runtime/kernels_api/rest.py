@@ -38,7 +38,7 @@ from werkzeug.exceptions import HTTPException
 from nb2svc._version import __version__
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import install_auth, install_cors, json_error
-from nb2svc.runtime.kernels import KernelStartError
+from nb2svc.runtime.kernel import KernelDied, KernelStartError
 from nb2svc.runtime.kernels_api import kernelspecs
 from nb2svc.runtime.kernels_api.channels import ChannelsConnection
 from nb2svc.runtime.kernels_api.manager import (
@@ -120,7 +120,7 @@ def _announce_ready(registry: KernelRegistry, settings: Settings) -> None:
     log.info(
         "ready: %d kernels running, %d warm, default kernel spec %s",
         len(registry.kernels),
-        registry.warm.ready,
+        registry.warm.stats().idle,
         registry.default_name,
     )
 
@@ -185,6 +185,10 @@ def _install_errors(app: Flask) -> None:
     @app.errorhandler(KernelStartError)
     def _start_failed(exc: KernelStartError) -> Response:
         return error(500, str(exc))
+
+    @app.errorhandler(KernelDied)
+    def _dead(exc: KernelDied) -> Response:
+        return error(409, str(exc))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -349,5 +353,11 @@ def _install_misc_routes(app: Flask, registry: KernelRegistry, base: str) -> Non
 
     @app.get(base + "/_api/health/ready")
     def ready() -> Any:
-        body = {"ready": registry.ready, "kernels": len(registry.kernels), "warm": registry.warm.ready}
+        body: dict[str, Any] = {
+            "ready": registry.ready,
+            "kernels": len(registry.kernels),
+            "warm": registry.warm.stats().idle,
+        }
+        if not registry.ready:
+            body["reason"] = registry.not_ready_reason
         return body, (200 if registry.ready else 503)

@@ -24,7 +24,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from nb2svc.runtime.kernels import Kernel, KernelDied
+from nb2svc.runtime.kernel.channels import Kernel, KernelDied
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -54,6 +54,9 @@ class ExecutionResult:
     displays: list[dict[str, Any]] = field(default_factory=list)
     error: ExecutionError | None = None
     user_expressions: dict[str, Any] = field(default_factory=dict)
+    #: The kernel asked to exit (IPython's ``exit()``/``quit()``: an ``ask_exit``
+    #: payload): the answer stands, but the kernel must not take another request.
+    asked_exit: bool = False
 
     @property
     def stdout(self) -> str:
@@ -85,6 +88,10 @@ class _Collector:
         if channel == "shell":
             self.result.status = content.get("status", "ok")
             self.result.user_expressions = content.get("user_expressions") or {}
+            payloads = content.get("payload") or ()
+            self.result.asked_exit = any(
+                p.get("source") == "ask_exit" and not p.get("keepkernel") for p in payloads
+            )
             self._reply = True
         else:
             msg_type = msg["header"]["msg_type"]
@@ -124,7 +131,8 @@ def execute(
     kernel CPU per call and keeps ``history.sqlite`` from growing without bound.
 
     On timeout the kernel is interrupted; :class:`ExecutionTimeout` says whether it
-    came back within ``interrupt_grace`` (if not, the caller must replace it).
+    came back within ``interrupt_grace`` (if not, the kernel is retired: its pool
+    replaces it). A kernel whose code asked to exit is retired too.
     Raises :class:`KernelDied` when the kernel exits mid-execution.
     """
     collector = _Collector()
@@ -140,11 +148,15 @@ def execute(
     try:
         if not collector.done.wait(timeout):
             recovered = _interrupt_and_wait(kernel, collector, interrupt_grace)
+            if not recovered:
+                kernel.retire(f"an interrupt did not stop code that ran past {timeout:g}s")
             raise ExecutionTimeout(timeout or 0.0, recovered)
     finally:
         kernel.forget(msg_id)
     if collector.died:
         raise KernelDied(f"kernel {kernel.kernel_name!r} died while running the request")
+    if collector.result.asked_exit:
+        kernel.retire("the code asked the kernel to exit")
     if collector.result.status == "error" and collector.result.error is None:
         collector.result.error = ExecutionError("Error", "the kernel reported an error without details", [])
     return collector.result

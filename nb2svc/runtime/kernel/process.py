@@ -1,0 +1,280 @@
+"""A kernel's process, wherever it runs: start, alive, interrupt, stop.
+
+Everything goes through jupyter_client's ``KernelManager`` and the kernel spec's
+provisioner (``metadata.kernel_provisioner``): the local one, gateway_provisioners'
+Kubernetes, Docker, YARN or SSH ones, or a custom one. Nothing here assumes the kernel
+is a child of this process:
+
+- start: ``start_kernel`` (the provisioner's ``pre_launch``, ``launch_kernel``,
+  ``post_launch``);
+- alive: the provisioner's ``poll()``;
+- interrupt: ``interrupt_kernel``, which follows the spec's ``interrupt_mode``
+  (``send_signal(SIGINT)`` or an ``interrupt_request`` on control);
+- stop: ``shutdown_kernel`` (``shutdown_request``, the provisioner's
+  ``shutdown_requested``, ``wait``, then ``terminate`` / ``kill`` and ``cleanup``).
+
+The local fast path, used only when the provisioner *is* a ``LocalProvisioner``:
+liveness reads the ``Popen`` object (a syscall, no coroutine), and on stop the
+kernel's whole process group is killed, so processes a cell started die with it even
+when the kernel itself has already exited.
+
+Transport (``--transport``): ``auto`` uses IPC only for a local ipykernel (no port
+races, no plaintext-TCP warning), and TCP on the loopback for everything else: other
+kernels (xeus-python, tslab) do not all speak IPC, and a remote provisioner reports
+its own address.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import gevent
+import zmq
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.session import Session
+from traitlets import Instance
+
+from nb2svc.runtime.kernel.lifecycle import lifecycle
+from nb2svc.runtime.zmqio import green_context
+
+log = logging.getLogger("nb2svc")
+
+TRANSPORTS = ("auto", "tcp", "ipc")
+LOCAL_PROVISIONER = "local-provisioner"
+#: Seconds a graceful stop may take before the kernel is killed (jupyter_client's
+#: shutdown_request, then SIGTERM at half of it, then SIGKILL).
+STOP_WAIT = 4.0
+
+
+class KernelStartError(RuntimeError):
+    """The kernel could not be started or did not become ready in time.
+
+    ``permanent``: trying again cannot help (an unknown kernel spec, a setup cell that
+    raises), so pools stop retrying at once.
+    """
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def installed_kernels() -> list[str]:
+    return sorted(KernelSpecManager().find_kernel_specs())
+
+
+def no_such_kernel(name: str) -> str:
+    """One line for an unknown kernel spec, naming the installed ones."""
+    return f"no such kernel spec: {name!r} (installed: {', '.join(installed_kernels()) or 'none'})"
+
+
+def choose_transport(requested: str, provisioner_name: str, argv: list[str]) -> str:
+    """``tcp`` or ``ipc`` for ``--transport requested`` and this kernel spec."""
+    if requested not in TRANSPORTS:
+        raise ValueError(f"unknown transport {requested!r} (choose from {', '.join(TRANSPORTS)})")
+    if requested != "auto":
+        return requested
+    ipykernel = any("ipykernel" in arg for arg in argv)
+    return "ipc" if provisioner_name == LOCAL_PROVISIONER and ipykernel else "tcp"
+
+
+class GreenKernelManager(AsyncKernelManager):
+    """jupyter_client's coroutine API (run on :mod:`.lifecycle`'s loop) with green sockets.
+
+    ``AsyncKernelManager`` insists on an asyncio context, but the only socket it opens
+    itself (control, for ``shutdown_request`` and message-mode interrupts) is used with
+    plain ``send`` calls, which a ``zmq.green`` socket makes cooperative.
+    """
+
+    context = Instance(zmq.Context)
+
+
+class KernelProcess:
+    """One kernel's process behind its provisioner. Methods block only the calling greenlet."""
+
+    def __init__(
+        self,
+        kernel_name: str,
+        env: Mapping[str, str],
+        *,
+        cwd: str | None = None,
+        transport: str = "auto",
+    ) -> None:
+        self.kernel_name = kernel_name
+        self._env = dict(env)
+        self._cwd = cwd
+        self._transport = transport
+        self.km: GreenKernelManager | None = None
+        self._dir: str | None = None
+        self._popen: Any = None  # local fast path only
+        self._pgid: int | None = None
+        self._alive = False
+        self.exit_code: int | None = None
+        self.stopped = False
+
+    # --- facts ---------------------------------------------------------------------
+
+    @property
+    def provisioner_name(self) -> str:
+        km = self.km
+        if km is None:
+            return LOCAL_PROVISIONER
+        config = km.kernel_spec.metadata.get("kernel_provisioner", {}) if km.kernel_spec else {}
+        return config.get("provisioner_name", LOCAL_PROVISIONER)
+
+    @property
+    def is_local(self) -> bool:
+        """The fast path applies: the provisioner is jupyter_client's LocalProvisioner."""
+        return self._popen is not None
+
+    @property
+    def session(self) -> Session:
+        assert self.km is not None
+        return self.km.session
+
+    @property
+    def label(self) -> str:
+        if self._popen is not None:
+            return f"{self.kernel_name} (pid {self._popen.pid})"
+        return f"{self.kernel_name} (via {self.provisioner_name})"
+
+    def connection_info(self) -> dict[str, Any]:
+        assert self.km is not None
+        return self.km.get_connection_info()
+
+    def url(self, channel: str) -> str:
+        assert self.km is not None
+        return self.km._make_url(channel)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self, timeout: float) -> None:
+        """Start the kernel; raises :class:`KernelStartError` with one clear line."""
+        km = GreenKernelManager(kernel_name=self.kernel_name, context=green_context())
+        try:
+            spec = km.kernel_spec
+        except NoSuchKernel:
+            raise KernelStartError(no_such_kernel(self.kernel_name), permanent=True) from None
+        assert spec is not None
+        provisioner = spec.metadata.get("kernel_provisioner", {}).get("provisioner_name", LOCAL_PROVISIONER)
+        transport = choose_transport(self._transport, provisioner, spec.argv)
+        self._dir = tempfile.mkdtemp(prefix="k", dir=_runtime_dir())
+        km.connection_file = os.path.join(self._dir, "kernel.json")
+        km.transport = transport
+        if transport == "ipc":
+            # Absolute (the kernel's cwd is the notebook's), and named plainly: xeus-python
+            # refuses endpoint names like ``k-<hex>-<port>``.
+            km.ip = os.path.join(self._dir, "k")
+        elif provisioner == LOCAL_PROVISIONER:
+            km.ip = "127.0.0.1"
+        self.km = km
+        kwargs: dict[str, Any] = {"env": self._env}
+        if self._cwd:
+            kwargs["cwd"] = self._cwd
+        try:
+            lifecycle().run(km.start_kernel(**kwargs), timeout=timeout)
+        except gevent.Timeout:
+            self.stop(now=True)
+            raise KernelStartError(
+                f"kernel {self.kernel_name!r} ({provisioner}) did not start within {timeout:g}s"
+            ) from None
+        except Exception as exc:
+            self.stop(now=True)
+            raise KernelStartError(
+                f"could not start kernel {self.kernel_name!r} with {provisioner}: {exc}"
+            ) from exc
+        self._alive = True
+        if isinstance(km.provisioner, LocalProvisioner):
+            self._popen = km.provisioner.process
+            pgid = km.provisioner.pgid
+            if pgid and pgid != os.getpgid(0):  # never our own group
+                self._pgid = pgid
+
+    def alive(self) -> bool:
+        """The last known liveness: exact for local kernels, as of the last :meth:`poll` otherwise."""
+        if self.stopped:
+            return False
+        if self._popen is not None:
+            code = self._popen.poll()
+            if code is not None:
+                self.exit_code = code
+                return False
+            return True
+        return self._alive
+
+    def poll(self, timeout: float = 10.0) -> bool:
+        """Ask the provisioner whether the kernel runs (``poll()``); cheap for local kernels."""
+        if self._popen is not None or self.stopped or self.km is None:
+            return self.alive()
+        try:
+            self._alive = bool(lifecycle().run(self.km.is_alive(), timeout=timeout))
+        except BaseException as exc:  # noqa: B036 - a failing poll is not a death; the next one decides
+            if isinstance(exc, gevent.GreenletExit):
+                raise
+            log.debug("polling kernel %s failed: %s", self.label, exc)
+        return self._alive
+
+    def interrupt(self, timeout: float = 10.0) -> None:
+        """Interrupt the running code, as the kernel spec's ``interrupt_mode`` says."""
+        if self.km is None or self.stopped:
+            raise KernelStartError(f"kernel {self.kernel_name!r} is not running")
+        lifecycle().run(self.km.interrupt_kernel(), timeout=timeout)
+
+    def stop(self, now: bool = False) -> None:
+        """Stop the kernel through its provisioner, then reap what is left. Safe to call twice.
+
+        ``now``: skip the graceful ``shutdown_request`` (a wedged or dead kernel).
+        """
+        if self.stopped:
+            return
+        self.stopped = True
+        km = self.km
+        if km is not None and km.has_kernel:
+            km.shutdown_wait_time = STOP_WAIT
+            try:
+                lifecycle().run(km.shutdown_kernel(now=now), timeout=STOP_WAIT + 6)
+            except BaseException as exc:  # noqa: B036 - fall through to the hard kill below
+                if isinstance(exc, gevent.GreenletExit):
+                    raise
+                log.warning("kernel %s did not shut down cleanly: %s", self.label, exc)
+                if not now:
+                    try:
+                        lifecycle().run(km.shutdown_kernel(now=True), timeout=6)
+                    except Exception as again:
+                        log.warning("kernel %s could not be killed: %s", self.label, again)
+        self._kill_group()
+        if self._popen is not None and self.exit_code is None:
+            self.exit_code = self._popen.poll()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _kill_group(self) -> None:
+        """Kill the local kernel's process group: whatever its cells started dies too."""
+        if self._pgid is None:
+            return
+        try:
+            os.killpg(self._pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # nothing left in the group
+        except OSError as exc:
+            log.warning("could not kill process group %d of kernel %s: %s", self._pgid, self.label, exc)
+
+
+def _runtime_dir() -> str:
+    """A private directory for this process's kernels (connection files, IPC sockets)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = tempfile.mkdtemp(prefix="nb2svc-")
+        atexit.register(shutil.rmtree, _runtime, True)
+    return _runtime
+
+
+_runtime: str | None = None
