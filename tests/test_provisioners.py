@@ -1,0 +1,170 @@
+"""Kernels through a provisioner that is not the local one, in both modes.
+
+The recording provisioner (``tests/provisioners``, registered by entry point) runs
+ipykernel through an inner ``LocalProvisioner`` but has no ``process`` attribute, as
+every remote provisioner: the server must start, poll, interrupt, restart and stop its
+kernels through the provisioner API alone. Each test checks the lifecycle hooks the
+provisioner saw and that no kernel process is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tests.kernels_support import AUTH, KernelClient, kernel_server, start_kernel
+from tests.notebooks import notebook
+from tests.support import REPO, Server, alive, wait_for
+
+StartServer = Callable[..., Server]
+PROVISIONERS = REPO / "tests" / "provisioners"
+
+
+class Recorded:
+    """A kernel spec ``rec_python`` using the recording provisioner, and what it recorded."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "calls.log"
+        spec_dir = root / "share" / "kernels" / "rec_python"
+        spec_dir.mkdir(parents=True)
+        spec = {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python (recording provisioner)",
+            "language": "python",
+            "interrupt_mode": "signal",
+            "metadata": {
+                "kernel_provisioner": {
+                    "provisioner_name": "recording-provisioner",
+                    "config": {"record_path": str(self.path)},
+                }
+            },
+        }
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+        pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = {"JUPYTER_PATH": str(root / "share"), "PYTHONPATH": pythonpath}
+
+    def hooks(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return [line.split()[1] for line in self.path.read_text().splitlines()]
+
+    def pids(self) -> set[int]:
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        return {int(line.split()[2]) for line in lines if line.split()[1] == "launch_kernel"}
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> Iterator[Recorded]:
+    record = Recorded(tmp_path)
+    yield record
+    for pid in record.pids():  # never leave a kernel behind, even when a test failed
+        if alive(pid):
+            os.kill(pid, 9)
+
+
+SERVICE = notebook(
+    "import json, os, time, atexit",
+    "# GET /pid\nprint(os.getpid())",
+    "# GET /sleep/:seconds\ntime.sleep(float(json.loads(REQUEST)['path']['seconds']))\nprint('slept')",
+    "# GET /die\nos._exit(1)",
+    "# GET /linger\natexit.register(time.sleep, 60)\nprint('will linger on exit')",
+    kernel="python3",
+    language="python",
+)
+
+
+def test_api_mode_with_a_provisioner_that_has_no_process(
+    start_server: StartServer, tmp_path: Path, recorded: Recorded
+) -> None:
+    path = tmp_path / "service.ipynb"
+    nbformat.write(SERVICE, path)
+    server = start_server(
+        str(path),
+        "--kernel-name",
+        "rec_python",
+        "--pool-size",
+        "1",
+        "--request-timeout",
+        "1",
+        env=recorded.env,
+    )
+    first = int(server.get("/pid").text)
+    assert first in recorded.pids()
+
+    timed_out = server.get("/sleep/30")  # interrupted through the provisioner's send_signal
+    assert timed_out.status_code == 504
+    assert int(server.get("/pid").text) == first  # the interrupt worked: same kernel
+
+    assert server.get("/die").status_code == 502  # the provisioner's poll() sees it gone
+    second = int(server.get("/pid", timeout=60).text)
+    assert second != first
+    wait_for(lambda: not alive(first), 10, "the dead kernel to be reaped")
+
+    assert server.get("/linger").status_code == 200  # this kernel ignores a graceful stop
+    assert server.stop() == 0
+    for pid in recorded.pids():
+        assert not alive(pid), f"kernel {pid} outlived the server"
+    hooks = set(recorded.hooks())
+    expected = {"pre_launch", "launch_kernel", "post_launch", "poll", "send_signal"}
+    expected |= {"shutdown_requested", "terminate", "kill", "wait", "cleanup"}
+    assert expected <= hooks, f"missing hooks: {expected - hooks}"
+    assert "died; starting a replacement" in server.log()
+    assert server.log().count("starting a replacement") == 1  # no replacement loop
+
+
+def test_kernel_mode_with_a_provisioner_that_has_no_process(tmp_path: Path, recorded: Recorded) -> None:
+    with kernel_server(tmp_path, "--default-kernel", "rec_python", env=recorded.env) as server:
+        kernel_id = start_kernel(server)["id"]
+        with KernelClient(server, kernel_id) as client:
+            first = int(client.execute("import os; print(os.getpid())").stdout)
+            msg_id = client.execute_request("import time; time.sleep(30)")
+            client.wait_for(lambda m: m.msg_type == "execute_input" and m.parent_id == msg_id)
+            interrupted = server.request("POST", f"/api/kernels/{kernel_id}/interrupt", headers=AUTH)
+            assert interrupted.status_code == 204
+            result = client.collect(msg_id, timeout=10)
+            assert result.status == "error" and result.reply["ename"] == "KeyboardInterrupt"
+
+            restarted = server.request("POST", f"/api/kernels/{kernel_id}/restart", headers=AUTH)
+            assert restarted.status_code == 200
+            second = int(client.execute("import os; print(os.getpid())").stdout)
+            assert second != first
+            wait_for(lambda: not alive(first), 10, "the restarted kernel's old process to stop")
+
+        deleted = server.request("DELETE", f"/api/kernels/{kernel_id}", headers=AUTH)
+        assert deleted.status_code == 204
+        wait_for(lambda: not alive(second), 10, "the deleted kernel's process to stop")
+
+        survivor = start_kernel(server)["id"]
+        with KernelClient(server, survivor) as client:
+            third = int(client.execute("import os; print(os.getpid())").stdout)
+        assert server.stop() == 0
+    assert not alive(third), "a kernel outlived the server"
+    assert all(not alive(pid) for pid in recorded.pids())
+    hooks = recorded.hooks()
+    for hook in (
+        "pre_launch",
+        "launch_kernel",
+        "post_launch",
+        "send_signal",
+        "shutdown_requested",
+        "wait",
+        "cleanup",
+    ):
+        assert hook in hooks, f"{hook} was never called"
+    assert len(recorded.pids()) == 3
+
+
+def test_remote_kernels_are_polled_not_assumed_dead(tmp_path: Path, recorded: Recorded) -> None:
+    with kernel_server(tmp_path, "--default-kernel", "rec_python", env=recorded.env) as server:
+        kernel_id = start_kernel(server)["id"]
+        wait_for(lambda: recorded.hooks().count("poll") >= 2, 15, "the provisioner to be polled")
+        # still listed and idle: never taken for dead and restarted in a loop
+        model = server.get(f"/api/kernels/{kernel_id}", headers=AUTH).json()
+        assert model["execution_state"] == "idle"
+        assert recorded.hooks().count("launch_kernel") == 1
