@@ -52,6 +52,7 @@ setup(
             "requests>=2.31",
             "websocket-client>=1.7",
             "jupyter_server>=2.10",  # kernel mode: the --gateway-url client test and the reference wire codec
+            "xeus-python>=0.17",  # a kernel that is not ipykernel (needs TCP), in both modes
             "ruff>=0.6",
             "setuptools>=64",  # a test builds the wheel without build isolation
             "wheel>=0.40",

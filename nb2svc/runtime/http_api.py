@@ -210,8 +210,10 @@ class ApiService:
             remaining = max(0.1, deadline - time.monotonic())
             health = execute(kernel, "", timeout=remaining, user_expressions={HEALTH_KEY: HEALTH_EXPRESSION})
             health = health.user_expressions.get(HEALTH_KEY)
+        # Only a definite False retires: kernels that do not evaluate expressions (or
+        # that answer them in another shape, like xeus-python) are taken as healthy.
         text = (health or {}).get("data", {}).get("text/plain", "")
-        if text != "True":
+        if text == "False":
             kernel.retire("its code closed sys.stdout or sys.stderr")
 
     @staticmethod
