@@ -168,3 +168,64 @@ def test_remote_kernels_are_polled_not_assumed_dead(tmp_path: Path, recorded: Re
         model = server.get(f"/api/kernels/{kernel_id}", headers=AUTH).json()
         assert model["execution_state"] == "idle"
         assert recorded.hooks().count("launch_kernel") == 1
+
+
+def broken_spec(root: Path) -> dict[str, str]:
+    """A kernel spec whose launch fails: its program does not exist."""
+    spec_dir = root / "share" / "kernels" / "broken"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": ["/nonexistent/kernel", "{connection_file}"],
+        "display_name": "broken",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return {"JUPYTER_PATH": str(root / "share")}
+
+
+def test_api_mode_stops_after_a_bounded_retry_when_the_provisioner_cannot_launch(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "service.ipynb"
+    nbformat.write(SERVICE, path)
+    server = start_server(
+        str(path), "--kernel-name", "broken", "--pool-size", "2", env=broken_spec(tmp_path), ready=False
+    )
+    assert server.proc.wait(60) != 0
+    log = server.log()
+    assert "could not start kernel 'broken' with local-provisioner" in log and "/nonexistent/kernel" in log
+    assert log.count("could not start a kernel") <= 2 * 3  # a bounded retry, never a loop
+    assert "Traceback" not in log
+
+
+def test_kernel_mode_readiness_says_why_warm_kernels_cannot_start(tmp_path: Path) -> None:
+    env = broken_spec(tmp_path)
+    server = Server(["--kernels", "--default-kernel", "broken", "--warm", "1"], env=env, log_dir=tmp_path)
+    try:
+        wait_for(lambda: "retrying the kernel start in 2s" in server.log(), 30, "the second retry")
+        reason = wait_for(
+            lambda: (
+                server.get("/_api/health/ready").json().get("reason", "").startswith("warm kernels cannot")
+            ),
+            30,
+            "readiness to give the reason",
+        )
+        assert reason
+        ready = server.get("/_api/health/ready")
+        assert ready.status_code == 503 and "/nonexistent/kernel" in ready.json()["reason"]
+        attempts = server.log().count("could not start a kernel")
+        assert attempts == 3
+    finally:
+        server.kill()
+
+
+def test_a_replica_answers_404_at_once_for_a_kernel_it_does_not_own(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with kernel_server(tmp_path / "a") as owner, kernel_server(tmp_path / "b") as other:
+        kernel_id = start_kernel(owner)["id"]
+        assert other.get(f"/api/kernels/{kernel_id}", headers=AUTH).status_code == 404
+        with pytest.raises(Exception, match="404"):
+            KernelClient(other, kernel_id)
+        with KernelClient(owner, kernel_id) as client:
+            assert client.execute("print('home')").stdout == "home\n"

@@ -53,6 +53,9 @@ LOCAL_PROVISIONER = "local-provisioner"
 #: Seconds a graceful stop may take before the kernel is killed (jupyter_client's
 #: shutdown_request, then SIGTERM at half of it, then SIGKILL).
 STOP_WAIT = 4.0
+#: Seconds a kernel launched here by a non-local provisioner gets after its
+#: ``shutdown_request`` before its process group is killed (see ``_stop_launched_here``).
+LAUNCHER_GRACE = 1.0
 
 
 class KernelStartError(RuntimeError):
@@ -84,6 +87,24 @@ def choose_transport(requested: str, provisioner_name: str, argv: list[str]) -> 
         return requested
     ipykernel = any("ipykernel" in arg for arg in argv)
     return "ipc" if provisioner_name == LOCAL_PROVISIONER and ipykernel else "tcp"
+
+
+class _NoTracebacks(logging.Filter):
+    """jupyter_client logs every failed start with a traceback; we report it in one line.
+
+    Its lines (and its provisioners') stay, without the traceback unless at debug level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not log.isEnabledFor(logging.DEBUG):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+#: The logger of jupyter_client's managers and the provisioners they own.
+client_log = logging.getLogger("nb2svc.jupyter_client")
+client_log.addFilter(_NoTracebacks())
 
 
 class GreenKernelManager(AsyncKernelManager):
@@ -158,7 +179,7 @@ class KernelProcess:
 
     def start(self, timeout: float) -> None:
         """Start the kernel; raises :class:`KernelStartError` with one clear line."""
-        km = GreenKernelManager(kernel_name=self.kernel_name, context=green_context())
+        km = GreenKernelManager(kernel_name=self.kernel_name, context=green_context(), log=client_log)
         try:
             spec = km.kernel_spec
         except NoSuchKernel:
@@ -237,7 +258,9 @@ class KernelProcess:
             return
         self.stopped = True
         km = self.km
-        if km is not None and km.has_kernel:
+        if km is not None and km.has_kernel and self._launcher() is not None:
+            self._stop_launched_here(km, now)
+        elif km is not None and km.has_kernel:
             km.shutdown_wait_time = STOP_WAIT
             try:
                 lifecycle().run(km.shutdown_kernel(now=now), timeout=STOP_WAIT + 6)
@@ -255,6 +278,49 @@ class KernelProcess:
             self.exit_code = self._popen.poll()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _launcher(self) -> Any:
+        """The ``Popen`` of a kernel a *non-local* provisioner started on this host, else None.
+
+        gateway_provisioners sets ``local_proc`` when it launched its kernel launcher here
+        (``--remote-hosts localhost``, or a host that resolves to this one) and clears it
+        for a remote launch; so a remote kernel never gets here.
+        """
+        provisioner = self.km.provisioner if self.km is not None else None
+        if provisioner is None or isinstance(provisioner, LocalProvisioner):
+            return None
+        return getattr(provisioner, "local_proc", None)
+
+    def _stop_launched_here(self, km: GreenKernelManager, now: bool) -> None:
+        """Stop a kernel a remote-style provisioner launched on this host: bounded, then kill its group.
+
+        Why not plain ``shutdown_kernel``: gateway_provisioners' ``wait()`` is a blocking
+        ``Popen.wait()`` inside a coroutine, so it stalls the lifecycle loop (every other
+        kernel's start, poll and stop) until the launcher exits, and after a graceful
+        ``shutdown_request`` its launcher lingers about 30 s (``poll()`` says "dead" as soon
+        as its listener exits, so jupyter_client goes straight to ``wait()``). So: send
+        ``shutdown_request`` (and the provisioner's ``shutdown_requested``), give the
+        kernel :data:`LAUNCHER_GRACE` seconds, kill the launcher's process group (launcher,
+        its listener, whatever cells started), and only then let ``shutdown_kernel(now=True)``
+        run the provisioner's ``kill``, ``wait`` (now instant) and ``cleanup``.
+        """
+        launcher = self._launcher()
+        if not now:
+            try:
+                lifecycle().run(km.request_shutdown(), timeout=5)
+                with gevent.Timeout(LAUNCHER_GRACE, False):
+                    while launcher.poll() is None:
+                        gevent.sleep(0.05)
+            except Exception as exc:
+                log.debug("kernel %s: shutdown_request failed: %s", self.label, exc)
+        pgid = getattr(km.provisioner, "pgid", 0) or launcher.pid  # the launcher leads its own group
+        if pgid != os.getpgid(0):  # never our own group
+            self._pgid = pgid
+        self._kill_group()
+        try:
+            lifecycle().run(km.shutdown_kernel(now=True), timeout=STOP_WAIT + 6)
+        except Exception as exc:
+            log.warning("kernel %s did not shut down cleanly: %s", self.label, exc)
 
     def _kill_group(self) -> None:
         """Kill the local kernel's process group: whatever its cells started dies too."""
