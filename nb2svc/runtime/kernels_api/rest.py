@@ -37,7 +37,7 @@ from werkzeug.exceptions import HTTPException
 
 from nb2svc._version import __version__
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import install_auth, install_cors, json_error
+from nb2svc.runtime.auth import install_auth, install_cors, install_origin_check, json_error
 from nb2svc.runtime.kernels import KernelStartError
 from nb2svc.runtime.kernels_api import kernelspecs
 from nb2svc.runtime.kernels_api.channels import ChannelsConnection
@@ -102,6 +102,7 @@ def create_app(settings: Settings, seed: Seed | None = None) -> KernelModeApp:
     app.extensions[EXTENSION] = registry
     base = settings.base_url.rstrip("/")
     install_cors(app, settings)
+    install_origin_check(app, settings)
     install_auth(app, settings, is_exempt=lambda path: path.startswith(base + "/_api/health/"))
     _install_errors(app)
     _install_kernel_routes(app, registry, settings, base)
