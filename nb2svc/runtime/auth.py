@@ -2,8 +2,9 @@
 
 Token: when configured, every request must carry it as ``Authorization: token T``,
 ``Authorization: Bearer T`` or ``?token=T`` (the query form is what browsers'
-websockets can send). Comparison is constant-time. Health endpoints stay open so that
-load balancers and Kubernetes probes need no secret. A failure is a 401 JSON body.
+websockets can send). Comparison is constant-time. Exactly the two health paths stay
+open (:func:`health_paths`), so that load balancers and Kubernetes probes need no secret.
+A failure is a 401 JSON body.
 
 CORS is off unless ``allow_origin`` is set; then the configured headers are added to
 every response and ``OPTIONS`` preflights are answered before auth (browsers send
@@ -53,6 +54,12 @@ def json_error(status: int, error: str, message: str, **extra: object) -> Respon
     response = jsonify({"error": error, "message": message, **extra})
     response.status_code = status
     return response
+
+
+def health_paths(base: str) -> Callable[[str], bool]:
+    """The auth exemption of both modes: exactly the two health paths, nothing under or beside them."""
+    exempt = frozenset({base + "/_api/health/live", base + "/_api/health/ready"})
+    return exempt.__contains__
 
 
 def install_auth(app: Flask, settings: Settings, is_exempt: Callable[[str], bool]) -> None:

@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 from nb2svc.compiler.openapi import openapi_document, swagger_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import install_auth, install_cors, json_error
+from nb2svc.runtime.auth import health_paths, install_auth, install_cors, json_error
 from nb2svc.runtime.docs_page import render_docs_page
 from nb2svc.runtime.executor import ExecutionResult, ExecutionTimeout, execute, expression_result
 from nb2svc.runtime.kernels import Kernel, KernelDied, kernel_env
@@ -195,9 +195,9 @@ class ApiService:
         except KernelDied as exc:
             return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
         if result.error is not None:
-            return self._cell_error(result)
+            return self._cell_error(result, code[: len(code) - len(endpoint.code)])
         if info_result is not None and info_result.error is not None:
-            return self._cell_error(info_result)
+            return self._cell_error(info_result, code[: len(code) - len(endpoint.code)])
         try:
             info = parse_response_info(info_result.stdout if info_result else "")
         except ResponseInfoError as exc:
@@ -219,9 +219,9 @@ class ApiService:
                 raise KernelUnhealthy(str(exc)) from exc
             raise
 
-    @staticmethod
-    def _cell_error(result: ExecutionResult) -> Response:
-        payload = error_payload(result)
+    def _cell_error(self, result: ExecutionResult, injected: str) -> Response:
+        """500 for a failed cell; ``injected`` (the REQUEST assignment) never goes back."""
+        payload = error_payload(result, hide=injected, detail=self.settings.error_detail)
         return json_error(500, payload.pop("error"), payload.pop("message"), **payload)
 
 
@@ -243,7 +243,7 @@ def create_app(
     base = settings.base_url.rstrip("/")
     app.config["NB2SVC_BASE"] = base
     install_cors(app, settings)
-    install_auth(app, settings, is_exempt=lambda path: path.startswith(base + "/_api/health/"))
+    install_auth(app, settings, is_exempt=health_paths(base))
     _install_error_handlers(app)
     _install_service_routes(app, service, base)
     if register_routes:
