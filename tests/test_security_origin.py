@@ -6,6 +6,8 @@ default), as a page in the user's browser would send it.
 
 from __future__ import annotations
 
+import json
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,11 +20,13 @@ from tests.support import Server, free_port
 
 ALLOWED = "https://app.example"
 EVIL = "https://evil.example"
+MESSAGE_LIMIT = 65536
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with kernel_server(tmp_path_factory.mktemp("origin"), "--allow-origin", ALLOWED, token=None) as srv:
+    args = ["--allow-origin", ALLOWED, "--max-message-size", str(MESSAGE_LIMIT), "--max-body-size", "100000"]
+    with kernel_server(tmp_path_factory.mktemp("origin"), *args, token=None) as srv:
         yield srv
 
 
@@ -128,3 +132,52 @@ def test_star_origin_with_credentials_refused_at_start() -> None:
     result = serve_kernels("--allow-origin", "*", "--allow-credentials", "true")
     assert result.returncode == 2
     assert "--allow-credentials" in result.stderr
+
+
+# --- hostile websocket and REST bodies (issue 8, item 5) ----------------------------------
+
+
+def declare_frame(ws: websocket.WebSocket, opcode: int, length: int, fin: int = 1) -> None:
+    """Send a frame header declaring ``length`` bytes and only the first 100 of them:
+    the server must refuse on the declaration, not after buffering the payload."""
+    frame = websocket.ABNF.create_frame("x" * length, opcode, fin=fin).format()
+    ws.sock.sendall(frame[:114])
+
+
+def close_code(ws: websocket.WebSocket) -> int:
+    opcode, data = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    return struct.unpack("!H", data[:2])[0]
+
+
+def test_websocket_message_over_the_limit_is_closed_with_1009(server: Server) -> None:
+    ws = websocket.create_connection(channels(server, start(server)), timeout=30)
+    try:
+        declare_frame(ws, websocket.ABNF.OPCODE_TEXT, 50 * MESSAGE_LIMIT)
+        assert close_code(ws) == 1009
+    finally:
+        ws.sock.close()
+
+
+def test_websocket_fragmented_message_over_the_limit_is_closed_with_1009(server: Server) -> None:
+    ws = websocket.create_connection(channels(server, start(server)), timeout=30)
+    try:
+        half = MESSAGE_LIMIT // 2 + 1
+        ws.send_frame(websocket.ABNF.create_frame("x" * half, websocket.ABNF.OPCODE_TEXT, fin=0))
+        declare_frame(ws, websocket.ABNF.OPCODE_CONT, half)
+        assert close_code(ws) == 1009
+    finally:
+        ws.sock.close()
+
+
+def test_deeply_nested_json_to_kernels_api_is_a_json_400(server: Server) -> None:
+    body = "[" * 50_000 + "]" * 50_000
+    r = server.request("POST", "/api/kernels", data=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "deep" in r.json()["message"]
+
+
+def test_chunked_body_over_the_limit_to_kernels_api_is_413(server: Server) -> None:
+    body = iter([json.dumps({"name": "python3", "pad": "x" * 100_000}).encode()])
+    r = server.request("POST", "/api/kernels", data=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413

@@ -135,6 +135,8 @@ def _json_body() -> dict[str, Any] | None:
         body = json.loads(data)
     except ValueError as exc:
         raise _Abort(error(400, f"the request body is not valid JSON: {exc}")) from None
+    except RecursionError:
+        raise _Abort(error(400, "the request body is JSON nested too deeply")) from None
     if not isinstance(body, dict):
         raise _Abort(error(400, "the request body must be a JSON object"))
     return body
