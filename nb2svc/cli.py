@@ -343,6 +343,7 @@ def serve(
         from nb2svc.runtime.auth import check_cors
 
         check_cors(settings)
+        settings = _take_token(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if kernel_mode:
@@ -355,12 +356,32 @@ def serve(
 
     if not supports_language(spec.kernel.language):
         raise click.UsageError(f"API mode cannot serve {spec.kernel.language!r} kernels yet")
-    os.environ.update(settings.to_env())  # a bundle's app.py reads its settings from here
+    os.environ.update(_exported(settings))  # a bundle's app.py reads its settings from here
     if target.is_dir():
         factory = _bundle_factory(target)
     else:
         factory = _notebook_factory(spec, settings, target.resolve().parent)
     _run_server(factory, settings, spec)
+
+
+def _take_token(settings: Settings) -> Settings:
+    """Resolve ``--token``/``--token-file`` once, in the master, and hide the token from the
+    process's command line and environment before the workers fork (see ``runtime/secret.py``)."""
+    from nb2svc.runtime.secret import hide, read_token_file
+
+    if settings.token and settings.token_file:
+        raise ValueError("give either --token or --token-file, not both")
+    token = read_token_file(settings.token_file) if settings.token_file else settings.token
+    if not hide(token):
+        click.echo("warning: could not erase the token from this process's command line", err=True)
+    return settings.replace(token=token)
+
+
+def _exported(settings: Settings) -> dict[str, str]:
+    """The ``NB2SVC_*`` variables for the app in the workers, without the token itself."""
+    env = settings.to_env()
+    env.pop(OPTIONS_BY_NAME["token"].env)
+    return env
 
 
 def _notebook_factory(spec: Any, settings: Settings, cwd: Path) -> Callable[[], Any]:
@@ -423,7 +444,7 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
     seed = _load_seed(Path(settings.seed), settings.force_kernel) if settings.seed else None
     from nb2svc.runtime.kernels_api.worker import KernelServer
 
-    os.environ.update(settings.to_env())
+    os.environ.update(_exported(settings))
     url = f"http://{settings.host}:{settings.port}{settings.base_url.rstrip('/')}"
     seeded = f", seeded from {settings.seed} ({len(seed.cells)} cells)" if seed else ""
     click.echo(

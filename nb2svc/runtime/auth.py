@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify, request
 
 from nb2svc.config import Settings
+from nb2svc.runtime.logs import add_secret
+from nb2svc.runtime.secret import held, read_token_file
 
 
 def presented_token() -> str | None:
@@ -62,11 +64,22 @@ def health_paths(base: str) -> Callable[[str], bool]:
     return exempt.__contains__
 
 
+def configured_token(settings: Settings) -> str:
+    """The token in force: ``--token``, else ``--token-file``'s, else the one ``nb2svc serve``
+    took out of its environment before the workers forked (:mod:`nb2svc.runtime.secret`)."""
+    if settings.token:
+        return settings.token
+    if settings.token_file:
+        return read_token_file(settings.token_file)
+    return held()
+
+
 def install_auth(app: Flask, settings: Settings, is_exempt: Callable[[str], bool]) -> None:
-    """Require ``settings.token`` on every request whose path ``is_exempt`` rejects."""
-    token = settings.token
+    """Require the configured token on every request whose path ``is_exempt`` rejects."""
+    token = configured_token(settings)
     if not token:
         return
+    add_secret(token)
 
     @app.before_request
     def _require_token() -> Response | None:

@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 from nb2svc.compiler.openapi import openapi_document, swagger_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import health_paths, install_auth, install_cors, json_error
+from nb2svc.runtime.auth import configured_token, health_paths, install_auth, install_cors, json_error
 from nb2svc.runtime.docs_page import render_docs_page
 from nb2svc.runtime.executor import ExecutionResult, ExecutionTimeout, execute, expression_result
 from nb2svc.runtime.kernels import Kernel, KernelDied, kernel_env
@@ -83,7 +83,7 @@ class ApiService:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.duration_sum: Counter[str] = Counter()
         self.started_at = time.monotonic()
-        self._hidden_query = ("token",) if settings.token else ()
+        self._hidden_query = ("token",) if configured_token(settings) else ()
 
     # --- kernels -------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ import io
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
 from nb2svc.config import Settings, settings_from_env
+from nb2svc.runtime.logs import RedactingStream
 
 log = logging.getLogger("nb2svc")
 
@@ -234,6 +236,7 @@ class Nb2svcWorker(GeventWebSocketWorker):
 
     def init_process(self) -> None:
         _Edge.configure(settings_from_env())
+        gevent.get_hub().exception_stream = RedactingStream(sys.stderr)
         graceful = self.cfg.graceful_timeout
         self.cfg.set("graceful_timeout", max(1, graceful - SHUTDOWN_RESERVE))
         super().init_process()
