@@ -8,6 +8,7 @@ boot), 2 usage or compile error. Errors go to stderr without a traceback unless
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import sys
@@ -339,6 +340,10 @@ def serve(
     try:
         file_values = load_config_file(config_file) if config_file else {}
         settings = settings_from_env(file_values=file_values, **flags)
+        from nb2svc.runtime.auth import check_cors
+
+        check_cors(settings)
+        settings = _take_token(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if kernel_mode:
@@ -351,12 +356,32 @@ def serve(
 
     if not supports_language(spec.kernel.language):
         raise click.UsageError(f"API mode cannot serve {spec.kernel.language!r} kernels yet")
-    os.environ.update(settings.to_env())  # a bundle's app.py reads its settings from here
+    os.environ.update(_exported(settings))  # a bundle's app.py reads its settings from here
     if target.is_dir():
         factory = _bundle_factory(target)
     else:
         factory = _notebook_factory(spec, settings, target.resolve().parent)
     _run_server(factory, settings, spec)
+
+
+def _take_token(settings: Settings) -> Settings:
+    """Resolve ``--token``/``--token-file`` once, in the master, and hide the token from the
+    process's command line and environment before the workers fork (see ``runtime/secret.py``)."""
+    from nb2svc.runtime.secret import hide, read_token_file
+
+    if settings.token and settings.token_file:
+        raise ValueError("give either --token or --token-file, not both")
+    token = read_token_file(settings.token_file) if settings.token_file else settings.token
+    if not hide(token):
+        click.echo("warning: could not erase the token from this process's command line", err=True)
+    return settings.replace(token=token)
+
+
+def _exported(settings: Settings) -> dict[str, str]:
+    """The ``NB2SVC_*`` variables for the app in the workers, without the token itself."""
+    env = settings.to_env()
+    env.pop(OPTIONS_BY_NAME["token"].env)
+    return env
 
 
 def _notebook_factory(spec: Any, settings: Settings, cwd: Path) -> Callable[[], Any]:
@@ -415,19 +440,51 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
         raise click.UsageError(
             f"--prespawn {settings.prespawn} is more than --max-kernels {settings.max_kernels}"
         )
+    warning = _kernel_auth_warning(settings)
     seed = _load_seed(Path(settings.seed), settings.force_kernel) if settings.seed else None
     from nb2svc.runtime.kernels_api.worker import KernelServer
 
-    os.environ.update(settings.to_env())
+    os.environ.update(_exported(settings))
     url = f"http://{settings.host}:{settings.port}{settings.base_url.rstrip('/')}"
     seeded = f", seeded from {settings.seed} ({len(seed.cells)} cells)" if seed else ""
     click.echo(
         f"nb2svc {__version__}: serving Jupyter kernels (prespawn {settings.prespawn}, warm {settings.warm}"
         f"{seeded})\n  kernels:   {url}/api/kernels\n  specs:     {url}/api/kernelspecs\n"
-        f"  health:    {url}/_api/health/ready",
+        f"  health:    {url}/_api/health/ready" + (f"\n  warning:   {warning}" if warning else ""),
         err=True,
     )
     _run(KernelServer(_kernel_app_factory(settings, seed), settings))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the port on this machine (``localhost``, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _kernel_auth_warning(settings: Settings) -> str | None:
+    """Refuse a tokenless kernel server on a non-loopback address unless ``--no-auth``; the
+    banner's warning when there is no token."""
+    if settings.token:
+        if not settings.auth:
+            raise click.UsageError("--no-auth and a token contradict each other; drop one")
+        return None
+    if is_loopback(settings.host):
+        return (
+            "no --token: anyone on this machine (any user, any local process or container port "
+            "forward) can run code as you through this port"
+        )
+    if settings.auth:
+        raise click.UsageError(
+            f"--host {settings.host} is not a loopback address and no token is set: anyone who can "
+            f"reach port {settings.port} could run code on this machine. Set --token or --token-file, "
+            "or pass --no-auth to serve without one anyway."
+        )
+    return f"--no-auth: anyone who can reach {settings.host}:{settings.port} can run code as you"
 
 
 def _kernel_app_factory(settings: Settings, seed: Any) -> Callable[[], Any]:

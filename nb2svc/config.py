@@ -199,6 +199,49 @@ OPTIONS: tuple[Option, ...] = (
         "Hidden, already started (and seeded) kernels that POST /api/kernels hands out at once.",
         modes=("kernels",),
     ),
+    # --- security (see README, Security) ---
+    Option(
+        "auth",
+        bool,
+        True,
+        "--no-auth: serve kernels without a token on a non-loopback --host (anyone who can reach "
+        "the port runs code as this user); without it that combination refuses to start.",
+        modes=("kernels",),
+    ),
+    Option(
+        "token_file",
+        str,
+        "",
+        "Read the token from this file (first line); keeps it out of the command line and environment.",
+    ),
+    Option(
+        "error_detail",
+        str,
+        "full",
+        "What a failing cell's 500 carries: 'full' (error, message, the notebook's traceback) "
+        "or 'message' (no traceback).",
+        modes=("api",),
+        choices=("full", "message"),
+    ),
+    Option(
+        "header_timeout",
+        float,
+        10.0,
+        "Seconds a client has to send a request's line and headers; then the connection is closed.",
+    ),
+    Option(
+        "keepalive_timeout",
+        float,
+        5.0,
+        "Seconds a keep-alive connection may stay idle between requests before it is closed.",
+    ),
+    Option(
+        "max_message_size",
+        int,
+        64 * MiB,
+        "Largest websocket message in bytes; a larger one closes the socket with 1009.",
+        modes=("kernels",),
+    ),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -8,6 +8,7 @@ Rules (Kernel Gateway's, plus checks it does not make):
 - Cells with the same method and path are concatenated in notebook order, joined with
   ``"\\n"``, annotation lines included.
 - Errors (all collected, raised as one :class:`CompileError`): a malformed annotation;
+  an endpoint path under ``/_api/`` (the server's own paths);
   a ResponseInfo without an endpoint of the same method and path; two paths that differ
   only in parameter names (``/items/:id`` and ``/items/:key``), whatever their methods;
   no endpoints at all (reported only when no annotation was malformed, since fixing
@@ -35,6 +36,10 @@ from nb2svc.compiler.notebook import LoadedNotebook, NotebookSource, load_notebo
 from nb2svc.compiler.spec import Endpoint, ResponseInfo, ServiceSpec, SetupCell
 
 _Report = Callable[..., None]  # problem(cell, message, hint="")
+
+#: The server's own paths live here; an endpoint under it is a compile error (the runtime
+#: exempts exactly its health paths from auth, and must never share them with notebook code).
+RESERVED = "/_api"
 
 
 @dataclass
@@ -89,6 +94,13 @@ def compile_notebook(
         if annotation is None:
             setup.append(SetupCell(number, code))
             continue
+        if annotation.path == RESERVED or annotation.path.startswith(RESERVED + "/"):
+            problem(
+                number,
+                f"{annotation.method} {annotation.path}: paths under {RESERVED}/ belong to the server "
+                "(health, docs, metrics, spec)",
+                "give the endpoint another first path segment",
+            )
         table = endpoints if annotation.kind == "endpoint" else response_infos
         route = table.setdefault((annotation.method, annotation.path), _Route(annotation))
         route.cells.append(number)

@@ -2,22 +2,35 @@
 
 Token: when configured, every request must carry it as ``Authorization: token T``,
 ``Authorization: Bearer T`` or ``?token=T`` (the query form is what browsers'
-websockets can send). Comparison is constant-time. Health endpoints stay open so that
-load balancers and Kubernetes probes need no secret. A failure is a 401 JSON body.
+websockets can send). Comparison is constant-time. Exactly the two health paths stay
+open (:func:`health_paths`), so that load balancers and Kubernetes probes need no secret.
+A failure is a 401 JSON body.
 
 CORS is off unless ``allow_origin`` is set; then the configured headers are added to
 every response and ``OPTIONS`` preflights are answered before auth (browsers send
-preflights without credentials).
+preflights without credentials). ``*`` together with credentials is refused
+(:func:`check_cors`): browsers reject the pair, and it would mean "every site, as the user".
+
+Origin check (kernel mode, as Jupyter Server does it): a websocket upgrade or a
+state-changing request (``POST PUT PATCH DELETE``) that carries an ``Origin`` is refused
+with 403 unless that origin is the server's own host or allowed by ``allow_origin``.
+Requests without ``Origin`` come from non-browser clients and pass. A cross-origin
+state-changing request must also be JSON (``Content-Type: application/json``), which a
+browser only sends after a CORS preflight: a page can never start a kernel with a
+"simple" ``text/plain`` or form POST, even where ``allow_origin`` is ``*``.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
 
 from nb2svc.config import Settings
+from nb2svc.runtime.logs import add_secret
+from nb2svc.runtime.secret import held, read_token_file
 
 
 def presented_token() -> str | None:
@@ -45,11 +58,28 @@ def json_error(status: int, error: str, message: str, **extra: object) -> Respon
     return response
 
 
+def health_paths(base: str) -> Callable[[str], bool]:
+    """The auth exemption of both modes: exactly the two health paths, nothing under or beside them."""
+    exempt = frozenset({base + "/_api/health/live", base + "/_api/health/ready"})
+    return exempt.__contains__
+
+
+def configured_token(settings: Settings) -> str:
+    """The token in force: ``--token``, else ``--token-file``'s, else the one ``nb2svc serve``
+    took out of its environment before the workers forked (:mod:`nb2svc.runtime.secret`)."""
+    if settings.token:
+        return settings.token
+    if settings.token_file:
+        return read_token_file(settings.token_file)
+    return held()
+
+
 def install_auth(app: Flask, settings: Settings, is_exempt: Callable[[str], bool]) -> None:
-    """Require ``settings.token`` on every request whose path ``is_exempt`` rejects."""
-    token = settings.token
+    """Require the configured token on every request whose path ``is_exempt`` rejects."""
+    token = configured_token(settings)
     if not token:
         return
+    add_secret(token)
 
     @app.before_request
     def _require_token() -> Response | None:
@@ -72,6 +102,7 @@ def install_cors(app: Flask, settings: Settings) -> None:
     """Add the configured CORS headers; nothing at all when ``allow_origin`` is empty."""
     if not settings.allow_origin:
         return
+    check_cors(settings)
     headers = {
         "Access-Control-Allow-Origin": settings.allow_origin,
         "Access-Control-Allow-Credentials": settings.allow_credentials,
@@ -89,3 +120,56 @@ def install_cors(app: Flask, settings: Settings) -> None:
         if settings.allow_origin != "*":
             response.headers.add("Vary", "Origin")
         return response
+
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def check_cors(settings: Settings) -> None:
+    """Raise ``ValueError`` for CORS settings no browser accepts (``*`` with credentials)."""
+    if settings.allow_origin.strip() == "*" and settings.allow_credentials.strip().lower() == "true":
+        raise ValueError(
+            "--allow-origin '*' together with --allow-credentials true is refused: browsers reject "
+            "the pair, and it would let every web site act as the user; name the allowed origin instead"
+        )
+
+
+def _origin_host(origin: str) -> str | None:
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return None
+    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def origin_refusal(settings: Settings) -> str | None:
+    """Why the current request must be refused by the origin check, or ``None``."""
+    websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+    if not websocket and request.method not in STATE_CHANGING:
+        return None
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None  # not sent by a browser
+    if _origin_host(origin) == request.host.lower():
+        return None
+    allowed = settings.allow_origin.strip()
+    if allowed != "*" and origin.rstrip("/") != allowed.rstrip("/"):
+        return f"cross-origin request refused: Origin {origin!r} is not this server and not --allow-origin"
+    if not websocket and request.mimetype != "application/json":
+        return (
+            "cross-origin requests that change state must send Content-Type: application/json "
+            "(a browser then asks first with a CORS preflight)"
+        )
+    return None
+
+
+def install_origin_check(app: Flask, settings: Settings) -> None:
+    """403 for cross-origin websocket upgrades and state-changing requests (see the module doc).
+
+    Registered before :func:`install_auth`, so a hostile page learns nothing about the token.
+    """
+
+    @app.before_request
+    def _check_origin() -> Response | None:
+        refusal = origin_refusal(settings)
+        return json_error(403, "Forbidden", refusal, reason="Forbidden") if refusal else None

@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 from nb2svc.compiler.openapi import openapi_document, swagger_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import install_auth, install_cors, json_error
+from nb2svc.runtime.auth import configured_token, health_paths, install_auth, install_cors, json_error
 from nb2svc.runtime.docs_page import render_docs_page
 from nb2svc.runtime.kernel import (
     ExecutionResult,
@@ -101,7 +101,7 @@ class ApiService:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.duration_sum: Counter[str] = Counter()
         self.started_at = time.monotonic()
-        self._hidden_query = ("token",) if settings.token else ()
+        self._hidden_query = ("token",) if configured_token(settings) else ()
 
     def _fatal(self, exc: BaseException) -> None:
         """Nothing can work (bad setup cell, unknown kernel): stop this worker for good.
@@ -184,9 +184,9 @@ class ApiService:
         except KernelDied as exc:
             return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
         if result.error is not None:
-            return self._cell_error(result)
+            return self._cell_error(result, code[: len(code) - len(endpoint.code)])
         if info_result is not None and info_result.error is not None:
-            return self._cell_error(info_result)
+            return self._cell_error(info_result, code[: len(code) - len(endpoint.code)])
         try:
             info = parse_response_info(info_result.stdout if info_result else "")
         except ResponseInfoError as exc:
@@ -216,9 +216,9 @@ class ApiService:
         if text == "False":
             kernel.retire("its code closed sys.stdout or sys.stderr")
 
-    @staticmethod
-    def _cell_error(result: ExecutionResult) -> Response:
-        payload = error_payload(result)
+    def _cell_error(self, result: ExecutionResult, injected: str) -> Response:
+        """500 for a failed cell; ``injected`` (the REQUEST assignment) never goes back."""
+        payload = error_payload(result, hide=injected, detail=self.settings.error_detail)
         return json_error(500, payload.pop("error"), payload.pop("message"), **payload)
 
 
@@ -240,7 +240,7 @@ def create_app(
     base = settings.base_url.rstrip("/")
     app.config["NB2SVC_BASE"] = base
     install_cors(app, settings)
-    install_auth(app, settings, is_exempt=lambda path: path.startswith(base + "/_api/health/"))
+    install_auth(app, settings, is_exempt=health_paths(base))
     _install_error_handlers(app)
     _install_service_routes(app, service, base)
     if register_routes:

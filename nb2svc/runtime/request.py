@@ -6,7 +6,8 @@ Shape (Kernel Gateway compatible), a JSON *string*::
 
 ``body`` by ``Content-Type``: ``application/json`` (and ``+json``) → the parsed value
 (invalid JSON is a 400, not a surprise inside the cell); form-urlencoded and multipart
-→ ``{name: [values]}`` (uploaded files contribute their text); anything else → the
+→ ``{name: [values]}`` (uploaded files contribute their text; malformed multipart is a
+400); JSON nested too deeply to parse is a 400; anything else → the
 body decoded as UTF-8 text (undecodable bytes are a 400); no body → ``""``.
 
 Why the assignment rides on the annotation line: a separate ``REQUEST = …`` execute
@@ -18,21 +19,39 @@ numbers, and so its tracebacks, stay exactly as in the notebook.
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Request
+from werkzeug.formparser import FormDataParser
 
 
 class BadRequestBody(ValueError):
     """The body does not match its declared content type."""
 
 
+def _check_multipart(req: Request, data: bytes) -> None:
+    """Werkzeug reads a malformed multipart body as an empty form; here it is a 400."""
+    boundary = req.mimetype_params.get("boundary")
+    if not boundary:
+        raise BadRequestBody("multipart/form-data without a boundary parameter")
+    if not data:
+        return
+    parser = FormDataParser(silent=False, max_form_parts=req.max_form_parts)
+    try:
+        parser.parse(io.BytesIO(data), req.mimetype, len(data), req.mimetype_params)
+    except ValueError as exc:
+        raise BadRequestBody(f"malformed multipart body: {exc}") from None
+
+
 def parse_body(req: Request) -> Any:
     data = req.get_data(cache=True)
     mimetype = req.mimetype or ""
+    if mimetype == "multipart/form-data":
+        _check_multipart(req, data)
     if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form: dict[str, list[str]] = {k: req.form.getlist(k) for k in req.form}
         for name in req.files:
@@ -50,6 +69,8 @@ def parse_body(req: Request) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise BadRequestBody(f"invalid JSON body: {exc}") from None
+        except RecursionError:
+            raise BadRequestBody("the JSON body is nested too deeply") from None
     return text
 
 
@@ -64,7 +85,10 @@ def build_request(req: Request, path_params: Mapping[str, str], hidden_query: tu
     if hidden_query and "Authorization" in headers:
         del headers["Authorization"]
     payload = {"body": parse_body(req), "args": args, "path": dict(path_params), "headers": headers}
-    return json.dumps(payload)
+    try:
+        return json.dumps(payload)
+    except RecursionError:
+        raise BadRequestBody("the JSON body is nested too deeply") from None
 
 
 def _double_quoted(value: str) -> str:

@@ -9,7 +9,8 @@
   that the cell also produced as rich output (``display_data`` or
   ``execute_result``, e.g. ``image/png`` from ``display(Image(...))``), that
   representation is the body, base64-decoded for binary types.
-- A cell error is a 500 with ``{"error": ename, "message": evalue, "traceback": [...]}``.
+- A cell error is a 500 with ``{"error": ename, "message": evalue, "traceback": [...]}``,
+  without the injected request and size-capped (:func:`error_payload`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,53 @@ def _rich_output(result: ExecutionResult, mime: str) -> bytes | str | None:
     return None
 
 
-def error_payload(result: ExecutionResult) -> dict[str, Any]:
+#: Caps on a 500's parts (characters): the body stays small whatever the cell raised.
+MESSAGE_LIMIT = 4096
+TRACEBACK_LIMIT = 32768
+TRUNCATED = " [... truncated]"
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + TRUNCATED
+
+
+def _without(text: str, literal: str, marker: str) -> str:
+    """``text`` with ``literal`` removed, and any line still showing ``marker`` dropped."""
+    if not literal or not marker:
+        return text
+    text = text.replace(literal, "")
+    if marker not in text:
+        return text
+    return "\n".join(line for line in text.split("\n") if marker not in line)
+
+
+def error_payload(result: ExecutionResult, *, hide: str = "", detail: str = "full") -> dict[str, Any]:
+    """The 500 body of a failed cell: ``{"error": ename, "message": evalue, "traceback": [...]}``.
+
+    The kernel reports the cell's source around the failing line, and the request's data
+    rides on the cell's first line (see :mod:`nb2svc.runtime.request`); ``hide`` is that
+    injected text, and it never reaches the client: it is cut out of every line, and a line
+    that still shows its start (however the kernel rendered it) is dropped. So the client
+    gets the notebook's own lines, never its own headers (cookies, upstream credentials)
+    or body back. The message is capped at :data:`MESSAGE_LIMIT` characters and the
+    traceback at :data:`TRACEBACK_LIMIT`; ``detail="message"`` leaves the traceback out.
+    """
     err = result.error
     assert err is not None
-    return {"error": err.ename, "message": err.evalue, "traceback": err.traceback}
+    marker = hide[:24]
+    payload: dict[str, Any] = {
+        "error": _cap(err.ename, 200),
+        "message": _cap(_without(err.evalue, hide, marker), MESSAGE_LIMIT),
+    }
+    if detail != "full":
+        return payload
+    lines, room = [], TRACEBACK_LIMIT
+    for entry in err.traceback:
+        entry = _without(entry, hide, marker)
+        if len(entry) > room:
+            lines.append(entry[:room] + TRUNCATED)
+            break
+        lines.append(entry)
+        room -= len(entry)
+    payload["traceback"] = lines
+    return payload

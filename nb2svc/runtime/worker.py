@@ -12,17 +12,41 @@ kernels down) never runs. Here, when the worker is told to stop:
 
 ``on_drain`` callbacks (e.g. kernel mode closing its websockets) run when draining
 starts.
+
+The handler is also the strict HTTP edge (issue 8), since it decides how a request's
+body is framed before any WSGI code runs:
+
+- header lines are parsed strictly: obs-fold (a line starting with a space or tab), a
+  line without a colon, or a name that is not an RFC 9110 token (``Name : v``) is a 400;
+- framing must be unambiguous: ``Transfer-Encoding`` other than exactly ``chunked``,
+  ``Transfer-Encoding`` together with ``Content-Length``, or two different (or
+  non-numeric) ``Content-Length`` values are a 400. A proxy in front and this server
+  can then never disagree on where a request ends (request smuggling);
+- the request line and headers must arrive within ``header_timeout`` seconds, and a
+  keep-alive connection may stay idle only ``keepalive_timeout`` seconds: slow or idle
+  connections give their slot back, so a worker keeps answering;
+- a body larger than ``max_body_size`` is a 413, chunked or not (a chunked body is read
+  up to the limit here and handed on with its ``Content-Length``), and is not read further;
+- gevent's own error lines go through the nb2svc logger, whose formatter redacts tokens.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent import pywsgi
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
+
+from nb2svc.config import Settings, settings_from_env
+from nb2svc.runtime.logs import RedactingStream
 
 log = logging.getLogger("nb2svc")
 
@@ -30,6 +54,70 @@ log = logging.getLogger("nb2svc")
 SHUTDOWN_RESERVE = 3
 
 _drain_callbacks: list[Callable[[], None]] = []
+
+#: RFC 9110 ``token``: what a header name may be (no spaces, no separators).
+HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+MAX_HEADER_LINE = 65536
+MAX_HEADERS = 100
+
+
+class BadFraming(ValueError):
+    """A request this server refuses to parse (400): gevent answers it and logs the message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.formatted_message = message
+
+
+def strict_headers(fp: Any) -> Any:
+    """Read a header block like :func:`http.client.parse_headers`, refusing the lax cases."""
+    lines: list[bytes] = []
+    while True:
+        line = fp.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise BadFraming("header line too long")
+        if line in (b"\r\n", b"\n", b""):
+            break
+        if len(lines) == MAX_HEADERS:
+            raise BadFraming("too many header lines")
+        if line[:1] in (b" ", b"\t"):
+            raise BadFraming("obsolete line folding in the headers")
+        name, colon, _ = line.partition(b":")
+        if not colon:
+            raise BadFraming("a header line without a colon")
+        if not HEADER_NAME.fullmatch(name):
+            raise BadFraming(f"invalid header name {name[:40]!r} (whitespace before the colon?)")
+        lines.append(line)
+    headers = pywsgi.headers_factory(io.BytesIO(b"".join(lines) + b"\r\n"))
+    _check_framing(headers)
+    return headers
+
+
+def _check_framing(headers: Any) -> None:
+    encodings = headers.get_all("Transfer-Encoding") or []
+    lengths = headers.get_all("Content-Length") or []
+    if encodings:
+        if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
+            raise BadFraming("Transfer-Encoding other than exactly 'chunked'")
+        if lengths:
+            raise BadFraming("both Transfer-Encoding and Content-Length")
+    values = {v.strip() for value in lengths for v in value.split(",")}
+    if len(values) > 1 or not all(v.isdigit() for v in values):
+        raise BadFraming("conflicting or invalid Content-Length")
+
+
+class _Edge:
+    """The limits the handler enforces; set once per worker from the settings."""
+
+    header_timeout = 10.0
+    keepalive_timeout = 5.0
+    max_body_size = 10 * 1024 * 1024
+
+    @classmethod
+    def configure(cls, settings: Settings) -> None:
+        cls.header_timeout = settings.header_timeout
+        cls.keepalive_timeout = settings.keepalive_timeout
+        cls.max_body_size = settings.max_body_size
 
 
 def on_drain(callback: Callable[[], None]) -> None:
@@ -44,16 +132,88 @@ class DrainingHandler(WebSocketHandler):
 
     draining = False
     idle: set[gevent.Greenlet] = set()
+    _served = 0
+    _header_timer: gevent.Timeout | None = None
 
     def read_requestline(self) -> Any:
         if DrainingHandler.draining:
             return None
         current = gevent.getcurrent()
         DrainingHandler.idle.add(current)
+        timer = None
         try:
+            if self._served:
+                timer = gevent.Timeout.start_new(_Edge.keepalive_timeout)
+                self.rfile.peek(1)  # idle until the next request's first byte (b"" at EOF)
+                timer.close()
+            timer = self._header_timer = gevent.Timeout.start_new(_Edge.header_timeout)
+            self._served += 1
             return super().read_requestline()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            self._stop_header_timer()
+            return None
         finally:
             DrainingHandler.idle.discard(current)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.close()
+            self._header_timer = None
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - gevent's name
+        return strict_headers(fp)
+
+    def read_request(self, raw_requestline: str) -> Any:
+        timer = self._header_timer
+        try:
+            return super().read_request(raw_requestline)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            self.close_connection = True
+            raise BadFraming(f"the request headers took longer than {_Edge.header_timeout:g}s") from None
+        finally:
+            self._stop_header_timer()
+
+    def handle_one_request(self) -> Any:
+        try:
+            return super().handle_one_request()
+        finally:
+            self._stop_header_timer()
+
+    def run_application(self) -> Any:
+        """413 for a body over ``max_body_size`` (chunked too) before the app sees it."""
+        limit = _Edge.max_body_size
+        if self.content_length is not None and int(self.content_length) > limit:
+            return self._too_large(limit)
+        if self.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            body = self.wsgi_input.read(limit + 1)
+            if len(body) > limit:
+                return self._too_large(limit)
+            self.environ["wsgi.input"] = io.BytesIO(body)
+            self.environ["CONTENT_LENGTH"] = str(len(body))
+            self.environ.pop("wsgi.input_terminated", None)
+            del self.environ["HTTP_TRANSFER_ENCODING"]
+        return super().run_application()
+
+    def _too_large(self, limit: int) -> None:
+        self.close_connection = True
+        self.wsgi_input = pywsgi.Input(self.rfile, 0)  # the rest of the body is never read
+        message = f"the request body is larger than the limit of {limit} bytes (--max-body-size)"
+        body = json.dumps({"error": "RequestEntityTooLarge", "message": message}).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        self.start_response("413 Request Entity Too Large", headers)
+        self.write(body)
+
+    def log_error(self, msg: str, *args: Any) -> None:
+        """gevent's error lines (malformed requests) through the redacting logger, not raw stderr."""
+        try:
+            text = msg % args if args else msg
+        except (TypeError, ValueError):
+            text = f"{msg!r} {args!r}"
+        log.warning("%s", text)
 
     def handle_one_response(self) -> Any:
         if DrainingHandler.draining:
@@ -75,6 +235,8 @@ class Nb2svcWorker(GeventWebSocketWorker):
     wsgi_handler = DrainingHandler
 
     def init_process(self) -> None:
+        _Edge.configure(settings_from_env())
+        gevent.get_hub().exception_stream = RedactingStream(sys.stderr)
         graceful = self.cfg.graceful_timeout
         self.cfg.set("graceful_timeout", max(1, graceful - SHUTDOWN_RESERVE))
         super().init_process()

@@ -10,14 +10,24 @@ round trip. Here:
   strict UTF-8 anyway and closes the socket with 1007 when that fails, so invalid text is
   still refused (at the end of the message rather than at the offending fragment).
 
+It also enforces a message size limit (``--max-message-size``): a frame whose declared
+length would take a message past it is not read; the server sends a close frame with
+1009 (Message Too Big) and drops the connection. gevent-websocket would otherwise
+allocate whatever length a client declares.
+
 Applied once, in the kernel-mode worker (the only place nb2svc serves websockets).
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
+
+#: Close code for a message over the limit (RFC 6455, 7.4.1).
+MESSAGE_TOO_BIG = 1009
 
 
 def _xor_mask(self: Any, payload: bytes | bytearray) -> bytearray:
@@ -33,8 +43,53 @@ def _skip_separate_utf8_pass(self: Any, payload: bytes | bytearray) -> None:
     return None
 
 
-def install() -> None:
+class _Limit:
+    max_message_size = 64 * 1024 * 1024
+
+
+class _TooBig(ProtocolError):
+    pass
+
+
+def _read_frame_within_limit(self: Any) -> Any:
+    """gevent-websocket's ``read_frame``, refusing a message that would exceed the limit."""
+    header = Header.decode_header(self.stream)
+    if header.opcode == WebSocket.OPCODE_CONTINUATION:
+        size = getattr(self.handler, "nb2svc_message_size", 0) + header.length
+    elif header.opcode in (WebSocket.OPCODE_TEXT, WebSocket.OPCODE_BINARY):
+        size = header.length
+    else:
+        size = 0 if header.length <= 125 else header.length  # control frames: at most 125 bytes
+    if header.opcode in (WebSocket.OPCODE_CONTINUATION, WebSocket.OPCODE_TEXT, WebSocket.OPCODE_BINARY):
+        self.handler.nb2svc_message_size = size  # the WebSocket has __slots__; its handler has not
+    if size > _Limit.max_message_size:
+        reason = f"message larger than {_Limit.max_message_size} bytes".encode()
+        try:
+            self.send_frame(struct.pack("!H", MESSAGE_TOO_BIG) + reason, WebSocket.OPCODE_CLOSE)
+        finally:
+            self.closed = True  # receive() then closes without a second close frame
+        raise _TooBig(reason.decode())
+    return _finish_frame(self, header)
+
+
+def _finish_frame(self: Any, header: Any) -> Any:
+    if header.flags:
+        raise ProtocolError
+    if not header.length:
+        return header, b""
+    payload = self.raw_read(header.length)
+    if len(payload) != header.length:
+        raise WebSocketError("Unexpected EOF reading frame payload")
+    if header.mask:
+        payload = header.unmask_payload(payload)
+    return header, payload
+
+
+def install(max_message_size: int | None = None) -> None:
     """Patch gevent-websocket's classes in this process (idempotent)."""
+    if max_message_size is not None:
+        _Limit.max_message_size = max_message_size
+    WebSocket.read_frame = _read_frame_within_limit  # type: ignore[method-assign]
     Header.mask_payload = _xor_mask  # type: ignore[method-assign]
     Header.unmask_payload = _xor_mask  # type: ignore[method-assign]
     WebSocket.validate_utf8 = _skip_separate_utf8_pass  # type: ignore[method-assign]

@@ -37,7 +37,7 @@ from werkzeug.exceptions import HTTPException
 
 from nb2svc._version import __version__
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import install_auth, install_cors, json_error
+from nb2svc.runtime.auth import health_paths, install_auth, install_cors, install_origin_check, json_error
 from nb2svc.runtime.kernel import KernelDied, KernelStartError
 from nb2svc.runtime.kernels_api import kernelspecs
 from nb2svc.runtime.kernels_api.channels import ChannelsConnection
@@ -102,7 +102,8 @@ def create_app(settings: Settings, seed: Seed | None = None) -> KernelModeApp:
     app.extensions[EXTENSION] = registry
     base = settings.base_url.rstrip("/")
     install_cors(app, settings)
-    install_auth(app, settings, is_exempt=lambda path: path.startswith(base + "/_api/health/"))
+    install_origin_check(app, settings)
+    install_auth(app, settings, is_exempt=health_paths(base))
     _install_errors(app)
     _install_kernel_routes(app, registry, settings, base)
     _install_session_routes(app, sessions, settings, base)
@@ -134,6 +135,8 @@ def _json_body() -> dict[str, Any] | None:
         body = json.loads(data)
     except ValueError as exc:
         raise _Abort(error(400, f"the request body is not valid JSON: {exc}")) from None
+    except RecursionError:
+        raise _Abort(error(400, "the request body is JSON nested too deeply")) from None
     if not isinstance(body, dict):
         raise _Abort(error(400, "the request body must be a JSON object"))
     return body

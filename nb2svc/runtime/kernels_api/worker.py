@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nb2svc.config import Settings
+from nb2svc.config import Settings, settings_from_env
 from nb2svc.runtime.kernels_api import fastws
 from nb2svc.runtime.server import Server
 from nb2svc.runtime.worker import DrainingHandler, Nb2svcWorker
@@ -36,7 +36,7 @@ class KernelModeWorker(Nb2svcWorker):
     wsgi_handler = KernelModeHandler
 
     def init_process(self) -> None:
-        fastws.install()
+        fastws.install(settings_from_env().max_message_size)
         super().init_process()
 
 

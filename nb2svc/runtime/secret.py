@@ -1,0 +1,74 @@
+"""Keep the token out of what other code on the machine can read about the server process.
+
+Notebook code runs in kernels, children of the server's worker, as the same user: it can
+read ``/proc/<ppid>/cmdline`` and ``/proc/<ppid>/environ``. Those files show the memory
+the process was started with (argv and the initial environment), not ``os.environ``, so
+deleting a variable is not enough. :func:`hide` therefore:
+
+- removes ``NB2SVC_TOKEN`` and ``KG_AUTH_TOKEN`` from ``os.environ`` (nothing started
+  later inherits them), and
+- overwrites every copy of the token in this process's original argv and environment
+  with ``*`` through ``/proc/self/mem``, before gunicorn forks the workers, so the master
+  and every worker show ``--token ******``.
+
+The token itself is kept in memory for the workers (:func:`held`). What stays visible to
+code running as the same user: the token file, if one is used (give it mode 600 and run
+kernels as another user, or in containers, for real isolation); the server's memory
+through ``/proc/<pid>/mem`` or a debugger where ptrace is allowed; the token in requests
+of clients on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TOKEN_VARIABLES = ("NB2SVC_TOKEN", "KG_AUTH_TOKEN")
+
+_held = ""
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The token in ``path``: its first line, stripped; an empty one is an error."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
+    token = (text.splitlines() or [""])[0].strip()
+    if not token:
+        raise ValueError(f"--token-file {path}: the file is empty")
+    return token
+
+
+def held() -> str:
+    """The token :func:`hide` took (inherited by forked workers), or ``""``."""
+    return _held
+
+
+def hide(token: str) -> bool:
+    """Hold ``token`` and erase it from the environment and the process's argv/environ
+    memory; ``False`` if ``/proc/self/mem`` could not be written (then it stays visible)."""
+    global _held
+    _held = token
+    for name in TOKEN_VARIABLES:
+        os.environ.pop(name, None)
+    if not token:
+        return True
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # proc(5): arg_start, arg_end, env_start, env_end are fields 48-51 (1-based)
+        arg_start, arg_end, env_start, env_end = (int(fields[n - 3]) for n in (48, 49, 50, 51))
+        secret = token.encode()
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            for start, end in ((arg_start, arg_end), (env_start, env_end)):
+                mem.seek(start)
+                data = mem.read(end - start)
+                at = data.find(secret)
+                while at != -1:
+                    mem.seek(start + at)
+                    mem.write(b"*" * len(secret))
+                    at = data.find(secret, at + len(secret))
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
