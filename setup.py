@@ -53,6 +53,7 @@ setup(
             "websocket-client>=1.7",
             "jupyter_server>=2.10",  # kernel mode: the --gateway-url client test and the reference wire codec
             "xeus-python>=0.17",  # a kernel that is not ipykernel (needs TCP), in both modes
+            "gateway_provisioners>=0.5",  # a real remote provisioner (Distributed, on localhost)
             "ruff>=0.6",
             "setuptools>=64",  # a test builds the wheel without build isolation
             "wheel>=0.40",

@@ -11,7 +11,9 @@ is a child of this process:
 - interrupt: ``interrupt_kernel``, which follows the spec's ``interrupt_mode``
   (``send_signal(SIGINT)`` or an ``interrupt_request`` on control);
 - stop: ``shutdown_kernel`` (``shutdown_request``, the provisioner's
-  ``shutdown_requested``, ``wait``, then ``terminate`` / ``kill`` and ``cleanup``).
+  ``shutdown_requested``, ``wait``, then ``terminate`` / ``kill`` and ``cleanup``);
+  bounded, then the launcher's process group killed, when a non-local provisioner
+  launched the kernel on this host (``KernelProcess._stop_launched_here`` says why).
 
 The local fast path, used only when the provisioner *is* a ``LocalProvisioner``:
 liveness reads the ``Popen`` object (a syscall, no coroutine), and on stop the
@@ -27,6 +29,8 @@ its own address.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -302,7 +306,8 @@ class KernelProcess:
         ``shutdown_request`` (and the provisioner's ``shutdown_requested``), give the
         kernel :data:`LAUNCHER_GRACE` seconds, kill the launcher's process group (launcher,
         its listener, whatever cells started), and only then let ``shutdown_kernel(now=True)``
-        run the provisioner's ``kill``, ``wait`` (now instant) and ``cleanup``.
+        run the provisioner's ``kill``, ``wait`` (now instant) and ``cleanup``; then remove
+        the connection file the killed launcher left behind.
         """
         launcher = self._launcher()
         if not now:
@@ -321,6 +326,13 @@ class KernelProcess:
             lifecycle().run(km.shutdown_kernel(now=True), timeout=STOP_WAIT + 6)
         except Exception as exc:
             log.warning("kernel %s did not shut down cleanly: %s", self.label, exc)
+        # The killed launcher cannot remove its connection file (it holds the key):
+        # gateway_provisioners' launch_ipykernel.py writes it as $TMPDIR/kernel-<id>_*.json.
+        tmp = self._env.get("TMPDIR") or tempfile.gettempdir()
+        kernel_id = getattr(km.provisioner, "kernel_id", None) or km.kernel_id
+        for path in glob.glob(os.path.join(tmp, f"kernel-{glob.escape(kernel_id)}_*.json")):
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
     def _kill_group(self) -> None:
         """Kill the local kernel's process group: whatever its cells started dies too."""
