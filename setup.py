@@ -44,6 +44,7 @@ setup(
         "gevent-websocket>=0.10.1",
         "jinja2>=3.1",
         "click>=8.1",
+        "swagger-ui-bundle-v2>=5.17",  # Swagger UI 5 (reads OpenAPI 3.1) for the offline docs page
     ],
     extras_require={
         "test": [
@@ -54,6 +55,7 @@ setup(
             "jupyter_server>=2.10",  # kernel mode: the --gateway-url client test and the reference wire codec
             "xeus-python>=0.17",  # a kernel that is not ipykernel (needs TCP), in both modes
             "gateway_provisioners>=0.5",  # a real remote provisioner (Distributed, on localhost)
+            "selenium>=4.20",  # drives Debian's chromium + chromedriver for the docs page test
             "ruff>=0.6",
             "setuptools>=64",  # a test builds the wheel without build isolation
             "wheel>=0.40",

@@ -243,13 +243,6 @@ def test_openapi_declares_path_parameters(server: Server) -> None:
     assert [p["name"] for p in params if p["in"] == "path"] == ["a", "b"]
 
 
-def test_docs_page_lists_endpoints(server: Server) -> None:
-    r = server.get("/_api/docs")
-    assert r.status_code == 200
-    assert "text/html" in r.headers["Content-Type"]
-    assert "/echo/:a/:b" in r.text
-
-
 def test_health_and_metrics(server: Server) -> None:
     assert server.get("/_api/health/live").json() == {"status": "ok"}
     ready = server.get("/_api/health/ready")

@@ -63,8 +63,18 @@ def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dic
                     },
                     "required": ["error", "message"],
                 }
-            }
+            },
+            "securitySchemes": {
+                "token": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "'token <TOKEN>' or 'Bearer <TOKEN>', when the server runs with a token.",
+                }
+            },
         },
+        # A token is required only when the server was started with one.
+        "security": [{}, {"token": []}],
     }
     if server_url:
         doc["servers"] = [{"url": server_url}]

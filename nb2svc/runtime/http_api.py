@@ -24,16 +24,19 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, redirect, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from nb2svc.compiler.openapi import openapi_document, swagger_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, health_paths, install_auth, install_cors, json_error
+from nb2svc.runtime.docs_page import STATIC_DIR as DOCS_STATIC_DIR
+from nb2svc.runtime.docs_page import STATIC_FILES as DOCS_STATIC_FILES
 from nb2svc.runtime.docs_page import render_docs_page
 from nb2svc.runtime.kernel import (
     ExecutionResult,
@@ -240,7 +243,7 @@ def create_app(
     base = settings.base_url.rstrip("/")
     app.config["NB2SVC_BASE"] = base
     install_cors(app, settings)
-    install_auth(app, settings, is_exempt=health_paths(base))
+    install_auth(app, settings, is_exempt=public_paths(base, spec))
     _install_error_handlers(app)
     _install_service_routes(app, service, base)
     if register_routes:
@@ -249,6 +252,20 @@ def create_app(
     on_worker_exit(service.shutdown)
     service.start()
     return app
+
+
+def claims_root(spec: ServiceSpec) -> bool:
+    return any(ep.path == "/" for ep in spec.endpoints)
+
+
+def public_paths(base: str, spec: ServiceSpec) -> Callable[[str], bool]:
+    """What API mode serves without a token: the health checks, the docs page, its static
+    files (Swagger UI's, nothing of the service's) and, when no endpoint claims ``/``, the
+    redirect from ``/`` to the docs. The OpenAPI document and every endpoint need the token."""
+    health = health_paths(base)
+    exact = {base + "/_api/docs"} | (set() if claims_root(spec) else {base + "/", base or "/"})
+    static = base + "/_api/docs/static/"
+    return lambda path: health(path) or path in exact or path.startswith(static)
 
 
 def add_endpoint(app: Flask, index: int) -> None:
@@ -296,7 +313,22 @@ def _install_service_routes(app: Flask, service: ApiService, base: str) -> None:
 
     @app.get(base + "/_api/docs")
     def _docs() -> Response:
-        return Response(render_docs_page(spec, base), content_type="text/html; charset=utf-8")
+        return Response(render_docs_page(spec.name, base), content_type="text/html; charset=utf-8")
+
+    @app.get(base + "/_api/docs/static/<name>")
+    def _docs_static(name: str) -> Response:
+        if name not in DOCS_STATIC_FILES:
+            return json_error(404, "NotFound", "no such file")
+        return send_from_directory(DOCS_STATIC_DIR, name, max_age=3600)
+
+    if not claims_root(spec):
+
+        def _home() -> Response:  # the first URL the banner prints: send people to the docs
+            query = request.query_string.decode("latin-1")
+            return redirect(base + "/_api/docs" + (f"?{query}" if query else ""), code=302)
+
+        for rule in {base + "/", base or "/"}:
+            app.add_url_rule(rule, endpoint=f"home{len(rule)}", view_func=_home, methods=["GET"])
 
     @app.get(base + "/_api/health/live")
     def _live() -> Any:
