@@ -247,16 +247,10 @@ def test_examples(
     start, 2 if there are no examples or a declaration is wrong.
     """
     from nb2svc import endpoint_tests
-    from nb2svc.compiler import CompileError
-    from nb2svc.compiler.notebook import load_notebook
 
-    spec = _load_spec(target, comment_prefix)
+    spec = _load_spec(target, comment_prefix)  # the compiler checks the declarations
     notebook = target / "notebook.ipynb" if target.is_dir() else target
-    try:
-        nb = load_notebook(notebook, comment_prefix=comment_prefix).notebook
-        examples = endpoint_tests.examples_from_notebook(nb, spec, str(notebook))
-    except CompileError as exc:
-        raise CompileFailed(f"error: {notebook} declares invalid examples:\n{exc}") from None
+    examples = endpoint_tests.examples_from_spec(spec)
     if not examples:
         raise click.UsageError(
             f"{notebook} declares no examples (cell metadata nb2svc.examples; see the README)"

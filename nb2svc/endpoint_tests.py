@@ -24,7 +24,8 @@ must be exactly this text) or ``json`` (the body must be JSON equal to this valu
 
 Examples run one at a time in notebook order against one warm kernel (``--pool-size
 1`` by default), so a later example may rely on an earlier one's effect (create, then
-read). Problems in the declarations are :class:`CompileError`\\ s naming the cell.
+read). The compiler checks the declarations (:mod:`nb2svc.compiler.examples`): a
+malformed one is a compile error naming the cell.
 """
 
 from __future__ import annotations
@@ -45,13 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nb2svc.compiler.errors import CompileError, CompileProblem
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 
 METADATA_KEY = "nb2svc"
 _MISSING: Any = object()
-_REQUEST_KEYS = frozenset({"path", "headers", "body", "json"})
-_RESPONSE_KEYS = frozenset({"status", "content_type", "headers", "body", "json"})
 
 
 @dataclass(frozen=True)
@@ -102,41 +100,17 @@ class Outcome:
 # --- declarations ---------------------------------------------------------------------
 
 
-def examples_from_notebook(nb: Mapping[str, Any], spec: ServiceSpec, source: str) -> list[Example]:
-    """Every example declared in ``nb`` (compiled as ``spec``), in notebook order.
+def examples_from_spec(spec: ServiceSpec) -> list[Example]:
+    """Every example the compiled service declares, in notebook order (cell, then position).
 
-    Raises :class:`CompileError` listing every malformed declaration.
+    The compiler has already checked them (:mod:`nb2svc.compiler.examples`), so this
+    works the same for a notebook and for a bundle's ``service.json``.
     """
-    by_cell = {cell: ep for ep in spec.endpoints for cell in _cells(ep)}
-    examples: list[Example] = []
-    problems: list[CompileProblem] = []
-    for number, cell in enumerate(nb.get("cells", []), start=1):
-        ours = (cell.get("metadata") or {}).get(METADATA_KEY)
-        declared = ours.get("examples") if isinstance(ours, dict) else None
-        if declared is None:
-            continue
-        endpoint = by_cell.get(number)
-        if endpoint is None:
-            problems.append(
-                CompileProblem(
-                    source,
-                    number,
-                    "examples on a cell that is not an endpoint",
-                    "move them to the endpoint's annotated cell",
-                )
-            )
-            continue
-        if not isinstance(declared, list):
-            problems.append(CompileProblem(source, number, "nb2svc.examples must be a list of objects"))
-            continue
-        for index, raw in enumerate(declared):
-            try:
-                examples.append(_example(raw, endpoint, spec, number, index))
-            except ValueError as exc:
-                problems.append(CompileProblem(source, number, f"nb2svc.examples[{index}]: {exc}"))
-    if problems:
-        raise CompileError(problems)
-    return examples
+    found: list[tuple[int, int, Example]] = []
+    for ep in spec.endpoints:
+        for position, declared in enumerate(ep.examples):
+            found.append((declared["cell"], position, _example(declared, ep)))
+    return [example for _, _, example in sorted(found, key=lambda item: item[:2])]
 
 
 def endpoints_without_examples(spec: ServiceSpec, examples: list[Example]) -> list[Endpoint]:
@@ -144,87 +118,30 @@ def endpoints_without_examples(spec: ServiceSpec, examples: list[Example]) -> li
     return [ep for ep in spec.endpoints if f"{ep.method} {ep.path}" not in tested]
 
 
-def _cells(ep: Endpoint) -> tuple[int, ...]:
-    return ep.cells + (ep.response_info.cells if ep.response_info else ())
-
-
-def _example(raw: Any, endpoint: Endpoint, spec: ServiceSpec, cell: int, index: int) -> Example:
-    if not isinstance(raw, dict) or not set(raw) <= {"name", "request", "response"}:
-        raise ValueError("an example is an object with 'request', 'response' and an optional 'name'")
-    request = _section(raw, "request", _REQUEST_KEYS)
-    response = _section(raw, "response", _RESPONSE_KEYS)
-    path = request.get("path", endpoint.path if not endpoint.params else None)
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ValueError(f"request.path must be a path like {endpoint.path!r} with its parameters filled in")
-    routed = _route(spec, endpoint.method, path)
-    if routed is not endpoint:
-        where = f"{routed.method} {routed.path}" if routed else "no endpoint"
-        raise ValueError(
-            f"{endpoint.method} {path} goes to {where}, not to {endpoint.method} {endpoint.path}"
-        )
-    headers = _strings(request.get("headers", {}), "request.headers")
+def _example(declared: Mapping[str, Any], endpoint: Endpoint) -> Example:
+    request, response = declared["request"], declared["response"]
+    headers = dict(request.get("headers", {}))
     body: bytes | None = None
-    if "body" in request and "json" in request:
-        raise ValueError("request has both 'body' and 'json'; give one")
     if "json" in request:
         body = json.dumps(request["json"]).encode()
         headers = {"Content-Type": "application/json", **headers}
     elif "body" in request:
-        if not isinstance(request["body"], str):
-            raise ValueError("request.body must be text (use 'json' for a JSON value)")
         body = request["body"].encode()
         headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
-    status = response.get("status", 200)
-    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        raise ValueError("response.status must be an HTTP status code")
-    content_type = response.get("content_type")
-    if content_type is not None and not isinstance(content_type, str):
-        raise ValueError("response.content_type must be text")
-    if "body" in response and "json" in response:
-        raise ValueError("response has both 'body' and 'json'; give one")
-    if "body" in response and not isinstance(response["body"], str):
-        raise ValueError("response.body must be text (use 'json' to compare JSON)")
-    name = raw.get("name", f"example {index + 1}")
     return Example(
-        cell=cell,
-        name=str(name),
+        cell=declared["cell"],
+        name=declared["name"],
         endpoint=f"{endpoint.method} {endpoint.path}",
         method=endpoint.method,
-        path=path,
+        path=request["path"],
         headers=headers,
         body=body,
-        status=status,
-        content_type=content_type,
-        expect_headers=_strings(response.get("headers", {}), "response.headers"),
+        status=response["status"],
+        content_type=response.get("content_type"),
+        expect_headers=dict(response.get("headers", {})),
         expect_body=response.get("body"),
         expect_json=response.get("json", _MISSING),
     )
-
-
-def _section(raw: dict[str, Any], key: str, allowed: frozenset[str]) -> dict[str, Any]:
-    section = raw.get(key, {})
-    if not isinstance(section, dict):
-        raise ValueError(f"{key} must be an object")
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ValueError(f"unknown {key} field {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
-    return section
-
-
-def _strings(value: Any, what: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ValueError(f"{what} must be an object of text values")
-    return dict(value)
-
-
-def _route(spec: ServiceSpec, method: str, path: str) -> Endpoint | None:
-    """The endpoint a request reaches: the first match in spec order (literals win)."""
-    segments = [urllib.parse.unquote(s) for s in urllib.parse.urlsplit(path).path.split("/") if s]
-    for ep in spec.endpoints:
-        if ep.method == method and len(ep.segments) == len(segments):
-            if all(p.startswith(":") or p == s for p, s in zip(ep.segments, segments, strict=True)):
-                return ep
-    return None
 
 
 # --- running --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.support import EXAMPLES
 
@@ -75,6 +76,18 @@ def fuzz(base_url: str, max_examples: int = 60) -> Counter[tuple[str, int, str]]
     return seen
 
 
+def undocumented(base_url: str, seen: Counter[tuple[str, int, str]]) -> set[tuple[str, int]]:
+    """(operation, status) pairs answered but not listed in the served document."""
+    document = requests.get(base_url + "/openapi.json", timeout=10).json()
+    missing = set()
+    for operation, status, _ in seen:
+        method, path = operation.split(" ", 1)
+        responses = document["paths"][path][method.lower()]["responses"]
+        if str(status) not in responses and "default" not in responses:
+            missing.add((operation, status))
+    return missing
+
+
 def server_errors(seen: Counter[tuple[str, int, str]]) -> dict[tuple[str, int, str], int]:
     return {key: count for key, count in seen.items() if key[1] >= 500}
 
@@ -85,6 +98,7 @@ def test_schemathesis_finds_no_server_error_in_the_todo_bundle(start_server: Any
     server = start_server(str(build("todo.ipynb", tmp_path / "todo")))
     seen = fuzz(server.base)
     assert server_errors(seen) == {}
+    assert undocumented(server.base, seen) == set()
     assert {operation for operation, _, _ in seen} == {
         "GET /todos",
         "POST /todos",
@@ -101,4 +115,5 @@ def test_schemathesis_finds_no_server_error_in_hello(start_server: Any) -> None:
     server = start_server(str(EXAMPLES / "hello.ipynb"))
     seen = fuzz(server.base)
     assert server_errors(seen) == {}
+    assert undocumented(server.base, seen) == set()
     assert seen["GET /hello/{name}", 200, ""] > 0 and seen["POST /hello", 201, ""] > 0

@@ -13,13 +13,12 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from nb2svc.compiler import CompileError, compile_notebook
-from nb2svc.compiler.notebook import load_notebook
 from nb2svc.endpoint_tests import (
     Example,
     Outcome,
     check_response,
     endpoints_without_examples,
-    examples_from_notebook,
+    examples_from_spec,
     format_table,
     json_equal,
 )
@@ -28,7 +27,7 @@ from tests.support import EXAMPLES
 
 
 def declared(path: Path) -> list[Example]:
-    return examples_from_notebook(load_notebook(path).notebook, compile_notebook(path), str(path))
+    return examples_from_spec(compile_notebook(path))
 
 
 def cell(source: str, *examples: dict[str, Any]) -> nbformat.NotebookNode:

@@ -8,7 +8,9 @@ import pytest
 
 from nb2svc.compiler import compile_notebook
 from nb2svc.compiler.openapi import openapi_document, openapi_path, swagger_document
+from nb2svc.compiler.spec import ServiceSpec
 from tests.notebooks import md, notebook
+from tests.support import EXAMPLES
 
 
 @pytest.fixture
@@ -165,3 +167,38 @@ def test_swagger_document_matches_kernel_gateway() -> None:
 def test_swagger_document_validates(spec) -> None:
     validator = pytest.importorskip("openapi_spec_validator")
     validator.OpenAPIV2SpecValidator(swagger_document(spec)).validate()
+
+
+def test_examples_and_declared_statuses_are_documented() -> None:
+    spec = compile_notebook(EXAMPLES / "todo.ipynb")
+    doc = openapi_document(spec)
+    one = doc["paths"]["/todos/{id}"]
+    assert one["parameters"][0]["example"]  # "try it" is prefilled from an example's path
+    get = one["get"]["responses"]
+    assert "404" in get  # declared by an example (and the ResponseInfo cell)
+    examples = [
+        e for r in get.values() for c in r.get("content", {}).values() for e in c.get("examples", {}).values()
+    ]
+    assert examples and all("summary" in e and "value" in e for e in examples)
+    post = doc["paths"]["/todos"]["post"]
+    assert "201" in post["responses"]
+    assert post["requestBody"]["content"]["application/json"]["examples"]
+    assert "204" in doc["paths"]["/todos/{id}"]["delete"]["responses"]
+
+
+def test_response_info_literal_statuses_are_documented() -> None:
+    nb = notebook(
+        "# POST /things\nprint('made')",
+        "# ResponseInfo POST /things\nimport json\nprint(json.dumps({'status': 202, 'headers': {}}))",
+        kernel="python3",
+        language="python",
+    )
+    responses = openapi_document(compile_notebook(nb))["paths"]["/things"]["post"]["responses"]
+    assert "202" in responses
+
+
+def test_examples_survive_service_json() -> None:
+    spec = compile_notebook(EXAMPLES / "hello.ipynb")
+    again = ServiceSpec.from_json(spec.to_json())
+    assert [ep.examples for ep in again.endpoints] == [ep.examples for ep in spec.endpoints]
+    assert any(ep.examples for ep in again.endpoints)

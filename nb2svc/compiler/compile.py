@@ -18,6 +18,8 @@ Rules (Kernel Gateway's, plus checks it does not make):
 - Endpoint order: by path segments, a literal before a parameter at the first
   differing position (so ``/users/me`` precedes ``/users/:id``), literals
   alphabetically, shorter paths first; then by method in :data:`METHODS` order.
+- Examples in endpoint cells' metadata are checked (:mod:`nb2svc.compiler.examples`);
+  a malformed one is an error naming the cell.
 - Docs: the markdown cell immediately before an endpoint's first cell gives its
   ``summary`` (first non-blank line, leading ``#`` stripped) and ``description`` (the rest).
 """
@@ -25,13 +27,14 @@ Rules (Kernel Gateway's, plus checks it does not make):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 
 from nbformat import NotebookNode
 
 from nb2svc.compiler.annotations import METHODS, Annotation, AnnotationError, parse_annotation, route_pattern
 from nb2svc.compiler.errors import CompileError, CompileProblem
+from nb2svc.compiler.examples import declared_examples
 from nb2svc.compiler.notebook import LoadedNotebook, NotebookSource, load_notebook
 from nb2svc.compiler.spec import Endpoint, ResponseInfo, ServiceSpec, SetupCell
 
@@ -115,6 +118,10 @@ def compile_notebook(
 
     specs = [_endpoint(route, response_infos.get(key), nb) for key, route in endpoints.items()]
     specs.sort(key=lambda ep: (_order_key(ep.path), METHODS.index(ep.method), ep.path))
+    examples = declared_examples(nb.cells, specs, problem)
+    if problems:
+        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
+    specs = [replace(ep, examples=examples.get((ep.method, ep.path), ())) for ep in specs]
     service_name = name or loaded.stem
     return ServiceSpec(
         name=service_name,

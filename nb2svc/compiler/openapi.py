@@ -8,6 +8,7 @@ sort_keys=True)`` is byte-identical between builds.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Any
 
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
@@ -36,8 +37,10 @@ def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dic
     for path, endpoints in spec.paths().items():
         item: dict[str, Any] = {}
         if endpoints[0].params:
+            values = _path_examples(endpoints)
             item["parameters"] = [
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                | ({"example": values[name]} if name in values else {})
                 for name in endpoints[0].params
             ]
         for ep in endpoints:
@@ -139,8 +142,72 @@ def _operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
         "Every kernel is busy and the wait queue is full or timed out (see Retry-After)."
     )
     responses["504"] = _error("The cell ran longer than the request timeout and was interrupted.")
+    _document_examples(ep, op, responses)
     op["responses"] = responses
     return op
+
+
+#: A ResponseInfo cell's literal status (``"status": 201`` or ``status=404``): documented,
+#: since the runtime may answer it. Computed statuses cannot be seen before they run.
+_STATUS_LITERAL = re.compile(r"""["']?status["']?\s*[:=]\s*([1-5][0-9]{2})\b""")
+
+
+def declared_statuses(ep: Endpoint) -> list[int]:
+    """Statuses the endpoint declares it may answer besides 200: its examples' and the
+    literal ones of its ResponseInfo cells, in first-seen order."""
+    statuses: list[int] = [example["response"]["status"] for example in ep.examples]
+    if ep.response_info:
+        statuses += [int(found) for found in _STATUS_LITERAL.findall(ep.response_info.code)]
+    return list(dict.fromkeys(s for s in statuses if s != 200))
+
+
+def _document_examples(ep: Endpoint, op: dict[str, Any], responses: dict[str, Any]) -> None:
+    """Examples as OpenAPI request/response examples, and every declared status as a response."""
+    for status in declared_statuses(ep):
+        responses.setdefault(
+            str(status),
+            {
+                "description": "Declared by the endpoint's examples or its ResponseInfo cell.",
+                "content": {"*/*": {"schema": {}}},
+            },
+        )
+    for index, example in enumerate(ep.examples):
+        key = _example_key(example, index)
+        request, response = example["request"], example["response"]
+        if "requestBody" in op and ("json" in request or "body" in request):
+            media = "application/json" if "json" in request else "text/plain"
+            value = request.get("json", request.get("body"))
+            op["requestBody"]["content"][media].setdefault("examples", {})[key] = {
+                "summary": example["name"],
+                "value": value,
+            }
+        if "json" in response or "body" in response:
+            media = response.get("content_type") or (
+                "application/json" if "json" in response else "text/plain"
+            )
+            entry = responses[str(response["status"])]
+            content = entry.setdefault("content", {})
+            target = content.setdefault(media.split(";")[0].strip(), {"schema": {}})
+            target.setdefault("examples", {})[key] = {
+                "summary": example["name"],
+                "value": response.get("json", response.get("body")),
+            }
+
+
+def _path_examples(endpoints: list[Endpoint]) -> dict[str, str]:
+    """Path parameter values taken from the first example that fills them (for "try it")."""
+    for ep in endpoints:
+        for example in ep.examples:
+            path = urllib.parse.urlsplit(example["request"]["path"]).path
+            segments = [urllib.parse.unquote(s) for s in path.split("/") if s]
+            if len(segments) == len(ep.segments):
+                return {p[1:]: s for p, s in zip(ep.segments, segments, strict=True) if p.startswith(":")}
+    return {}
+
+
+def _example_key(example: dict[str, Any], index: int) -> str:
+    words = re.sub(r"[^A-Za-z0-9]+", "_", example["name"]).strip("_").lower()
+    return f"{index + 1}_{words}" if words else str(index + 1)
 
 
 def _error(description: str) -> dict[str, Any]:

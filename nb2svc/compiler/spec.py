@@ -17,7 +17,8 @@ annotations.
         {"method": "GET", "path": "/hello/:name", "params": ["name"],
          "cells": [2], "code": "...",
          "response_info": {"cells": [3], "code": "..."} | null,
-         "summary": "...", "description": "..."}
+         "summary": "...", "description": "...",
+         "examples": [...]}                           # see nb2svc.compiler.examples
       ]
     }
 
@@ -72,6 +73,8 @@ class Endpoint:
     response_info: ResponseInfo | None = None
     summary: str = ""
     description: str = ""
+    #: Declared example requests and answers (see :mod:`nb2svc.compiler.examples`).
+    examples: tuple[dict[str, Any], ...] = field(default=(), compare=False)
 
     @property
     def flask_rule(self) -> str:
@@ -135,6 +138,7 @@ class ServiceSpec:
                     ),
                     "summary": ep.summary,
                     "description": ep.description,
+                    "examples": list(ep.examples),
                 }
                 for ep in self.endpoints
             ],
@@ -164,6 +168,7 @@ class ServiceSpec:
                     response_info=ResponseInfo(tuple(ri["cells"]), ri["code"]) if ri else None,
                     summary=ep.get("summary", ""),
                     description=ep.get("description", ""),
+                    examples=tuple(ep.get("examples", ())),
                 )
             )
         return cls(
