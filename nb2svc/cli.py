@@ -352,7 +352,11 @@ def serve(
         raise click.UsageError(f"API mode cannot serve {spec.kernel.language!r} kernels yet")
     os.environ.update(_exported(settings))  # a bundle's app.py reads its settings from here
     if target.is_dir():
+        if settings.reload:
+            raise click.UsageError("--reload watches a notebook; a bundle is built once (serve the notebook)")
         factory = _bundle_factory(target)
+    elif settings.reload:
+        factory = _reloading_factory(target.resolve(), spec, settings, comment_prefix)
     else:
         factory = _notebook_factory(spec, settings, target.resolve().parent)
     _run_server(factory, settings, spec)
@@ -383,6 +387,34 @@ def _notebook_factory(spec: Any, settings: Settings, cwd: Path) -> Callable[[], 
         from nb2svc.runtime.http_api import create_app
 
         return create_app(spec, settings, cwd=cwd)
+
+    return factory
+
+
+def _reloading_factory(
+    notebook: Path, spec: Any, settings: Settings, comment_prefix: str | None
+) -> Callable[[], Any]:
+    extra = tuple(Path(p).resolve() for p in settings.reload_extra)
+    missing = [str(p) for p in extra if not p.exists()]
+    if missing:
+        raise click.UsageError(f"--reload-extra: no such file: {', '.join(missing)}")
+
+    def factory() -> Any:
+        from nb2svc.runtime.http_api import create_app
+        from nb2svc.runtime.reload import ReloadingApp
+
+        def build(version: Any, first: bool) -> Any:
+            return create_app(version, settings, cwd=notebook.parent, exit_on_failure=first)
+
+        return ReloadingApp(
+            notebook,
+            build,
+            extra=extra,
+            comment_prefix=comment_prefix,
+            ready_timeout=settings.kernel_start_timeout + 10,
+            drain_timeout=settings.request_timeout + settings.queue_timeout,
+            first=spec,
+        )
 
     return factory
 

@@ -242,6 +242,21 @@ OPTIONS: tuple[Option, ...] = (
         "Largest websocket message in bytes; a larger one closes the socket with 1009.",
         modes=("kernels",),
     ),
+    Option(
+        "reload",
+        bool,
+        False,
+        "Watch the notebook and serve each saved version once it compiles and its pool is warm "
+        "(development; not for bundles).",
+        modes=("api",),
+    ),
+    Option(
+        "reload_extra",
+        list,
+        (),
+        "More files whose changes trigger --reload (comma-separated), e.g. a module the notebook imports.",
+        modes=("api",),
+    ),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

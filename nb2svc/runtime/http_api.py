@@ -78,7 +78,9 @@ log = logging.getLogger("nb2svc")
 class ApiService:
     """The per-worker state of one service: its spec, settings, kernel pool and counters."""
 
-    def __init__(self, spec: ServiceSpec, settings: Settings, cwd: str | None = None) -> None:
+    def __init__(
+        self, spec: ServiceSpec, settings: Settings, cwd: str | None = None, exit_on_failure: bool = True
+    ) -> None:
         if not supports_language(spec.kernel.language):
             raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
         self.spec = spec
@@ -98,7 +100,7 @@ class ApiService:
             settings.pool_size,
             lambda: start_kernel(self.recipe),
             max_waiting=settings.max_queue,
-            on_fatal=self._fatal,
+            on_fatal=self._fatal if exit_on_failure else None,  # --reload keeps the old version
             on_ready=self._ready,
         )
         self.requests: Counter[tuple[str, int]] = Counter()
@@ -231,14 +233,17 @@ def create_app(
     *,
     register_routes: bool = True,
     cwd: str | Path | None = None,
+    exit_on_failure: bool = True,
 ) -> Flask:
     """The API-mode Flask app. A generated ``app.py`` passes ``register_routes=False``
-    and declares each endpoint itself with :meth:`ApiService.handle`.
+    and declares each endpoint itself with :meth:`ApiService.handle`. With
+    ``exit_on_failure=False`` (a ``--reload`` candidate) a pool that cannot start only
+    sets ``pool.failure`` instead of stopping the worker.
     """
     app = Flask(spec.name)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    service = ApiService(spec, settings, cwd=str(cwd) if cwd else None)
+    service = ApiService(spec, settings, cwd=str(cwd) if cwd else None, exit_on_failure=exit_on_failure)
     app.extensions["nb2svc"] = service
     base = settings.base_url.rstrip("/")
     app.config["NB2SVC_BASE"] = base

@@ -1,0 +1,159 @@
+"""``nb2svc serve NOTEBOOK --reload``: recompile on save, swap in a warm new version atomically.
+
+The served WSGI app is a :class:`ReloadingApp`: it forwards every request to the
+*current* version (a complete API-mode Flask app with its own warm kernel pool). A
+watcher greenlet polls the notebook (and ``--reload-extra`` files) for changes; on one
+it recompiles, builds the next version and starts its pool **in the background**, and
+only when that pool is warm swaps the reference. So:
+
+- requests in flight finish on the version they started on, and that version's pool
+  shuts down once its last request has finished;
+- no request is answered by a half-seeded kernel: the new version serves only when
+  every setup cell has run on every kernel of its pool;
+- a compile error or a failing setup cell is logged with its cell number and the old
+  version keeps serving.
+
+Polling (every :data:`POLL` seconds, a ``stat`` per file) rather than inotify: a few
+files, no extra dependency, and it works on every filesystem a notebook may live on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gevent
+
+from nb2svc.compiler import CompileError, compile_notebook
+from nb2svc.compiler.spec import ServiceSpec
+
+log = logging.getLogger("nb2svc")
+
+POLL = 0.5
+#: A file must keep the same size and mtime this long before it is read (editors save
+#: in several writes).
+SETTLE = 0.3
+
+Stamp = tuple[tuple[int, int], ...]
+
+
+class ReloadingApp:
+    """A WSGI app that serves the current version of a notebook's service and reloads it.
+
+    ``build(spec, first)`` makes a version (an API-mode Flask app whose pool is starting);
+    ``first`` is true for the version served at start, whose failure stops the worker
+    as without ``--reload``; a later version's failure only keeps the old one serving.
+    """
+
+    def __init__(
+        self,
+        notebook: Path,
+        build: Callable[[ServiceSpec, bool], Any],
+        *,
+        extra: Sequence[Path] = (),
+        comment_prefix: str | None = None,
+        ready_timeout: float = 120.0,
+        drain_timeout: float = 60.0,
+        first: ServiceSpec | None = None,
+    ) -> None:
+        self.notebook = notebook
+        self._watched = (notebook, *extra)
+        self._build = build
+        self._comment_prefix = comment_prefix
+        self._ready_timeout = ready_timeout
+        self._drain_timeout = drain_timeout
+        self._stamp = self._read_stamp()
+        self.current = build(first or self._compile(), True)
+        self._inflight: dict[int, int] = {}
+        self.version = 1
+        self._watcher = gevent.spawn(self._watch)
+
+    # --- WSGI ----------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        app = self.current
+        key = id(app)
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        try:
+            return app(environ, start_response)
+        finally:
+            self._inflight[key] -= 1
+
+    # --- watching ------------------------------------------------------------------
+
+    def _read_stamp(self) -> Stamp:
+        stamps = []
+        for path in self._watched:
+            try:
+                st = os.stat(path)
+                stamps.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append((0, -1))
+        return tuple(stamps)
+
+    def _watch(self) -> None:
+        while True:
+            gevent.sleep(POLL)
+            stamp = self._read_stamp()
+            if stamp == self._stamp:
+                continue
+            gevent.sleep(SETTLE)
+            if self._read_stamp() != stamp:
+                continue  # still being written
+            self._stamp = stamp
+            try:
+                self.reload()
+            except Exception:
+                log.exception("reload failed; still serving version %d", self.version)
+
+    def _compile(self) -> ServiceSpec:
+        return compile_notebook(self.notebook, comment_prefix=self._comment_prefix)
+
+    def reload(self) -> bool:
+        """Compile, warm and swap in the next version; ``False`` (old one kept) on any error."""
+        started = time.monotonic()
+        log.info("%s changed: recompiling", self.notebook.name)
+        try:
+            spec = self._compile()
+        except CompileError as exc:
+            log.error(
+                "%s cannot be compiled; still serving version %d:\n%s", self.notebook, self.version, exc
+            )
+            return False
+        except ValueError as exc:  # not a notebook (e.g. saved half-way): wait for the next save
+            log.error("%s cannot be read; still serving version %d: %s", self.notebook, self.version, exc)
+            return False
+        candidate = self._build(spec, False)
+        service = candidate.extensions["nb2svc"]
+        deadline = time.monotonic() + self._ready_timeout
+        while not service.pool.ready and service.pool.failure is None and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if not service.pool.ready:
+            reason = service.pool.failure or f"not warm within {self._ready_timeout:g}s"
+            log.error("the new version cannot start; still serving version %d: %s", self.version, reason)
+            gevent.spawn(service.shutdown)
+            return False
+        old, self.current = self.current, candidate
+        self.version += 1
+        log.info(
+            "reloaded %s: version %d serving (%d endpoints, warm in %.2fs)",
+            self.notebook.name,
+            self.version,
+            len(spec.endpoints),
+            time.monotonic() - started,
+        )
+        gevent.spawn(self._retire, old)
+        return True
+
+    def _retire(self, app: Any) -> None:
+        """Shut the old version's pool down once its last in-flight request has finished."""
+        key = id(app)
+        deadline = time.monotonic() + self._drain_timeout
+        while self._inflight.get(key, 0) > 0 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        self._inflight.pop(key, None)
+        app.extensions["nb2svc"].shutdown()
