@@ -87,14 +87,7 @@ def normalise(
         "path": path,
         "headers": _strings(request.get("headers", {}), "request.headers"),
     }
-    if "body" in request and "json" in request:
-        raise ValueError("request has both 'body' and 'json'; give one")
-    if "body" in request:
-        if not isinstance(request["body"], str):
-            raise ValueError("request.body must be text (use 'json' for a JSON value)")
-        out_request["body"] = request["body"]
-    elif "json" in request:
-        out_request["json"] = request["json"]
+    out_request.update(_body(request, "request", "use 'json' for a JSON value"))
     status = response.get("status", 200)
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise ValueError("response.status must be an HTTP status code")
@@ -107,14 +100,7 @@ def normalise(
         if not isinstance(content_type, str):
             raise ValueError("response.content_type must be text")
         out_response["content_type"] = content_type
-    if "body" in response and "json" in response:
-        raise ValueError("response has both 'body' and 'json'; give one")
-    if "body" in response:
-        if not isinstance(response["body"], str):
-            raise ValueError("response.body must be text (use 'json' to compare JSON)")
-        out_response["body"] = response["body"]
-    elif "json" in response:
-        out_response["json"] = response["json"]
+    out_response.update(_body(response, "response", "use 'json' to compare JSON"))
     name = str(raw.get("name", f"example {index + 1}"))
     return {"cell": cell, "name": name, "request": out_request, "response": out_response}
 
@@ -127,6 +113,17 @@ def route(endpoints: Sequence[Endpoint], method: str, path: str) -> Endpoint | N
             if all(p.startswith(":") or p == s for p, s in zip(ep.segments, segments, strict=True)):
                 return ep
     return None
+
+
+def _body(section: dict[str, Any], what: str, json_hint: str) -> dict[str, Any]:
+    """The ``body`` (text) or ``json`` (any value) of a request or response, at most one."""
+    if "body" in section and "json" in section:
+        raise ValueError(f"{what} has both 'body' and 'json'; give one")
+    if "body" in section:
+        if not isinstance(section["body"], str):
+            raise ValueError(f"{what}.body must be text ({json_hint})")
+        return {"body": section["body"]}
+    return {"json": section["json"]} if "json" in section else {}
 
 
 def _section(raw: dict[str, Any], key: str, allowed: frozenset[str]) -> dict[str, Any]:
