@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,12 @@ class Option:
 
 
 MiB = 1024 * 1024
+
+#: Seconds a drain waits beyond ``--request-timeout``: the 504 (or the late answer) of a
+#: request that started just before SIGTERM still has to be written.
+DRAIN_MARGIN = 5
+#: Seconds of the graceful timeout kept back, after the drain, for stopping kernels.
+SHUTDOWN_RESERVE = 3
 
 #: Environment variables every kernel receives (see ``runtime/kernel/environment.py``);
 #: here so that ``--env-allow``'s help and the README cannot drift from the code.
@@ -255,8 +262,8 @@ OPTIONS: tuple[Option, ...] = (
         "graceful_timeout",
         float,
         None,
-        "Seconds a shutdown waits for requests in flight and then stops the kernels "
-        "(auto: --request-timeout plus a margin, see shutdown_timing).",
+        "Seconds a shutdown (SIGTERM, Ctrl-C) gives requests in flight and then the kernels' stop "
+        f"(auto: --request-timeout + {DRAIN_MARGIN + SHUTDOWN_RESERVE}, so a running request can finish).",
         above=0,
         words={"auto": None},
         shown_default="auto",
@@ -389,12 +396,6 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 #: What ``nb2svc build`` bakes into the image and manifests (flags of ``build`` too).
 DEPLOY_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.deploy)
-
-#: Seconds a drain waits beyond ``--request-timeout``: the 504 (or the late answer) of a
-#: request that started just before SIGTERM still has to be written.
-DRAIN_MARGIN = 5
-#: Seconds of the graceful timeout kept back, after the drain, for stopping kernels.
-SHUTDOWN_RESERVE = 3
 
 
 @dataclass(frozen=True)
@@ -580,3 +581,70 @@ def settings_from_env(
         if value is not None:
             values[name] = parse_value(OPTIONS_BY_NAME[name], value)
     return Settings(values)
+
+
+# --- the README's option tables ---------------------------------------------------------
+
+#: The README's generated blocks: ``<!-- options:api -->`` ... ``<!-- /options:api -->``.
+README_BLOCKS = {"api": "options:api", "kernels": "options:kernels"}
+
+
+def options_markdown(mode: str) -> str:
+    """The Markdown table of ``mode``'s options: ``api`` lists every option API mode
+    uses, ``kernels`` those only kernel mode uses (the shared ones are in the first)."""
+    rows = ["| option | env | default | meaning |", "| --- | --- | --- | --- |"]
+    for option in OPTIONS:
+        if mode == "api" and "api" not in option.modes:
+            continue
+        if mode == "kernels" and option.modes != ("kernels",):
+            continue
+        flag = f"`{option.flag}/--no-{option.flag[2:]}`" if option.type is bool else f"`{option.flag}`"
+        env = f"`{option.env}`" + (f" (`{option.kg_alias}`)" if option.kg_alias else "")
+        meaning = option.help.replace("|", "\\|")
+        if option.choices:
+            meaning += " One of " + ", ".join(f"`{c}`" for c in option.choices) + "."
+        rows.append(f"| {flag} | {env} | {option.default_text} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def render_readme(text: str) -> str:
+    """``text`` (the README) with every generated block replaced by the current tables."""
+    for mode, marker in README_BLOCKS.items():
+        start, end = f"<!-- {marker} -->\n", f"<!-- /{marker} -->"
+        head, found, rest = text.partition(start)
+        if not found or end not in rest:
+            raise ValueError(f"README.md has no {start.strip()} ... {end} block")
+        text = head + start + options_markdown(mode) + end + rest.split(end, 1)[1]
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nb2svc.config --markdown [README.md]``: regenerate the README's option
+    tables; with ``--check``, exit 1 (and change nothing) if they are stale."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m nb2svc.config", description=main.__doc__)
+    parser.add_argument("--markdown", action="store_true", help="regenerate the README's option tables")
+    parser.add_argument("--check", action="store_true", help="only check that they are current")
+    parser.add_argument("readme", nargs="?", default="README.md")
+    args = parser.parse_args(argv)
+    if not args.markdown:
+        parser.error("nothing to do: pass --markdown")
+    path = Path(args.readme)
+    text = path.read_text(encoding="utf-8")
+    try:
+        updated = render_readme(text)
+    except ValueError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    if updated == text:
+        return 0
+    if args.check:
+        print(f"{path}: option tables are stale; run python -m nb2svc.config --markdown", file=sys.stderr)
+        return 1
+    path.write_text(updated, encoding="utf-8")
+    print(f"{path}: option tables updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
