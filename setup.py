@@ -69,5 +69,5 @@ setup(
             "schemathesis>=4",
         ],
     },
-    entry_points={"console_scripts": ["nb2svc = nb2svc.cli:main"]},
+    entry_points={"console_scripts": ["nb2svc = nb2svc.cli:run"]},
 )

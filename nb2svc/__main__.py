@@ -1,5 +1,5 @@
-"""Allow python -m nb2svc."""
+"""Allow python -m nb2svc (through the same traceback guard as the console script)."""
 
-from nb2svc.cli import main
+from nb2svc.cli import run
 
-main()
+run()

@@ -19,9 +19,30 @@ from typing import Any
 import click
 
 from nb2svc._version import __version__
-from nb2svc.config import OPTIONS, OPTIONS_BY_NAME, Option, Settings, load_config_file, settings_from_env
+from nb2svc.config import (
+    DEPLOY_OPTIONS,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    Option,
+    Settings,
+    env_value,
+    load_config_file,
+    settings_from_env,
+    shutdown_timing,
+)
 
 BUNDLE_MARKER = "service.json"
+#: The serve options ``nb2svc test`` takes for the service it starts (and its token).
+TEST_OPTIONS = (
+    "pool_size",
+    "request_timeout",
+    "kernel_name",
+    "kernel_start_timeout",
+    "transport",
+    "env_allow",
+    "token",
+    "token_file",
+)
 
 
 class CompileFailed(click.ClickException):
@@ -56,30 +77,37 @@ def _compile(notebook: Path, comment_prefix: str | None):
     return spec
 
 
-def _option_decorators(mode: str) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
-    """Click options generated from the settings table (values resolved later)."""
+def _option_decorators(
+    mode: str, only: tuple[str, ...] | None = None, defaults: dict[str, Any] | None = None
+) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """Click options generated from the settings table (values resolved and checked later,
+    by :func:`~nb2svc.config.settings_from_env`). ``only`` picks options by name;
+    ``defaults`` shows another default where a command has its own (``nb2svc test``)."""
+    defaults = defaults or {}
 
     def decorator(option: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         env_help = option.env + (f", {option.kg_alias}" if option.kg_alias else "")
-        default = ",".join(option.default) if option.type is list else option.default
-        shown = "(empty)" if default in ("", ()) else default
+        shown = defaults.get(option.name, option.default_text)
         help_text = f"{option.help}  [default: {shown}; env: {env_help}]"
         click_type: Any = (
             click.Choice(option.choices)
             if option.choices
-            else (str if option.type in (list, str) else option.type)
+            else (str if option.type in (list, str) or option.words else option.type)
         )
         if option.type is bool:  # --name/--no-name; None when not given, so env vars still apply
             flags = f"{option.flag}/--no-{option.flag[2:]}"
             return click.option(flags, option.name, default=None, help=help_text)
         return click.option(option.flag, option.name, type=click_type, default=None, help=help_text)
 
-    return [decorator(o) for o in OPTIONS if mode in o.modes or mode == "all"]
+    chosen = (o for o in OPTIONS if (mode in o.modes or mode == "all") and (only is None or o.name in only))
+    return [decorator(o) for o in chosen]
 
 
-def settings_options(mode: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def settings_options(
+    mode: str, only: tuple[str, ...] | None = None, defaults: dict[str, Any] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for deco in reversed(_option_decorators(mode)):
+        for deco in reversed(_option_decorators(mode, only, defaults)):
             fn = deco(fn)
         return fn
 
@@ -125,6 +153,21 @@ def main(ctx: click.Context, debug: bool) -> None:
     default=None,
     help="The notebook's own packages (a pip requirements file, best pinned) to install in the image.",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Fewest pods (the HorizontalPodAutoscaler's floor; with --k8s).",
+)
+@click.option(
+    "--max-replicas",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Most pods the HorizontalPodAutoscaler may run (with --k8s).",
+)
+@settings_options("all", only=tuple(o.name for o in DEPLOY_OPTIONS))
 def build(
     notebook: Path,
     output: Path | None,
@@ -135,19 +178,45 @@ def build(
     docker_tag: str | None,
     k8s: bool,
     requirements_file: Path | None,
+    replicas: int,
+    max_replicas: int,
+    **flags: Any,
 ) -> None:
-    """Compile NOTEBOOK into a self-contained service bundle directory."""
+    """Compile NOTEBOOK into a self-contained service bundle directory.
+
+    The serve options below are baked into the image and manifests as NB2SVC_*
+    defaults (a container's environment still overrides them); they also size the
+    pod's resources and its shutdown grace period. Only flags count here, not the
+    NB2SVC_* variables of the machine that builds.
+    """
     from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command, write_bundle
 
+    try:
+        settings = settings_from_env({}, **flags)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     spec = _compile(notebook, comment_prefix)
     output = output or Path("build") / spec.name
-    options = BundleOptions(image=docker_tag, k8s=k8s, requirements=_requirement_lines(requirements_file))
+    deploy = {o.name: getattr(settings, o.name) for o in DEPLOY_OPTIONS}
+    try:
+        options = BundleOptions(
+            image=docker_tag,
+            k8s=k8s,
+            requirements=_requirement_lines(requirements_file),
+            replicas=replicas,
+            max_replicas=max_replicas,
+            **deploy,
+        )
+    except BundleError as exc:
+        raise click.UsageError(str(exc)) from None
     if base_image:
         options = dataclasses.replace(options, base_image=base_image)
     try:
         written = write_bundle(spec, notebook, output, force=force, options=options)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the bundle to {output}: {_os_reason(exc)}") from None
     command = docker_build_command(output, docker_tag) if docker_tag else None
     if as_json:
         files = [str(p) for p in written]
@@ -161,11 +230,25 @@ def build(
         click.echo(command)
 
 
+def _os_reason(exc: OSError) -> str:
+    """``[Errno 2] No such file or directory: '/proc/x'`` as ``No such file or directory ('/proc/x')``."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
 def _requirement_lines(path: Path | None) -> tuple[str, ...]:
     """The requirement lines of ``path``, without comments and blank lines."""
     if path is None:
         return ()
-    lines = (line.split(" #", 1)[0].strip() for line in path.read_text().splitlines())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8", param_hint="--requirements"
+        ) from None
+    except OSError as exc:
+        raise click.BadParameter(_os_reason(exc), param_hint="--requirements") from None
+    lines = (line.split(" #", 1)[0].strip() for line in text.splitlines())
     return tuple(line for line in lines if line and not line.startswith("#"))
 
 
@@ -217,37 +300,39 @@ def routes(target: Path, comment_prefix: str | None, as_json: bool) -> None:
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
 @click.option("--url", default=None, help="Test the service running at this URL instead of starting one.")
 @click.option(
-    "--pool-size",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Kernels of the service started for the test (1 runs stateful examples in order).",
-)
-@click.option(
     "--start-timeout",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=120,
     show_default=True,
     help="Seconds the service may take to be ready.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@settings_options("api", only=TEST_OPTIONS, defaults={"pool_size": "1 (stateful examples run in order)"})
 def test_examples(
     target: Path,
     comment_prefix: str | None,
     url: str | None,
-    pool_size: int,
     start_timeout: float,
     as_json: bool,
+    **flags: Any,
 ) -> None:
     """Send the example requests TARGET's notebook declares and compare the answers.
 
     TARGET is a notebook or a bundle; unless --url is given, it is served on a free
-    loopback port for the test. Examples are declared in the endpoint cells' metadata
-    (see the README). Exit 0 if all pass, 1 if any fails or the service does not
-    start, 2 if there are no examples or a declaration is wrong.
+    loopback port for the test, with the serve options below (the same as 'nb2svc
+    serve', from flags or NB2SVC_* variables). Examples are declared in the endpoint
+    cells' metadata (see the README). Exit 0 if all pass, 1 if any fails or the
+    service does not start, 2 if there are no examples or a declaration is wrong.
     """
     from nb2svc import endpoint_tests
 
+    if flags.get("pool_size") is None and "NB2SVC_POOL_SIZE" not in os.environ:
+        flags["pool_size"] = 1
+    try:
+        settings = settings_from_env(mode="api", **flags)
+        token = _read_token(settings)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     spec = _load_spec(target, comment_prefix)  # the compiler checks the declarations
     notebook = target / "notebook.ipynb" if target.is_dir() else target
     examples = endpoint_tests.examples_from_spec(spec)
@@ -257,12 +342,14 @@ def test_examples(
         )
     for ep in endpoint_tests.endpoints_without_examples(spec, examples):
         click.echo(f"warning: no examples for {ep.method} {ep.path} (cell {ep.cells[0]})", err=True)
-    token = settings_from_env().token
+    serve_env = {o.env: env_value(o, getattr(settings, o.name)) for o in OPTIONS if o.name in TEST_OPTIONS}
+    serve_env.pop("NB2SVC_TOKEN_FILE")
+    serve_env["NB2SVC_TOKEN"] = token
     try:
         if url:
             outcomes = endpoint_tests.run_examples(url, examples, token=token)
         else:
-            with endpoint_tests.local_service(target, pool_size=pool_size, timeout=start_timeout) as base:
+            with endpoint_tests.local_service(target, env=serve_env, timeout=start_timeout) as base:
                 outcomes = endpoint_tests.run_examples(base, examples, token=token)
     except endpoint_tests.ServiceFailed as exc:
         raise click.ClickException(str(exc)) from None
@@ -287,9 +374,14 @@ def _load_spec(target: Path, comment_prefix: str | None):
                 "pass a notebook or the output of 'nb2svc build'"
             )
         try:
-            return ServiceSpec.from_json(marker.read_text())
-        except (ValueError, KeyError) as exc:
-            raise click.ClickException(f"{marker}: {exc}") from None
+            return ServiceSpec.from_json(marker.read_text(encoding="utf-8"))
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else str(exc)
+            raise click.ClickException(
+                f"{marker} is not a valid bundle spec ({detail}); rebuild the bundle with 'nb2svc build'"
+            ) from None
+        except OSError as exc:
+            raise click.ClickException(f"{marker}: {_os_reason(exc)}") from None
     return _compile(target, comment_prefix)
 
 
@@ -333,13 +425,14 @@ def serve(
         raise click.UsageError(f"{', '.join(misplaced)}: only used in {other}")
     try:
         file_values = load_config_file(config_file) if config_file else {}
-        settings = settings_from_env(file_values=file_values, **flags)
+        settings = settings_from_env(file_values=file_values, mode=mode, **flags)
         from nb2svc.runtime.auth import check_cors
 
         check_cors(settings)
         settings = _take_token(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    _check_timing(settings, mode)
     if kernel_mode:
         _serve_kernels(target, settings)
         return
@@ -362,14 +455,21 @@ def serve(
     _run_server(factory, settings, spec)
 
 
-def _take_token(settings: Settings) -> Settings:
-    """Resolve ``--token``/``--token-file`` once, in the master, and hide the token from the
-    process's command line and environment before the workers fork (see ``runtime/secret.py``)."""
-    from nb2svc.runtime.secret import hide, read_token_file
+def _read_token(settings: Settings) -> str:
+    """The token of ``--token`` or ``--token-file`` (``ValueError`` if both are given)."""
+    from nb2svc.runtime.secret import read_token_file
 
     if settings.token and settings.token_file:
         raise ValueError("give either --token or --token-file, not both")
-    token = read_token_file(settings.token_file) if settings.token_file else settings.token
+    return read_token_file(settings.token_file) if settings.token_file else settings.token
+
+
+def _take_token(settings: Settings) -> Settings:
+    """Resolve ``--token``/``--token-file`` once, in the master, and hide the token from the
+    process's command line and environment before the workers fork (see ``runtime/secret.py``)."""
+    from nb2svc.runtime.secret import hide
+
+    token = _read_token(settings)
     if not hide(token):
         click.echo("warning: could not erase the token from this process's command line", err=True)
     return settings.replace(token=token)
@@ -433,9 +533,49 @@ def _bundle_factory(bundle: Path) -> Callable[[], Any]:
     return factory
 
 
+def _check_timing(settings: Settings, mode: str) -> None:
+    """Warn when an explicit ``--graceful-timeout`` cannot let a request run to its timeout."""
+    timing = shutdown_timing(settings.request_timeout, settings.graceful_timeout)
+    if mode == "api" and not timing.covers_requests:
+        click.echo(
+            f"warning: --graceful-timeout {timing.graceful:g} leaves requests {timing.drain}s to finish "
+            f"on shutdown, less than --request-timeout {settings.request_timeout:g}; requests in flight "
+            "may be cut (leave it out: it is derived from --request-timeout)",
+            err=True,
+        )
+
+
+def _check_port(settings: Settings) -> None:
+    """Fail with one line if the address is taken (gunicorn would retry for 5 s, then exit)."""
+    import errno
+    import socket
+
+    if settings.port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.UsageError(f"--host {settings.host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {settings.port} on {settings.host} is already in use; "
+                    "stop what listens there or choose another with --port"
+                ) from None
+            raise click.ClickException(
+                f"cannot listen on {settings.host}:{settings.port}: {_os_reason(exc)}"
+            ) from None
+
+
 def _run_server(factory: Callable[[], Any], settings: Settings, spec: Any) -> None:
     from nb2svc.runtime.server import Server
 
+    _check_port(settings)
     base = settings.base_url.rstrip("/")
     url = f"http://{settings.host}:{settings.port}{base}"
     click.echo(
@@ -448,10 +588,20 @@ def _run_server(factory: Callable[[], Any], settings: Settings, spec: Any) -> No
     _run(Server(factory, settings))
 
 
+#: gunicorn's exit codes for a worker that could not boot or load the app: the master
+#: halts instead of respawning (see ``runtime/server.py``).
+_BOOT_FAILURES = (3, 4)
+
+
 def _run(server: Any) -> None:
+    master = os.getpid()
     try:
         server.run()
     except SystemExit as exc:
+        if os.getpid() != master:
+            raise  # a forked worker's exit: its code must reach the master unchanged
+        if exc.code in _BOOT_FAILURES:
+            raise click.ClickException("the server could not start (the reason is above)") from None
         if exc.code not in (0, None):
             raise click.ClickException("the server stopped with an error (see the log above)") from None
 
@@ -471,6 +621,7 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
     from nb2svc.runtime.kernels_api.worker import KernelServer
 
     os.environ.update(_exported(settings))
+    _check_port(settings)
     url = f"http://{settings.host}:{settings.port}{settings.base_url.rstrip('/')}"
     seeded = f", seeded from {settings.seed} ({len(seed.cells)} cells)" if seed else ""
     click.echo(
@@ -540,15 +691,21 @@ def _load_seed(path: Path, force_kernel: str) -> Any:
 
 
 def run() -> None:
-    """Entry point that hides tracebacks unless --debug."""
+    """The console script and ``python -m nb2svc``: no traceback unless ``--debug``.
+
+    Domain errors are click errors already (exit 2 for usage and compile errors, 1 for
+    operational ones); anything else is a bug or an environment problem, printed as one
+    line with exit 1.
+    """
     try:
         main(standalone_mode=True)
-    except Exception:  # pragma: no cover - last resort
-        if "--debug" in sys.argv:
+    except Exception as exc:
+        if "--debug" in sys.argv[1:]:
             raise
-        click.echo(f"error: {sys.exc_info()[1]}", err=True)
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        click.echo(f"error: {detail} (run with --debug for the traceback)", err=True)
         sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

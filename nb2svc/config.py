@@ -15,9 +15,11 @@ their settings the same way: from the environment.
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Option:
-    """One setting. ``type`` is one of ``str``, ``int``, ``float``, ``bool``, ``list``."""
+    """One setting. ``type`` is one of ``str``, ``int``, ``float``, ``bool``, ``list``.
+
+    Numbers are checked against ``minimum`` (inclusive), ``above`` (exclusive) and
+    ``maximum``; ``words`` are spelled values that stand for another (``auto`` for a
+    derived value, ``None``); ``normalize`` turns an accepted string into its canonical
+    form or raises ``ValueError`` with the reason. A value that fails any of these is a
+    usage error naming the flag and its variable, before anything starts.
+    """
 
     name: str
     type: type
@@ -34,6 +43,15 @@ class Option:
     kg_alias: str | None = None
     modes: tuple[str, ...] = ("api", "kernels")
     choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    above: float | None = None
+    maximum: float | None = None
+    words: Mapping[str, Any] = field(default_factory=dict)
+    normalize: Callable[[str], str] | None = None
+    #: How the default reads in ``--help`` and the README (``None``: the value itself).
+    shown_default: str | None = None
+    #: Part of ``nb2svc build`` (baked into the image and manifests) as well as ``serve``.
+    deploy: bool = False
 
     @property
     def env(self) -> str:
@@ -43,14 +61,102 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def default_text(self) -> str:
+        """The default as ``--help`` and the README show it."""
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.type is list:
+            return ",".join(self.default) or "(none)"
+        if self.type is bool:
+            return "on" if self.default else "off"
+        if self.default == "":
+            return "(none)"
+        if self.type is float:
+            return f"{self.default:g}"
+        return str(self.default)
+
+    def check(self, value: Any) -> None:
+        """Raise ``ValueError`` (the reason, without the option's name) for an out-of-range number."""
+        if self.type not in (int, float) or value is None:
+            return
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be at least {self.minimum:g}, got {value:g}")
+        if self.above is not None and value <= self.above:
+            raise ValueError(f"must be more than {self.above:g}, got {value:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be at most {self.maximum:g}, got {value:g}")
+
 
 MiB = 1024 * 1024
 
+#: Seconds a drain waits beyond ``--request-timeout``: the 504 (or the late answer) of a
+#: request that started just before SIGTERM still has to be written.
+DRAIN_MARGIN = 5
+#: Seconds of the graceful timeout kept back, after the drain, for stopping kernels.
+SHUTDOWN_RESERVE = 3
+
+#: Environment variables every kernel receives (see ``runtime/kernel/environment.py``);
+#: here so that ``--env-allow``'s help and the README cannot drift from the code.
+KERNEL_ENV_ALLOW = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "USER")
+KERNEL_ENV_PREFIXES = ("LC_", "KERNEL_")
+ENV_ALWAYS = KERNEL_ENV_ALLOW + tuple(prefix + "*" for prefix in KERNEL_ENV_PREFIXES)
+
+
+def normalize_base_url(value: str) -> str:
+    """``api`` and ``/api`` become ``/api/``: one leading and one trailing slash."""
+    text = value.strip()
+    if any(c in text for c in "?#\\ ") or "://" in text:
+        raise ValueError(f"must be a URL path such as /api/, got {value!r}")
+    parts = [p for p in text.split("/") if p]
+    return "/" + "".join(p + "/" for p in parts)
+
+
+def normalize_host(value: str) -> str:
+    text = value.strip()
+    if not text or any(c.isspace() for c in text) or "/" in text:
+        raise ValueError(f"must be a host name or IP address, got {value!r}")
+    return text
+
+
 OPTIONS: tuple[Option, ...] = (
-    Option("host", str, "127.0.0.1", "Interface to listen on (0.0.0.0 for all).", kg_alias="KG_IP"),
-    Option("port", int, 8888, "Port to listen on.", kg_alias="KG_PORT"),
-    Option("workers", int, 1, "gunicorn worker processes (API mode: each owns its own kernel pool)."),
-    Option("base_url", str, "/", "URL prefix for every route.", kg_alias="KG_BASE_URL"),
+    Option(
+        "host",
+        str,
+        "127.0.0.1",
+        "Interface to listen on (0.0.0.0 for all).",
+        kg_alias="KG_IP",
+        normalize=normalize_host,
+    ),
+    Option(
+        "port",
+        int,
+        8888,
+        "Port to listen on (0: any free port).",
+        kg_alias="KG_PORT",
+        minimum=0,
+        maximum=65535,
+        deploy=True,
+    ),
+    Option(
+        "workers",
+        int,
+        1,
+        "gunicorn worker processes (API mode: each owns its own kernel pool).",
+        minimum=1,
+        deploy=True,
+    ),
+    Option(
+        "base_url",
+        str,
+        "/",
+        "URL prefix for every route (api, /api and /api/ all mean /api/).",
+        kg_alias="KG_BASE_URL",
+        normalize=normalize_base_url,
+        deploy=True,
+    ),
     Option(
         "token",
         str,
@@ -83,6 +189,8 @@ OPTIONS: tuple[Option, ...] = (
         "Warm kernels per worker (API mode).",
         kg_alias="KG_PRESPAWN_COUNT",
         modes=("api",),
+        minimum=1,
+        deploy=True,
     ),
     Option(
         "request_timeout",
@@ -90,6 +198,8 @@ OPTIONS: tuple[Option, ...] = (
         30.0,
         "Seconds a request may run its cells; then the kernel is interrupted and the answer is 504.",
         modes=("api",),
+        above=0,
+        deploy=True,
     ),
     Option(
         "queue_timeout",
@@ -97,13 +207,33 @@ OPTIONS: tuple[Option, ...] = (
         30.0,
         "Seconds a request may wait for a free kernel before a 503.",
         modes=("api",),
+        above=0,
     ),
     Option(
-        "max_queue", int, 256, "Requests that may wait for a kernel per worker; more get 503.", modes=("api",)
+        "max_queue",
+        int,
+        256,
+        "Requests that may wait for a kernel per worker; more get 503 (0: none wait).",
+        modes=("api",),
+        minimum=0,
     ),
-    Option("max_body_size", int, 10 * MiB, "Largest request body in bytes; larger gets 413."),
+    Option(
+        "max_body_size",
+        int,
+        10 * MiB,
+        "Largest request body in bytes; larger gets 413.",
+        minimum=0,
+        shown_default="10 MiB",
+    ),
     Option("kernel_name", str, "", "Kernel spec to run (default: the notebook's)."),
-    Option("kernel_start_timeout", float, 60.0, "Seconds a kernel may take to start and run its setup."),
+    Option(
+        "kernel_start_timeout",
+        float,
+        60.0,
+        "Seconds a kernel may take to start and run its setup.",
+        above=0,
+        deploy=True,
+    ),
     Option(
         "transport",
         str,
@@ -117,7 +247,8 @@ OPTIONS: tuple[Option, ...] = (
         list,
         (),
         "Extra environment variable names passed to kernels (comma-separated); "
-        "PATH, HOME, LANG, LC_*, TZ, TMPDIR, PYTHONPATH, VIRTUAL_ENV and KERNEL_* always pass.",
+        + ", ".join(ENV_ALWAYS)
+        + " always pass.",
     ),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     Option(
@@ -127,7 +258,17 @@ OPTIONS: tuple[Option, ...] = (
         "Log format: Jupyter-style text, or JSON lines for containers.",
         choices=("text", "json"),
     ),
-    Option("graceful_timeout", float, 30.0, "Seconds in-flight requests may take to finish on shutdown."),
+    Option(
+        "graceful_timeout",
+        float,
+        None,
+        "Seconds a shutdown (SIGTERM, Ctrl-C) gives requests in flight and then the kernels' stop "
+        f"(auto: --request-timeout + {DRAIN_MARGIN + SHUTDOWN_RESERVE}, so a running request can finish).",
+        above=0,
+        words={"auto": None},
+        shown_default="auto",
+        deploy=True,
+    ),
     # --- kernel mode (nb2svc serve --kernels) ---
     Option(
         "max_kernels",
@@ -136,6 +277,7 @@ OPTIONS: tuple[Option, ...] = (
         "Most kernels at once (0: no limit); POST /api/kernels beyond it is a 403.",
         kg_alias="KG_MAX_KERNELS",
         modes=("kernels",),
+        minimum=0,
     ),
     Option(
         "default_kernel",
@@ -167,8 +309,9 @@ OPTIONS: tuple[Option, ...] = (
         0.0,
         "Shut down kernels idle (and not busy) for this many seconds (0: never).",
         modes=("kernels",),
+        minimum=0,
     ),
-    Option("cull_interval", float, 300.0, "Seconds between idle-kernel checks.", modes=("kernels",)),
+    Option("cull_interval", float, 300.0, "Seconds between idle-kernel checks.", modes=("kernels",), above=0),
     Option(
         "cull_connected",
         bool,
@@ -183,6 +326,7 @@ OPTIONS: tuple[Option, ...] = (
         "Kernels started (and seeded) at start-up; listed like any other.",
         kg_alias="KG_PRESPAWN_COUNT",
         modes=("kernels",),
+        minimum=0,
     ),
     Option(
         "seed",
@@ -198,6 +342,7 @@ OPTIONS: tuple[Option, ...] = (
         0,
         "Hidden, already started (and seeded) kernels that POST /api/kernels hands out at once.",
         modes=("kernels",),
+        minimum=0,
     ),
     # --- security (see README, Security) ---
     Option(
@@ -228,12 +373,14 @@ OPTIONS: tuple[Option, ...] = (
         float,
         10.0,
         "Seconds a client has to send a request's line and headers; then the connection is closed.",
+        above=0,
     ),
     Option(
         "keepalive_timeout",
         float,
         5.0,
         "Seconds a keep-alive connection may stay idle between requests before it is closed.",
+        above=0,
     ),
     Option(
         "max_message_size",
@@ -241,6 +388,8 @@ OPTIONS: tuple[Option, ...] = (
         64 * MiB,
         "Largest websocket message in bytes; a larger one closes the socket with 1009.",
         modes=("kernels",),
+        minimum=1,
+        shown_default="64 MiB",
     ),
     Option(
         "reload",
@@ -260,12 +409,58 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+#: What ``nb2svc build`` bakes into the image and manifests (flags of ``build`` too).
+DEPLOY_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.deploy)
+
+
+@dataclass(frozen=True)
+class ShutdownTiming:
+    """How long a shutdown takes, derived in one place for ``serve``, the bundle's
+    ``gunicorn.conf.py``, its Dockerfile and its Kubernetes Deployment.
+
+    ``graceful`` is gunicorn's graceful timeout (the master SIGKILLs a worker after it);
+    the worker drains requests in flight for ``drain`` seconds and keeps the rest for
+    shutting its kernels down. By default ``drain`` covers ``request_timeout`` plus
+    :data:`DRAIN_MARGIN`, so a request SIGTERM interrupts still gets its answer.
+    """
+
+    request_timeout: float
+    graceful: int
+
+    @property
+    def drain(self) -> int:
+        return max(1, self.graceful - SHUTDOWN_RESERVE)
+
+    @property
+    def covers_requests(self) -> bool:
+        """Whether a request that runs up to ``request_timeout`` finishes within the drain."""
+        return self.drain >= self.request_timeout
+
+    def termination_grace(self, prestop: int) -> int:
+        """A pod's ``terminationGracePeriodSeconds``: preStop pause, graceful timeout, slack."""
+        return prestop + self.graceful + 10
+
+
+def shutdown_timing(request_timeout: float, graceful_timeout: float | None = None) -> ShutdownTiming:
+    """The shutdown timing for these settings; ``graceful_timeout`` ``None`` means derived."""
+    if graceful_timeout is None:
+        graceful = math.ceil(request_timeout) + DRAIN_MARGIN + SHUTDOWN_RESERVE
+    else:
+        graceful = max(1, math.ceil(graceful_timeout))
+    return ShutdownTiming(request_timeout, graceful)
 
 
 def parse_value(option: Option, raw: Any) -> Any:
-    """Convert a raw (string or typed) value to the option's type, with a clear error."""
+    """Convert a raw (string or typed) value to the option's type and check it.
+
+    Raises ``ValueError`` with one line naming the flag and its variable
+    (``--port (NB2SVC_PORT): must be at most 65535, got 99999``).
+    """
     if raw is None:
         return option.default
+    where = f"{option.flag} ({option.env})"
+    if isinstance(raw, str) and raw.strip().lower() in option.words:
+        return option.words[raw.strip().lower()]
     try:
         if option.type is bool:
             if isinstance(raw, bool):
@@ -280,11 +475,20 @@ def parse_value(option: Option, raw: Any) -> Any:
             if isinstance(raw, (list, tuple)):
                 return tuple(str(v) for v in raw)
             return tuple(v.strip() for v in str(raw).split(",") if v.strip())
-        value = option.type(raw)
+        if option.type is int and isinstance(raw, (bool, float)):
+            raise ValueError(raw)
+        value = option.type(raw.strip() if isinstance(raw, str) and option.type is not str else raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{option.env}: expected {option.type.__name__}, got {raw!r}") from None
+        words = "".join(f" or {w!r}" for w in option.words)
+        raise ValueError(f"{where}: expected {option.type.__name__}{words}, got {raw!r}") from None
     if option.choices and value not in option.choices:
-        raise ValueError(f"{option.env}: {value!r} is not one of {', '.join(option.choices)}")
+        raise ValueError(f"{where}: {value!r} is not one of {', '.join(option.choices)}")
+    try:
+        option.check(value)
+        if option.normalize is not None:
+            value = option.normalize(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
     return value
 
 
@@ -302,21 +506,31 @@ class Settings:
                 return OPTIONS_BY_NAME[name].default
             raise AttributeError(name) from None
 
+    @property
+    def url(self) -> str:
+        """Where the server answers: ``http://host:port/base/``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.base_url}"
+
     def replace(self, **changes: Any) -> Settings:
         return Settings({**self.values, **changes})
 
     def to_env(self) -> dict[str, str]:
         """The ``NB2SVC_*`` variables that reproduce these settings in another process."""
-        env = {}
-        for option in OPTIONS:
-            value = getattr(self, option.name)
-            if option.type is list:
-                env[option.env] = ",".join(value)
-            elif option.type is bool:
-                env[option.env] = "true" if value else "false"
-            else:
-                env[option.env] = str(value)
-        return env
+        return {option.env: env_value(option, getattr(self, option.name)) for option in OPTIONS}
+
+
+def env_value(option: Option, value: Any) -> str:
+    """``value`` as the option's ``NB2SVC_*`` variable spells it (what :func:`parse_value` reads back)."""
+    if option.type is list:
+        return ",".join(value)
+    if option.type is bool:
+        return "true" if value else "false"
+    if value is None:
+        return next(word for word, meant in option.words.items() if meant is None)
+    if option.type is float:
+        return f"{value:g}"
+    return str(value)
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -349,10 +563,20 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def settings_from_env(
-    environ: Mapping[str, str] | None = None, file_values: Mapping[str, Any] | None = None, **overrides: Any
+    environ: Mapping[str, str] | None = None,
+    file_values: Mapping[str, Any] | None = None,
+    *,
+    mode: str | None = None,
+    **overrides: Any,
 ) -> Settings:
     """Resolve every option: flags (``overrides``), then ``NB2SVC_*``, then ``KG_*``
-    aliases, then the config file's ``file_values``, then the defaults."""
+    aliases, then the config file's ``file_values``, then the defaults.
+
+    Raises ``ValueError`` for an invalid value. With ``mode`` (``api`` or ``kernels``),
+    an invalid environment value of an option that mode does not use is ignored: a
+    shared ``KG_PRESPAWN_COUNT=0`` means "no prespawned kernels" in kernel mode and must
+    not fail on API mode's ``--pool-size`` rule.
+    """
     environ = os.environ if environ is None else environ
     file_values = file_values or {}
     values: dict[str, Any] = {}
@@ -360,10 +584,82 @@ def settings_from_env(
         raw = environ.get(option.env)
         if raw is None and option.kg_alias:
             raw = environ.get(option.kg_alias)
-        values[option.name] = (
-            parse_value(option, raw) if raw is not None else file_values.get(option.name, option.default)
-        )
+        try:
+            values[option.name] = (
+                parse_value(option, raw) if raw is not None else file_values.get(option.name, option.default)
+            )
+        except ValueError:
+            if mode is None or mode in option.modes:
+                raise
+            values[option.name] = option.default
     for name, value in overrides.items():
         if value is not None:
             values[name] = parse_value(OPTIONS_BY_NAME[name], value)
     return Settings(values)
+
+
+# --- the README's option tables ---------------------------------------------------------
+
+#: The README's generated blocks: ``<!-- options:api -->`` ... ``<!-- /options:api -->``.
+README_BLOCKS = {"api": "options:api", "kernels": "options:kernels"}
+
+
+def options_markdown(mode: str) -> str:
+    """The Markdown table of ``mode``'s options: ``api`` lists every option API mode
+    uses, ``kernels`` those only kernel mode uses (the shared ones are in the first)."""
+    rows = ["| option | env | default | meaning |", "| --- | --- | --- | --- |"]
+    for option in OPTIONS:
+        if mode == "api" and "api" not in option.modes:
+            continue
+        if mode == "kernels" and option.modes != ("kernels",):
+            continue
+        flag = f"`{option.flag}/--no-{option.flag[2:]}`" if option.type is bool else f"`{option.flag}`"
+        env = f"`{option.env}`" + (f" (`{option.kg_alias}`)" if option.kg_alias else "")
+        meaning = option.help.replace("|", "\\|")
+        if option.choices:
+            meaning += " One of " + ", ".join(f"`{c}`" for c in option.choices) + "."
+        rows.append(f"| {flag} | {env} | {option.default_text} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def render_readme(text: str) -> str:
+    """``text`` (the README) with every generated block replaced by the current tables."""
+    for mode, marker in README_BLOCKS.items():
+        start, end = f"<!-- {marker} -->\n", f"<!-- /{marker} -->"
+        head, found, rest = text.partition(start)
+        if not found or end not in rest:
+            raise ValueError(f"README.md has no {start.strip()} ... {end} block")
+        text = head + start + options_markdown(mode) + end + rest.split(end, 1)[1]
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nb2svc.config --markdown [README.md]``: regenerate the README's option
+    tables; with ``--check``, exit 1 (and change nothing) if they are stale."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m nb2svc.config", description=main.__doc__)
+    parser.add_argument("--markdown", action="store_true", help="regenerate the README's option tables")
+    parser.add_argument("--check", action="store_true", help="only check that they are current")
+    parser.add_argument("readme", nargs="?", default="README.md")
+    args = parser.parse_args(argv)
+    if not args.markdown:
+        parser.error("nothing to do: pass --markdown")
+    path = Path(args.readme)
+    text = path.read_text(encoding="utf-8")
+    try:
+        updated = render_readme(text)
+    except ValueError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    if updated == text:
+        return 0
+    if args.check:
+        print(f"{path}: option tables are stale; run python -m nb2svc.config --markdown", file=sys.stderr)
+        return 1
+    path.write_text(updated, encoding="utf-8")
+    print(f"{path}: option tables updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

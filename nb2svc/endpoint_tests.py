@@ -255,8 +255,13 @@ class ServiceFailed(RuntimeError):
 
 
 @contextmanager
-def local_service(target: Path, *, pool_size: int = 1, timeout: float = 120) -> Iterator[str]:
+def local_service(
+    target: Path, *, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> Iterator[str]:
     """``nb2svc serve TARGET`` on a free loopback port until ready; yields its base URL.
+
+    ``env`` holds ``NB2SVC_*`` settings for the service (``nb2svc test``'s serve options);
+    it runs one worker with a pool of one kernel unless they say otherwise.
 
     The server runs in its own session with its log in a temporary file; on exit it
     gets SIGTERM (it drains and stops its kernels), then SIGKILL for the whole group
@@ -277,9 +282,8 @@ def local_service(target: Path, *, pool_size: int = 1, timeout: float = 120) -> 
                 str(port),
                 "--workers",
                 "1",
-                "--pool-size",
-                str(pool_size),
             ],
+            env={**os.environ, "NB2SVC_POOL_SIZE": "1", **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

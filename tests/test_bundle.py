@@ -244,7 +244,7 @@ def test_self_wheel_is_deterministic_and_valid() -> None:
         content = wheel.read(name)
         expected = urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
         assert (digest, int(size)) == (f"sha256={expected}", len(content)), name
-    assert "nb2svc = nb2svc.cli:main" in wheel.read(f"{info}/entry_points.txt").decode()
+    assert "nb2svc = nb2svc.cli:run" in wheel.read(f"{info}/entry_points.txt").decode()
     metadata = wheel.read(f"{info}/METADATA").decode()
     assert "Requires-Dist: flask>=3.0" in metadata
 

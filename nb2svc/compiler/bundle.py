@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -37,14 +36,13 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from nb2svc._version import __version__
 from nb2svc.compiler.openapi import openapi_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
-from nb2svc.config import OPTIONS_BY_NAME
+from nb2svc.config import DEPLOY_OPTIONS, OPTIONS_BY_NAME, env_value, shutdown_timing
 
 if TYPE_CHECKING:
     from nb2svc.distribution import Runtime
 
 #: The default FROM image, for the Python (``major.minor``) the dependency pins came from.
 DEFAULT_BASE_IMAGE = "python:{python}-slim"
-DEFAULT_PORT = 8888
 #: The image's unprivileged user; numeric so that Kubernetes' runAsNonRoot can check it.
 APP_UID = 10001
 #: PID 1 in the image (PyPI wheel, so no apt pinning): forwards SIGTERM to gunicorn, reaps orphans.
@@ -78,22 +76,34 @@ class BundleOptions:
     the manifests use; it must carry an explicit tag (never ``latest``). When ``None``
     it is ``<service>:<12 hex digits>``, a digest of every file the image is built from,
     so a changed notebook or nb2svc gives a new tag. ``replicas`` is the HPA's floor;
-    ``workers``, ``pool_size`` and ``request_timeout`` are baked into the image and
-    manifests as ``NB2SVC_*`` defaults and size the pod's resources. ``requirements``
-    are the notebook's own packages (requirement lines, best pinned), installed with
-    nb2svc's pins: the kernels import them, and nb2svc cannot know them.
+    the fields named like :data:`~nb2svc.config.DEPLOY_OPTIONS` (``port``, ``workers``,
+    ``pool_size``, ``request_timeout``, ...) are baked into the image and manifests as
+    ``NB2SVC_*`` defaults, one line per option of the table, and size the pod's
+    resources and shutdown timing. ``requirements`` are the notebook's own packages
+    (requirement lines, best pinned), installed with nb2svc's pins: the kernels import
+    them, and nb2svc cannot know them.
     """
 
     base_image: str | None = None
-    port: int = DEFAULT_PORT
     image: str | None = None
     k8s: bool = False
     replicas: int = 2
     max_replicas: int = 10
+    port: int = field(default_factory=lambda: _default("port"))
     workers: int = field(default_factory=lambda: _default("workers"))
+    base_url: str = field(default_factory=lambda: _default("base_url"))
     pool_size: int = field(default_factory=lambda: _default("pool_size"))
     request_timeout: float = field(default_factory=lambda: _default("request_timeout"))
+    kernel_start_timeout: float = field(default_factory=lambda: _default("kernel_start_timeout"))
+    graceful_timeout: float | None = field(default_factory=lambda: _default("graceful_timeout"))
     requirements: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.max_replicas < self.replicas:
+            raise BundleError(
+                f"replicas must be at least 1 and at most max replicas, got {self.replicas} "
+                f"and {self.max_replicas}"
+            )
 
 
 def templates_dir() -> Path:
@@ -188,20 +198,32 @@ def _resources(options: BundleOptions) -> dict[str, dict[str, str]]:
     }
 
 
-def _timing(options: BundleOptions) -> dict[str, int]:
+def _timing(options: BundleOptions) -> dict[str, Any]:
     """Shutdown timing: requests in flight finish, then kernels stop, before any SIGKILL.
 
-    gunicorn's graceful timeout exceeds the request timeout (an in-flight request can
-    run to its end), and the pod's grace period covers the preStop pause, the graceful
-    timeout and the kernels' shutdown.
+    The same :func:`~nb2svc.config.shutdown_timing` as ``nb2svc serve``: gunicorn's
+    graceful timeout covers the request timeout (an in-flight request can run to its
+    end), and the pod's grace period covers the preStop pause, the graceful timeout and
+    the kernels' shutdown.
     """
-    graceful = math.ceil(options.request_timeout) + 5
+    timing = shutdown_timing(options.request_timeout, options.graceful_timeout)
     return {
         "request_timeout": f"{options.request_timeout:g}",
-        "graceful_timeout": graceful,
+        "graceful_timeout": timing.graceful,
         "prestop_seconds": PRESTOP_SECONDS,
-        "termination_grace": PRESTOP_SECONDS + graceful + 10,
+        "termination_grace": timing.termination_grace(PRESTOP_SECONDS),
     }
+
+
+def _deploy_env(options: BundleOptions) -> list[tuple[str, str]]:
+    """``(NB2SVC_*, value)`` for every deploy option of the table, as the image and pods get them.
+
+    The graceful timeout is written as the derived number (not ``auto``), so the image,
+    the Deployment's grace period and gunicorn agree on one value.
+    """
+    graceful = shutdown_timing(options.request_timeout, options.graceful_timeout).graceful
+    values = {o.name: getattr(options, o.name) for o in DEPLOY_OPTIONS} | {"graceful_timeout": graceful}
+    return [(o.env, env_value(o, values[o.name])) for o in DEPLOY_OPTIONS]
 
 
 def _image_digest(files: dict[str, bytes]) -> str:
@@ -250,6 +272,8 @@ def render_bundle(
         "python": runtime.python,
         "gh": lambda expression: "${{ " + expression + " }}",  # a GitHub Actions expression
         "resources": _resources(options),
+        "deploy_env": _deploy_env(options),
+        "base": options.base_url,
         **_timing(options),
     }
 

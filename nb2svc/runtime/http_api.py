@@ -121,11 +121,12 @@ class ApiService:
 
     def _ready(self) -> None:
         log.info(
-            "ready: %d %s kernels warm in %.2fs (worker %d)",
+            "ready: %d %s kernels warm in %.2fs (worker %d), serving %s (Ctrl-C to quit)",
             self.pool.size,
             self.kernel_name,
             time.monotonic() - self.started_at,
             os.getpid(),
+            self.settings.url,
         )
 
     def start(self) -> None:

@@ -5,21 +5,29 @@ settings; both ``nb2svc serve`` (through :class:`Server`) and a bundle's
 ``gunicorn.conf.py`` use it, so a container behaves like a local ``serve``.
 
 Shutdown contract: SIGTERM *and* Ctrl-C stop gracefully: workers stop accepting,
-in-flight requests finish (up to ``graceful_timeout``), then the ``worker_exit`` hook
-shuts every kernel of the worker down. No kernel outlives the server.
+in-flight requests finish (up to the drain of :func:`nb2svc.config.shutdown_timing`,
+which covers ``--request-timeout`` unless ``--graceful-timeout`` says otherwise), then
+the ``worker_exit`` hook shuts every kernel of the worker down. No kernel outlives the
+server.
+
+A worker that cannot boot (its app factory raises) stops the whole server: the error
+becomes gunicorn's ``AppImportError``, whose worker prints one line and exits with
+"app failed to load", which halts the master instead of respawning the worker.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.errors import AppImportError
 
-from nb2svc.config import Settings
+from nb2svc.config import Settings, shutdown_timing
 from nb2svc.runtime.logs import gunicorn_logconfig
 
 log = logging.getLogger("nb2svc")
@@ -50,6 +58,27 @@ def _worker_exit(server: Any, worker: Any) -> None:
             log.exception("error while shutting down")
 
 
+def stop_worker_for_good(message: str, cleanup: Callable[[], None] | None = None) -> None:
+    """Nothing this worker could do would work (a failing setup or seed cell): stop it.
+
+    Logs ``message`` once, runs ``cleanup`` (stop the kernels), and exits with gunicorn's
+    "worker failed to boot" code, which halts the master (and ``nb2svc serve`` exits 1)
+    instead of restarting the worker forever.
+    """
+    log.critical("the server cannot start: %s", message)
+    if cleanup is not None:
+        try:
+            cleanup()
+        except Exception:
+            log.exception("error while shutting down")
+    logging.shutdown()
+    os._exit(WORKER_BOOT_ERROR)
+
+
+#: gunicorn's exit code for "worker failed to boot" (``Arbiter.WORKER_BOOT_ERROR``).
+WORKER_BOOT_ERROR = Arbiter.WORKER_BOOT_ERROR
+
+
 def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict[str, Any]:
     """gunicorn settings for ``settings`` (``workers`` overrides, e.g. 1 in kernel mode)."""
     return {
@@ -57,7 +86,7 @@ def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict
         "workers": workers if workers is not None else settings.workers,
         "worker_class": WORKER_CLASS,
         "worker_connections": 1000,
-        "graceful_timeout": max(1, round(settings.graceful_timeout)),
+        "graceful_timeout": shutdown_timing(settings.request_timeout, settings.graceful_timeout).graceful,
         "timeout": max(60, int(settings.request_timeout) + 30),
         "keepalive": 5,
         "control_socket_disable": True,
@@ -70,6 +99,11 @@ def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict
         "worker_exit": _worker_exit,
         "proc_name": "nb2svc",
     }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if isinstance(exc, (ValueError, OSError, RuntimeError)) else f"{type(exc).__name__}: {text}"
 
 
 class _GracefulArbiter(Arbiter):
@@ -95,7 +129,11 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return self._factory()
+        try:
+            return self._factory()
+        except Exception as exc:
+            log.debug("the app could not be created", exc_info=True)
+            raise AppImportError(f"error: the server cannot start: {_one_line(exc)}") from exc
 
     def run(self) -> None:
         _GracefulArbiter(self).run()

@@ -8,7 +8,10 @@ kernels down) never runs. Here, when the worker is told to stop:
 - connections idle between requests are closed at once;
 - a connection with a request in flight finishes that request, then closes;
 - the worker's own drain deadline is a few seconds shorter than the master's, so
-  ``worker_exit`` always gets time to stop every kernel.
+  ``worker_exit`` always gets time to stop every kernel;
+- every response written while draining says ``Connection: close``, so keep-alive
+  clients reconnect (to another worker or replica) instead of finding the socket shut
+  under their next request.
 
 ``on_drain`` callbacks (e.g. kernel mode closing its websockets) run when draining
 starts.
@@ -45,13 +48,10 @@ from gevent import pywsgi
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
-from nb2svc.config import Settings, settings_from_env
+from nb2svc.config import SHUTDOWN_RESERVE, Settings, settings_from_env
 from nb2svc.runtime.logs import RedactingStream
 
 log = logging.getLogger("nb2svc")
-
-#: Seconds of the graceful timeout kept back for shutting kernels down.
-SHUTDOWN_RESERVE = 3
 
 _drain_callbacks: list[Callable[[], None]] = []
 
@@ -132,6 +132,7 @@ class DrainingHandler(WebSocketHandler):
 
     draining = False
     idle: set[gevent.Greenlet] = set()
+    in_flight = 0
     _served = 0
     _header_timer: gevent.Timeout | None = None
 
@@ -218,7 +219,19 @@ class DrainingHandler(WebSocketHandler):
     def handle_one_response(self) -> Any:
         if DrainingHandler.draining:
             self.close_connection = True
-        return super().handle_one_response()
+        DrainingHandler.in_flight += 1
+        try:
+            return super().handle_one_response()
+        finally:
+            DrainingHandler.in_flight -= 1
+
+    def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        """Say ``Connection: close`` on a response written while draining (not on a 101)."""
+        if DrainingHandler.draining and not status.startswith("101"):
+            self.close_connection = True
+            if not any(name.lower() == "connection" for name, _ in headers):
+                headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
 
     def log_request(self) -> None:
         """One INFO line per request (``GET /hello/x 200 3.1ms``); tokens are redacted by the
@@ -249,6 +262,12 @@ class Nb2svcWorker(GeventWebSocketWorker):
 
     def _drain(self) -> None:
         DrainingHandler.draining = True
+        log.info(
+            "draining: %d request(s) in flight get up to %ds to finish, then the kernels stop (worker %d)",
+            DrainingHandler.in_flight,
+            self.cfg.graceful_timeout,
+            self.pid,
+        )
         for greenlet in list(DrainingHandler.idle):
             greenlet.kill(block=False)
         for callback in _drain_callbacks:

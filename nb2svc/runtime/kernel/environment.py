@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-#: Environment variables a kernel always receives (everything else must be allowed).
-BASE_ENV_ALLOW = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "USER")
-BASE_ENV_PREFIXES = ("LC_", "KERNEL_")
+from nb2svc.config import KERNEL_ENV_ALLOW as BASE_ENV_ALLOW  # one list, shown in --help too
+from nb2svc.config import KERNEL_ENV_PREFIXES as BASE_ENV_PREFIXES
 
 
 def kernel_env(

@@ -71,7 +71,8 @@ def start_kernel(recipe: KernelRecipe) -> Kernel:
         log.debug("kernel %s started in %.3fs", kernel.label, time.monotonic() - kernel.started_at)
         if recipe.bootstrap:
             _run_setup(kernel, SetupCell("nb2svc's bootstrap", recipe.bootstrap), deadline, recipe)
-        for cell in recipe.setup:
+        for number, cell in enumerate(recipe.setup, start=1):
+            log.info("kernel %s: setup %d/%d, %s", kernel.label, number, len(recipe.setup), cell.where)
             _run_setup(kernel, cell, deadline, recipe)
     except BaseException:
         kernel.shutdown(now=True)

@@ -14,7 +14,9 @@ Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
 - environment: the server's whitelisted variables (:func:`kernel_env`), plus those of
   the request's ``env`` that start with ``KERNEL_`` or are in ``--env-allow``;
 - ``--seed NOTEBOOK``: its code cells run on every new kernel of its kernel spec
-  (prespawned, warm or requested); not on restart;
+  (prespawned, warm or requested); not on restart. A seed cell that fails fails every
+  kernel alike (:class:`SetupFailed`): at start-up (``--prespawn``/``--warm``) the server
+  exits with the cell's error; later, readiness turns 503 and says why;
 - ``--prespawn N``: N kernels started and seeded at start-up, listed like any other;
 - ``--warm N`` (not in the reference): hidden kernels, started and seeded ahead of need, from
   the same warm supply as API mode's pool (:class:`~nb2svc.runtime.kernel.KernelPool`);
@@ -40,11 +42,13 @@ from nb2svc.runtime.kernel import (
     KernelRecipe,
     KernelStartError,
     SetupCell,
+    SetupFailed,
     kernel_env,
     start_kernel,
 )
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
+from nb2svc.runtime.server import stop_worker_for_good
 
 log = logging.getLogger("nb2svc")
 
@@ -83,7 +87,12 @@ class KernelRegistry:
         self.warm_name = settings.force_kernel or (seed.kernel_name if seed else self.default_name)
         #: ``--warm N``: hidden kernels, already started and seeded, that ``POST /api/kernels``
         #: hands out at once; not listed, not counted against ``--max-kernels``, never culled.
-        self.warm = KernelPool(settings.warm, lambda: start_kernel(self.recipe(self.warm_name)))
+        self.warm = KernelPool(
+            settings.warm, lambda: start_kernel(self.recipe(self.warm_name)), on_fatal=self._warm_failed
+        )
+        #: Why kernels cannot be made (a failing seed cell, a prespawn that failed); readiness says it.
+        self.failure: str | None = None
+        self._was_ready = False
 
     # --- start-up and shutdown -------------------------------------------------------
 
@@ -101,16 +110,38 @@ class KernelRegistry:
             self.start_kernel(name)
         except Exception as exc:
             log.error("could not prespawn a kernel: %s", exc)
+            self.failure = self.failure or f"a prespawned kernel could not start: {exc}"
+            self._seed_failed(exc)
         finally:
             self._prespawning -= 1
 
+    def _warm_failed(self, exc: BaseException) -> None:
+        self._seed_failed(exc)
+
+    def _seed_failed(self, exc: BaseException) -> None:
+        """A failing seed cell fails every kernel: exit if the server was never ready."""
+        if not isinstance(exc, SetupFailed):
+            return
+        self.failure = f"the seed notebook fails: {exc}"
+        if not self._was_ready and not self._closed:
+            stop_worker_for_good(f"--seed {exc}", cleanup=self.shutdown_all)
+
     @property
     def ready(self) -> bool:
-        """Prespawned kernels started and the warm pool filled once (and not failed)."""
-        return self._prespawning == 0 and self.warm.filled_once and self.warm.failure is None
+        """Prespawned kernels started and the warm pool filled once, and nothing failed."""
+        ready = (
+            self._prespawning == 0
+            and self.warm.filled_once
+            and self.warm.failure is None
+            and self.failure is None
+        )
+        self._was_ready = self._was_ready or ready
+        return ready
 
     @property
     def not_ready_reason(self) -> str:
+        if self.failure is not None:
+            return self.failure
         if self.warm.failure is not None:
             return f"warm kernels cannot start: {self.warm.failure}"
         return "" if self.ready else "kernels are starting"
@@ -173,6 +204,9 @@ class KernelRegistry:
             kernel = self.warm.take() if name == self.warm_name and not extra else None
             if kernel is None:
                 kernel = start_kernel(recipe)
+        except SetupFailed as exc:
+            self.failure = f"the seed notebook fails: {exc}"
+            raise
         finally:
             self._starting -= 1
         if self._closed:

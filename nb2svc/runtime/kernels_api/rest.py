@@ -119,10 +119,11 @@ def _announce_ready(registry: KernelRegistry, settings: Settings) -> None:
     while not registry.ready:
         gevent.sleep(0.05)
     log.info(
-        "ready: %d kernels running, %d warm, default kernel spec %s",
+        "ready: %d kernels running, %d warm, default kernel spec %s, serving %sapi/kernels (Ctrl-C to quit)",
         len(registry.kernels),
         registry.warm.stats().idle,
         registry.default_name,
+        settings.url,
     )
 
 
