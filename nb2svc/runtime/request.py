@@ -9,8 +9,8 @@ Shape (Kernel Gateway compatible), a JSON *string*::
 → ``{name: [values]}`` (uploaded files contribute their text; malformed multipart is a
 400); JSON nested too deeply to parse is a 400; anything else → the
 body decoded as UTF-8 text; no body → ``""``. A body that is not UTF-8 text is a 400,
-except on Python kernels that bind REQUEST out of band (below): there ``body`` is
-``null`` and the bytes are in ``REQUEST_BODY``.
+except on Python kernels: there ``body`` is ``null`` and, out of band (below), the
+bytes are in ``REQUEST_BODY``.
 
 How REQUEST reaches the kernel:
 
