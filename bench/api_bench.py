@@ -73,7 +73,7 @@ class Scenario:
     name: str
     method: str
     path: str
-    body: str | None
+    body: str | bytes | None
     content_type: str | None
     check: Callable[[int, str], bool]
     lua_check: str  # Lua boolean expression over `status` and `body`
@@ -115,6 +115,44 @@ SCENARIOS: dict[str, Scenario] = {
         lua_check='status == 201 and string.find(body, "ping-4242", 1, true) ~= nil',
     ),
 }
+
+
+def _padded_echo(size: int) -> str:
+    """A JSON body of ``size`` bytes: a marker plus an ASCII pad (json.dumps of it is cheap,
+    so the numbers show the server's per-byte cost, not the user's JSON work)."""
+    head = {"msg": "ping-4242", "pad": ""}
+    return json.dumps({**head, "pad": "x" * (size - len(json.dumps(head)))})
+
+
+def _echo_scenario(name: str, size: int) -> Scenario:
+    body = _padded_echo(size)
+    return Scenario(
+        name=name,
+        method="POST",
+        path="/echo",
+        body=body,
+        content_type="application/json",
+        check=lambda st, text: st == 200 and text.rstrip("\n") == body,
+        lua_check=f"status == 200 and #body >= {len(body)}"
+        ' and string.find(body, "ping-4242", 1, true) ~= nil',
+    )
+
+
+#: 1 MiB of printable ASCII as application/octet-stream: Kernel Gateway decodes every body as
+#: UTF-8 (random bytes would be its 500), nb2svc hands Python cells the bytes as REQUEST_BODY.
+UPLOAD_BODY = bytes(33 + (i * 7919 + i // 251) % 94 for i in range(1 << 20))
+
+for _name, _size in (("echo1k", 1 << 10), ("echo64k", 64 << 10), ("echo1m", 1 << 20), ("echo8m", 8 << 20)):
+    SCENARIOS[_name] = _echo_scenario(_name, _size)
+SCENARIOS["upload1m"] = Scenario(
+    name="upload1m",
+    method="POST",
+    path="/upload",
+    body=UPLOAD_BODY,
+    content_type="application/octet-stream",
+    check=lambda st, text: st == 200 and text.strip() == str(len(UPLOAD_BODY)),
+    lua_check=f'status == 200 and body == "{len(UPLOAD_BODY)}\\n"',
+)
 
 
 def _json_or_none(text: str) -> Any:
@@ -422,10 +460,15 @@ end
 """
 
 
-def lua_script(sc: Scenario) -> str:
-    """Per-scenario Lua: request shape plus a body check counted per response."""
+def lua_script(sc: Scenario, body_file: str | None = None) -> str:
+    """Per-scenario Lua: request shape plus a body check counted per response.
+
+    Large or binary bodies are read from ``body_file`` instead of a Lua literal.
+    """
     body_lines = ""
-    if sc.body is not None:
+    if body_file is not None:
+        body_lines += f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+    elif sc.body is not None:
         body_lines += f"wrk.body = {json.dumps(sc.body)}\n"
     if sc.content_type:
         body_lines += f'wrk.headers["Content-Type"] = "{sc.content_type}"\n'
@@ -475,8 +518,13 @@ def parse_wrk_text(out: str) -> LoadResult:
 
 def run_wrk(base: str, sc: Scenario, conns: int, duration: float, timeout_s: float) -> LoadResult:
     """Drive the server with wrk (-t1: one load thread leaves the other core to the server)."""
+    body_file = None
+    if isinstance(sc.body, bytes) or (sc.body is not None and len(sc.body) > 4096):
+        with tempfile.NamedTemporaryFile("wb", suffix=".body", delete=False) as fh:
+            fh.write(sc.body if isinstance(sc.body, bytes) else sc.body.encode())
+            body_file = fh.name
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(lua_script(sc))
+        fh.write(lua_script(sc, body_file))
         script = fh.name
     try:
         cmd = [
@@ -493,6 +541,8 @@ def run_wrk(base: str, sc: Scenario, conns: int, duration: float, timeout_s: flo
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     finally:
         os.unlink(script)
+        if body_file:
+            os.unlink(body_file)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     m = re.search(r"^BENCHJSON (\{.*\})$", proc.stdout, re.M)
@@ -524,7 +574,7 @@ def run_pyload(base: str, sc: Scenario, conns: int, duration: float, timeout_s: 
     sock_err = [0] * conns
     non2xx = [0] * conns
     headers = {"Content-Type": sc.content_type} if sc.content_type else {}
-    body = sc.body.encode() if sc.body is not None else None
+    body = sc.body.encode() if isinstance(sc.body, str) else sc.body
     start = threading.Barrier(conns + 1)
     end_at = [0.0]
 
@@ -630,7 +680,7 @@ def bench_server(
                     res.cpu_ms_per_req = (cpu1 - cpu0) * 1000.0 / res.requests
                 samples.append(Sample(rnd, spec.name, sc_name, c, res))
                 say(
-                    f"round {rnd}: {spec.name:<9} {sc_name:<5} c={c:<3} {res.rps:8.1f} req/s "
+                    f"round {rnd}: {spec.name:<9} {sc_name:<8} c={c:<3} {res.rps:8.1f} req/s "
                     f"p50 {res.p50_ms:7.2f} ms p99 {res.p99_ms:7.2f} ms errors {res.errors}"
                 )
         srv.kernels()
@@ -731,7 +781,7 @@ def format_report(
     tool = rows[0]["tool"] if rows else "wrk"
     tool = "wrk -t1 --latency" if tool == "wrk" else "Python http.client threads (wrk absent or not chosen)"
     head = (
-        f"{'scenario':<8} {'conc':>4} {'server':<16} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} "
+        f"{'scenario':<9} {'conc':>4} {'server':<16} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} "
         f"{'errors':>7} {'cpu ms/req':>10}"
     )
     out += [
@@ -748,13 +798,13 @@ def format_report(
                 r = idx.get((sc, c, s))
                 if r:
                     out.append(
-                        f"{sc:<8} {c:>4} {s:<16} {r['rps']:>9.1f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} "
+                        f"{sc:<9} {c:>4} {s:<16} {r['rps']:>9.1f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} "
                         f"{r['errors']:>7} {r['cpu_ms_per_req']:>10.2f}"
                     )
             a, b = idx.get((sc, c, "nb2svc")), idx.get((sc, c, "reference"))
             if a and b:
                 out.append(
-                    f"{sc:<8} {c:>4} {'nb2svc/reference':<16} {_ratio(a['rps'], b['rps']):>8.2f}x "
+                    f"{sc:<9} {c:>4} {'nb2svc/reference':<16} {_ratio(a['rps'], b['rps']):>8.2f}x "
                     f"{_ratio(a['p50_ms'], b['p50_ms']):>8.2f}x {_ratio(a['p99_ms'], b['p99_ms']):>8.2f}x "
                     f"{'':>7} {_ratio(a['cpu_ms_per_req'], b['cpu_ms_per_req']):>9.2f}x"
                 )

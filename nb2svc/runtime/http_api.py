@@ -7,7 +7,8 @@ errors, the spec and docs endpoints, health and metrics, and (unless a generated
 
 1. builds ``REQUEST`` (see :mod:`nb2svc.runtime.request`; a bad body is a 400),
 2. leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time),
-3. runs the endpoint's code with ``REQUEST`` assigned in the same execute,
+3. runs the endpoint's code with ``REQUEST`` bound in the same execute (out of band
+   on Python kernels, a literal on the annotation line elsewhere),
 4. runs the ResponseInfo code, if any, and applies its status and headers,
 5. answers per :mod:`nb2svc.runtime.responses`; a cell error is a 500, a timeout a
    504 (the kernel is interrupted, or replaced if the interrupt fails), a dead
@@ -56,11 +57,16 @@ from nb2svc.runtime.kernel.executor import expression_result
 from nb2svc.runtime.request import (
     HEALTH_EXPRESSION,
     HEALTH_KEY,
+    PROBE_BUFFERS,
+    PROBE_EXPRESSION,
+    PROBE_KEY,
+    PROBE_METADATA,
     PYTHON_BOOTSTRAP,
     RESPONSE_INFO_KEY,
     BadRequestBody,
-    build_request,
+    build_payload,
     code_with_request,
+    out_of_band,
     response_info_expressions,
     supports_language,
 )
@@ -73,6 +79,9 @@ from nb2svc.runtime.responses import (
 from nb2svc.runtime.server import on_worker_exit
 
 log = logging.getLogger("nb2svc")
+
+#: ``Kernel.traits`` key: the kernel binds REQUEST from the execute request's buffers.
+OUT_OF_BAND = "request_out_of_band"
 
 
 class ApiService:
@@ -98,7 +107,7 @@ class ApiService:
         )
         self.pool = KernelPool(
             settings.pool_size,
-            lambda: start_kernel(self.recipe),
+            self._start_kernel,
             max_waiting=settings.max_queue,
             on_fatal=self._fatal if exit_on_failure else None,  # --reload keeps the old version
             on_ready=self._ready,
@@ -107,6 +116,26 @@ class ApiService:
         self.duration_sum: Counter[str] = Counter()
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if configured_token(settings) else ()
+
+    def _start_kernel(self) -> Kernel:
+        """A seeded kernel; a Python one is asked once whether it binds REQUEST out of band."""
+        kernel = start_kernel(self.recipe)
+        if self._python:
+            try:
+                probe = execute(
+                    kernel,
+                    "pass",
+                    timeout=self.recipe.start_timeout,
+                    user_expressions={PROBE_KEY: PROBE_EXPRESSION},
+                    metadata=PROBE_METADATA,
+                    buffers=PROBE_BUFFERS,
+                )
+            except BaseException:
+                kernel.shutdown(now=True)
+                raise
+            answer = (probe.user_expressions.get(PROBE_KEY) or {}).get("data", {}).get("text/plain")
+            kernel.traits[OUT_OF_BAND] = answer == "True"
+        return kernel
 
     def _fatal(self, exc: BaseException) -> None:
         """Nothing can work (bad setup cell, unknown kernel): stop this worker for good.
@@ -150,11 +179,10 @@ class ApiService:
 
     def _answer(self, endpoint: Endpoint, path_params: dict[str, str]) -> Response:
         try:
-            request_json = build_request(request, path_params, self._hidden_query)
+            payload = build_payload(request, path_params, self._hidden_query, binary_ok=self._python)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
         language = self.spec.kernel.language
-        code = code_with_request(language, endpoint.code, request_json)
         info_cell = endpoint.response_info
         expressions = (
             response_info_expressions(language, info_cell.code, info_cell.cells) if info_cell else None
@@ -165,7 +193,20 @@ class ApiService:
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
                 deadline = time.monotonic() + timeout
-                result = execute(kernel, code, timeout=timeout, user_expressions=expressions)
+                if kernel.traits.get(OUT_OF_BAND):
+                    code, injected = endpoint.code, ""
+                    metadata, buffers = out_of_band(payload)
+                else:
+                    code = code_with_request(language, endpoint.code, payload.json)
+                    injected, metadata, buffers = code[: len(code) - len(endpoint.code)], None, None
+                result = execute(
+                    kernel,
+                    code,
+                    timeout=timeout,
+                    user_expressions=expressions,
+                    metadata=metadata,
+                    buffers=buffers,
+                )
                 self._check_health(kernel, result, deadline)
                 info_result = None
                 if result.error is None and info_cell is not None:
@@ -190,9 +231,9 @@ class ApiService:
         except KernelDied as exc:
             return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
         if result.error is not None:
-            return self._cell_error(result, code[: len(code) - len(endpoint.code)])
+            return self._cell_error(result, injected)
         if info_result is not None and info_result.error is not None:
-            return self._cell_error(info_result, code[: len(code) - len(endpoint.code)])
+            return self._cell_error(info_result, injected)
         try:
             info = parse_response_info(info_result.stdout if info_result else "")
         except ResponseInfoError as exc:
@@ -223,7 +264,10 @@ class ApiService:
             kernel.retire("its code closed sys.stdout or sys.stderr")
 
     def _cell_error(self, result: ExecutionResult, injected: str) -> Response:
-        """500 for a failed cell; ``injected`` (the REQUEST assignment) never goes back."""
+        """500 for a failed cell; ``injected`` (a REQUEST literal's assignment) never goes back.
+
+        Out of band there is nothing to hide: the kernel only ever saw the notebook's code.
+        """
         payload = error_payload(result, hide=injected, detail=self.settings.error_detail)
         return json_error(500, payload.pop("error"), payload.pop("message"), **payload)
 

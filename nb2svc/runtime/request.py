@@ -8,13 +8,33 @@ Shape (Kernel Gateway compatible), a JSON *string*::
 (invalid JSON is a 400, not a surprise inside the cell); form-urlencoded and multipart
 → ``{name: [values]}`` (uploaded files contribute their text; malformed multipart is a
 400); JSON nested too deeply to parse is a 400; anything else → the
-body decoded as UTF-8 text (undecodable bytes are a 400); no body → ``""``.
+body decoded as UTF-8 text; no body → ``""``. A body that is not UTF-8 text is a 400,
+except on Python kernels: there ``body`` is ``null`` and, out of band (below), the
+bytes are in ``REQUEST_BODY``.
 
-Why the assignment rides on the annotation line: a separate ``REQUEST = …`` execute
-costs a full kernel round trip (about 45% of throughput). The first line of an
-endpoint's code is always its annotation comment, so :func:`code_with_request`
-puts the assignment *in front of that comment on the same line*; the cell's line
-numbers, and so its tracebacks, stay exactly as in the notebook.
+How REQUEST reaches the kernel:
+
+- **Python kernels (ipykernel): out of band.** The cell's code is sent exactly as in
+  the notebook; the request travels beside it in the ``execute_request``: a marker in
+  its metadata and the data as raw message buffers (not JSON-escaped, not signed, not
+  parsed as source). A ``pre_run_cell`` hook (:data:`PYTHON_BOOTSTRAP`) binds, before
+  the cell runs:
+
+  - ``REQUEST``: the JSON string above, byte for byte what the literal held;
+  - ``REQUEST_BODY``: the raw body as ``bytes`` (``b""`` if none): images,
+    ``application/octet-stream`` and any other binary body arrive without base64;
+  - ``REQUEST_FILES``: multipart uploads as ``{name: [{"filename", "content_type",
+    "data": bytes}]}`` (``{}`` otherwise).
+
+  Parsing a 1 MiB request as a source literal cost IPython about a second of CPU
+  (tokenizing, hashing the cell for its file name); out of band it costs a copy.
+  A kernel is checked once after start (:data:`PROBE_EXPRESSION`); one whose language
+  is Python but which cannot bind out of band (xeus-python) gets the literal.
+- **Other languages: a literal on the annotation line.** A separate ``REQUEST = …``
+  execute costs a full kernel round trip (about 45% of throughput). The first line of
+  an endpoint's code is always its annotation comment, so :func:`code_with_request`
+  puts the assignment *in front of that comment on the same line*; the cell's line
+  numbers, and so its tracebacks, stay exactly as in the notebook.
 """
 
 from __future__ import annotations
@@ -23,6 +43,7 @@ import io
 import json
 import shlex
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Request
@@ -47,7 +68,16 @@ def _check_multipart(req: Request, data: bytes) -> None:
         raise BadRequestBody(f"malformed multipart body: {exc}") from None
 
 
-def parse_body(req: Request) -> Any:
+#: A multipart upload as it travels out of band: (field name, filename, content type, data).
+Upload = tuple[str, str, str, bytes]
+
+
+def parse_body(req: Request, files: list[Upload] | None = None, binary_ok: bool = False) -> Any:
+    """REQUEST's ``body``; multipart uploads are appended to ``files`` when given.
+
+    ``binary_ok``: a body that is not UTF-8 gives ``None`` instead of a 400 (the
+    kernel gets the bytes out of band).
+    """
     data = req.get_data(cache=True)
     mimetype = req.mimetype or ""
     if mimetype == "multipart/form-data":
@@ -56,13 +86,18 @@ def parse_body(req: Request) -> Any:
         form: dict[str, list[str]] = {k: req.form.getlist(k) for k in req.form}
         for name in req.files:
             for upload in req.files.getlist(name):
-                form.setdefault(name, []).append(upload.read().decode("utf-8", errors="replace"))
+                raw = upload.read()
+                form.setdefault(name, []).append(raw.decode("utf-8", errors="replace"))
+                if files is not None:
+                    files.append((name, upload.filename or "", upload.content_type or "", raw))
         return form
     if not data:
         return ""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
+        if binary_ok and not (mimetype == "application/json" or mimetype.endswith("+json")):
+            return None
         raise BadRequestBody("the request body is not UTF-8 text") from None
     if mimetype == "application/json" or mimetype.endswith("+json"):
         try:
@@ -74,8 +109,23 @@ def parse_body(req: Request) -> Any:
     return text
 
 
-def build_request(req: Request, path_params: Mapping[str, str], hidden_query: tuple[str, ...] = ()) -> str:
-    """The ``REQUEST`` JSON string for ``req``; ``hidden_query`` args (the token) are dropped.
+@dataclass
+class RequestPayload:
+    """Everything the kernel gets of one request: REQUEST, and (out of band) the raw bytes."""
+
+    json: str
+    body: bytes = b""
+    files: list[Upload] = field(default_factory=list)
+
+
+def build_payload(
+    req: Request,
+    path_params: Mapping[str, str],
+    hidden_query: tuple[str, ...] = (),
+    binary_ok: bool = False,
+) -> RequestPayload:
+    """REQUEST and the raw body and uploads of ``req``; ``hidden_query`` args (the token)
+    are dropped.
 
     ``Authorization`` is dropped only when it carries the server's own token
     (the caller passes ``hidden_query=("token",)`` then as well).
@@ -84,11 +134,42 @@ def build_request(req: Request, path_params: Mapping[str, str], hidden_query: tu
     headers = {k: v for k, v in req.headers.items()}
     if hidden_query and "Authorization" in headers:
         del headers["Authorization"]
-    payload = {"body": parse_body(req), "args": args, "path": dict(path_params), "headers": headers}
+    files: list[Upload] = []
+    body = parse_body(req, files, binary_ok)
+    payload = {"body": body, "args": args, "path": dict(path_params), "headers": headers}
     try:
-        return json.dumps(payload)
+        text = json.dumps(payload)
     except RecursionError:
         raise BadRequestBody("the JSON body is nested too deeply") from None
+    return RequestPayload(text, req.get_data(cache=True), files)
+
+
+def build_request(req: Request, path_params: Mapping[str, str], hidden_query: tuple[str, ...] = ()) -> str:
+    """The ``REQUEST`` JSON string for ``req`` (see :func:`build_payload`)."""
+    return build_payload(req, path_params, hidden_query).json
+
+
+#: The ``execute_request`` metadata key that marks a request travelling out of band.
+OUT_OF_BAND_KEY = "nb2svc_request"
+
+
+def out_of_band(payload: RequestPayload) -> tuple[dict[str, Any], list[bytes]]:
+    """The metadata and buffers that carry ``payload`` beside the cell's code.
+
+    Buffers: REQUEST (UTF-8; ``json.dumps`` output is ASCII), the raw body, then one
+    per upload; the metadata names the uploads in the same order.
+    """
+    uploads = [[name, filename, content_type] for name, filename, content_type, _ in payload.files]
+    metadata = {OUT_OF_BAND_KEY: {"files": uploads}}
+    buffers = [payload.json.encode("utf-8"), payload.body, *(data for *_, data in payload.files)]
+    return metadata, buffers
+
+
+#: Sent once to each new Python kernel: does it bind REQUEST out of band?
+PROBE_KEY = "nb2svc_out_of_band"
+PROBE_EXPRESSION = "_nb2svc_out_of_band"
+PROBE_METADATA: dict[str, Any] = {OUT_OF_BAND_KEY: {"probe": True}}
+PROBE_BUFFERS = [b"nb2svc-probe"]
 
 
 def _double_quoted(value: str) -> str:
@@ -123,9 +204,13 @@ ASSIGNMENTS: dict[str, Callable[[str], str]] = {
 #: It keeps the kernel's own stdout and stderr, to tell whether a request closed them
 #: (:data:`HEALTH_EXPRESSION`).
 #:
+#: It binds REQUEST, REQUEST_BODY and REQUEST_FILES from the execute request's
+#: metadata and buffers before a cell runs, when they travel out of band (see the
+#: module docstring).
+#:
 #: It also forgets each request's cell source after it ran: IPython caches every
-#: distinct cell in ``linecache`` (for tracebacks) and never drops it, and every
-#: request's cell is distinct (it carries the REQUEST literal), so a busy kernel would
+#: distinct cell in ``linecache`` (for tracebacks) and never drops it, and a request's
+#: cell with the REQUEST literal is distinct (it carries the literal), so a busy kernel would
 #: otherwise grow by the size of every request it ever served.
 PYTHON_BOOTSTRAP = """
 def _nb2svc_forget_request_cell(result):
@@ -141,6 +226,33 @@ def _nb2svc_forget_request_cell(result):
 
 
 get_ipython().events.register("post_run_cell", _nb2svc_forget_request_cell)
+
+
+_nb2svc_out_of_band = False
+
+
+def _nb2svc_bind_request(info=None):
+    shell = get_ipython()
+    parent = shell.kernel.get_parent()
+    spec = (parent.get("metadata") or {}).get("nb2svc_request")
+    if spec is None:
+        return
+    buffers = parent.get("buffers") or ()
+    ns = shell.user_ns
+    if spec.get("probe"):
+        ns["_nb2svc_out_of_band"] = bool(buffers) and bytes(buffers[0]) == b"nb2svc-probe"
+        return
+    ns["REQUEST"] = str(buffers[0], "utf-8")
+    ns["REQUEST_BODY"] = bytes(buffers[1])
+    files = {}
+    for (name, filename, content_type), data in zip(spec["files"], buffers[2:]):
+        upload = {"filename": filename, "content_type": content_type, "data": bytes(data)}
+        files.setdefault(name, []).append(upload)
+    ns["REQUEST_FILES"] = files
+
+
+if callable(getattr(getattr(get_ipython(), "kernel", None), "get_parent", None)):
+    get_ipython().events.register("pre_run_cell", _nb2svc_bind_request)
 
 
 _nb2svc_streams = (__import__("sys").stdout, __import__("sys").stderr)

@@ -68,6 +68,9 @@ class Kernel:
         self.retire_reason: str | None = None
         self.started_at = 0.0
         self.on_death: Callable[[Kernel], None] | None = None
+        #: What a service learned about this kernel after starting it (API mode: whether
+        #: it binds REQUEST from the execute request's buffers).
+        self.traits: dict[str, Any] = {}
         #: Kernel mode's websocket bridge: called with ``(channel, msg, parts)`` for every
         #: message from the kernel, whatever its parent (``parts``: the received
         #: ``[header, parent_header, metadata, content, *buffers]``, for raw forwarding).
@@ -216,15 +219,23 @@ class Kernel:
         content: dict[str, Any],
         handler: MessageHandler | None = None,
         metadata: dict[str, Any] | None = None,
+        buffers: list[bytes] | None = None,
     ) -> str:
-        """Sign and send a message; ``handler`` (if given) is registered first."""
+        """Sign and send a message; ``handler`` (if given) is registered first.
+
+        ``buffers`` go as raw frames after the content: not JSON-encoded, not escaped
+        and not part of the HMAC (per the messaging spec), so large data costs a copy.
+        """
         if self.dead or self.session is None:
             raise KernelDied(f"kernel {self.kernel_name!r} is not running")
         msg = self.session.msg(msg_type, content, metadata=metadata)
         msg_id = msg["header"]["msg_id"]
         if handler is not None:
             self._handlers[msg_id] = handler
-        send_frames(self._sockets[channel], self.session.serialize(msg))
+        frames = self.session.serialize(msg)
+        if buffers:
+            frames.extend(buffers)
+        send_frames(self._sockets[channel], frames)
         return msg_id
 
     def send_raw(self, channel: str, parts: list[bytes]) -> None:

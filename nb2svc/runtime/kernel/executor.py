@@ -124,6 +124,8 @@ def execute(
     store_history: bool = False,
     user_expressions: dict[str, str] | None = None,
     interrupt_grace: float = 3.0,
+    metadata: dict[str, Any] | None = None,
+    buffers: list[bytes] | None = None,
 ) -> ExecutionResult:
     """Execute ``code`` and wait for all of its output.
 
@@ -134,6 +136,9 @@ def execute(
     came back within ``interrupt_grace`` (if not, the kernel is retired: its pool
     replaces it). A kernel whose code asked to exit is retired too.
     Raises :class:`KernelDied` when the kernel exits mid-execution.
+
+    ``metadata`` and ``buffers`` ride beside the code in the ``execute_request``
+    (API mode's out-of-band REQUEST: see :mod:`nb2svc.runtime.request`).
     """
     collector = _Collector()
     content = {
@@ -144,7 +149,7 @@ def execute(
         "allow_stdin": False,
         "stop_on_error": True,
     }
-    msg_id = kernel.send("shell", "execute_request", content, collector)
+    msg_id = kernel.send("shell", "execute_request", content, collector, metadata=metadata, buffers=buffers)
     try:
         if not collector.done.wait(timeout):
             recovered = _interrupt_and_wait(kernel, collector, interrupt_grace)
