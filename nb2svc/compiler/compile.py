@@ -20,6 +20,8 @@ Rules (Kernel Gateway's, plus checks it does not make):
   alphabetically, shorter paths first; then by method in :data:`METHODS` order.
 - Examples in endpoint cells' metadata are checked (:mod:`nb2svc.compiler.examples`);
   a malformed one is an error naming the cell.
+- ``metadata.nb2svc.response`` of an endpoint's first cell: ``"sync"`` (default),
+  ``"stream"`` (output sent as it is produced) or ``"job"`` (202 and a job to poll).
 - Docs: the markdown cell immediately before an endpoint's first cell gives its
   ``summary`` (first non-blank line, leading ``#`` stripped) and ``description`` (the rest).
 """
@@ -36,7 +38,7 @@ from nb2svc.compiler.annotations import METHODS, Annotation, AnnotationError, pa
 from nb2svc.compiler.errors import CompileError, CompileProblem
 from nb2svc.compiler.examples import declared_examples
 from nb2svc.compiler.notebook import LoadedNotebook, NotebookSource, load_notebook
-from nb2svc.compiler.spec import Endpoint, ResponseInfo, ServiceSpec, SetupCell
+from nb2svc.compiler.spec import RESPONSE_MODES, Endpoint, ResponseInfo, ServiceSpec, SetupCell
 
 _Report = Callable[..., None]  # problem(cell, message, hint="")
 
@@ -119,9 +121,13 @@ def compile_notebook(
     specs = [_endpoint(route, response_infos.get(key), nb) for key, route in endpoints.items()]
     specs.sort(key=lambda ep: (_order_key(ep.path), METHODS.index(ep.method), ep.path))
     examples = declared_examples(nb.cells, specs, problem)
+    modes = {(ep.method, ep.path): _response_mode(nb, ep.cells[0], problem) for ep in specs}
     if problems:
         raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
-    specs = [replace(ep, examples=examples.get((ep.method, ep.path), ())) for ep in specs]
+    specs = [
+        replace(ep, examples=examples.get((ep.method, ep.path), ()), response=modes[ep.method, ep.path])
+        for ep in specs
+    ]
     service_name = name or loaded.stem
     return ServiceSpec(
         name=service_name,
@@ -198,6 +204,20 @@ def _endpoint(route: _Route, response_info: _Route | None, nb: NotebookNode) -> 
         summary=summary,
         description=description,
     )
+
+
+def _response_mode(nb: NotebookNode, cell: int, problem: _Report) -> str:
+    """``metadata.nb2svc.response`` of an endpoint's first cell: how it answers."""
+    ours = nb.cells[cell - 1].get("metadata", {}).get("nb2svc")
+    mode = ours.get("response", "sync") if isinstance(ours, dict) else "sync"
+    if mode not in RESPONSE_MODES:
+        problem(
+            cell,
+            f"nb2svc.response is {mode!r}",
+            f"use one of {', '.join(repr(m) for m in RESPONSE_MODES)} (or leave it out)",
+        )
+        return "sync"
+    return mode
 
 
 def _docs(nb: NotebookNode, first_cell: int) -> tuple[str, str]:

@@ -132,7 +132,27 @@ def _operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
                 "text/plain": {"schema": {"type": "string"}},
             },
         }
+    if ep.response == "stream":
+        ok["description"] += (
+            " Streamed while the cell runs: server-sent events (each stdout line a `data:`, then"
+            " `event: done`, or `event: error` with the JSON error) when the client accepts"
+            " text/event-stream, else chunked text."
+        )
+        ok["content"] = {**ok["content"], "text/event-stream": {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {"200": ok}
+    responses["202"] = {
+        "description": (
+            "Accepted as an async job"
+            + (
+                " (this endpoint always answers so)"
+                if ep.response == "job"
+                else " (request sent with `Prefer: respond-async`)"
+            )
+            + ": poll the Location, GET /_api/jobs/{id}, for the answer; DELETE it to cancel."
+        ),
+        "headers": {"Location": {"schema": {"type": "string"}, "description": "The job's URL."}},
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
     if ep.method in _BODY_METHODS:
         responses["400"] = _error("The body does not match its Content-Type (e.g. invalid JSON).")
         responses["413"] = _error("The body is larger than the server's limit.")

@@ -18,7 +18,8 @@ annotations.
          "cells": [2], "code": "...",
          "response_info": {"cells": [3], "code": "..."} | null,
          "summary": "...", "description": "...",
-         "examples": [...]}                           # see nb2svc.compiler.examples
+         "examples": [...],                           # see nb2svc.compiler.examples
+         "response": "sync" | "stream" | "job"}
       ]
     }
 
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SPEC_FORMAT = 1
+#: How an endpoint answers: at once, as a stream of its output, or as an async job.
+RESPONSE_MODES = ("sync", "stream", "job")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class Endpoint:
     description: str = ""
     #: Declared example requests and answers (see :mod:`nb2svc.compiler.examples`).
     examples: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+    #: One of :data:`RESPONSE_MODES`.
+    response: str = "sync"
 
     @property
     def flask_rule(self) -> str:
@@ -139,6 +144,7 @@ class ServiceSpec:
                     "summary": ep.summary,
                     "description": ep.description,
                     "examples": list(ep.examples),
+                    "response": ep.response,
                 }
                 for ep in self.endpoints
             ],
@@ -169,6 +175,7 @@ class ServiceSpec:
                     summary=ep.get("summary", ""),
                     description=ep.get("description", ""),
                     examples=tuple(ep.get("examples", ())),
+                    response=ep.get("response", "sync"),
                 )
             )
         return cls(

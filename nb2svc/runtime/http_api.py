@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, redirect, request, send_from_directory
+from flask import Flask, Response, current_app, jsonify, redirect, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from nb2svc.compiler.openapi import openapi_document, swagger_document
@@ -39,6 +39,7 @@ from nb2svc.runtime.auth import configured_token, health_paths, install_auth, in
 from nb2svc.runtime.docs_page import STATIC_DIR as DOCS_STATIC_DIR
 from nb2svc.runtime.docs_page import STATIC_FILES as DOCS_STATIC_FILES
 from nb2svc.runtime.docs_page import render_docs_page
+from nb2svc.runtime.jobs import JobLimit, JobStore
 from nb2svc.runtime.kernel import (
     ExecutionResult,
     ExecutionTimeout,
@@ -77,6 +78,7 @@ from nb2svc.runtime.responses import (
     response_body,
 )
 from nb2svc.runtime.server import on_worker_exit
+from nb2svc.runtime.streaming import EVENT_STREAM, OutputStream, wants_event_stream
 
 log = logging.getLogger("nb2svc")
 
@@ -116,6 +118,8 @@ class ApiService:
         self.duration_sum: Counter[str] = Counter()
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if configured_token(settings) else ()
+        self.base = settings.base_url.rstrip("/")
+        self.jobs = JobStore()
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel; a Python one is asked once whether it binds REQUEST out of band."""
@@ -182,6 +186,24 @@ class ApiService:
             payload = build_payload(request, path_params, self._hidden_query, binary_ok=self._python)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
+        if endpoint.response == "job" or "respond-async" in request.headers.get("Prefer", ""):
+            return self._submit_job(endpoint, payload)
+        if endpoint.response == "stream":
+            return self._stream(endpoint, payload)
+        return self._run(endpoint, payload)
+
+    def _run(
+        self,
+        endpoint: Endpoint,
+        payload: Any,
+        on_output: Callable[[str, dict[str, Any]], None] | None = None,
+        on_kernel: Callable[[Kernel], None] | None = None,
+    ) -> Response:
+        """Lease a kernel, run the endpoint with ``payload`` and make its response.
+
+        ``on_output`` sees output as it is produced (streaming); ``on_kernel`` is told the
+        leased kernel (so that a job or stream can be cancelled by interrupting it).
+        """
         language = self.spec.kernel.language
         info_cell = endpoint.response_info
         expressions = (
@@ -192,6 +214,8 @@ class ApiService:
         timeout = self.settings.request_timeout
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
+                if on_kernel is not None:
+                    on_kernel(kernel)
                 deadline = time.monotonic() + timeout
                 if kernel.traits.get(OUT_OF_BAND):
                     code, injected = endpoint.code, ""
@@ -206,6 +230,7 @@ class ApiService:
                     user_expressions=expressions,
                     metadata=metadata,
                     buffers=buffers,
+                    on_output=on_output,
                 )
                 self._check_health(kernel, result, deadline)
                 info_result = None
@@ -243,6 +268,45 @@ class ApiService:
         for name, value in info.headers.items():
             response.headers[name] = value
         response.headers["Content-Type"] = content_type
+        return response
+
+    # --- async jobs and streams ------------------------------------------------------
+
+    def _submit_job(self, endpoint: Endpoint, payload: Any) -> Response:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+        def run(on_kernel: Callable[[Kernel], None]) -> Response:
+            with app.app_context():
+                return self._run(endpoint, payload, on_kernel=on_kernel)
+
+        try:
+            job = self.jobs.submit(f"{endpoint.method} {endpoint.path}", run)
+        except JobLimit as exc:
+            response = json_error(503, "ServiceUnavailable", str(exc))
+            response.headers["Retry-After"] = "1"
+            return response
+        location = f"{self.base}/_api/jobs/{job.id}"
+        response = jsonify(
+            {"id": job.id, "status": job.status, "endpoint": job.endpoint, "location": location}
+        )
+        response.status_code = 202
+        response.headers["Location"] = location
+        return response
+
+    def _stream(self, endpoint: Endpoint, payload: Any) -> Response:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        sse = wants_event_stream(request.headers.get("Accept", ""))
+
+        def run(on_output: Any, on_kernel: Any) -> dict[str, Any] | None:
+            with app.app_context():
+                response = self._run(endpoint, payload, on_output=on_output, on_kernel=on_kernel)
+            return response.get_json(silent=True) if response.status_code >= 400 else None
+
+        stream = OutputStream(run, sse=sse)
+        mimetype = EVENT_STREAM if sse else "text/plain"
+        response = Response(iter(stream), mimetype=mimetype)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
         return response
 
     def _check_health(self, kernel: Kernel, result: ExecutionResult, deadline: float) -> None:
@@ -379,6 +443,28 @@ def _install_service_routes(app: Flask, service: ApiService, base: str) -> None:
 
         for rule in {base + "/", base or "/"}:
             app.add_url_rule(rule, endpoint=f"home{len(rule)}", view_func=_home, methods=["GET"])
+
+    @app.get(base + "/_api/jobs/<job_id>")
+    def _job(job_id: str) -> Response:
+        job = service.jobs.get(job_id)
+        if job is None:
+            return json_error(
+                404, "NotFound", f"no job {job_id} here (finished jobs expire; jobs live in one worker)"
+            )
+        if job.response is None:
+            response = jsonify({"id": job.id, "status": job.status, "endpoint": job.endpoint})
+            response.headers["Retry-After"] = "1"
+            return response
+        done = job.response
+        answer = Response(done.get_data(), status=done.status_code, headers=list(done.headers.items()))
+        answer.headers["Nb2svc-Job"] = "done"
+        return answer
+
+    @app.delete(base + "/_api/jobs/<job_id>")
+    def _cancel_job(job_id: str) -> Response:
+        if not service.jobs.cancel(job_id):
+            return json_error(404, "NotFound", f"no job {job_id} here")
+        return Response(status=204)
 
     @app.get(base + "/_api/health/live")
     def _live() -> Any:

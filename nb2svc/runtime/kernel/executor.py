@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,12 +68,18 @@ class ExecutionResult:
         return "".join(self.stderr_parts)
 
 
+#: Output messages an ``on_output`` handler sees as they arrive.
+STREAMED = frozenset({"stream", "display_data", "execute_result", "error"})
+OutputHandler = Callable[[str, dict[str, Any]], None]
+
+
 class _Collector:
     """Accumulates one request's messages; ``done`` fires on reply + idle (or death)."""
 
-    __slots__ = ("result", "done", "_reply", "_idle", "died")
+    __slots__ = ("result", "done", "_reply", "_idle", "died", "on_output")
 
-    def __init__(self) -> None:
+    def __init__(self, on_output: OutputHandler | None = None) -> None:
+        self.on_output = on_output
         self.result = ExecutionResult()
         self.done = gevent.event.Event()
         self._reply = False
@@ -95,6 +102,8 @@ class _Collector:
             self._reply = True
         else:
             msg_type = msg["header"]["msg_type"]
+            if self.on_output is not None and msg_type in STREAMED:
+                self.on_output(msg_type, content)
             if msg_type == "stream":
                 parts = (
                     self.result.stdout_parts if content.get("name") == "stdout" else self.result.stderr_parts
@@ -126,6 +135,7 @@ def execute(
     interrupt_grace: float = 3.0,
     metadata: dict[str, Any] | None = None,
     buffers: list[bytes] | None = None,
+    on_output: OutputHandler | None = None,
 ) -> ExecutionResult:
     """Execute ``code`` and wait for all of its output.
 
@@ -139,8 +149,11 @@ def execute(
 
     ``metadata`` and ``buffers`` ride beside the code in the ``execute_request``
     (API mode's out-of-band REQUEST: see :mod:`nb2svc.runtime.request`).
+
+    ``on_output(msg_type, content)`` sees each output message as it arrives (streaming
+    answers); the result still collects all of them.
     """
-    collector = _Collector()
+    collector = _Collector(on_output)
     content = {
         "code": code,
         "silent": False,
