@@ -124,8 +124,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                return requests.get(self.url(path), timeout=2).status_code == 200
-            except requests.ConnectionError:
+                return requests.get(self.url(path), timeout=10).status_code == 200
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a loaded machine
                 return False
 
         wait_for(ready, timeout, f"{self.base}{path} to answer 200")

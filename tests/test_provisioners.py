@@ -91,7 +91,7 @@ def test_api_mode_with_a_provisioner_that_has_no_process(
         "--pool-size",
         "1",
         "--request-timeout",
-        "1",
+        "5",  # longer than the provisioner's poll interval (2 s), which is how /die is seen
         env=recorded.env,
     )
     first = int(server.get("/pid").text)

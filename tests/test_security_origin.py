@@ -145,7 +145,10 @@ def declare_frame(ws: websocket.WebSocket, opcode: int, length: int, fin: int = 
 
 
 def close_code(ws: websocket.WebSocket) -> int:
-    opcode, data = ws.recv_data(control_frame=True)
+    for _ in range(100):  # kernel messages sent before the close (e.g. a status) are skipped
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode != websocket.ABNF.OPCODE_TEXT and opcode != websocket.ABNF.OPCODE_BINARY:
+            break
     assert opcode == websocket.ABNF.OPCODE_CLOSE
     return struct.unpack("!H", data[:2])[0]
 
