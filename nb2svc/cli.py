@@ -386,8 +386,15 @@ def _load_spec(target: Path, comment_prefix: str | None):
 
 
 @main.command()
-@click.argument("target", type=click.Path(exists=True, path_type=Path), required=False)
+@click.argument("targets", metavar="[TARGET]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
+@click.option(
+    "--mount",
+    "mount_specs",
+    multiple=True,
+    metavar="PREFIX=NOTEBOOK",
+    help="Serve NOTEBOOK under PREFIX (repeatable; by default each notebook is mounted at /<its file stem>).",
+)
 @click.option(
     "--kernels",
     "kernel_mode",
@@ -405,11 +412,19 @@ def _load_spec(target: Path, comment_prefix: str | None):
 )
 @settings_options("all")
 def serve(
-    target: Path | None, comment_prefix: str | None, kernel_mode: bool, config_file: Path | None, **flags: Any
+    targets: tuple[Path, ...],
+    comment_prefix: str | None,
+    mount_specs: tuple[str, ...],
+    kernel_mode: bool,
+    config_file: Path | None,
+    **flags: Any,
 ) -> None:
     """Serve TARGET (a notebook or a bundle from 'nb2svc build') as an HTTP API, or with
     --kernels, serve Jupyter kernels to Jupyter clients (JupyterLab, jupyter server
     --gateway-url, @jupyterlab/services).
+
+    Several notebooks (or a folder of them) make one service: each is mounted at
+    /<its file stem>, or where --mount PREFIX=NOTEBOOK says, with its own kernels.
 
     Flags override NB2SVC_* environment variables, which override Kernel Gateway's
     KG_* variables, which override the --config file, which overrides the defaults.
@@ -433,8 +448,15 @@ def serve(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _check_timing(settings, mode)
+    several = len(targets) > 1 or bool(mount_specs) or (len(targets) == 1 and _is_notebook_folder(targets[0]))
+    target = targets[0] if len(targets) == 1 else None
     if kernel_mode:
+        if len(targets) > 1:
+            raise click.UsageError("--kernels serves kernels, not notebooks")
         _serve_kernels(target, settings)
+        return
+    if several:
+        _serve_mounted(targets, mount_specs, comment_prefix, settings)
         return
     if target is None:
         raise click.UsageError("Missing argument 'TARGET' (a notebook or bundle), or --kernels")
@@ -453,6 +475,87 @@ def serve(
     else:
         factory = _notebook_factory(spec, settings, target.resolve().parent)
     _run_server(factory, settings, spec)
+
+
+def _is_notebook_folder(path: Path) -> bool:
+    return path.is_dir() and not (path / BUNDLE_MARKER).exists()
+
+
+def _mounts(
+    targets: tuple[Path, ...], mount_specs: tuple[str, ...], comment_prefix: str | None
+) -> list[tuple[Any, Path]]:
+    """``(Mount, notebook)`` for every notebook named, found in a folder, or given by --mount."""
+    from nb2svc.compiler.mounts import Mount, default_prefix, normalise_prefix
+
+    chosen: list[tuple[str | None, Path]] = []
+    for target in targets:
+        if target.is_dir():
+            if (target / BUNDLE_MARKER).exists():
+                raise click.UsageError(f"{target} is a bundle; several notebooks are served from notebooks")
+            found = sorted(target.glob("*.ipynb"))
+            if not found:
+                raise click.UsageError(f"{target} holds no .ipynb notebooks")
+            chosen += [(None, nb) for nb in found]
+        else:
+            chosen.append((None, target))
+    for item in mount_specs:
+        prefix, sep, notebook = item.partition("=")
+        if not sep or not notebook:
+            raise click.UsageError(f"--mount {item!r}: write PREFIX=NOTEBOOK, e.g. /api/v1=service.ipynb")
+        path = Path(notebook)
+        if not path.is_file():
+            raise click.UsageError(f"--mount {item!r}: no such notebook {notebook}")
+        chosen = [(p, nb) for p, nb in chosen if nb.resolve() != path.resolve()]
+        chosen.append((normalise_prefix(prefix), path))
+    mounts = []
+    for prefix, notebook in chosen:
+        spec = _compile(notebook, comment_prefix)
+        mounts.append(
+            (Mount(prefix if prefix is not None else default_prefix(notebook.stem), spec), notebook)
+        )
+    return mounts
+
+
+def _serve_mounted(
+    targets: tuple[Path, ...], mount_specs: tuple[str, ...], comment_prefix: str | None, settings: Settings
+) -> None:
+    from nb2svc.compiler import CompileError
+    from nb2svc.compiler.mounts import check_mounts
+    from nb2svc.runtime.request import supports_language
+
+    if settings.reload:
+        raise click.UsageError("--reload watches one notebook; serve several without it")
+    mounts = _mounts(targets, mount_specs, comment_prefix)
+    try:
+        check_mounts([m for m, _ in mounts])
+    except CompileError as exc:
+        raise CompileFailed(f"error: the notebooks cannot be served together:\n{exc}") from None
+    for mount, notebook in mounts:
+        if not supports_language(mount.spec.kernel.language):
+            raise click.UsageError(
+                f"{notebook}: API mode cannot serve {mount.spec.kernel.language!r} kernels yet"
+            )
+    os.environ.update(_exported(settings))
+
+    def factory() -> Any:
+        from nb2svc.runtime.http_api import create_mounted_app
+
+        return create_mounted_app([(m, nb.resolve().parent) for m, nb in mounts], settings)
+
+    _check_port(settings)
+    base = settings.base_url.rstrip("/")
+    url = f"http://{settings.host}:{settings.port}{base}"
+    lines = [f"nb2svc {__version__}: serving {len(mounts)} notebooks ({settings.workers} worker(s))"]
+    lines += [
+        f"  {url}{m.prefix or '/'}  {m.spec.notebook} ({len(m.spec.endpoints)} endpoints, "
+        f"{settings.pool_size} {m.spec.kernel.name} kernels)"
+        for m, _ in mounts
+    ]
+    lines += [f"  docs:   {url}/_api/docs", f"  health: {url}/_api/health/ready"]
+    click.echo("\n".join(lines), err=True)
+    from nb2svc.runtime.server import Server
+
+    _run(Server(factory, settings))
 
 
 def _read_token(settings: Settings) -> str:

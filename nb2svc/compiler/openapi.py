@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
+from nb2svc.compiler.mounts import Mount
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 
 OPENAPI_VERSION = "3.1.0"
@@ -255,3 +257,42 @@ def _operation_ids(endpoints: tuple[Endpoint, ...]) -> dict[tuple[str, str], str
 def _form_schema() -> dict[str, Any]:
     """A form body as the cell sees it: ``{name: [values]}`` (a fresh dict: callers may edit the document)."""
     return {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}
+
+
+def mounted_openapi_document(mounts: Sequence[Mount], *, server_url: str | None = None) -> dict[str, Any]:
+    """One OpenAPI document for several mounted notebooks.
+
+    Each notebook's paths get its prefix, its operations its name as a tag (the docs page
+    groups by it) and, when there are several, its name in front of their
+    ``operationId`` (unique across the service). A single mount at the root is exactly
+    :func:`openapi_document`.
+    """
+    if len(mounts) == 1 and not mounts[0].prefix:
+        return openapi_document(mounts[0].spec, server_url=server_url)
+    merged: dict[str, Any] | None = None
+    for mount in mounts:
+        doc = openapi_document(mount.spec, server_url=server_url)
+        paths: dict[str, Any] = {}
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                if method == "parameters":
+                    continue
+                op["tags"] = [mount.name]
+                op["operationId"] = f"{re.sub(r'[^A-Za-z0-9]+', '_', mount.name)}__{op['operationId']}"
+            paths[(mount.prefix + path).rstrip("/") or "/"] = item
+        if merged is None:
+            merged = doc
+            merged["paths"] = {}
+            merged["tags"] = []
+        merged["paths"].update(paths)
+        merged["tags"].append({"name": mount.name, "description": doc["info"]["description"]})
+    assert merged is not None
+    names = ", ".join(m.name for m in mounts)
+    merged["info"] = {
+        "title": names,
+        "version": API_VERSION,
+        "description": "HTTP API compiled by nb2svc from the notebooks "
+        + ", ".join(f"{m.spec.notebook} (at {m.prefix or '/'})" for m in mounts)
+        + ".",
+    }
+    return merged

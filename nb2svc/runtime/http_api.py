@@ -25,14 +25,15 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, redirect, request, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from nb2svc.compiler.openapi import openapi_document, swagger_document
+from nb2svc.compiler.mounts import Mount
+from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, health_paths, install_auth, install_cors, json_error
@@ -90,12 +91,18 @@ class ApiService:
     """The per-worker state of one service: its spec, settings, kernel pool and counters."""
 
     def __init__(
-        self, spec: ServiceSpec, settings: Settings, cwd: str | None = None, exit_on_failure: bool = True
+        self,
+        spec: ServiceSpec,
+        settings: Settings,
+        cwd: str | None = None,
+        exit_on_failure: bool = True,
+        prefix: str = "",
     ) -> None:
         if not supports_language(spec.kernel.language):
             raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
         self.spec = spec
         self.settings = settings
+        self.prefix = prefix  # where the notebook is mounted ("" for the root)
         self.kernel_name = settings.kernel_name or spec.kernel.name
         self._python = spec.kernel.language.lower() == "python"
         self.recipe = KernelRecipe(
@@ -344,54 +351,94 @@ def create_app(
     cwd: str | Path | None = None,
     exit_on_failure: bool = True,
 ) -> Flask:
-    """The API-mode Flask app. A generated ``app.py`` passes ``register_routes=False``
-    and declares each endpoint itself with :meth:`ApiService.handle`. With
-    ``exit_on_failure=False`` (a ``--reload`` candidate) a pool that cannot start only
+    """The API-mode Flask app of one notebook at the root. A generated ``app.py`` passes
+    ``register_routes=False`` and declares each endpoint itself with :meth:`ApiService.handle`.
+    With ``exit_on_failure=False`` (a ``--reload`` candidate) a pool that cannot start only
     sets ``pool.failure`` instead of stopping the worker.
     """
-    app = Flask(spec.name)
+    return create_mounted_app(
+        [(Mount("", spec), cwd)], settings, register_routes=register_routes, exit_on_failure=exit_on_failure
+    )
+
+
+def create_mounted_app(
+    mounts: Sequence[tuple[Mount, str | Path | None]],
+    settings: Settings,
+    *,
+    register_routes: bool = True,
+    exit_on_failure: bool = True,
+) -> Flask:
+    """One app for one or several notebooks (``(mount, working directory)`` each).
+
+    The skeleton (auth, CORS, JSON errors, docs, OpenAPI, health, metrics, jobs) is
+    shared; each notebook is a Flask blueprint at its prefix with its own
+    :class:`ApiService` and warm pool, so adding a mount touches nothing else.
+    """
+    first = mounts[0][0]
+    app = Flask(first.name if len(mounts) == 1 else "nb2svc")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    service = ApiService(spec, settings, cwd=str(cwd) if cwd else None, exit_on_failure=exit_on_failure)
-    app.extensions["nb2svc"] = service
     base = settings.base_url.rstrip("/")
     app.config["NB2SVC_BASE"] = base
+    services = [
+        ApiService(
+            mount.spec,
+            settings,
+            cwd=str(cwd) if cwd else None,
+            exit_on_failure=exit_on_failure,
+            prefix=mount.prefix,
+        )
+        for mount, cwd in mounts
+    ]
+    app.extensions["nb2svc"] = services[0]
+    app.extensions["nb2svc.services"] = services
     install_cors(app, settings)
-    install_auth(app, settings, is_exempt=public_paths(base, spec))
+    install_auth(app, settings, is_exempt=public_paths(base, [m for m, _ in mounts]))
     _install_error_handlers(app)
-    _install_service_routes(app, service, base)
+    _install_service_routes(app, services, [m for m, _ in mounts], base)
     if register_routes:
-        for index in range(len(spec.endpoints)):
-            add_endpoint(app, index)
-    on_worker_exit(service.shutdown)
-    service.start()
+        for service in services:
+            blueprint = Blueprint(
+                f"notebook_{len(app.blueprints)}", __name__, url_prefix=base + service.prefix or None
+            )
+            for index in range(len(service.spec.endpoints)):
+                _add_route(blueprint, service, index)
+            app.register_blueprint(blueprint)
+    for service in services:
+        on_worker_exit(service.shutdown)
+        service.start()
     return app
 
 
-def claims_root(spec: ServiceSpec) -> bool:
-    return any(ep.path == "/" for ep in spec.endpoints)
+def claims_root(mounts: Sequence[Mount]) -> bool:
+    return any(mount.full_path(ep) == "/" for mount in mounts for ep in mount.spec.endpoints)
 
 
-def public_paths(base: str, spec: ServiceSpec) -> Callable[[str], bool]:
+def public_paths(base: str, mounts: Sequence[Mount]) -> Callable[[str], bool]:
     """What API mode serves without a token: the health checks, the docs page, its static
     files (Swagger UI's, nothing of the service's) and, when no endpoint claims ``/``, the
     redirect from ``/`` to the docs. The OpenAPI document and every endpoint need the token."""
     health = health_paths(base)
-    exact = {base + "/_api/docs"} | (set() if claims_root(spec) else {base + "/", base or "/"})
+    exact = {base + "/_api/docs"} | (set() if claims_root(mounts) else {base + "/", base or "/"})
     static = base + "/_api/docs/static/"
     return lambda path: health(path) or path in exact or path.startswith(static)
 
 
 def add_endpoint(app: Flask, index: int) -> None:
-    """Register endpoint ``index`` of the app's service as a Flask route."""
+    """Register endpoint ``index`` of the app's (single) service as a Flask route (generated
+    ``app.py`` files declare their routes this way)."""
     service: ApiService = app.extensions["nb2svc"]
+    _add_route(app, service, index, prefix=app.config["NB2SVC_BASE"])
+
+
+def _add_route(target: Flask | Blueprint, service: ApiService, index: int, prefix: str = "") -> None:
     endpoint = service.spec.endpoints[index]
 
     def view(**path_params: str) -> Response:
         return service.handle(index, path_params)
 
-    app.add_url_rule(
-        app.config["NB2SVC_BASE"] + endpoint.flask_rule,
+    target.add_url_rule(
+        prefix + endpoint.flask_rule,
         endpoint=f"endpoint_{index}",
         view_func=view,
         methods=[endpoint.method],
@@ -414,20 +461,21 @@ def _install_error_handlers(app: Flask) -> None:
         return json_error(500, "InternalServerError", "unexpected server error; see the server log")
 
 
-def _install_service_routes(app: Flask, service: ApiService, base: str) -> None:
-    spec = service.spec
+def _install_service_routes(app: Flask, services: list[ApiService], mounts: list[Mount], base: str) -> None:
+    first = mounts[0].spec
 
     @app.get(base + "/_api/spec/swagger.json")
     def _swagger() -> Any:
-        return swagger_document(spec)
+        return swagger_document(first)  # Kernel Gateway's document describes one notebook
 
     @app.get(base + "/openapi.json")
     def _openapi() -> Any:
-        return openapi_document(spec, server_url=base or None)
+        return mounted_openapi_document(mounts, server_url=base or None)
 
     @app.get(base + "/_api/docs")
     def _docs() -> Response:
-        return Response(render_docs_page(spec.name, base), content_type="text/html; charset=utf-8")
+        title = ", ".join(m.name for m in mounts)
+        return Response(render_docs_page(title, base), content_type="text/html; charset=utf-8")
 
     @app.get(base + "/_api/docs/static/<name>")
     def _docs_static(name: str) -> Response:
@@ -435,7 +483,7 @@ def _install_service_routes(app: Flask, service: ApiService, base: str) -> None:
             return json_error(404, "NotFound", "no such file")
         return send_from_directory(DOCS_STATIC_DIR, name, max_age=3600)
 
-    if not claims_root(spec):
+    if not claims_root(mounts):
 
         def _home() -> Response:  # the first URL the banner prints: send people to the docs
             query = request.query_string.decode("latin-1")
@@ -444,13 +492,21 @@ def _install_service_routes(app: Flask, service: ApiService, base: str) -> None:
         for rule in {base + "/", base or "/"}:
             app.add_url_rule(rule, endpoint=f"home{len(rule)}", view_func=_home, methods=["GET"])
 
+    def find_job(job_id: str) -> tuple[ApiService, Any] | None:
+        for service in services:
+            job = service.jobs.get(job_id)
+            if job is not None:
+                return service, job
+        return None
+
     @app.get(base + "/_api/jobs/<job_id>")
     def _job(job_id: str) -> Response:
-        job = service.jobs.get(job_id)
-        if job is None:
+        found = find_job(job_id)
+        if found is None:
             return json_error(
                 404, "NotFound", f"no job {job_id} here (finished jobs expire; jobs live in one worker)"
             )
+        job = found[1]
         if job.response is None:
             response = jsonify({"id": job.id, "status": job.status, "endpoint": job.endpoint})
             response.headers["Retry-After"] = "1"
@@ -462,7 +518,8 @@ def _install_service_routes(app: Flask, service: ApiService, base: str) -> None:
 
     @app.delete(base + "/_api/jobs/<job_id>")
     def _cancel_job(job_id: str) -> Response:
-        if not service.jobs.cancel(job_id):
+        found = find_job(job_id)
+        if found is None or not found[0].jobs.cancel(job_id):
             return json_error(404, "NotFound", f"no job {job_id} here")
         return Response(status=204)
 
@@ -472,51 +529,73 @@ def _install_service_routes(app: Flask, service: ApiService, base: str) -> None:
 
     @app.get(base + "/_api/health/ready")
     def _ready() -> Any:
-        stats = service.pool.stats()
-        body = {"ready": service.pool.ready, "kernels": stats.live, "idle": stats.idle, "size": stats.size}
-        if service.pool.failure is not None:
-            body["error"] = str(service.pool.failure)
-        return body, (200 if service.pool.ready else 503)
+        """Ready when every notebook's pool is warm (one notebook: its pool's numbers at the top)."""
+        states = {}
+        for service in services:
+            stats = service.pool.stats()
+            state: dict[str, Any] = {
+                "ready": service.pool.ready,
+                "kernels": stats.live,
+                "idle": stats.idle,
+                "size": stats.size,
+            }
+            if service.pool.failure is not None:
+                state["error"] = str(service.pool.failure)
+            states[service.spec.name] = state
+        ready = all(service.pool.ready for service in services)
+        if len(services) == 1:
+            return next(iter(states.values())), (200 if ready else 503)
+        return {"ready": ready, "notebooks": states}, (200 if ready else 503)
 
     @app.get(base + "/_api/metrics")
     def _metrics() -> Response:
-        return Response(_prometheus_text(service), content_type="text/plain; version=0.0.4")
+        return Response(_prometheus_text(services), content_type="text/plain; version=0.0.4")
 
 
-def _prometheus_text(service: ApiService) -> str:
-    stats = service.pool.stats()
+def _prometheus_text(services: list[ApiService]) -> str:
+    """Prometheus text for every notebook; with several, each series carries ``notebook``."""
+    several = len(services) > 1
+
+    def labels(service: ApiService, **more: str) -> str:
+        pairs = ({"notebook": service.spec.name} if several else {}) | more
+        return "{" + ",".join(f'{k}="{v}"' for k, v in pairs.items()) + "}" if pairs else ""
+
     lines = [
         "# HELP nb2svc_requests_total Endpoint requests answered by this worker, by status.",
         "# TYPE nb2svc_requests_total counter",
     ]
-    for (route, status), count in sorted(service.requests.items()):
-        lines.append(f'nb2svc_requests_total{{route="{route}",status="{status}"}} {count}')
+    for service in services:
+        for (route, status), count in sorted(service.requests.items()):
+            lines.append(f"nb2svc_requests_total{labels(service, route=route, status=str(status))} {count}")
     lines += [
         "# HELP nb2svc_request_seconds_sum Total seconds spent answering endpoint requests.",
         "# TYPE nb2svc_request_seconds_sum counter",
     ]
-    for route, total in sorted(service.duration_sum.items()):
-        lines.append(f'nb2svc_request_seconds_sum{{route="{route}"}} {total:.6f}')
+    for service in services:
+        for route, total in sorted(service.duration_sum.items()):
+            lines.append(f"nb2svc_request_seconds_sum{labels(service, route=route)} {total:.6f}")
     gauges = {
-        "nb2svc_pool_size": ("Configured kernels per worker.", stats.size),
-        "nb2svc_pool_kernels_live": ("Kernels alive in the pool.", stats.live),
-        "nb2svc_pool_kernels_idle": ("Kernels free to take a request.", stats.idle),
-        "nb2svc_pool_kernels_busy": ("Kernels running a request.", stats.busy),
-        "nb2svc_pool_kernels_starting": ("Kernels being started or seeded.", stats.starting),
-        "nb2svc_pool_waiting_requests": ("Requests waiting for a free kernel.", stats.waiting),
+        "nb2svc_pool_size": ("Configured kernels per worker.", lambda s: s.size),
+        "nb2svc_pool_kernels_live": ("Kernels alive in the pool.", lambda s: s.live),
+        "nb2svc_pool_kernels_idle": ("Kernels free to take a request.", lambda s: s.idle),
+        "nb2svc_pool_kernels_busy": ("Kernels running a request.", lambda s: s.busy),
+        "nb2svc_pool_kernels_starting": ("Kernels being started or seeded.", lambda s: s.starting),
+        "nb2svc_pool_waiting_requests": ("Requests waiting for a free kernel.", lambda s: s.waiting),
         "nb2svc_pool_saturation": (
             "Busy kernels plus waiting requests, over pool size (scale out above 1).",
-            (stats.busy + stats.waiting) / stats.size,
+            lambda s: (s.busy + s.waiting) / s.size,
         ),
     }
+    stats = [(service, service.pool.stats()) for service in services]
     for name, (help_text, value) in gauges.items():
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        lines += [f"{name}{labels(service)} {value(stat):g}" for service, stat in stats]
     lines += [
         "# HELP nb2svc_kernel_replacements_total Kernels replaced after dying or wedging.",
         "# TYPE nb2svc_kernel_replacements_total counter",
-        f"nb2svc_kernel_replacements_total {stats.replaced}",
     ]
+    lines += [f"nb2svc_kernel_replacements_total{labels(service)} {stat.replaced}" for service, stat in stats]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ApiService", "add_endpoint", "create_app"]
+__all__ = ["ApiService", "add_endpoint", "create_app", "create_mounted_app"]

@@ -1,0 +1,84 @@
+"""Several notebooks in one service: mounts, one document, one readiness, clashes refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+
+from tests.notebooks import notebook
+from tests.support import Server
+
+StartServer = Callable[..., Server]
+
+
+def write(folder: Path, name: str, *cells: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.ipynb"
+    nbformat.write(notebook(*cells, kernel="python3", language="python"), path)
+    return path
+
+
+def greeter(folder: Path, name: str) -> Path:
+    return write(
+        folder,
+        name,
+        f"import json, os\nWHO = {name!r}",
+        "# GET /hello/:name\nprint(WHO + ' greets ' + json.loads(REQUEST)['path']['name'])",
+        "# GET /pid\nprint(os.getpid())",
+    )
+
+
+def test_two_notebooks_each_with_its_own_kernels(start_server: StartServer, tmp_path: Path) -> None:
+    a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
+    server = start_server(str(a), str(b), "--pool-size", "1")
+    assert server.get("/alpha/hello/x").text == "alpha greets x\n"
+    assert server.get("/beta/hello/y").text == "beta greets y\n"
+    assert server.get("/alpha/pid").text != server.get("/beta/pid").text  # separate pools
+    ready = server.get("/_api/health/ready").json()
+    assert ready["ready"] is True and set(ready["notebooks"]) == {"alpha", "beta"}
+    doc = server.get("/openapi.json").json()
+    assert {"/alpha/hello/{name}", "/beta/hello/{name}", "/alpha/pid", "/beta/pid"} <= set(doc["paths"])
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values() if "operationId" in op]
+    assert len(ids) == len(set(ids))
+    metrics = server.get("/_api/metrics").text
+    assert 'nb2svc_requests_total{notebook="alpha",route="GET /hello/:name",status="200"} 1' in metrics
+    assert 'nb2svc_pool_size{notebook="beta"} 1' in metrics
+    assert server.get("/hello/x").status_code == 404
+
+
+def test_a_folder_of_notebooks_and_an_explicit_mount(start_server: StartServer, tmp_path: Path) -> None:
+    folder = tmp_path / "services"
+    greeter(folder, "alpha")
+    beta = greeter(folder, "beta")
+    server = start_server(str(folder), "--mount", f"/api/v1={beta}", "--pool-size", "1")
+    assert server.get("/alpha/hello/x").text == "alpha greets x\n"
+    assert server.get("/api/v1/hello/y").text == "beta greets y\n"
+    assert server.get("/beta/hello/y").status_code == 404
+
+
+def serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", *args, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_routes_that_clash_across_mounts_are_compile_errors(tmp_path: Path) -> None:
+    outer = write(tmp_path, "x", "# GET /y/z\nprint(1)")
+    inner = write(tmp_path / "more", "inner", "# GET /z\nprint(2)")
+    result = serve_fails(str(outer), "--mount", f"/x/y={inner}")
+    assert result.returncode == 2
+    assert "GET /x/y/z is also GET /x/y/z of x.ipynb (cell 1)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_two_notebooks_of_the_same_name_need_a_mount(tmp_path: Path) -> None:
+    one, two = greeter(tmp_path / "one", "same"), greeter(tmp_path / "two", "same")
+    result = serve_fails(str(one), str(two))
+    assert result.returncode == 2 and "mounted at /same like same.ipynb" in result.stderr
