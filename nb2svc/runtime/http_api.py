@@ -57,8 +57,6 @@ from nb2svc.runtime.kernel import (
 )
 from nb2svc.runtime.kernel.executor import expression_result
 from nb2svc.runtime.request import (
-    HEALTH_EXPRESSION,
-    HEALTH_KEY,
     PROBE_BUFFERS,
     PROBE_EXPRESSION,
     PROBE_KEY,
@@ -216,8 +214,6 @@ class ApiService:
         expressions = (
             response_info_expressions(language, info_cell.code, info_cell.cells) if info_cell else None
         )
-        if self._python:
-            expressions = {**(expressions or {}), HEALTH_KEY: HEALTH_EXPRESSION}
         timeout = self.settings.request_timeout
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
@@ -239,7 +235,6 @@ class ApiService:
                     buffers=buffers,
                     on_output=on_output,
                 )
-                self._check_health(kernel, result, deadline)
                 info_result = None
                 if result.error is None and info_cell is not None:
                     if self._python:
@@ -315,24 +310,6 @@ class ApiService:
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
         return response
-
-    def _check_health(self, kernel: Kernel, result: ExecutionResult, deadline: float) -> None:
-        """Retire a Python kernel whose code closed its stdout or stderr (every later answer
-        would fail). The check rides on the request's own execute; after an error (when
-        ipykernel evaluates no expressions) it costs one more, small one.
-        """
-        if not self._python:
-            return
-        health = result.user_expressions.get(HEALTH_KEY)
-        if health is None:
-            remaining = max(0.1, deadline - time.monotonic())
-            health = execute(kernel, "", timeout=remaining, user_expressions={HEALTH_KEY: HEALTH_EXPRESSION})
-            health = health.user_expressions.get(HEALTH_KEY)
-        # Only a definite False retires: kernels that do not evaluate expressions (or
-        # that answer them in another shape, like xeus-python) are taken as healthy.
-        text = (health or {}).get("data", {}).get("text/plain", "")
-        if text == "False":
-            kernel.retire("its code closed sys.stdout or sys.stderr")
 
     def _cell_error(self, result: ExecutionResult, injected: str) -> Response:
         """500 for a failed cell; ``injected`` (a REQUEST literal's assignment) never goes back.

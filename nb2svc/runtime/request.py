@@ -201,8 +201,7 @@ ASSIGNMENTS: dict[str, Callable[[str], str]] = {
 #: It answers a JSON string: ``{"stdout": text}`` or ``{"ename", "evalue", "traceback"}``
 #: (ipykernel's own report of a failed expression carries no traceback).
 #:
-#: It keeps the kernel's own stdout and stderr, to tell whether a request closed them
-#: (:data:`HEALTH_EXPRESSION`).
+#: It keeps the kernel's own stdout and stderr, to tell whether a request closed them.
 #:
 #: It binds REQUEST, REQUEST_BODY and REQUEST_FILES from the execute request's
 #: metadata and buffers before a cell runs, when they travel out of band (see the
@@ -258,14 +257,20 @@ if callable(getattr(getattr(get_ipython(), "kernel", None), "get_parent", None))
 _nb2svc_streams = (__import__("sys").stdout, __import__("sys").stderr)
 
 
-def _nb2svc_healthy():
+def _nb2svc_check_streams(result=None):
     import sys
     out, err = _nb2svc_streams
-    if sys.stdout is not out and not out.closed:
+    out_closed, err_closed = getattr(out, "closed", False), getattr(err, "closed", False)
+    if sys.stdout is not out and not out_closed:
         sys.stdout = out
-    if sys.stderr is not err and not err.closed:
+    if sys.stderr is not err and not err_closed:
         sys.stderr = err
-    return not (out.closed or err.closed)
+    manager = getattr(get_ipython(), "payload_manager", None)
+    if (out_closed or err_closed) and manager is not None:
+        manager.write_payload({"source": "nb2svc_unhealthy", "reason": "its code closed sys.stdout or sys.stderr"})
+
+
+get_ipython().events.register("post_run_cell", _nb2svc_check_streams)
 
 
 def _nb2svc_response_info(code, filename):
@@ -283,11 +288,10 @@ def _nb2svc_response_info(code, filename):
 
 RESPONSE_INFO_KEY = "nb2svc_response_info"
 
-#: Evaluated with every request on Python kernels: ``True`` while the kernel's stdout
-#: and stderr work. A cell that swapped them and did not restore them gets them back;
-#: one that closed them leaves a kernel that could never answer again, so it is retired.
-HEALTH_KEY = "nb2svc_healthy"
-HEALTH_EXPRESSION = "_nb2svc_healthy()"
+#: After every cell, a Python kernel's bootstrap gives back stdout and stderr that a
+#: cell swapped and did not restore, and reports closed ones with an ``nb2svc_unhealthy``
+#: payload in the execute reply (free when healthy, and sent on errors too): the
+#: executor then retires the kernel (see :mod:`nb2svc.runtime.kernel.executor`).
 
 
 def response_info_expressions(language: str, code: str, cells: tuple[int, ...]) -> dict[str, str] | None:

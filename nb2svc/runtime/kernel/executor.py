@@ -55,9 +55,10 @@ class ExecutionResult:
     displays: list[dict[str, Any]] = field(default_factory=list)
     error: ExecutionError | None = None
     user_expressions: dict[str, Any] = field(default_factory=dict)
-    #: The kernel asked to exit (IPython's ``exit()``/``quit()``: an ``ask_exit``
-    #: payload): the answer stands, but the kernel must not take another request.
-    asked_exit: bool = False
+    #: Why the kernel must not take another request, though this answer stands: its
+    #: code asked it to exit (IPython's ``exit()``: an ``ask_exit`` payload), or a
+    #: bootstrap reported it broken (an ``nb2svc_unhealthy`` payload, e.g. closed stdout).
+    retire_reason: str | None = None
 
     @property
     def stdout(self) -> str:
@@ -66,6 +67,15 @@ class ExecutionResult:
     @property
     def stderr(self) -> str:
         return "".join(self.stderr_parts)
+
+
+def _retire_reason(payloads: Any) -> str | None:
+    for payload in payloads:
+        if payload.get("source") == "ask_exit" and not payload.get("keepkernel"):
+            return "the code asked the kernel to exit"
+        if payload.get("source") == "nb2svc_unhealthy":
+            return str(payload.get("reason", "the kernel reported itself broken"))
+    return None
 
 
 #: Output messages an ``on_output`` handler sees as they arrive.
@@ -95,10 +105,7 @@ class _Collector:
         if channel == "shell":
             self.result.status = content.get("status", "ok")
             self.result.user_expressions = content.get("user_expressions") or {}
-            payloads = content.get("payload") or ()
-            self.result.asked_exit = any(
-                p.get("source") == "ask_exit" and not p.get("keepkernel") for p in payloads
-            )
+            self.result.retire_reason = _retire_reason(content.get("payload") or ())
             self._reply = True
         else:
             msg_type = msg["header"]["msg_type"]
@@ -173,8 +180,8 @@ def execute(
         kernel.forget(msg_id)
     if collector.died:
         raise KernelDied(f"kernel {kernel.kernel_name!r} died while running the request")
-    if collector.result.asked_exit:
-        kernel.retire("the code asked the kernel to exit")
+    if collector.result.retire_reason:
+        kernel.retire(collector.result.retire_reason)
     if collector.result.status == "error" and collector.result.error is None:
         collector.result.error = ExecutionError("Error", "the kernel reported an error without details", [])
     return collector.result
