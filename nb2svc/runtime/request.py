@@ -267,7 +267,8 @@ def _nb2svc_check_streams(result=None):
         sys.stderr = err
     manager = getattr(get_ipython(), "payload_manager", None)
     if (out_closed or err_closed) and manager is not None:
-        manager.write_payload({"source": "nb2svc_unhealthy", "reason": "its code closed sys.stdout or sys.stderr"})
+        reason = "its code closed sys.stdout or sys.stderr"
+        manager.write_payload({"source": "nb2svc_unhealthy", "reason": reason})
 
 
 get_ipython().events.register("post_run_cell", _nb2svc_check_streams)
