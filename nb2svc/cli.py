@@ -262,20 +262,43 @@ def _image_tag(value: str | None) -> str | None:
 
 
 @main.command()
-@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.argument(
+    "targets", metavar="TARGET...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
+@click.option(
+    "--mount", "mount_specs", multiple=True, metavar="PREFIX=NOTEBOOK", help="As for 'nb2svc serve'."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the routes as JSON on stdout.")
-def routes(target: Path, comment_prefix: str | None, as_json: bool) -> None:
-    """List the endpoints of a notebook or bundle, in matching order."""
-    spec = _load_spec(target, comment_prefix)
+def routes(
+    targets: tuple[Path, ...], comment_prefix: str | None, mount_specs: tuple[str, ...], as_json: bool
+) -> None:
+    """List the endpoints of a notebook or bundle, in matching order; of several notebooks
+    (or a folder of them), with their mount prefixes, as 'nb2svc serve' would serve them."""
+    several = len(targets) > 1 or bool(mount_specs) or _is_notebook_folder(targets[0])
+    if several:
+        from nb2svc.compiler import CompileError
+        from nb2svc.compiler.mounts import check_mounts
+
+        mounts = [m for m, _ in _mounts(targets, mount_specs, comment_prefix)]
+        try:
+            check_mounts(mounts)
+        except CompileError as exc:
+            raise CompileFailed(f"error: the notebooks cannot be served together:\n{exc}") from None
+    else:
+        from nb2svc.compiler.mounts import Mount
+
+        mounts = [Mount("", _load_spec(targets[0], comment_prefix))]
     rows = [
         {
             "method": ep.method,
-            "path": ep.path,
+            "path": mount.full_path(ep),
             "cells": list(ep.cells),
             "response_info": list(ep.response_info.cells) if ep.response_info else [],
         }
-        for ep in spec.endpoints
+        | ({"notebook": mount.spec.notebook} if several else {})
+        for mount in mounts
+        for ep in mount.spec.endpoints
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -82,3 +82,13 @@ def test_two_notebooks_of_the_same_name_need_a_mount(tmp_path: Path) -> None:
     one, two = greeter(tmp_path / "one", "same"), greeter(tmp_path / "two", "same")
     result = serve_fails(str(one), str(two))
     assert result.returncode == 2 and "mounted at /same like same.ipynb" in result.stderr
+
+
+def test_routes_lists_every_mount(tmp_path: Path) -> None:
+    a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
+    result = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "routes", str(a), str(b), "--json"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    paths = {(row["notebook"], row["path"]) for row in __import__("json").loads(result.stdout)}
+    assert ("alpha.ipynb", "/alpha/hello/:name") in paths and ("beta.ipynb", "/beta/pid") in paths
