@@ -517,7 +517,10 @@ def _mounts(
                 raise click.UsageError(f"{target} is a bundle; several notebooks are served from notebooks")
             found = sorted(target.glob("*.ipynb"))
             if not found:
-                raise click.UsageError(f"{target} holds no .ipynb notebooks")
+                raise click.UsageError(
+                    f"{target} is not a bundle (no {BUNDLE_MARKER}) and holds no .ipynb notebooks; "
+                    "pass a notebook, a folder of notebooks or the output of 'nb2svc build'"
+                )
             chosen += [(None, nb) for nb in found]
         else:
             chosen.append((None, target))
