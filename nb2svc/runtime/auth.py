@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
@@ -52,7 +53,9 @@ def token_matches(expected: str, presented: str | None) -> bool:
 
 
 def json_error(status: int, error: str, message: str, **extra: object) -> Response:
-    """The one JSON error shape of both modes: ``{"error", "message", ...}``."""
+    """The one JSON error shape of both modes: ``{"error", "message", "reason", ...}``
+    (``reason``: the status phrase, as Kernel Gateway's errors carry it)."""
+    extra.setdefault("reason", HTTPStatus(status).phrase)
     response = jsonify({"error": error, "message": message, **extra})
     response.status_code = status
     return response
