@@ -146,6 +146,8 @@ def declare_frame(ws: websocket.WebSocket, opcode: int, length: int, fin: int = 
 
 def close_code(ws: websocket.WebSocket) -> int:
     opcode, data = ws.recv_data(control_frame=True)
+    while opcode == websocket.ABNF.OPCODE_TEXT:  # kernel messages (status) may come first
+        opcode, data = ws.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_CLOSE
     return struct.unpack("!H", data[:2])[0]
 
