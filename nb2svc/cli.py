@@ -56,6 +56,10 @@ def _compile(notebook: Path, comment_prefix: str | None):
     return spec
 
 
+#: Kernel Gateway's flag names that mean the same (issue 10).
+FLAG_ALIASES = {"host": ("--ip",)}
+
+
 def _option_decorators(mode: str) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
     """Click options generated from the settings table (values resolved later)."""
 
@@ -72,7 +76,8 @@ def _option_decorators(mode: str) -> list[Callable[[Callable[..., Any]], Callabl
         if option.type is bool:  # --name/--no-name; None when not given, so env vars still apply
             flags = f"{option.flag}/--no-{option.flag[2:]}"
             return click.option(flags, option.name, default=None, help=help_text)
-        return click.option(option.flag, option.name, type=click_type, default=None, help=help_text)
+        names = (option.flag, *FLAG_ALIASES.get(option.name, ()))
+        return click.option(*names, option.name, type=click_type, default=None, help=help_text)
 
     return [decorator(o) for o in OPTIONS if mode in o.modes or mode == "all"]
 
@@ -322,6 +327,7 @@ def serve(
     Flags override NB2SVC_* environment variables, which override Kernel Gateway's
     KG_* variables, which override the --config file, which overrides the defaults.
     """
+    target, kernel_mode = _from_environment(target, kernel_mode)
     mode = "kernels" if kernel_mode else "api"
     misplaced = [
         OPTIONS_BY_NAME[n].flag
@@ -360,6 +366,33 @@ def serve(
     else:
         factory = _notebook_factory(spec, settings, target.resolve().parent)
     _run_server(factory, settings, spec)
+
+
+def _from_environment(target: Path | None, kernel_mode: bool) -> tuple[Path | None, bool]:
+    """Mode and notebook from NB2SVC_MODE / KG_API and NB2SVC_NOTEBOOK / KG_SEED_URI
+    when the command line gives none (see nb2svc/seed_uri.py)."""
+    from nb2svc.seed_uri import SeedError, mode_from_env, notebook_uri_from_env, resolve
+
+    try:
+        kernel_mode = kernel_mode or (target is None and mode_from_env(os.environ) == "kernels")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    uri = notebook_uri_from_env(os.environ)
+    if kernel_mode or target is not None or uri is None:
+        return target, kernel_mode
+    try:
+        return resolve(uri), kernel_mode
+    except SeedError as exc:
+        raise click.ClickException(f"cannot load the notebook: {exc}") from None
+
+
+def _seed_path(uri: str) -> Path:
+    from nb2svc.seed_uri import SeedError, resolve
+
+    try:
+        return resolve(uri)
+    except SeedError as exc:
+        raise click.ClickException(f"cannot load the seed notebook: {exc}") from None
 
 
 def _take_token(settings: Settings) -> Settings:
@@ -467,7 +500,7 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
             f"--prespawn {settings.prespawn} is more than --max-kernels {settings.max_kernels}"
         )
     warning = _kernel_auth_warning(settings)
-    seed = _load_seed(Path(settings.seed), settings.force_kernel) if settings.seed else None
+    seed = _load_seed(_seed_path(settings.seed), settings.force_kernel) if settings.seed else None
     from nb2svc.runtime.kernels_api.worker import KernelServer
 
     os.environ.update(_exported(settings))

@@ -7,12 +7,20 @@ Gateway 3's documented or observable behaviour unless the test says nb2svc is st
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from tests.kernels_support import KernelClient, kernel_server, start_kernel
 from tests.notebooks import md, notebook
@@ -108,3 +116,77 @@ def test_deliberately_stricter_than_kernel_gateway(start_server: StartServer, tm
         "POST", "/echo", data='{"a": 1}', headers={"Content-Type": "application/json; charset=utf-8"}
     )
     assert ok.json() == {"a": 1}
+
+
+# --- a notebook-less start from the environment (item 2) -----------------------------------
+
+
+@pytest.fixture
+def notebook_site(tmp_path: Path) -> Iterator[str]:
+    """A loopback HTTP server for seed URLs: the KG notebook at /api.ipynb, a kernel-mode
+    seed at /seed.ipynb; anything else 404."""
+    site = tmp_path / "site"
+    site.mkdir()
+    write(KG_NOTEBOOK, site)
+    write(notebook("import json", "SEEDED = 'yes'", kernel="python3", language="python"), site, "seed.ipynb")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(site))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def serve_and_fail(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", "--port", "1"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_kernel_gateway_container_settings_start_api_mode_from_a_url(
+    start_server: StartServer, notebook_site: str
+) -> None:
+    env = {"KG_API": "kernel_gateway.notebook_http", "KG_SEED_URI": notebook_site + "/api.ipynb"}
+    server = start_server("--pool-size", "1", env=env)
+    assert server.get("/hello/kg").text == "hello kg\n"
+
+
+def test_file_uri_and_nb2svc_names(start_server: StartServer, tmp_path: Path) -> None:
+    uri = Path(write(KG_NOTEBOOK, tmp_path)).as_uri()
+    server = start_server("--pool-size", "1", env={"NB2SVC_MODE": "api", "NB2SVC_NOTEBOOK": uri})
+    assert server.get("/env").text == "1 1\n"
+
+
+def test_kernel_mode_from_kg_api_with_a_seed_url(notebook_site: str, tmp_path: Path) -> None:
+    env = {"KG_API": "kernel_gateway.jupyter_websocket", "KG_SEED_URI": notebook_site + "/seed.ipynb"}
+    with kernel_server(tmp_path, env=env) as server:
+        kernel = start_kernel(server, name="python3")
+        with KernelClient(server, kernel["id"]) as client:
+            assert client.execute("print(json.dumps(SEEDED))").stdout == '"yes"\n'  # both from the seed
+
+
+def test_seed_url_failures_are_one_clear_line(notebook_site: str) -> None:
+    missing = serve_and_fail({"KG_SEED_URI": notebook_site + "/nope.ipynb"})
+    assert missing.returncode == 1 and "answered 404" in missing.stderr
+    big = serve_and_fail({"KG_SEED_URI": notebook_site + "/api.ipynb", "NB2SVC_SEED_MAX_BYTES": "100"})
+    assert big.returncode == 1 and "larger than 100 bytes" in big.stderr
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/api.ipynb"
+        hung = serve_and_fail({"KG_SEED_URI": url, "NB2SVC_SEED_TIMEOUT": "0.5"})
+    assert hung.returncode == 1 and "within 0.5s" in hung.stderr
+    odd = serve_and_fail({"KG_SEED_URI": "ftp://example.invalid/a.ipynb"})
+    assert odd.returncode == 1 and "unsupported scheme" in odd.stderr
+    bad_mode = serve_and_fail({"KG_API": "kernel_gateway.nope"})
+    assert bad_mode.returncode == 2 and "KG_API" in bad_mode.stderr
+    assert "Traceback" not in missing.stderr + big.stderr + hung.stderr
+
+
+def test_ip_is_an_alias_of_host() -> None:
+    done = subprocess.run([sys.executable, "-m", "nb2svc", "serve", "--help"], capture_output=True, text=True)
+    assert "--host, --ip" in done.stdout
