@@ -371,7 +371,7 @@ def serve(
 def _from_environment(target: Path | None, kernel_mode: bool) -> tuple[Path | None, bool]:
     """Mode and notebook from NB2SVC_MODE / KG_API and NB2SVC_NOTEBOOK / KG_SEED_URI
     when the command line gives none (see nb2svc/seed_uri.py)."""
-    from nb2svc.seed_uri import SeedError, mode_from_env, notebook_uri_from_env, resolve
+    from nb2svc.seed_uri import SeedError, SeedMissing, mode_from_env, notebook_uri_from_env, resolve
 
     try:
         kernel_mode = kernel_mode or (target is None and mode_from_env(os.environ) == "kernels")
@@ -382,15 +382,20 @@ def _from_environment(target: Path | None, kernel_mode: bool) -> tuple[Path | No
         return target, kernel_mode
     try:
         return resolve(uri), kernel_mode
+    except SeedMissing as exc:
+        raise click.UsageError(f"cannot load the notebook: {exc}") from None
     except SeedError as exc:
         raise click.ClickException(f"cannot load the notebook: {exc}") from None
 
 
 def _seed_path(uri: str) -> Path:
-    from nb2svc.seed_uri import SeedError, resolve
+    """``--seed``: a path as given (``_load_seed`` reports a missing one), or a fetched URI."""
+    from nb2svc.seed_uri import SeedError, SeedMissing, resolve
 
     try:
         return resolve(uri)
+    except SeedMissing:
+        return Path(uri)
     except SeedError as exc:
         raise click.ClickException(f"cannot load the seed notebook: {exc}") from None
 

@@ -10,7 +10,7 @@ A container configured for Kernel Gateway runs ``nb2svc serve`` with no argument
 - either may be a path, a ``file://`` URI or an ``http(s)://`` URL. A URL is fetched once
   at start, at most ``NB2SVC_SEED_MAX_BYTES`` bytes (default 16 MiB) within
   ``NB2SVC_SEED_TIMEOUT`` seconds (default 30), into a private temporary directory; a
-  failure is one clear line and exit status 1.
+  failure is one clear line and exit status 1 (2 for a local file that is not there).
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ TIMEOUT = 30.0
 
 class SeedError(Exception):
     """The notebook named by a URI cannot be had (operational failure: exit 1)."""
+
+
+class SeedMissing(SeedError):
+    """A local path or ``file://`` URI that names no file (a usage error: exit 2)."""
 
 
 def mode_from_env(environ: Mapping[str, str]) -> str | None:
@@ -117,5 +121,5 @@ def resolve(uri: str, environ: Mapping[str, str] | None = None) -> Path:
     else:
         path = Path(uri)
     if not path.is_file():
-        raise SeedError(f"{uri}: no such file")
+        raise SeedMissing(f"{uri}: no such file")
     return path

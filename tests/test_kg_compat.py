@@ -190,3 +190,8 @@ def test_seed_url_failures_are_one_clear_line(notebook_site: str) -> None:
 def test_ip_is_an_alias_of_host() -> None:
     done = subprocess.run([sys.executable, "-m", "nb2svc", "serve", "--help"], capture_output=True, text=True)
     assert "--host, --ip" in done.stdout
+
+
+def test_a_missing_notebook_from_the_environment_is_a_usage_error(tmp_path: Path) -> None:
+    done = serve_and_fail({"NB2SVC_NOTEBOOK": (tmp_path / "gone.ipynb").as_uri()})
+    assert done.returncode == 2 and "no such file" in done.stderr
