@@ -77,6 +77,10 @@ def _compile(notebook: Path, comment_prefix: str | None):
     return spec
 
 
+#: Kernel Gateway's flag names that mean the same (issue 10).
+FLAG_ALIASES = {"host": ("--ip",)}
+
+
 def _option_decorators(
     mode: str, only: tuple[str, ...] | None = None, defaults: dict[str, Any] | None = None
 ) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
@@ -97,7 +101,8 @@ def _option_decorators(
         if option.type is bool:  # --name/--no-name; None when not given, so env vars still apply
             flags = f"{option.flag}/--no-{option.flag[2:]}"
             return click.option(flags, option.name, default=None, help=help_text)
-        return click.option(option.flag, option.name, type=click_type, default=None, help=help_text)
+        names = (option.flag, *FLAG_ALIASES.get(option.name, ()))
+        return click.option(*names, option.name, type=click_type, default=None, help=help_text)
 
     chosen = (o for o in OPTIONS if (mode in o.modes or mode == "all") and (only is None or o.name in only))
     return [decorator(o) for o in chosen]
@@ -452,6 +457,9 @@ def serve(
     Flags override NB2SVC_* environment variables, which override Kernel Gateway's
     KG_* variables, which override the --config file, which overrides the defaults.
     """
+    if not targets and not mount_specs:
+        from_env, kernel_mode = _from_environment(None, kernel_mode)
+        targets = (from_env,) if from_env is not None else ()
     mode = "kernels" if kernel_mode else "api"
     misplaced = [
         OPTIONS_BY_NAME[n].flag
@@ -498,6 +506,38 @@ def serve(
     else:
         factory = _notebook_factory(spec, settings, target.resolve().parent)
     _run_server(factory, settings, spec)
+
+
+def _from_environment(target: Path | None, kernel_mode: bool) -> tuple[Path | None, bool]:
+    """Mode and notebook from NB2SVC_MODE / KG_API and NB2SVC_NOTEBOOK / KG_SEED_URI
+    when the command line gives none (see nb2svc/seed_uri.py)."""
+    from nb2svc.seed_uri import SeedError, SeedMissing, mode_from_env, notebook_uri_from_env, resolve
+
+    try:
+        kernel_mode = kernel_mode or (target is None and mode_from_env(os.environ) == "kernels")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    uri = notebook_uri_from_env(os.environ)
+    if kernel_mode or target is not None or uri is None:
+        return target, kernel_mode
+    try:
+        return resolve(uri), kernel_mode
+    except SeedMissing as exc:
+        raise click.UsageError(f"cannot load the notebook: {exc}") from None
+    except SeedError as exc:
+        raise click.ClickException(f"cannot load the notebook: {exc}") from None
+
+
+def _seed_path(uri: str) -> Path:
+    """``--seed``: a path as given (``_load_seed`` reports a missing one), or a fetched URI."""
+    from nb2svc.seed_uri import SeedError, SeedMissing, resolve
+
+    try:
+        return resolve(uri)
+    except SeedMissing:
+        return Path(uri)
+    except SeedError as exc:
+        raise click.ClickException(f"cannot load the seed notebook: {exc}") from None
 
 
 def _is_notebook_folder(path: Path) -> bool:
@@ -746,7 +786,7 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
             f"--prespawn {settings.prespawn} is more than --max-kernels {settings.max_kernels}"
         )
     warning = _kernel_auth_warning(settings)
-    seed = _load_seed(Path(settings.seed), settings.force_kernel) if settings.seed else None
+    seed = _load_seed(_seed_path(settings.seed), settings.force_kernel) if settings.seed else None
     from nb2svc.runtime.kernels_api.worker import KernelServer
 
     os.environ.update(_exported(settings))

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,35 +58,6 @@ def test_a_notebook_that_claims_root_keeps_it(start_server: StartServer, tmp_pat
     server = start_server(str(path), "--pool-size", "1", "--token", TOKEN)
     assert server.get("/", allow_redirects=False).status_code == 401  # an endpoint: never exempt
     assert server.get("/", headers={"Authorization": f"token {TOKEN}"}).text == "mine\n"
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,1600",
-    ):
-        options.add_argument(flag)
-    session = webdriver.Chrome(service=Service(driver), options=options)
-    try:
-        yield session
-    finally:
-        session.quit()
 
 
 def test_try_an_endpoint_from_the_page_with_the_token(

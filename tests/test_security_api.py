@@ -124,7 +124,7 @@ def test_error_detail_message_leaves_the_traceback_out(tmp_path_factory: pytest.
     try:
         r = srv.get("/fail", headers=AUTH)
         assert r.status_code == 500
-        assert r.json() == {"error": "ValueError", "message": "bad thing"}
+        assert r.json() == {"error": "ValueError", "message": "bad thing", "reason": "Internal Server Error"}
         # item 5 too: the token came from the environment, and notebook code cannot read it there
         assert srv.get("/fail").status_code == 401
         seen = srv.get("/peek", headers=AUTH).text

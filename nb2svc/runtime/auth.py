@@ -8,22 +8,29 @@ A failure is a 401 JSON body.
 
 CORS is off unless ``allow_origin`` is set; then the configured headers are added to
 every response and ``OPTIONS`` preflights are answered before auth (browsers send
-preflights without credentials). ``*`` together with credentials is refused
+preflights without credentials). As in Jupyter Server, ``--allow-origin`` alone is
+enough for a page that sends a token: unless ``--allow-headers`` / ``--allow-methods``
+say otherwise, a preflight is answered with the headers it asks for (Jupyter Server's
+``accept, content-type, authorization, x-xsrftoken`` when it asks for none) and
+:data:`PREFLIGHT_METHODS`. ``*`` together with credentials is refused
 (:func:`check_cors`): browsers reject the pair, and it would mean "every site, as the user".
 
 Origin check (kernel mode, as Jupyter Server does it): a websocket upgrade or a
 state-changing request (``POST PUT PATCH DELETE``) that carries an ``Origin`` is refused
 with 403 unless that origin is the server's own host or allowed by ``allow_origin``.
 Requests without ``Origin`` come from non-browser clients and pass. A cross-origin
-state-changing request must also be JSON (``Content-Type: application/json``), which a
-browser only sends after a CORS preflight: a page can never start a kernel with a
-"simple" ``text/plain`` or form POST, even where ``allow_origin`` is ``*``.
+state-changing request must also be one a browser only sends after a CORS preflight:
+JSON (``Content-Type: application/json``) or carrying an ``Authorization`` header
+(``@jupyterlab/services`` POSTs ``/api/kernels`` with a token and no content type). A
+page can never start a kernel with a "simple" ``text/plain`` or form POST, even where
+``allow_origin`` is ``*``.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
@@ -52,7 +59,9 @@ def token_matches(expected: str, presented: str | None) -> bool:
 
 
 def json_error(status: int, error: str, message: str, **extra: object) -> Response:
-    """The one JSON error shape of both modes: ``{"error", "message", ...}``."""
+    """The one JSON error shape of both modes: ``{"error", "message", "reason", ...}``
+    (``reason``: the status phrase, as Kernel Gateway's errors carry it)."""
+    extra.setdefault("reason", HTTPStatus(status).phrase)
     response = jsonify({"error": error, "message": message, **extra})
     response.status_code = status
     return response
@@ -117,10 +126,20 @@ def install_cors(app: Flask, settings: Settings) -> None:
     def _add_cors(response: Response) -> Response:
         for name, value in headers.items():
             response.headers.setdefault(name, value)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            requested = request.headers.get("Access-Control-Request-Headers", "").strip()
+            response.headers.setdefault("Access-Control-Allow-Headers", requested or PREFLIGHT_HEADERS)
+            response.headers.setdefault("Access-Control-Allow-Methods", PREFLIGHT_METHODS)
+            response.headers.add("Vary", "Access-Control-Request-Headers")
         if settings.allow_origin != "*":
             response.headers.add("Vary", "Origin")
         return response
 
+
+#: What a preflight is allowed when ``--allow-methods`` / ``--allow-headers`` are unset
+#: (Jupyter Server's answers).
+PREFLIGHT_METHODS = "GET, PUT, POST, PATCH, DELETE, OPTIONS"
+PREFLIGHT_HEADERS = "accept, content-type, authorization, x-xsrftoken"
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -155,10 +174,11 @@ def origin_refusal(settings: Settings) -> str | None:
     allowed = settings.allow_origin.strip()
     if allowed != "*" and origin.rstrip("/") != allowed.rstrip("/"):
         return f"cross-origin request refused: Origin {origin!r} is not this server and not --allow-origin"
-    if not websocket and request.mimetype != "application/json":
+    preflighted = request.mimetype == "application/json" or "Authorization" in request.headers
+    if not websocket and not preflighted:
         return (
             "cross-origin requests that change state must send Content-Type: application/json "
-            "(a browser then asks first with a CORS preflight)"
+            "or an Authorization header (a browser then asks first with a CORS preflight)"
         )
     return None
 

@@ -56,6 +56,8 @@ from nb2svc.runtime.kernel import (
     start_kernel,
 )
 from nb2svc.runtime.kernel.executor import expression_result
+from nb2svc.runtime.kg_compat import conditional, keep_encoded_slashes
+from nb2svc.runtime.kg_compat import path_params as kg_path_params
 from nb2svc.runtime.request import (
     PROBE_BUFFERS,
     PROBE_EXPRESSION,
@@ -180,7 +182,7 @@ class ApiService:
     def handle(self, index: int, path_params: dict[str, str]) -> Response:
         endpoint = self.spec.endpoints[index]
         started = time.perf_counter()
-        response = self._answer(endpoint, path_params)
+        response = conditional(request, self._answer(endpoint, kg_path_params(request.environ, path_params)))
         key = f"{endpoint.method} {endpoint.path}"
         self.requests[(key, response.status_code)] += 1
         self.duration_sum[key] += time.perf_counter() - started
@@ -353,6 +355,7 @@ def create_mounted_app(
     """
     first = mounts[0][0]
     app = Flask(first.name if len(mounts) == 1 else "nb2svc")
+    app.wsgi_app = keep_encoded_slashes(app.wsgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     app.json.sort_keys = False  # type: ignore[attr-defined]
     base = settings.base_url.rstrip("/")

@@ -4,6 +4,8 @@ Shape (Kernel Gateway compatible), a JSON *string*::
 
     {"body": ..., "args": {name: [values]}, "path": {name: value}, "headers": {name: value}}
 
+A header the client sent more than once is a list of its values, as in Kernel Gateway.
+
 ``body`` by ``Content-Type``: ``application/json`` (and ``+json``) → the parsed value
 (invalid JSON is a 400, not a surprise inside the cell); form-urlencoded and multipart
 → ``{name: [values]}`` (uploaded files contribute their text; malformed multipart is a
@@ -48,6 +50,8 @@ from typing import Any
 
 from flask import Request
 from werkzeug.formparser import FormDataParser
+
+from nb2svc.runtime.kg_compat import header_lists
 
 
 class BadRequestBody(ValueError):
@@ -131,7 +135,7 @@ def build_payload(
     (the caller passes ``hidden_query=("token",)`` then as well).
     """
     args = {k: req.args.getlist(k) for k in req.args if k not in hidden_query}
-    headers = {k: v for k, v in req.headers.items()}
+    headers: dict[str, Any] = header_lists(req, {k: v for k, v in req.headers.items()})
     if hidden_query and "Authorization" in headers:
         del headers["Authorization"]
     files: list[Upload] = []

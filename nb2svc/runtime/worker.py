@@ -178,6 +178,13 @@ class DrainingHandler(WebSocketHandler):
         finally:
             self._stop_header_timer()
 
+    def get_environ(self) -> Any:
+        """gevent's environ, plus the raw path and header lines (see :mod:`nb2svc.runtime.kg_compat`)."""
+        environ = super().get_environ()
+        environ["nb2svc.raw_path"] = self.path
+        environ["nb2svc.header_lines"] = self.headers.items()
+        return environ
+
     def handle_one_request(self) -> Any:
         try:
             return super().handle_one_request()

@@ -5,6 +5,7 @@ Paths, shapes and status codes follow Jupyter Server 2 / Kernel Gateway 3
 
 ======================================  ===============================================
 ``GET /api``                            ``{"version": ...}``
+``GET /api/status``, ``/api/me``        as Jupyter Server (:mod:`.server_info`)
 ``GET /api/kernelspecs``                ``{"default": name, "kernelspecs": {name: {name, spec, resources}}}``
 ``GET /api/kernelspecs/{name}``         one spec; 404 if unknown
 ``GET /kernelspecs/{name}/{file}``      a spec's resource (logos); 404 outside its directory
@@ -48,6 +49,7 @@ from nb2svc.runtime.kernels_api.manager import (
     UnknownKernelSpec,
 )
 from nb2svc.runtime.kernels_api.seed import Seed
+from nb2svc.runtime.kernels_api.server_info import install_server_info
 from nb2svc.runtime.kernels_api.sessions import SessionNotFound, SessionRegistry
 from nb2svc.runtime.kernels_api.wire import V1_PROTOCOL
 from nb2svc.runtime.server import on_worker_exit
@@ -108,6 +110,7 @@ def create_app(settings: Settings, seed: Seed | None = None) -> KernelModeApp:
     _install_kernel_routes(app, registry, settings, base)
     _install_session_routes(app, sessions, settings, base)
     _install_misc_routes(app, registry, base)
+    install_server_info(app, registry, base)
     on_worker_exit(registry.shutdown_all)
     on_drain(registry.close_connections)
     registry.start()
