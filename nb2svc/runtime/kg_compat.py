@@ -83,8 +83,11 @@ def header_lists(req: Request, headers: dict[str, Any]) -> dict[str, Any]:
 
 
 def conditional(req: Request, response: Response) -> Response:
-    """ETag on a 200 to GET/HEAD (unless set), and 304 when ``If-None-Match`` matches."""
-    if req.method not in ("GET", "HEAD") or response.status_code != 200:
+    """ETag on a 200 to GET/HEAD (unless set), and 304 when ``If-None-Match`` matches.
+
+    Streamed answers are left alone: hashing them would hold the whole stream back.
+    """
+    if req.method not in ("GET", "HEAD") or response.status_code != 200 or response.is_streamed:
         return response
     if "ETag" not in response.headers:
         response.add_etag()
