@@ -324,8 +324,13 @@ def routes(
 
 
 @main.command("test")
-@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.argument(
+    "targets", metavar="TARGET...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
+@click.option(
+    "--mount", "mount_specs", multiple=True, metavar="PREFIX=NOTEBOOK", help="As for 'nb2svc serve'."
+)
 @click.option("--url", default=None, help="Test the service running at this URL instead of starting one.")
 @click.option(
     "--start-timeout",
@@ -337,8 +342,9 @@ def routes(
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @settings_options("api", only=TEST_OPTIONS, defaults={"pool_size": "1 (stateful examples run in order)"})
 def test_examples(
-    target: Path,
+    targets: tuple[Path, ...],
     comment_prefix: str | None,
+    mount_specs: tuple[str, ...],
     url: str | None,
     start_timeout: float,
     as_json: bool,
@@ -346,7 +352,8 @@ def test_examples(
 ) -> None:
     """Send the example requests TARGET's notebook declares and compare the answers.
 
-    TARGET is a notebook or a bundle; unless --url is given, it is served on a free
+    TARGET is a notebook or a bundle (or several notebooks, a folder of them, --mount:
+    served together as 'nb2svc serve' would); unless --url is given, it is served on a free
     loopback port for the test, with the serve options below (the same as 'nb2svc
     serve', from flags or NB2SVC_* variables). Examples are declared in the endpoint
     cells' metadata (see the README). Exit 0 if all pass, 1 if any fails or the
@@ -361,15 +368,38 @@ def test_examples(
         token = _read_token(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    spec = _load_spec(target, comment_prefix)  # the compiler checks the declarations
-    notebook = target / "notebook.ipynb" if target.is_dir() else target
-    examples = endpoint_tests.examples_from_spec(spec)
+    several = len(targets) > 1 or bool(mount_specs) or _is_notebook_folder(targets[0])
+    if several:
+        from nb2svc.compiler import CompileError
+        from nb2svc.compiler.mounts import check_mounts
+
+        mounts = [m for m, _ in _mounts(targets, mount_specs, comment_prefix)]
+        try:
+            check_mounts(mounts)
+        except CompileError as exc:
+            raise CompileFailed(f"error: the notebooks cannot be served together:\n{exc}") from None
+        notebook = ", ".join(m.spec.notebook for m in mounts)
+    else:
+        from nb2svc.compiler.mounts import Mount
+
+        mounts = [Mount("", _load_spec(targets[0], comment_prefix))]  # the compiler checks the declarations
+        notebook = str(targets[0] / "notebook.ipynb" if targets[0].is_dir() else targets[0])
+    examples = [
+        example
+        for mount in mounts
+        for example in endpoint_tests.mounted(endpoint_tests.examples_from_spec(mount.spec), mount.prefix)
+    ]
     if not examples:
         raise click.UsageError(
             f"{notebook} declares no examples (cell metadata nb2svc.examples; see the README)"
         )
-    for ep in endpoint_tests.endpoints_without_examples(spec, examples):
-        click.echo(f"warning: no examples for {ep.method} {ep.path} (cell {ep.cells[0]})", err=True)
+    for mount in mounts:
+        for ep in endpoint_tests.endpoints_without_examples(mount.spec, examples, mount.prefix):
+            click.echo(
+                f"warning: no examples for {ep.method} {mount.prefix}{ep.path} "
+                f"({mount.spec.notebook}, cell {ep.cells[0]})",
+                err=True,
+            )
     serve_env = {o.env: env_value(o, getattr(settings, o.name)) for o in OPTIONS if o.name in TEST_OPTIONS}
     serve_env.pop("NB2SVC_TOKEN_FILE")
     serve_env["NB2SVC_TOKEN"] = token
@@ -377,7 +407,8 @@ def test_examples(
         if url:
             outcomes = endpoint_tests.run_examples(url, examples, token=token)
         else:
-            with endpoint_tests.local_service(target, env=serve_env, timeout=start_timeout) as base:
+            serve_args = [str(t) for t in targets] + [a for m in mount_specs for a in ("--mount", m)]
+            with endpoint_tests.local_service(serve_args, env=serve_env, timeout=start_timeout) as base:
                 outcomes = endpoint_tests.run_examples(base, examples, token=token)
     except endpoint_tests.ServiceFailed as exc:
         raise click.ClickException(str(exc)) from None

@@ -40,9 +40,9 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +113,20 @@ def examples_from_spec(spec: ServiceSpec) -> list[Example]:
     return [example for _, _, example in sorted(found, key=lambda item: item[:2])]
 
 
-def endpoints_without_examples(spec: ServiceSpec, examples: list[Example]) -> list[Endpoint]:
+def endpoints_without_examples(
+    spec: ServiceSpec, examples: list[Example], prefix: str = ""
+) -> list[Endpoint]:
     tested = {example.endpoint for example in examples}
-    return [ep for ep in spec.endpoints if f"{ep.method} {ep.path}" not in tested]
+    return [ep for ep in spec.endpoints if f"{ep.method} {prefix}{ep.path}" not in tested]
+
+
+def mounted(examples: list[Example], prefix: str) -> list[Example]:
+    """The examples of a notebook mounted at ``prefix`` (paths and labels prefixed)."""
+    if not prefix:
+        return examples
+    return [
+        replace(e, path=prefix + e.path, endpoint=e.endpoint.replace(" ", " " + prefix, 1)) for e in examples
+    ]
 
 
 def _example(declared: Mapping[str, Any], endpoint: Endpoint) -> Example:
@@ -256,9 +267,10 @@ class ServiceFailed(RuntimeError):
 
 @contextmanager
 def local_service(
-    target: Path, *, env: Mapping[str, str] | None = None, timeout: float = 120
+    target: Path | Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120
 ) -> Iterator[str]:
-    """``nb2svc serve TARGET`` on a free loopback port until ready; yields its base URL.
+    """``nb2svc serve TARGET`` (or ``serve`` with these arguments) on a free loopback port
+    until ready; yields its base URL.
 
     ``env`` holds ``NB2SVC_*`` settings for the service (``nb2svc test``'s serve options);
     it runs one worker with a pool of one kernel unless they say otherwise.
@@ -275,7 +287,7 @@ def local_service(
                 "-m",
                 "nb2svc",
                 "serve",
-                str(target),
+                *([str(target)] if isinstance(target, Path) else target),
                 "--host",
                 "127.0.0.1",
                 "--port",

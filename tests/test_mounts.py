@@ -92,3 +92,26 @@ def test_routes_lists_every_mount(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     paths = {(row["notebook"], row["path"]) for row in __import__("json").loads(result.stdout)}
     assert ("alpha.ipynb", "/alpha/hello/:name") in paths and ("beta.ipynb", "/beta/pid") in paths
+
+
+def test_nb2svc_test_runs_every_notebooks_examples_mounted(tmp_path: Path) -> None:
+    from tests.support import EXAMPLES
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nb2svc",
+            "test",
+            str(EXAMPLES / "hello.ipynb"),
+            str(EXAMPLES / "todo.ipynb"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = __import__("json").loads(result.stdout)
+    assert all(row["passed"] for row in rows)
+    assert {"GET /hello/hello/world", "DELETE /todo/todos/3"} <= {row["request"] for row in rows}
