@@ -134,3 +134,23 @@ def test_unknown_kernel_spec_names_the_installed_ones(start_server: StartServer,
     log = server.log()
     assert "no such kernel spec: 'no-such-kernel' (installed:" in log and "python3" in log
     assert "Traceback" not in log
+
+
+def test_kernels_forget_the_output_of_answered_requests(start_server: StartServer, tmp_path: Path) -> None:
+    """IPython tees every write into history_manager.outputs under an execution count that
+    requests (store_history=False) never advance: without the bootstrap's hook a kernel
+    keeps every answer it ever printed (2 GB after 2,000 1 MiB echoes, bench/rss_check.py)."""
+    nb = notebook(
+        "import os",
+        "# GET /big\nprint('x' * 100_000)",
+        "# GET /held\nhm = get_ipython().history_manager\n"
+        "print(sum(len(''.join(o.bundle.get('stream', []))) for outs in hm.outputs.values() for o in outs))",
+        kernel="python3",
+        language="python",
+    )
+    path = tmp_path / "outputs.ipynb"
+    nbformat.write(nb, path)
+    server = start_server(str(path), "--pool-size", "1")
+    for _ in range(5):
+        assert len(server.get("/big").text) == 100_001
+    assert server.get("/held").text == "0\n"

@@ -205,6 +205,11 @@ ASSIGNMENTS: dict[str, Callable[[str], str]] = {
 #: It answers a JSON string: ``{"stdout": text}`` or ``{"ename", "evalue", "traceback"}``
 #: (ipykernel's own report of a failed expression carries no traceback).
 #:
+#: It also forgets each cell's captured output: IPython (8.x) tees every stdout and
+#: stderr write into ``history_manager.outputs[execution_count]``, and requests run
+#: with ``store_history=False`` never advance the count, so a kernel would keep every
+#: answer it ever printed (measured: about 1 MB of RSS per 1 MiB echo, 2 GB after 2,000).
+#:
 #: It keeps the kernel's own stdout and stderr, to tell whether a request closed them.
 #:
 #: It binds REQUEST, REQUEST_BODY and REQUEST_FILES from the execute request's
@@ -229,6 +234,15 @@ def _nb2svc_forget_request_cell(result):
 
 
 get_ipython().events.register("post_run_cell", _nb2svc_forget_request_cell)
+
+
+def _nb2svc_forget_outputs(result=None):
+    outputs = getattr(getattr(get_ipython(), "history_manager", None), "outputs", None)
+    if outputs:
+        outputs.clear()
+
+
+get_ipython().events.register("post_run_cell", _nb2svc_forget_outputs)
 
 
 _nb2svc_out_of_band = False
