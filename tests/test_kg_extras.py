@@ -184,3 +184,91 @@ def test_the_worktree_code_is_what_runs() -> None:
         check=True,
     ).stdout
     assert Path(json.loads(out)).resolve().is_relative_to(REPO.resolve())
+
+
+# --- the swagger cell parser -------------------------------------------------------------
+
+#: Written as for Kernel Gateway's ``KG_CELL_PARSER=kernel_gateway.notebook_http.swagger.parser``:
+#: the document in a markdown cell's fenced block, operations implemented by
+#: ``# operationId:`` cells, a ResponseInfo cell, client code guarded by KERNEL_GATEWAY.
+SWAGGER_DOC = {
+    "swagger": "2.0",
+    "info": {"version": "0.1.0", "description": "Greets people"},
+    "paths": {
+        "/greet": {
+            "get": {
+                "operationId": "greet",
+                "summary": "Say hello",
+                "parameters": [{"name": "name", "in": "query", "type": "string"}],
+            }
+        },
+        "/items": {"post": {"operationId": "addItem", "summary": "Add an item"}},
+    },
+}
+SWAGGER_NOTEBOOK = notebook(
+    "import json, os\nitems = []",
+    md("# Greeter\n\n```json\n" + json.dumps(SWAGGER_DOC, indent=2) + "\n```\n"),
+    "# operationId: greet\nreq = json.loads(REQUEST)\nprint('hello', req['path']['name'])",
+    "# operationId: addItem\nitems.append(json.loads(REQUEST)['body'])\nprint(json.dumps(items))",
+    "# ResponseInfo operationId: addItem\nprint(json.dumps({'status': 201, "
+    "'headers': {'Content-Type': 'application/json'}}))",
+    'if "KERNEL_GATEWAY" not in os.environ:\n    raise SystemExit("client code ran in the service")',
+    kernel="python3",
+    language="python",
+)
+
+
+def test_swagger_notebook_serves_its_operations(start_server: StartServer, tmp_path: Path) -> None:
+    path = write(SWAGGER_NOTEBOOK, tmp_path, "greeter.ipynb")
+    server = start_server(
+        str(path), "--pool-size", "1", env={"KG_CELL_PARSER": "kernel_gateway.notebook_http.swagger.parser"}
+    )
+    # Kernel Gateway's route: the document's path plus /:name per named parameter
+    assert server.get("/greet/ada").text == "hello ada\n"
+    assert server.get("/greet").status_code == 404
+    added = server.request("POST", "/items", json={"n": 1})
+    assert added.status_code == 201  # the ResponseInfo cell of the operation
+    assert added.headers["Content-Type"] == "application/json"
+    assert added.json() == [{"n": 1}]
+    assert server.request("PUT", "/items").status_code == 405
+    # swagger.json is the notebook's document, info.title defaulting to the notebook's name
+    assert server.get("/_api/spec/swagger.json").json() == {
+        **SWAGGER_DOC,
+        "info": {**SWAGGER_DOC["info"], "title": "greeter"},
+    }
+    # ...merged into nb2svc's OpenAPI document: same operationIds, the document's words
+    openapi = server.get("/openapi.json").json()
+    assert openapi["info"]["description"] == "Greets people"
+    operation = openapi["paths"]["/greet/{name}"]["get"]
+    assert operation["operationId"] == "greet" and operation["summary"] == "Say hello"
+    assert openapi["paths"]["/items"]["post"]["operationId"] == "addItem"
+
+
+def test_swagger_notebook_without_the_parser_names_it(tmp_path: Path) -> None:
+    path = write(SWAGGER_NOTEBOOK, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cell 3: '# operationId: greet' is an annotation of Kernel Gateway's swagger cell parser" in (
+        result.stderr
+    )
+    assert "--cell-parser swagger" in result.stderr
+
+
+def test_swagger_bundle_keeps_the_document(start_server: StartServer, tmp_path: Path) -> None:
+    path = write(SWAGGER_NOTEBOOK, tmp_path, "greeter.ipynb")
+    bundle = tmp_path / "bundle"
+    subprocess.run(
+        [sys.executable, "-m", "nb2svc", "build", str(path), "-o", str(bundle), "--cell-parser", "swagger"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    server = start_server(str(bundle), "--pool-size", "1")
+    assert server.get("/greet/bob").text == "hello bob\n"
+    assert server.get("/_api/spec/swagger.json").json()["paths"] == SWAGGER_DOC["paths"]
