@@ -27,6 +27,7 @@ from nb2svc.config import (
     Settings,
     env_value,
     load_config_file,
+    parse_value,
     settings_from_env,
     shutdown_timing,
 )
@@ -34,6 +35,7 @@ from nb2svc.config import (
 BUNDLE_MARKER = "service.json"
 #: The serve options ``nb2svc test`` takes for the service it starts (and its token).
 TEST_OPTIONS = (
+    "cell_parser",
     "pool_size",
     "request_timeout",
     "kernel_name",
@@ -64,17 +66,28 @@ def _skip_slow_format_checkers() -> None:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
-def _compile(notebook: Path, comment_prefix: str | None):
+def _compile(notebook: Path, comment_prefix: str | None, cell_parser: str = "default"):
     _skip_slow_format_checkers()
     from nb2svc.compiler import CompileError, compile_notebook
 
     try:
-        spec = compile_notebook(notebook, comment_prefix=comment_prefix)
+        spec = compile_notebook(notebook, comment_prefix=comment_prefix, cell_parser=cell_parser)
     except CompileError as exc:
         raise CompileFailed(f"error: {notebook} cannot be compiled:\n" + str(exc)) from None
     for warning in spec.warnings:
         click.echo(f"warning: {warning}", err=True)
     return spec
+
+
+def _cell_parser(flag: str | None) -> str:
+    """``--cell-parser`` of ``build`` and ``routes``: the flag, else ``NB2SVC_CELL_PARSER``,
+    else Kernel Gateway's ``KG_CELL_PARSER`` (how the notebook is read, not a deploy setting)."""
+    option = OPTIONS_BY_NAME["cell_parser"]
+    raw = flag if flag is not None else os.environ.get(option.env, os.environ.get(option.kg_alias or ""))
+    try:
+        return parse_value(option, raw)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 #: Kernel Gateway's flag names that mean the same (issue 10).
@@ -172,7 +185,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     show_default=True,
     help="Most pods the HorizontalPodAutoscaler may run (with --k8s).",
 )
-@settings_options("all", only=tuple(o.name for o in DEPLOY_OPTIONS))
+@settings_options("all", only=(*(o.name for o in DEPLOY_OPTIONS), "cell_parser"))
 def build(
     notebook: Path,
     output: Path | None,
@@ -196,11 +209,12 @@ def build(
     """
     from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command, write_bundle
 
+    cell_parser = _cell_parser(flags.pop("cell_parser"))
     try:
         settings = settings_from_env({}, **flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    spec = _compile(notebook, comment_prefix)
+    spec = _compile(notebook, comment_prefix, cell_parser)
     output = output or Path("build") / spec.name
     deploy = {o.name: getattr(settings, o.name) for o in DEPLOY_OPTIONS}
     try:
@@ -275,17 +289,23 @@ def _image_tag(value: str | None) -> str | None:
     "--mount", "mount_specs", multiple=True, metavar="PREFIX=NOTEBOOK", help="As for 'nb2svc serve'."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the routes as JSON on stdout.")
+@settings_options("all", only=("cell_parser",))
 def routes(
-    targets: tuple[Path, ...], comment_prefix: str | None, mount_specs: tuple[str, ...], as_json: bool
+    targets: tuple[Path, ...],
+    comment_prefix: str | None,
+    mount_specs: tuple[str, ...],
+    as_json: bool,
+    cell_parser: str | None,
 ) -> None:
     """List the endpoints of a notebook or bundle, in matching order; of several notebooks
     (or a folder of them), with their mount prefixes, as 'nb2svc serve' would serve them."""
+    parser = _cell_parser(cell_parser)
     several = len(targets) > 1 or bool(mount_specs) or _is_notebook_folder(targets[0])
     if several:
         from nb2svc.compiler import CompileError
         from nb2svc.compiler.mounts import check_mounts
 
-        mounts = [m for m, _ in _mounts(targets, mount_specs, comment_prefix)]
+        mounts = [m for m, _ in _mounts(targets, mount_specs, comment_prefix, parser)]
         try:
             check_mounts(mounts)
         except CompileError as exc:
@@ -293,7 +313,7 @@ def routes(
     else:
         from nb2svc.compiler.mounts import Mount
 
-        mounts = [Mount("", _load_spec(targets[0], comment_prefix))]
+        mounts = [Mount("", _load_spec(targets[0], comment_prefix, parser))]
     rows = [
         {
             "method": ep.method,
@@ -373,7 +393,7 @@ def test_examples(
         from nb2svc.compiler import CompileError
         from nb2svc.compiler.mounts import check_mounts
 
-        mounts = [m for m, _ in _mounts(targets, mount_specs, comment_prefix)]
+        mounts = [m for m, _ in _mounts(targets, mount_specs, comment_prefix, settings.cell_parser)]
         try:
             check_mounts(mounts)
         except CompileError as exc:
@@ -382,7 +402,8 @@ def test_examples(
     else:
         from nb2svc.compiler.mounts import Mount
 
-        mounts = [Mount("", _load_spec(targets[0], comment_prefix))]  # the compiler checks the declarations
+        # the compiler checks the declarations
+        mounts = [Mount("", _load_spec(targets[0], comment_prefix, settings.cell_parser))]
         notebook = str(targets[0] / "notebook.ipynb" if targets[0].is_dir() else targets[0])
     examples = [
         example
@@ -422,7 +443,7 @@ def test_examples(
         sys.exit(1)
 
 
-def _load_spec(target: Path, comment_prefix: str | None):
+def _load_spec(target: Path, comment_prefix: str | None, cell_parser: str = "default"):
     from nb2svc.compiler.spec import ServiceSpec
 
     if target.is_dir():
@@ -441,7 +462,7 @@ def _load_spec(target: Path, comment_prefix: str | None):
             ) from None
         except OSError as exc:
             raise click.ClickException(f"{marker}: {_os_reason(exc)}") from None
-    return _compile(target, comment_prefix)
+    return _compile(target, comment_prefix, cell_parser)
 
 
 @main.command()
@@ -522,7 +543,7 @@ def serve(
         return
     if target is None:
         raise click.UsageError("Missing argument 'TARGET' (a notebook or bundle), or --kernels")
-    spec = _load_spec(target, comment_prefix)
+    spec = _load_spec(target, comment_prefix, settings.cell_parser)
     from nb2svc.runtime.request import supports_language
 
     if not supports_language(spec.kernel.language):
@@ -576,7 +597,10 @@ def _is_notebook_folder(path: Path) -> bool:
 
 
 def _mounts(
-    targets: tuple[Path, ...], mount_specs: tuple[str, ...], comment_prefix: str | None
+    targets: tuple[Path, ...],
+    mount_specs: tuple[str, ...],
+    comment_prefix: str | None,
+    cell_parser: str = "default",
 ) -> list[tuple[Any, Path]]:
     """``(Mount, notebook)`` for every notebook named, found in a folder, or given by --mount."""
     from nb2svc.compiler.mounts import Mount, default_prefix, normalise_prefix
@@ -606,7 +630,7 @@ def _mounts(
         chosen.append((normalise_prefix(prefix), path))
     mounts = []
     for prefix, notebook in chosen:
-        spec = _compile(notebook, comment_prefix)
+        spec = _compile(notebook, comment_prefix, cell_parser)
         mounts.append(
             (Mount(prefix if prefix is not None else default_prefix(notebook.stem), spec), notebook)
         )
@@ -622,7 +646,7 @@ def _serve_mounted(
 
     if settings.reload:
         raise click.UsageError("--reload watches one notebook; serve several without it")
-    mounts = _mounts(targets, mount_specs, comment_prefix)
+    mounts = _mounts(targets, mount_specs, comment_prefix, settings.cell_parser)
     try:
         check_mounts([m for m, _ in mounts])
     except CompileError as exc:
@@ -711,6 +735,7 @@ def _reloading_factory(
             build,
             extra=extra,
             comment_prefix=comment_prefix,
+            cell_parser=settings.cell_parser,
             ready_timeout=settings.kernel_start_timeout + 10,
             drain_timeout=settings.request_timeout + settings.queue_timeout,
             first=spec,

@@ -121,6 +121,24 @@ def normalize_host(value: str) -> str:
     return text
 
 
+def normalize_static_path(value: str) -> str:
+    """An existing directory, made absolute (workers resolve it the same wherever they run)."""
+    text = value.strip()
+    if not text:
+        return ""
+    if not os.path.isdir(text):
+        raise ValueError(f"no such directory: {value!r}")
+    return os.path.abspath(text)
+
+
+#: ``--cell-parser`` values, and Kernel Gateway's ``KG_CELL_PARSER`` module names for them.
+CELL_PARSERS = ("default", "swagger")
+KG_CELL_PARSERS = {
+    "kernel_gateway.notebook_http.cell.parser": "default",
+    "kernel_gateway.notebook_http.swagger.parser": "swagger",
+}
+
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "host",
@@ -405,6 +423,37 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "More files whose changes trigger --reload (comma-separated), e.g. a module the notebook imports.",
         modes=("api",),
+    ),
+    # --- Kernel Gateway's notebook-http extras (issue 10) ---
+    Option(
+        "allow_notebook_download",
+        bool,
+        False,
+        "Serve the notebook itself at GET /_api/source (token required, as every endpoint).",
+        kg_alias="KG_ALLOW_NOTEBOOK_DOWNLOAD",
+        modes=("api",),
+    ),
+    Option(
+        "static_path",
+        str,
+        "",
+        "Serve the files in this directory at /public/... without a token, as Kernel Gateway does "
+        "(empty: no /public).",
+        kg_alias="KG_STATIC_PATH",
+        modes=("api",),
+        normalize=normalize_static_path,
+    ),
+    Option(
+        "cell_parser",
+        str,
+        "default",
+        "How endpoints are declared: 'default' (`# GET /path` cells) or 'swagger' (a Swagger/OpenAPI "
+        "document in a markdown cell, `# operationId: name` cells); Kernel Gateway's module names "
+        "are accepted too.",
+        kg_alias="KG_CELL_PARSER",
+        modes=("api",),
+        choices=CELL_PARSERS,
+        words=KG_CELL_PARSERS,
     ),
 )
 

@@ -37,10 +37,16 @@ SCRIPT = textwrap.dedent(
     spec = compile_notebook(nb, name="boundary")
     openapi_document(spec)
     swagger_document(spec)
+    document = json.dumps({{"swagger": "2.0", "paths": {{"/s": {{"get": {{"operationId": "s"}}}}}}}})
+    cells = [v4.new_markdown_cell(document), v4.new_code_cell("# operationId: s\\nprint(1)")]
+    swagger = compile_notebook(v4.new_notebook(cells=cells), cell_parser="swagger")
+    openapi_document(swagger)
+    swagger_document(swagger)
     loaded = sorted(
         m for m in sys.modules if m.split(".")[0] in {blocked!r} or m.startswith("nb2svc.runtime")
     )
-    print(json.dumps({{"endpoints": [ep.path for ep in spec.endpoints], "loaded": loaded}}))
+    paths = [ep.path for ep in spec.endpoints + swagger.endpoints]
+    print(json.dumps({{"endpoints": paths, "loaded": loaded}}))
     """
 ).format(blocked=BLOCKED)
 
@@ -55,6 +61,6 @@ def test_compiler_imports_and_compiles_without_runtime_dependencies() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["endpoints"] == ["/hello/:name"]
+    assert out["endpoints"] == ["/hello/:name", "/s"]  # the default and the swagger cell parser
     # Only the None placeholders we planted; no real module and nothing from the runtime.
     assert out["loaded"] == sorted(BLOCKED)

@@ -39,6 +39,15 @@ from nb2svc.compiler.errors import CompileError, CompileProblem
 from nb2svc.compiler.examples import declared_examples
 from nb2svc.compiler.notebook import LoadedNotebook, NotebookSource, load_notebook
 from nb2svc.compiler.spec import RESPONSE_MODES, Endpoint, ResponseInfo, ServiceSpec, SetupCell
+from nb2svc.compiler.swagger_parser import (
+    SwaggerAnnotations,
+    operation_line,
+    response_info_line,
+    swagger_annotations,
+)
+
+#: ``compile_notebook``'s ``cell_parser`` values (``--cell-parser``).
+CELL_PARSERS = ("default", "swagger")
 
 _Report = Callable[..., None]  # problem(cell, message, hint="")
 
@@ -65,14 +74,22 @@ class _Route:
 
 
 def compile_notebook(
-    source: NotebookSource, *, name: str | None = None, comment_prefix: str | None = None
+    source: NotebookSource,
+    *,
+    name: str | None = None,
+    comment_prefix: str | None = None,
+    cell_parser: str = "default",
 ) -> ServiceSpec:
     """Compile ``source`` (a path, notebook JSON text, or a notebook object) into a spec.
 
     ``name`` defaults to the notebook file's stem (``"service"`` in memory);
-    ``comment_prefix`` overrides the one derived from the kernel language. Raises
+    ``comment_prefix`` overrides the one derived from the kernel language;
+    ``cell_parser`` is ``"default"`` (``# GET /path`` cells) or ``"swagger"`` (Kernel
+    Gateway's swagger cell parser, see :mod:`nb2svc.compiler.swagger_parser`). Raises
     :class:`CompileError` carrying every problem found; see the module doc for the rules.
     """
+    if cell_parser not in CELL_PARSERS:
+        raise ValueError(f"cell_parser must be one of {', '.join(CELL_PARSERS)}, got {cell_parser!r}")
     loaded = load_notebook(source, comment_prefix=comment_prefix)
     nb, prefix = loaded.notebook, loaded.comment_prefix
     problems: list[CompileProblem] = []
@@ -80,6 +97,8 @@ def compile_notebook(
     def problem(cell: int | None, message: str, hint: str = "") -> None:
         problems.append(CompileProblem(loaded.source, cell, message, hint))
 
+    swagger = swagger_annotations(nb.cells, prefix, problem, _source) if cell_parser == "swagger" else None
+    annotate = swagger or _default_annotations(prefix)
     setup: list[SetupCell] = []
     endpoints: dict[tuple[str, str], _Route] = {}
     response_infos: dict[tuple[str, str], _Route] = {}
@@ -91,7 +110,7 @@ def compile_notebook(
         if not code.strip():
             continue
         try:
-            annotation = parse_annotation(code.splitlines()[0], prefix)
+            annotation = annotate(code.splitlines()[0])
         except AnnotationError as exc:
             problem(number, exc.message, exc.hint)
             malformed = True
@@ -113,12 +132,15 @@ def compile_notebook(
 
     _check_param_names(endpoints, prefix, problem)
     _check_response_infos(endpoints, response_infos, prefix, problem)
-    if not endpoints and not malformed:
-        problem(None, "no endpoints found", f"annotate a code cell's first line with `{prefix} GET /path`")
+    if not endpoints and not malformed and not problems:
+        wanted = f"{prefix} operationId: NAME" if swagger else f"{prefix} GET /path"
+        problem(None, "no endpoints found", f"annotate a code cell's first line with `{wanted}`")
     if problems:
         raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
 
     specs = [_endpoint(route, response_infos.get(key), nb) for key, route in endpoints.items()]
+    if swagger is not None:
+        specs = [_with_operation(ep, swagger) for ep in specs]
     specs.sort(key=lambda ep: (_order_key(ep.path), METHODS.index(ep.method), ep.path))
     examples = declared_examples(nb.cells, specs, problem)
     modes = {(ep.method, ep.path): _response_mode(nb, ep.cells[0], problem) for ep in specs}
@@ -135,7 +157,54 @@ def compile_notebook(
         kernel=loaded.kernel,
         setup=tuple(setup),
         endpoints=tuple(specs),
-        warnings=tuple(_overlap_warnings(endpoints, loaded)),
+        warnings=tuple(_overlap_warnings(endpoints, loaded)) + _unused_operations(swagger, loaded),
+        swagger=swagger.found.document if swagger is not None else None,
+    )
+
+
+def _default_annotations(prefix: str) -> Callable[[str], Annotation | None]:
+    """``# GET /path`` annotations; a swagger parser's ``# operationId:`` line says which parser it needs."""
+    operation = operation_line(prefix)
+
+    def annotate(line: str) -> Annotation | None:
+        if operation.match(line.strip()) or response_info_line(prefix).match(line.strip()):
+            raise AnnotationError(
+                f"{line.strip()!r} is an annotation of Kernel Gateway's swagger cell parser",
+                "compile with --cell-parser swagger or "
+                "KG_CELL_PARSER=kernel_gateway.notebook_http.swagger.parser, or write "
+                f"`{prefix} GET /path`",
+            )
+        return parse_annotation(line, prefix)
+
+    return annotate
+
+
+def _with_operation(ep: Endpoint, swagger: SwaggerAnnotations) -> Endpoint:
+    """The endpoint with its operationId, and the document's summary and description if it has them."""
+    op_id = swagger.ids[ep.method, ep.path]
+    details = swagger.found.operations[op_id].details
+    return replace(
+        ep,
+        operation_id=op_id,
+        summary=str(details.get("summary") or ep.summary),
+        description=str(details.get("description") or ep.description),
+    )
+
+
+def _unused_operations(swagger: SwaggerAnnotations | None, loaded: LoadedNotebook) -> tuple[str, ...]:
+    if swagger is None:
+        return ()
+    return tuple(
+        str(
+            CompileProblem(
+                loaded.source,
+                op.cell or None,
+                f"operation {op.operation_id!r} ({op.method} {op.doc_path!r}) is declared "
+                "but no cell implements it "
+                f"(annotate one with `{swagger.prefix} operationId: {op.operation_id}`)",
+            )
+        )
+        for op in swagger.unused()
     )
 
 

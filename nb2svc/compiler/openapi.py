@@ -7,6 +7,7 @@ sort_keys=True)`` is byte-identical between builds.
 
 from __future__ import annotations
 
+import copy
 import re
 import urllib.parse
 from collections.abc import Sequence
@@ -31,8 +32,8 @@ def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dic
     (``text/plain``; any type and status when a ResponseInfo cell sets them) and 500 with
     the JSON error body ``{"error", "message", "traceback"}``. POST, PUT and PATCH
     accept an optional JSON, form or text body (the cell sees it as ``REQUEST["body"]``).
-    ``operationId`` is ``<method>_<segments>`` (``get_items_id``), suffixed ``_2``, ``_3``
-    … in endpoint order if two endpoints would share one.
+    ``operationId`` is the document's (swagger cell parser), else ``<method>_<segments>``
+    (``get_items_id``), suffixed ``_2``, ``_3`` … in endpoint order if two endpoints would share one.
     """
     operation_ids = _operation_ids(spec.endpoints)
     paths: dict[str, Any] = {}
@@ -81,9 +82,49 @@ def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dic
         # A token is required only when the server was started with one.
         "security": [{}, {"token": []}],
     }
+    if spec.swagger is not None:
+        _merge_notebook_document(doc, spec)
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc
+
+
+#: What an operation of the notebook's own document (swagger cell parser) adds to ours.
+#: Swagger 2.0 responses and parameters have another shape, so only OpenAPI 3 documents
+#: contribute those.
+_DOC_KEYS = ("summary", "description", "tags", "externalDocs", "deprecated")
+_OPENAPI3_KEYS = ("responses", "requestBody")
+
+
+def _merge_notebook_document(doc: dict[str, Any], spec: ServiceSpec) -> None:
+    """Merge the notebook's Swagger/OpenAPI document into ours: its ``info`` title,
+    description and version, its top-level ``tags``, and per operation its documentation
+    (and, from an OpenAPI 3 document, its responses and request body over ours)."""
+    own = spec.swagger or {}
+    openapi3 = str(own.get("openapi", "")).startswith("3")
+    info = own.get("info") if isinstance(own.get("info"), dict) else {}
+    for key in ("title", "description", "version"):
+        if info.get(key):
+            doc["info"][key] = str(info[key])
+    if isinstance(own.get("tags"), list):
+        doc["tags"] = own["tags"]
+    declared = {
+        str(op.get("operationId")): op
+        for item in (own.get("paths") or {}).values()
+        if isinstance(item, dict)
+        for op in item.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    for item in doc["paths"].values():
+        for method, op in item.items():
+            if method == "parameters" or op.get("operationId") not in declared:
+                continue
+            theirs = declared[op["operationId"]]
+            for key in _DOC_KEYS + (_OPENAPI3_KEYS if openapi3 else ()):
+                if key == "responses" and isinstance(theirs.get(key), dict):
+                    op["responses"] = {**op["responses"], **{str(k): v for k, v in theirs[key].items()}}
+                elif key in theirs:
+                    op[key] = theirs[key]
 
 
 def swagger_document(spec: ServiceSpec) -> dict[str, Any]:
@@ -97,6 +138,11 @@ def swagger_document(spec: ServiceSpec) -> dict[str, Any]:
     Kernel Gateway's document keep working; :func:`openapi_document` is the full
     description.
     """
+    if spec.swagger is not None:  # the swagger cell parser: the notebook's own document
+        own = copy.deepcopy(spec.swagger)
+        if isinstance(own.get("info"), dict) and "title" not in own["info"]:
+            own["info"]["title"] = spec.name
+        return own
     paths: dict[str, dict[str, Any]] = {}
     for ep in sorted(spec.endpoints, key=lambda ep: ep.cells[0]):
         paths.setdefault(ep.path, {})[ep.method.lower()] = {"responses": {"200": {"description": "Success"}}}
@@ -240,9 +286,11 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def _operation_ids(endpoints: tuple[Endpoint, ...]) -> dict[tuple[str, str], str]:
-    ids: dict[tuple[str, str], str] = {}
-    taken: set[str] = set()
+    ids = {(ep.method, ep.path): ep.operation_id for ep in endpoints if ep.operation_id}
+    taken: set[str] = set(ids.values())
     for ep in endpoints:
+        if ep.operation_id:
+            continue
         words = [w for s in ep.segments if (w := re.sub(r"[^A-Za-z0-9]+", "_", s.lstrip(":")).strip("_"))]
         base = "_".join([ep.method.lower(), *(words or ["root"])])
         candidate, n = base, 1

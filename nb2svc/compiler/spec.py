@@ -19,9 +19,11 @@ annotations.
          "response_info": {"cells": [3], "code": "..."} | null,
          "summary": "...", "description": "...",
          "examples": [...],                           # see nb2svc.compiler.examples
-         "response": "sync" | "stream" | "job"}
-      ]
-    }
+         "response": "sync" | "stream" | "job",
+         "operation_id": "..."}                       # only with the swagger cell parser
+      ],
+      "swagger": {...}                                # only with the swagger cell parser:
+    }                                                 # the notebook's own document
 
 Cell numbers are 1-based positions in the notebook's ``cells`` list (markdown cells
 count), matching what a user sees when counting cells in Jupyter.
@@ -80,6 +82,8 @@ class Endpoint:
     examples: tuple[dict[str, Any], ...] = field(default=(), compare=False)
     #: One of :data:`RESPONSE_MODES`.
     response: str = "sync"
+    #: The document's ``operationId`` (swagger cell parser; empty otherwise).
+    operation_id: str = ""
 
     @property
     def flask_rule(self) -> str:
@@ -107,6 +111,8 @@ class ServiceSpec:
     setup: tuple[SetupCell, ...]
     endpoints: tuple[Endpoint, ...]
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    #: The notebook's own Swagger/OpenAPI document (swagger cell parser; ``None`` otherwise).
+    swagger: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def setup_code(self) -> str:
@@ -146,9 +152,10 @@ class ServiceSpec:
                     "examples": list(ep.examples),
                     "response": ep.response,
                 }
+                | ({"operation_id": ep.operation_id} if ep.operation_id else {})
                 for ep in self.endpoints
             ],
-        }
+        } | ({"swagger": self.swagger} if self.swagger is not None else {})
 
     def to_json(self) -> str:
         """Deterministic JSON (sorted keys, fixed indent, trailing newline)."""
@@ -176,6 +183,7 @@ class ServiceSpec:
                     description=ep.get("description", ""),
                     examples=tuple(ep.get("examples", ())),
                     response=ep.get("response", "sync"),
+                    operation_id=ep.get("operation_id", ""),
                 )
             )
         return cls(
@@ -184,6 +192,7 @@ class ServiceSpec:
             kernel=KernelInfo(**data["kernel"]),
             setup=tuple(SetupCell(c["cell"], c["code"]) for c in data["setup"]),
             endpoints=tuple(endpoints),
+            swagger=data.get("swagger"),
         )
 
     @classmethod

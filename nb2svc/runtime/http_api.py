@@ -29,7 +29,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, request, send_from_directory
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    request,
+    send_file,
+    send_from_directory,
+)
 from werkzeug.exceptions import HTTPException
 
 from nb2svc.compiler.mounts import Mount
@@ -373,9 +383,12 @@ def create_mounted_app(
     app.extensions["nb2svc"] = services[0]
     app.extensions["nb2svc.services"] = services
     install_cors(app, settings)
-    install_auth(app, settings, is_exempt=public_paths(base, [m for m, _ in mounts]))
+    install_auth(
+        app, settings, is_exempt=public_paths(base, [m for m, _ in mounts], static=bool(settings.static_path))
+    )
     _install_error_handlers(app)
     _install_service_routes(app, services, [m for m, _ in mounts], base)
+    _install_kg_extras(app, settings, services[0], base)
     if register_routes:
         for service in services:
             blueprint = Blueprint(
@@ -394,14 +407,55 @@ def claims_root(mounts: Sequence[Mount]) -> bool:
     return any(mount.full_path(ep) == "/" for mount in mounts for ep in mount.spec.endpoints)
 
 
-def public_paths(base: str, mounts: Sequence[Mount]) -> Callable[[str], bool]:
+def public_paths(base: str, mounts: Sequence[Mount], static: bool = False) -> Callable[[str], bool]:
     """What API mode serves without a token: the health checks, the docs page, its static
-    files (Swagger UI's, nothing of the service's) and, when no endpoint claims ``/``, the
-    redirect from ``/`` to the docs. The OpenAPI document and every endpoint need the token."""
+    files (Swagger UI's, nothing of the service's), when no endpoint claims ``/``, the
+    redirect from ``/`` to the docs, and with ``static`` the ``--static-path`` files under
+    ``/public/`` (Kernel Gateway serves them without a token too: a browser loads a page
+    and its assets before its script can send one). The OpenAPI document, ``/_api/source``
+    and every endpoint need the token."""
     health = health_paths(base)
     exact = {base + "/_api/docs"} | (set() if claims_root(mounts) else {base + "/", base or "/"})
-    static = base + "/_api/docs/static/"
-    return lambda path: health(path) or path in exact or path.startswith(static)
+    prefixes = (base + "/_api/docs/static/",) + ((base + "/public/",) if static else ())
+    return lambda path: health(path) or path in exact or path.startswith(prefixes)
+
+
+def notebook_file(spec: ServiceSpec, cwd: str | Path | None) -> Path | None:
+    """The notebook file behind a service: ``spec.notebook`` in its working directory, or a
+    bundle's ``notebook.ipynb`` (the source, verbatim); ``None`` when there is none."""
+    if cwd is None:
+        return None
+    for candidate in (Path(cwd) / spec.notebook, Path(cwd) / "notebook.ipynb"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _install_kg_extras(app: Flask, settings: Settings, service: ApiService, base: str) -> None:
+    """Kernel Gateway's opt-in routes: ``/_api/source`` and ``/public/...``.
+
+    ``GET /_api/source`` (``--allow-notebook-download``) answers the notebook file's bytes
+    as Kernel Gateway's static file handler does: ``application/octet-stream`` (Python's
+    ``mimetypes`` knows no ``.ipynb``), with ``ETag`` and ``Last-Modified``; off, it is a 404.
+    It describes the first notebook, as ``/_api/spec/swagger.json`` does.
+    ``GET /public/<path>`` (``--static-path DIR``) serves files below DIR; a path that
+    leaves DIR (``..``, absolute, encoded) or names no file is a 404.
+    """
+    if settings.allow_notebook_download:
+
+        @app.get(base + "/_api/source")
+        def _source() -> Response:
+            path = notebook_file(service.spec, service.recipe.cwd)
+            if path is None:
+                return json_error(404, "NotFound", f"{service.spec.notebook} is not on this server's disk")
+            return send_file(path, mimetype="application/octet-stream", max_age=0)
+
+    if settings.static_path:
+        folder = settings.static_path
+
+        @app.get(base + "/public/<path:name>")
+        def _public(name: str) -> Response:
+            return send_from_directory(folder, name, max_age=0)
 
 
 def add_endpoint(app: Flask, index: int) -> None:

@@ -56,6 +56,7 @@ class ReloadingApp:
         *,
         extra: Sequence[Path] = (),
         comment_prefix: str | None = None,
+        cell_parser: str = "default",
         ready_timeout: float = 120.0,
         drain_timeout: float = 60.0,
         first: ServiceSpec | None = None,
@@ -64,6 +65,7 @@ class ReloadingApp:
         self._watched = (notebook, *extra)
         self._build = build
         self._comment_prefix = comment_prefix
+        self._cell_parser = cell_parser
         self._ready_timeout = ready_timeout
         self._drain_timeout = drain_timeout
         self._stamp = self._read_stamp()
@@ -111,7 +113,9 @@ class ReloadingApp:
                 log.exception("reload failed; still serving version %d", self.version)
 
     def _compile(self) -> ServiceSpec:
-        return compile_notebook(self.notebook, comment_prefix=self._comment_prefix)
+        return compile_notebook(
+            self.notebook, comment_prefix=self._comment_prefix, cell_parser=self._cell_parser
+        )
 
     def reload(self) -> bool:
         """Compile, warm and swap in the next version; ``False`` (old one kept) on any error."""
