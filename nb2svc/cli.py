@@ -299,21 +299,8 @@ def routes(
 ) -> None:
     """List the endpoints of a notebook or bundle, in matching order; of several notebooks
     (or a folder of them), with their mount prefixes, as 'nb2svc serve' would serve them."""
-    parser = _cell_parser(cell_parser)
-    several = len(targets) > 1 or bool(mount_specs) or _is_notebook_folder(targets[0])
-    if several:
-        from nb2svc.compiler import CompileError
-        from nb2svc.compiler.mounts import check_mounts
-
-        mounts = [m for m, _ in _mounts(targets, mount_specs, comment_prefix, parser)]
-        try:
-            check_mounts(mounts)
-        except CompileError as exc:
-            raise CompileFailed(f"error: the notebooks cannot be served together:\n{exc}") from None
-    else:
-        from nb2svc.compiler.mounts import Mount
-
-        mounts = [Mount("", _load_spec(targets[0], comment_prefix, parser))]
+    several = _several(targets, mount_specs)
+    mounts = _target_mounts(targets, mount_specs, comment_prefix, _cell_parser(cell_parser))
     rows = [
         {
             "method": ep.method,
@@ -388,22 +375,11 @@ def test_examples(
         token = _read_token(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    several = len(targets) > 1 or bool(mount_specs) or _is_notebook_folder(targets[0])
-    if several:
-        from nb2svc.compiler import CompileError
-        from nb2svc.compiler.mounts import check_mounts
-
-        mounts = [m for m, _ in _mounts(targets, mount_specs, comment_prefix, settings.cell_parser)]
-        try:
-            check_mounts(mounts)
-        except CompileError as exc:
-            raise CompileFailed(f"error: the notebooks cannot be served together:\n{exc}") from None
+    # the compiler checks the examples' declarations
+    mounts = _target_mounts(targets, mount_specs, comment_prefix, settings.cell_parser)
+    if _several(targets, mount_specs):
         notebook = ", ".join(m.spec.notebook for m in mounts)
     else:
-        from nb2svc.compiler.mounts import Mount
-
-        # the compiler checks the declarations
-        mounts = [Mount("", _load_spec(targets[0], comment_prefix, settings.cell_parser))]
         notebook = str(targets[0] / "notebook.ipynb" if targets[0].is_dir() else targets[0])
     examples = [
         example
@@ -531,7 +507,7 @@ def serve(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _check_timing(settings, mode)
-    several = len(targets) > 1 or bool(mount_specs) or (len(targets) == 1 and _is_notebook_folder(targets[0]))
+    several = _several(targets, mount_specs)
     target = targets[0] if len(targets) == 1 else None
     if kernel_mode:
         if len(targets) > 1:
@@ -596,14 +572,33 @@ def _is_notebook_folder(path: Path) -> bool:
     return path.is_dir() and not (path / BUNDLE_MARKER).exists()
 
 
+def _several(targets: tuple[Path, ...], mount_specs: tuple[str, ...]) -> bool:
+    """Several notebooks (or a folder of them, or --mount) make one mounted service."""
+    return len(targets) > 1 or bool(mount_specs) or (len(targets) == 1 and _is_notebook_folder(targets[0]))
+
+
+def _target_mounts(
+    targets: tuple[Path, ...], mount_specs: tuple[str, ...], comment_prefix: str | None, cell_parser: str
+) -> list[Any]:
+    """The mounts ``routes`` and ``test`` work on: one notebook or bundle at the root, or the
+    checked mounts of several, as ``serve`` would serve them."""
+    if _several(targets, mount_specs):
+        return [m for m, _ in _mounts(targets, mount_specs, comment_prefix, cell_parser)]
+    from nb2svc.compiler.mounts import Mount
+
+    return [Mount("", _load_spec(targets[0], comment_prefix, cell_parser))]
+
+
 def _mounts(
     targets: tuple[Path, ...],
     mount_specs: tuple[str, ...],
     comment_prefix: str | None,
     cell_parser: str = "default",
 ) -> list[tuple[Any, Path]]:
-    """``(Mount, notebook)`` for every notebook named, found in a folder, or given by --mount."""
-    from nb2svc.compiler.mounts import Mount, default_prefix, normalise_prefix
+    """``(Mount, notebook)`` for every notebook named, found in a folder, or given by --mount,
+    checked together (prefixes, routes that clash across notebooks: exit 2)."""
+    from nb2svc.compiler import CompileError
+    from nb2svc.compiler.mounts import Mount, check_mounts, default_prefix, normalise_prefix
 
     chosen: list[tuple[str | None, Path]] = []
     for target in targets:
@@ -634,23 +629,21 @@ def _mounts(
         mounts.append(
             (Mount(prefix if prefix is not None else default_prefix(notebook.stem), spec), notebook)
         )
+    try:
+        check_mounts([m for m, _ in mounts])
+    except CompileError as exc:
+        raise CompileFailed(f"error: the notebooks cannot be served together:\n{exc}") from None
     return mounts
 
 
 def _serve_mounted(
     targets: tuple[Path, ...], mount_specs: tuple[str, ...], comment_prefix: str | None, settings: Settings
 ) -> None:
-    from nb2svc.compiler import CompileError
-    from nb2svc.compiler.mounts import check_mounts
     from nb2svc.runtime.request import supports_language
 
     if settings.reload:
         raise click.UsageError("--reload watches one notebook; serve several without it")
     mounts = _mounts(targets, mount_specs, comment_prefix, settings.cell_parser)
-    try:
-        check_mounts([m for m, _ in mounts])
-    except CompileError as exc:
-        raise CompileFailed(f"error: the notebooks cannot be served together:\n{exc}") from None
     for mount, notebook in mounts:
         if not supports_language(mount.spec.kernel.language):
             raise click.UsageError(
