@@ -149,8 +149,12 @@ class Server:
         return self.proc.returncode
 
     def kill(self) -> None:
-        """Last-resort cleanup: kill the server's group and any kernel it started."""
-        pids = self.find_kernels() | self.kernel_pids
+        """Last-resort cleanup: kill the server's group and every process it started.
+
+        Every descendant, not only ipykernels: other kernels (xeus-python, tslab) run in
+        sessions of their own and do not exit when their parent dies.
+        """
+        pids = descendants(self.proc.pid) | self.kernel_pids
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -159,7 +163,10 @@ class Server:
             self.proc.wait(10)
         for pid in pids:
             try:
-                os.kill(pid, signal.SIGKILL)
+                if os.getpgid(pid) == pid:  # a kernel leads its own group: its cells' children too
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         if not self._log.closed:
