@@ -229,7 +229,8 @@ def test_self_wheel_is_deterministic_and_valid() -> None:
     assert names[-1] == f"{info}/RECORD"
     for required in (
         "nb2svc/cli.py",
-        "nb2svc/runtime/http_api.py",
+        "nb2svc/runtime/http_api/service.py",
+        "nb2svc/runtime/webapp.py",
         "nb2svc/templates/app.py.j2",
         "nb2svc/templates/k8s/deployment.yaml.j2",
         "nb2svc/templates/ci/deploy.yml.j2",

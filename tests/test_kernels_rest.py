@@ -156,7 +156,7 @@ def test_session_errors(server: Server) -> None:
 @pytest.mark.parametrize(
     "path",
     ["/api", "/api/kernels", "/api/kernelspecs", "/api/kernelspecs/python3", "/api/sessions",
-     "/kernelspecs/python3/logo-64x64.png", "/api/kernels/x", "/api/sessions/x"],
+     "/kernelspecs/python3/logo-64x64.png", "/api/kernels/x", "/api/sessions/x", "/_api/metrics"],
 )  # fmt: skip
 def test_every_endpoint_needs_the_token(server: Server, path: str) -> None:
     for headers in ({}, {"Authorization": "token wrong"}, {"Authorization": "Basic " + TOKEN}):
@@ -175,6 +175,39 @@ def test_writes_need_the_token_and_health_does_not(server: Server) -> None:
     assert call(server, "GET", "/api/kernels", headers={}).status_code == 401
     assert call(server, "GET", "/_api/health/live", headers={}).status_code == 200
     assert call(server, "GET", "/_api/health/ready", headers={}).json()["ready"] is True
+
+
+def metric_samples(server: Server) -> dict[str, float]:
+    """``{series: value}`` of the metrics page (series: name plus its label set)."""
+    page = call(server, "GET", "/_api/metrics")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for line in page.text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            samples[series] = float(value)
+    return samples
+
+
+def test_metrics_follow_kernels_and_their_clients(server: Server) -> None:
+    idle = 'nb2svc_kernels{kernel_name="python3",execution_state="idle"}'
+    before = metric_samples(server)
+    kid = start_kernel(server)["id"]
+    during = metric_samples(server)
+    assert during.get(idle, 0) == before.get(idle, 0) + 1
+    assert during["nb2svc_kernels_max"] == 0 and "nb2svc_warm_kernels_idle" in during
+    with KernelClient(server, kid, v1=True) as client:
+        assert client.execute("1").status == "ok"
+        assert metric_samples(server)["nb2svc_kernel_connections"] >= 1
+    assert call(server, "DELETE", f"/api/kernels/{kid}").status_code == 204
+    assert metric_samples(server).get(idle, 0) == before.get(idle, 0)
+
+
+def test_wrong_method_is_a_json_405_naming_the_allowed_ones(server: Server) -> None:
+    response = call(server, "PUT", "/api/kernelspecs")
+    assert response.status_code == 405
+    assert response.json()["reason"] == "Method Not Allowed"
+    assert "GET" in response.headers["Allow"]
 
 
 def test_base_url_cors_listing_off_and_kernel_limit(limited: Server) -> None:

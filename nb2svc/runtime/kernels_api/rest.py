@@ -19,6 +19,7 @@ Paths, shapes and status codes follow Jupyter Server 2 / Kernel Gateway 3
 ``GET|POST /api/sessions``              list (403 with ``--no-list-kernels``) / create: 201
 ``GET|PATCH|DELETE /api/sessions/{id}`` model / update / 204 (shuts its kernel down)
 ``GET /_api/health/live|ready``         no auth; ready once prespawned and warm kernels are up
+``GET /_api/metrics``                   Prometheus text (:mod:`.health`), token required
 ======================================  ===============================================
 
 Errors are JSON ``{"error", "message", "reason"}`` (``reason`` as Kernel Gateway names it).
@@ -34,14 +35,14 @@ from typing import Any
 
 import gevent
 from flask import Flask, Response, request, send_from_directory
-from werkzeug.exceptions import HTTPException
 
 from nb2svc._version import __version__
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import health_paths, install_auth, install_cors, install_origin_check, json_error
+from nb2svc.runtime.auth import json_error
 from nb2svc.runtime.kernel import KernelDied, KernelStartError
 from nb2svc.runtime.kernels_api import kernelspecs
 from nb2svc.runtime.kernels_api.channels import ChannelsConnection
+from nb2svc.runtime.kernels_api.health import kernel_metrics, readiness
 from nb2svc.runtime.kernels_api.manager import (
     KernelLimitReached,
     KernelNotFound,
@@ -53,6 +54,7 @@ from nb2svc.runtime.kernels_api.server_info import install_server_info
 from nb2svc.runtime.kernels_api.sessions import SessionNotFound, SessionRegistry
 from nb2svc.runtime.kernels_api.wire import V1_PROTOCOL
 from nb2svc.runtime.server import on_worker_exit
+from nb2svc.runtime.webapp import create_webapp
 from nb2svc.runtime.worker import on_drain
 
 log = logging.getLogger("nb2svc")
@@ -96,16 +98,21 @@ class KernelModeApp(Flask):
 
 
 def create_app(settings: Settings, seed: Seed | None = None) -> KernelModeApp:
-    """The kernel-mode app; starts prespawned and warm kernels in the background."""
-    app = KernelModeApp("nb2svc.kernels")
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    """The kernel-mode app on the shared skeleton (:mod:`nb2svc.runtime.webapp`: CORS,
+    origin check, token, JSON errors, health, metrics); starts prespawned and warm
+    kernels in the background."""
     registry = KernelRegistry(settings, seed)
     sessions = SessionRegistry(registry)
+    app = create_webapp(
+        "nb2svc.kernels",
+        settings,
+        readiness=lambda: readiness(registry),
+        metrics=lambda: kernel_metrics(registry),
+        check_origin=True,
+        app_class=KernelModeApp,
+    )
     app.extensions[EXTENSION] = registry
-    base = settings.base_url.rstrip("/")
-    install_cors(app, settings)
-    install_origin_check(app, settings)
-    install_auth(app, settings, is_exempt=health_paths(base))
+    base = app.config["NB2SVC_BASE"]
     _install_errors(app)
     _install_kernel_routes(app, registry, settings, base)
     _install_session_routes(app, sessions, settings, base)
@@ -196,15 +203,6 @@ def _install_errors(app: Flask) -> None:
     @app.errorhandler(KernelDied)
     def _dead(exc: KernelDied) -> Response:
         return error(409, str(exc))
-
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Response:
-        return error(exc.code or 500, exc.description or exc.name)
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        log.exception("unexpected error handling %s %s", request.method, request.path)
-        return error(500, "unexpected server error; see the server log")
 
 
 def _forbidden_listing() -> Response:
@@ -353,18 +351,3 @@ def _install_misc_routes(app: Flask, registry: KernelRegistry, base: str) -> Non
         if directory is None:
             return error(404, f"Kernel spec {name} not found")
         return send_from_directory(directory, resource)  # werkzeug's safe_join: no traversal
-
-    @app.get(base + "/_api/health/live")
-    def live() -> Any:
-        return {"status": "ok"}
-
-    @app.get(base + "/_api/health/ready")
-    def ready() -> Any:
-        body: dict[str, Any] = {
-            "ready": registry.ready,
-            "kernels": len(registry.kernels),
-            "warm": registry.warm.stats().idle,
-        }
-        if not registry.ready:
-            body["reason"] = registry.not_ready_reason
-        return body, (200 if registry.ready else 503)

@@ -1,0 +1,121 @@
+"""API mode's app: the shared skeleton plus one Flask blueprint per mounted notebook.
+
+:func:`create_mounted_app` stands on :func:`nb2svc.runtime.webapp.create_webapp` (CORS,
+token, JSON errors, health, metrics), adds the service routes of
+:mod:`nb2svc.runtime.http_api.routes` (OpenAPI, docs page, jobs, Kernel Gateway's extras)
+and mounts each notebook as a blueprint at its prefix with its own
+:class:`~nb2svc.runtime.http_api.service.ApiService` and warm pool, so adding a mount
+touches nothing else. A generated bundle ``app.py`` declares the endpoint routes itself
+(``register_routes=False``) to show them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response
+
+from nb2svc.compiler.mounts import Mount
+from nb2svc.compiler.spec import ServiceSpec
+from nb2svc.config import Settings
+from nb2svc.runtime.http_api.health import api_metrics, readiness
+from nb2svc.runtime.http_api.routes import (
+    install_docs_routes,
+    install_job_routes,
+    install_kg_extras,
+    public_paths,
+)
+from nb2svc.runtime.http_api.service import ApiService
+from nb2svc.runtime.kg_compat import keep_encoded_slashes
+from nb2svc.runtime.server import on_worker_exit
+from nb2svc.runtime.webapp import base_path, create_webapp
+
+
+def create_app(
+    spec: ServiceSpec,
+    settings: Settings,
+    *,
+    register_routes: bool = True,
+    cwd: str | Path | None = None,
+    exit_on_failure: bool = True,
+) -> Flask:
+    """The API-mode Flask app of one notebook at the root. A generated ``app.py`` passes
+    ``register_routes=False`` and declares each endpoint itself with :meth:`ApiService.handle`.
+    With ``exit_on_failure=False`` (a ``--reload`` candidate) a pool that cannot start only
+    sets ``pool.failure`` instead of stopping the worker.
+    """
+    return create_mounted_app(
+        [(Mount("", spec), cwd)], settings, register_routes=register_routes, exit_on_failure=exit_on_failure
+    )
+
+
+def create_mounted_app(
+    mounts: Sequence[tuple[Mount, str | Path | None]],
+    settings: Settings,
+    *,
+    register_routes: bool = True,
+    exit_on_failure: bool = True,
+) -> Flask:
+    """One app for one or several notebooks (``(mount, working directory)`` each)."""
+    services = [
+        ApiService(
+            mount.spec,
+            settings,
+            cwd=str(cwd) if cwd else None,
+            exit_on_failure=exit_on_failure,
+            prefix=mount.prefix,
+        )
+        for mount, cwd in mounts
+    ]
+    specs = [mount for mount, _ in mounts]
+    base = base_path(settings)
+    app = create_webapp(
+        specs[0].name if len(specs) == 1 else "nb2svc",
+        settings,
+        readiness=lambda: readiness(services),
+        metrics=lambda: api_metrics(services),
+        public=public_paths(base, specs, static=bool(settings.static_path)),
+    )
+    app.wsgi_app = keep_encoded_slashes(app.wsgi_app)  # type: ignore[method-assign]
+    app.extensions["nb2svc"] = services[0]
+    app.extensions["nb2svc.services"] = services
+    install_docs_routes(app, specs, base)
+    install_job_routes(app, services, base)
+    install_kg_extras(app, settings, services[0], base)
+    if register_routes:
+        for service in services:
+            blueprint = Blueprint(
+                f"notebook_{len(app.blueprints)}", __name__, url_prefix=base + service.prefix or None
+            )
+            for index in range(len(service.spec.endpoints)):
+                _add_route(blueprint, service, index)
+            app.register_blueprint(blueprint)
+    for service in services:
+        on_worker_exit(service.shutdown)
+        service.start()
+    return app
+
+
+def add_endpoint(app: Flask, index: int) -> None:
+    """Register endpoint ``index`` of the app's (single) service as a Flask route (generated
+    ``app.py`` files declare their routes this way)."""
+    service: ApiService = app.extensions["nb2svc"]
+    _add_route(app, service, index, prefix=app.config["NB2SVC_BASE"])
+
+
+def _add_route(target: Flask | Blueprint, service: ApiService, index: int, prefix: str = "") -> None:
+    endpoint = service.spec.endpoints[index]
+
+    def view(**path_params: str) -> Response:
+        return service.handle(index, path_params)
+
+    target.add_url_rule(
+        prefix + endpoint.flask_rule,
+        endpoint=f"endpoint_{index}",
+        view_func=view,
+        methods=[endpoint.method],
+    )
+
+
+__all__ = ["add_endpoint", "create_app", "create_mounted_app"]

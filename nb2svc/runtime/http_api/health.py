@@ -1,0 +1,88 @@
+"""API mode's readiness and metrics, as the shared skeleton (:mod:`nb2svc.runtime.webapp`) asks.
+
+Ready means every mounted notebook's pool is warm. With one notebook the body is that
+pool's numbers (``ready``, ``kernels``, ``idle``, ``size``, and ``error`` when it cannot
+start); with several, ``{"ready", "notebooks": {name: those numbers}}``. Metrics count
+requests and their time per route and describe each pool; with several notebooks every
+series carries a ``notebook`` label. All of it is per worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nb2svc.runtime.http_api.service import ApiService
+from nb2svc.runtime.kernel.pool import PoolStats
+from nb2svc.runtime.metrics import Family
+
+
+def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
+    """``(ready, body)`` for ``/_api/health/ready``."""
+    states = {}
+    for service in services:
+        stats = service.pool.stats()
+        state: dict[str, Any] = {
+            "ready": service.pool.ready,
+            "kernels": stats.live,
+            "idle": stats.idle,
+            "size": stats.size,
+        }
+        if service.pool.failure is not None:
+            state["error"] = str(service.pool.failure)
+        states[service.spec.name] = state
+    ready = all(service.pool.ready for service in services)
+    if len(services) == 1:
+        return ready, next(iter(states.values()))
+    return ready, {"ready": ready, "notebooks": states}
+
+
+#: Pool gauges: name, help, the value read from a pool's :class:`PoolStats`.
+POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
+    ("nb2svc_pool_size", "Configured kernels per worker.", lambda s: s.size),
+    ("nb2svc_pool_kernels_live", "Kernels alive in the pool.", lambda s: s.live),
+    ("nb2svc_pool_kernels_idle", "Kernels free to take a request.", lambda s: s.idle),
+    ("nb2svc_pool_kernels_busy", "Kernels running a request.", lambda s: s.busy),
+    ("nb2svc_pool_kernels_starting", "Kernels being started or seeded.", lambda s: s.starting),
+    ("nb2svc_pool_waiting_requests", "Requests waiting for a free kernel.", lambda s: s.waiting),
+    (
+        "nb2svc_pool_saturation",
+        "Busy kernels plus waiting requests, over pool size (scale out above 1).",
+        lambda s: (s.busy + s.waiting) / s.size,
+    ),
+)
+
+
+def api_metrics(services: Sequence[ApiService]) -> list[Family]:
+    """The API-mode ``/_api/metrics`` families."""
+    several = len(services) > 1
+
+    def labels(service: ApiService, **more: str) -> dict[str, str]:
+        return ({"notebook": service.spec.name} if several else {}) | more
+
+    requests = Family(
+        "nb2svc_requests_total", "counter", "Endpoint requests answered by this worker, by status."
+    )
+    seconds = Family(
+        "nb2svc_request_seconds_sum", "counter", "Total seconds spent answering endpoint requests."
+    )
+    for service in services:
+        for (route, status), count in sorted(service.requests.items()):
+            requests.add(count, **labels(service, route=route, status=str(status)))
+        for route, total in sorted(service.duration_sum.items()):
+            seconds.add(total, **labels(service, route=route))
+    stats = [(service, service.pool.stats()) for service in services]
+    gauges = [
+        Family(name, "gauge", help_text, [(labels(service), value(stat)) for service, stat in stats])
+        for name, help_text, value in POOL_GAUGES
+    ]
+    replaced = Family(
+        "nb2svc_kernel_replacements_total",
+        "counter",
+        "Kernels replaced after dying or wedging.",
+        [(labels(service), stat.replaced) for service, stat in stats],
+    )
+    return [requests, seconds, *gauges, replaced]
+
+
+__all__ = ["api_metrics", "readiness"]

@@ -1,0 +1,159 @@
+"""The routes an API-mode service adds beside its endpoints, and what they may serve openly.
+
+Documentation (:func:`install_docs_routes`), async jobs (:func:`install_job_routes`) and
+Kernel Gateway's opt-in extras (:func:`install_kg_extras`); :func:`public_paths` is the
+token exemption of API mode beyond the health checks the skeleton already exempts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, redirect, request, send_file, send_from_directory
+
+from nb2svc.compiler.mounts import Mount
+from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document
+from nb2svc.compiler.spec import ServiceSpec
+from nb2svc.config import Settings
+from nb2svc.runtime.auth import json_error
+from nb2svc.runtime.docs_page import STATIC_DIR as DOCS_STATIC_DIR
+from nb2svc.runtime.docs_page import STATIC_FILES as DOCS_STATIC_FILES
+from nb2svc.runtime.docs_page import render_docs_page
+from nb2svc.runtime.http_api.service import ApiService
+
+
+def claims_root(mounts: Sequence[Mount]) -> bool:
+    return any(mount.full_path(ep) == "/" for mount in mounts for ep in mount.spec.endpoints)
+
+
+def public_paths(base: str, mounts: Sequence[Mount], static: bool = False) -> Callable[[str], bool]:
+    """What API mode serves without a token beyond the two health checks: the docs page, its static
+    files (Swagger UI's, nothing of the service's), when no endpoint claims ``/``, the
+    redirect from ``/`` to the docs, and with ``static`` the ``--static-path`` files under
+    ``/public/`` (Kernel Gateway serves them without a token too: a browser loads a page
+    and its assets before its script can send one). The OpenAPI document, ``/_api/source``
+    and every endpoint need the token."""
+    exact = {base + "/_api/docs"} | (set() if claims_root(mounts) else {base + "/", base or "/"})
+    prefixes = (base + "/_api/docs/static/",) + ((base + "/public/",) if static else ())
+    return lambda path: path in exact or path.startswith(prefixes)
+
+
+def notebook_file(spec: ServiceSpec, cwd: str | Path | None) -> Path | None:
+    """The notebook file behind a service: ``spec.notebook`` in its working directory, or a
+    bundle's ``notebook.ipynb`` (the source, verbatim); ``None`` when there is none."""
+    if cwd is None:
+        return None
+    for candidate in (Path(cwd) / spec.notebook, Path(cwd) / "notebook.ipynb"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def install_kg_extras(app: Flask, settings: Settings, service: ApiService, base: str) -> None:
+    """Kernel Gateway's opt-in routes: ``/_api/source`` and ``/public/...``.
+
+    ``GET /_api/source`` (``--allow-notebook-download``) answers the notebook file's bytes
+    as Kernel Gateway's static file handler does: ``application/octet-stream`` (Python's
+    ``mimetypes`` knows no ``.ipynb``), with ``ETag`` and ``Last-Modified``; off, it is a 404.
+    It describes the first notebook, as ``/_api/spec/swagger.json`` does.
+    ``GET /public/<path>`` (``--static-path DIR``) serves files below DIR; a path that
+    leaves DIR (``..``, absolute, encoded) or names no file is a 404.
+    """
+    if settings.allow_notebook_download:
+
+        @app.get(base + "/_api/source")
+        def _source() -> Response:
+            path = notebook_file(service.spec, service.recipe.cwd)
+            if path is None:
+                return json_error(404, "NotFound", f"{service.spec.notebook} is not on this server's disk")
+            return send_file(path, mimetype="application/octet-stream", max_age=0)
+
+    if settings.static_path:
+        folder = settings.static_path
+
+        @app.get(base + "/public/<path:name>")
+        def _public(name: str) -> Response:
+            return send_from_directory(folder, name, max_age=0)
+
+
+def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str) -> None:
+    """``/_api/spec/swagger.json`` (Kernel Gateway's document, of the first notebook),
+    ``/openapi.json`` (every mount), the docs page and its static files, and unless an
+    endpoint claims it, ``/`` redirecting to the docs (the first URL the banner prints)."""
+    first = mounts[0].spec
+
+    @app.get(base + "/_api/spec/swagger.json")
+    def _swagger() -> Any:
+        return swagger_document(first)  # Kernel Gateway's document describes one notebook
+
+    @app.get(base + "/openapi.json")
+    def _openapi() -> Any:
+        return mounted_openapi_document(mounts, server_url=base or None)
+
+    @app.get(base + "/_api/docs")
+    def _docs() -> Response:
+        title = ", ".join(m.name for m in mounts)
+        return Response(render_docs_page(title, base), content_type="text/html; charset=utf-8")
+
+    @app.get(base + "/_api/docs/static/<name>")
+    def _docs_static(name: str) -> Response:
+        if name not in DOCS_STATIC_FILES:
+            return json_error(404, "NotFound", "no such file")
+        return send_from_directory(DOCS_STATIC_DIR, name, max_age=3600)
+
+    if not claims_root(mounts):
+
+        def _home() -> Response:  # the first URL the banner prints: send people to the docs
+            query = request.query_string.decode("latin-1")
+            return redirect(base + "/_api/docs" + (f"?{query}" if query else ""), code=302)
+
+        for rule in {base + "/", base or "/"}:
+            app.add_url_rule(rule, endpoint=f"home{len(rule)}", view_func=_home, methods=["GET"])
+
+
+def install_job_routes(app: Flask, services: Sequence[ApiService], base: str) -> None:
+    """``GET`` and ``DELETE /_api/jobs/{id}`` for jobs of every mounted notebook (jobs live
+    in the memory of the worker that took them: another worker or replica answers 404)."""
+
+    def find_job(job_id: str) -> tuple[ApiService, Any] | None:
+        for service in services:
+            job = service.jobs.get(job_id)
+            if job is not None:
+                return service, job
+        return None
+
+    @app.get(base + "/_api/jobs/<job_id>")
+    def _job(job_id: str) -> Response:
+        found = find_job(job_id)
+        if found is None:
+            return json_error(
+                404, "NotFound", f"no job {job_id} here (finished jobs expire; jobs live in one worker)"
+            )
+        job = found[1]
+        if job.response is None:
+            response = jsonify({"id": job.id, "status": job.status, "endpoint": job.endpoint})
+            response.headers["Retry-After"] = "1"
+            return response
+        done = job.response
+        answer = Response(done.get_data(), status=done.status_code, headers=list(done.headers.items()))
+        answer.headers["Nb2svc-Job"] = "done"
+        return answer
+
+    @app.delete(base + "/_api/jobs/<job_id>")
+    def _cancel_job(job_id: str) -> Response:
+        found = find_job(job_id)
+        if found is None or not found[0].jobs.cancel(job_id):
+            return json_error(404, "NotFound", f"no job {job_id} here")
+        return Response(status=204)
+
+
+__all__ = [
+    "claims_root",
+    "install_docs_routes",
+    "install_job_routes",
+    "install_kg_extras",
+    "notebook_file",
+    "public_paths",
+]

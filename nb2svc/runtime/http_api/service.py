@@ -1,0 +1,314 @@
+"""One mounted notebook's service: its spec, warm kernel pool, counters and jobs.
+
+Every endpoint view ends in :meth:`ApiService.handle`, which:
+
+1. builds ``REQUEST`` (see :mod:`nb2svc.runtime.request`; a bad body is a 400),
+2. leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time),
+3. runs the endpoint's code with ``REQUEST`` bound in the same execute (out of band
+   on Python kernels, a literal on the annotation line elsewhere),
+4. runs the ResponseInfo code, if any, and applies its status and headers,
+5. answers per :mod:`nb2svc.runtime.responses`; a cell error is a 500, a timeout a
+   504 (the kernel is interrupted, or replaced if the interrupt fails), a dead
+   kernel a 502 (it is replaced).
+
+Endpoints marked ``"response": "stream"`` answer while the cell runs
+(:mod:`nb2svc.runtime.streaming`); ``"job"`` endpoints and ``Prefer: respond-async``
+requests answer 202 and run as jobs (:mod:`nb2svc.runtime.jobs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+
+from nb2svc.compiler.spec import Endpoint, ServiceSpec
+from nb2svc.config import Settings
+from nb2svc.runtime.auth import configured_token, json_error
+from nb2svc.runtime.jobs import JobLimit, JobStore
+from nb2svc.runtime.kernel import (
+    ExecutionResult,
+    ExecutionTimeout,
+    Kernel,
+    KernelDied,
+    KernelPool,
+    KernelRecipe,
+    PoolBusy,
+    PoolFailed,
+    SetupCell,
+    execute,
+    kernel_env,
+    start_kernel,
+)
+from nb2svc.runtime.kernel.executor import expression_result
+from nb2svc.runtime.kg_compat import conditional
+from nb2svc.runtime.kg_compat import path_params as kg_path_params
+from nb2svc.runtime.request import (
+    PROBE_BUFFERS,
+    PROBE_EXPRESSION,
+    PROBE_KEY,
+    PROBE_METADATA,
+    PYTHON_BOOTSTRAP,
+    RESPONSE_INFO_KEY,
+    BadRequestBody,
+    build_payload,
+    code_with_request,
+    out_of_band,
+    response_info_expressions,
+    supports_language,
+)
+from nb2svc.runtime.responses import (
+    ResponseInfoError,
+    error_payload,
+    parse_response_info,
+    response_body,
+)
+from nb2svc.runtime.streaming import EVENT_STREAM, OutputStream, wants_event_stream
+
+log = logging.getLogger("nb2svc")
+
+#: ``Kernel.traits`` key: the kernel binds REQUEST from the execute request's buffers.
+OUT_OF_BAND = "request_out_of_band"
+
+
+class ApiService:
+    """The per-worker state of one service: its spec, settings, kernel pool and counters."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: Settings,
+        cwd: str | None = None,
+        exit_on_failure: bool = True,
+        prefix: str = "",
+    ) -> None:
+        if not supports_language(spec.kernel.language):
+            raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
+        self.spec = spec
+        self.settings = settings
+        self.prefix = prefix  # where the notebook is mounted ("" for the root)
+        self.kernel_name = settings.kernel_name or spec.kernel.name
+        self._python = spec.kernel.language.lower() == "python"
+        self.recipe = KernelRecipe(
+            kernel_name=self.kernel_name,
+            env=kernel_env(settings.env_allow),
+            cwd=cwd,
+            transport=settings.transport,
+            start_timeout=settings.kernel_start_timeout,
+            bootstrap=PYTHON_BOOTSTRAP if self._python else "",
+            setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+        )
+        self.pool = KernelPool(
+            settings.pool_size,
+            self._start_kernel,
+            max_waiting=settings.max_queue,
+            on_fatal=self._fatal if exit_on_failure else None,  # --reload keeps the old version
+            on_ready=self._ready,
+        )
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.duration_sum: Counter[str] = Counter()
+        self.started_at = time.monotonic()
+        self._hidden_query = ("token",) if configured_token(settings) else ()
+        self.base = settings.base_url.rstrip("/")
+        self.jobs = JobStore()
+
+    def _start_kernel(self) -> Kernel:
+        """A seeded kernel; a Python one is asked once whether it binds REQUEST out of band."""
+        kernel = start_kernel(self.recipe)
+        if self._python:
+            try:
+                probe = execute(
+                    kernel,
+                    "pass",
+                    timeout=self.recipe.start_timeout,
+                    user_expressions={PROBE_KEY: PROBE_EXPRESSION},
+                    metadata=PROBE_METADATA,
+                    buffers=PROBE_BUFFERS,
+                )
+            except BaseException:
+                kernel.shutdown(now=True)
+                raise
+            answer = (probe.user_expressions.get(PROBE_KEY) or {}).get("data", {}).get("text/plain")
+            kernel.traits[OUT_OF_BAND] = answer == "True"
+        return kernel
+
+    def _fatal(self, exc: BaseException) -> None:
+        """Nothing can work (bad setup cell, unknown kernel): stop this worker for good.
+
+        Exit code 3 is gunicorn's "worker failed to boot", which halts the master
+        instead of restarting the worker forever.
+        """
+        log.critical("the service cannot start: %s", exc)
+        self.pool.shutdown()
+        logging.shutdown()
+        os._exit(3)
+
+    def _ready(self) -> None:
+        log.info(
+            "ready: %d %s kernels warm in %.2fs (worker %d), serving %s (Ctrl-C to quit)",
+            self.pool.size,
+            self.kernel_name,
+            time.monotonic() - self.started_at,
+            os.getpid(),
+            self.settings.url,
+        )
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def shutdown(self) -> None:
+        stats = self.pool.stats()
+        self.pool.shutdown()
+        log.info("shut down %d kernels", stats.live)
+
+    # --- requests ------------------------------------------------------------------
+
+    def handle(self, index: int, path_params: dict[str, str]) -> Response:
+        endpoint = self.spec.endpoints[index]
+        started = time.perf_counter()
+        response = conditional(request, self._answer(endpoint, kg_path_params(request.environ, path_params)))
+        key = f"{endpoint.method} {endpoint.path}"
+        self.requests[(key, response.status_code)] += 1
+        self.duration_sum[key] += time.perf_counter() - started
+        return response
+
+    def _answer(self, endpoint: Endpoint, path_params: dict[str, str]) -> Response:
+        try:
+            payload = build_payload(request, path_params, self._hidden_query, binary_ok=self._python)
+        except BadRequestBody as exc:
+            return json_error(400, "BadRequest", str(exc))
+        if endpoint.response == "job" or "respond-async" in request.headers.get("Prefer", ""):
+            return self._submit_job(endpoint, payload)
+        if endpoint.response == "stream":
+            return self._stream(endpoint, payload)
+        return self._run(endpoint, payload)
+
+    def _run(
+        self,
+        endpoint: Endpoint,
+        payload: Any,
+        on_output: Callable[[str, dict[str, Any]], None] | None = None,
+        on_kernel: Callable[[Kernel], None] | None = None,
+    ) -> Response:
+        """Lease a kernel, run the endpoint with ``payload`` and make its response.
+
+        ``on_output`` sees output as it is produced (streaming); ``on_kernel`` is told the
+        leased kernel (so that a job or stream can be cancelled by interrupting it).
+        """
+        language = self.spec.kernel.language
+        info_cell = endpoint.response_info
+        expressions = (
+            response_info_expressions(language, info_cell.code, info_cell.cells) if info_cell else None
+        )
+        timeout = self.settings.request_timeout
+        try:
+            with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
+                if on_kernel is not None:
+                    on_kernel(kernel)
+                deadline = time.monotonic() + timeout
+                if kernel.traits.get(OUT_OF_BAND):
+                    code, injected = endpoint.code, ""
+                    metadata, buffers = out_of_band(payload)
+                else:
+                    code = code_with_request(language, endpoint.code, payload.json)
+                    injected, metadata, buffers = code[: len(code) - len(endpoint.code)], None, None
+                result = execute(
+                    kernel,
+                    code,
+                    timeout=timeout,
+                    user_expressions=expressions,
+                    metadata=metadata,
+                    buffers=buffers,
+                    on_output=on_output,
+                )
+                info_result = None
+                if result.error is None and info_cell is not None:
+                    if self._python:
+                        info_result = expression_result(result.user_expressions.get(RESPONSE_INFO_KEY))
+                    else:
+                        remaining = max(0.1, deadline - time.monotonic())
+                        info_result = execute(kernel, info_cell.code, timeout=remaining)
+        except PoolBusy as exc:
+            response = json_error(503, "ServiceUnavailable", f"all kernels are busy: {exc}")
+            response.headers["Retry-After"] = "1"
+            return response
+        except PoolFailed as exc:
+            return json_error(503, "ServiceUnavailable", f"the kernel pool failed to start: {exc}")
+        except ExecutionTimeout as exc:
+            return json_error(
+                504,
+                "GatewayTimeout",
+                f"{endpoint.method} {endpoint.path} ran longer than the request timeout of {exc.seconds:g}s "
+                "and was interrupted",
+            )
+        except KernelDied as exc:
+            return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
+        if result.error is not None:
+            return self._cell_error(result, injected)
+        if info_result is not None and info_result.error is not None:
+            return self._cell_error(info_result, injected)
+        try:
+            info = parse_response_info(info_result.stdout if info_result else "")
+        except ResponseInfoError as exc:
+            return json_error(500, "ResponseInfoError", str(exc))
+        body, content_type = response_body(result, info)
+        response = Response(body, status=info.status)
+        for name, value in info.headers.items():
+            response.headers[name] = value
+        response.headers["Content-Type"] = content_type
+        return response
+
+    # --- async jobs and streams ------------------------------------------------------
+
+    def _submit_job(self, endpoint: Endpoint, payload: Any) -> Response:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+        def run(on_kernel: Callable[[Kernel], None]) -> Response:
+            with app.app_context():
+                return self._run(endpoint, payload, on_kernel=on_kernel)
+
+        try:
+            job = self.jobs.submit(f"{endpoint.method} {endpoint.path}", run)
+        except JobLimit as exc:
+            response = json_error(503, "ServiceUnavailable", str(exc))
+            response.headers["Retry-After"] = "1"
+            return response
+        location = f"{self.base}/_api/jobs/{job.id}"
+        response = jsonify(
+            {"id": job.id, "status": job.status, "endpoint": job.endpoint, "location": location}
+        )
+        response.status_code = 202
+        response.headers["Location"] = location
+        return response
+
+    def _stream(self, endpoint: Endpoint, payload: Any) -> Response:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        sse = wants_event_stream(request.headers.get("Accept", ""))
+
+        def run(on_output: Any, on_kernel: Any) -> dict[str, Any] | None:
+            with app.app_context():
+                response = self._run(endpoint, payload, on_output=on_output, on_kernel=on_kernel)
+            return response.get_json(silent=True) if response.status_code >= 400 else None
+
+        stream = OutputStream(run, sse=sse)
+        mimetype = EVENT_STREAM if sse else "text/plain"
+        response = Response(iter(stream), mimetype=mimetype)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
+        return response
+
+    def _cell_error(self, result: ExecutionResult, injected: str) -> Response:
+        """500 for a failed cell; ``injected`` (a REQUEST literal's assignment) never goes back.
+
+        Out of band there is nothing to hide: the kernel only ever saw the notebook's code.
+        """
+        payload = error_payload(result, hide=injected, detail=self.settings.error_detail)
+        return json_error(500, payload.pop("error"), payload.pop("message"), **payload)
+
+
+__all__ = ["OUT_OF_BAND", "ApiService"]

@@ -1,0 +1,113 @@
+"""The app skeleton both modes stand on: one place for what every nb2svc server does.
+
+:func:`create_webapp` returns a Flask app that already has, in this order:
+
+1. CORS (:func:`~nb2svc.runtime.auth.install_cors`; nothing unless ``--allow-origin``),
+2. with ``check_origin`` (kernel mode), Jupyter Server's origin check for websocket
+   upgrades and state-changing requests, before auth so a hostile page learns nothing,
+3. token auth on every path but the two health checks and what ``public`` admits,
+4. JSON errors in the one shape (``{"error", "message", "reason"}``) for every HTTP error
+   (a 405 names the allowed methods in ``Allow``) and for anything unexpected (a 500 that
+   points at the server log, never a traceback to the client),
+5. ``GET /_api/health/live`` (the server answers), ``GET /_api/health/ready`` (200 or 503
+   with the mode's own state) and, when the mode gives ``metrics``, ``GET /_api/metrics``
+   (Prometheus text, token required),
+
+all under ``--base-url``. A mode adds only its own routes and domain errors: API mode one
+blueprint per mounted notebook (:mod:`nb2svc.runtime.http_api`), kernel mode the Jupyter
+Server REST API and the channels websocket (:mod:`nb2svc.runtime.kernels_api`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from nb2svc.config import Settings
+from nb2svc.runtime.auth import health_paths, install_auth, install_cors, install_origin_check, json_error
+from nb2svc.runtime.metrics import CONTENT_TYPE, Family, exposition
+
+log = logging.getLogger("nb2svc")
+
+#: ``readiness()`` answers whether the server may take traffic, and the body that says why.
+Readiness = Callable[[], tuple[bool, dict[str, Any]]]
+
+AppT = TypeVar("AppT", bound=Flask)
+
+
+def base_path(settings: Settings) -> str:
+    """``--base-url`` as a route prefix: ``""`` for ``/``, else without the trailing slash."""
+    return settings.base_url.rstrip("/")
+
+
+def create_webapp(
+    name: str,
+    settings: Settings,
+    *,
+    readiness: Readiness,
+    metrics: Callable[[], Iterable[Family]] | None = None,
+    public: Callable[[str], bool] | None = None,
+    check_origin: bool = False,
+    app_class: type[AppT] = Flask,  # type: ignore[assignment]
+) -> AppT:
+    """A Flask app (of ``app_class``) with the skeleton of the module doc installed.
+
+    ``public(path)`` widens the token exemption beyond the two health paths (API mode's
+    docs page); ``app.config["NB2SVC_BASE"]`` holds the route prefix for the mode's routes.
+    """
+    app = app_class(name)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
+    base = base_path(settings)
+    app.config["NB2SVC_BASE"] = base
+    install_cors(app, settings)
+    if check_origin:
+        install_origin_check(app, settings)
+    health = health_paths(base)
+    install_auth(app, settings, is_exempt=(lambda path: health(path) or public(path)) if public else health)
+    install_json_errors(app)
+    _install_health(app, base, readiness, metrics)
+    return app
+
+
+def install_json_errors(app: Flask) -> None:
+    """Every HTTP error and every unexpected exception as the one JSON error shape."""
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        response = json_error(exc.code or 500, exc.name.replace(" ", ""), exc.description or exc.name)
+        valid = getattr(exc, "valid_methods", None)
+        if exc.code == 405 and valid:
+            response.headers["Allow"] = ", ".join(sorted(valid))
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        return json_error(500, "InternalServerError", "unexpected server error; see the server log")
+
+
+def _install_health(
+    app: Flask, base: str, readiness: Readiness, metrics: Callable[[], Iterable[Family]] | None
+) -> None:
+    @app.get(base + "/_api/health/live")
+    def _live() -> Any:
+        return {"status": "ok"}
+
+    @app.get(base + "/_api/health/ready")
+    def _ready() -> Any:
+        ready, body = readiness()
+        return body, (200 if ready else 503)
+
+    if metrics is not None:
+
+        @app.get(base + "/_api/metrics")
+        def _metrics() -> Response:
+            return Response(exposition(metrics()), content_type=CONTENT_TYPE)
+
+
+__all__ = ["Readiness", "base_path", "create_webapp", "install_json_errors"]
