@@ -1,8 +1,9 @@
-"""The runtime: the kernel layer, the API-mode Flask app, kernel mode and the gunicorn server.
+"""The runtime: the kernel layer, the app skeleton, API mode, kernel mode and the gunicorn server.
 
 Imported by generated ``app.py`` files and by ``nb2svc serve``. It never parses
 annotations: it serves a :class:`nb2svc.compiler.spec.ServiceSpec`.
-Import the submodules directly (``nb2svc.runtime.http_api``, ``.kernel``, ``.server``);
+Import the submodules directly (``nb2svc.runtime.http_api``, ``.kernels_api``, ``.webapp``,
+``.kernel``, ``.server``);
 this package stays empty so that importing one part does not import gevent-patched
 pieces of another.
 """
