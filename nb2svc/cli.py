@@ -26,8 +26,11 @@ from nb2svc.config import (
     Option,
     Settings,
     env_value,
+    explicit_options,
     load_config_file,
+    load_mount_tables,
     parse_value,
+    settings_for_mounts,
     settings_from_env,
     shutdown_timing,
 )
@@ -497,8 +500,10 @@ def serve(
     if misplaced:
         other = "API mode (a TARGET)" if kernel_mode else "kernel mode (--kernels)"
         raise click.UsageError(f"{', '.join(misplaced)}: only used in {other}")
+    explicit = explicit_options(os.environ, flags)
     try:
         file_values = load_config_file(config_file) if config_file else {}
+        mount_tables = load_mount_tables(config_file) if config_file else {}
         settings = settings_from_env(file_values=file_values, mode=mode, **flags)
         from nb2svc.runtime.auth import check_cors
 
@@ -508,6 +513,11 @@ def serve(
         raise click.UsageError(str(exc)) from None
     _check_timing(settings, mode)
     several = _several(targets, mount_specs)
+    if mount_tables and (kernel_mode or not several):
+        raise click.UsageError(
+            f"{config_file}: [mounts] tables set options per notebook of a service of several; "
+            + ("kernel mode serves none" if kernel_mode else "for one notebook, set them at the top level")
+        )
     target = targets[0] if len(targets) == 1 else None
     if kernel_mode:
         if len(targets) > 1:
@@ -515,7 +525,7 @@ def serve(
         _serve_kernels(target, settings)
         return
     if several:
-        _serve_mounted(targets, mount_specs, comment_prefix, settings)
+        _serve_mounted(targets, mount_specs, comment_prefix, settings, mount_tables, explicit)
         return
     if target is None:
         raise click.UsageError("Missing argument 'TARGET' (a notebook or bundle), or --kernels")
@@ -637,7 +647,12 @@ def _mounts(
 
 
 def _serve_mounted(
-    targets: tuple[Path, ...], mount_specs: tuple[str, ...], comment_prefix: str | None, settings: Settings
+    targets: tuple[Path, ...],
+    mount_specs: tuple[str, ...],
+    comment_prefix: str | None,
+    settings: Settings,
+    mount_tables: dict[str, dict[str, Any]],
+    explicit: frozenset[str],
 ) -> None:
     from nb2svc.runtime.request import supports_language
 
@@ -649,22 +664,31 @@ def _serve_mounted(
             raise click.UsageError(
                 f"{notebook}: API mode cannot serve {mount.spec.kernel.language!r} kernels yet"
             )
+    try:
+        per_mount = settings_for_mounts(
+            settings, mount_tables, [(m.prefix, nb.stem) for m, nb in mounts], explicit
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     os.environ.update(_exported(settings))
 
     def factory() -> Any:
         from nb2svc.runtime.http_api import create_mounted_app
 
-        return create_mounted_app([(m, nb.resolve().parent) for m, nb in mounts], settings)
+        return create_mounted_app(
+            [(m, nb.resolve().parent) for m, nb in mounts], settings, mount_settings=per_mount
+        )
 
     _check_port(settings)
     base = settings.base_url.rstrip("/")
     url = f"http://{settings.host}:{settings.port}{base}"
     lines = [f"nb2svc {__version__}: serving {len(mounts)} notebooks ({settings.workers} worker(s))"]
-    lines += [
-        f"  {url}{m.prefix or '/'}  {m.spec.notebook} ({len(m.spec.endpoints)} endpoints, "
-        f"{settings.pool_size} {m.spec.kernel.name} kernels)"
-        for m, _ in mounts
-    ]
+    for m, _ in mounts:
+        own = per_mount.get(m.prefix, settings)
+        lines.append(
+            f"  {url}{m.prefix or '/'}  {m.spec.notebook} ({len(m.spec.endpoints)} endpoints, "
+            f"{own.pool_size} {own.kernel_name or m.spec.kernel.name} kernels)"
+        )
     lines += [f"  docs:   {url}/_api/docs", f"  health: {url}/_api/health/ready"]
     click.echo("\n".join(lines), err=True)
     from nb2svc.runtime.server import Server

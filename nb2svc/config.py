@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -582,12 +582,8 @@ def env_value(option: Option, value: Any) -> str:
     return str(value)
 
 
-def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Settings from a TOML or JSON file: option names as keys (``pool_size`` or ``pool-size``).
-
-    Either at the top level or under an ``[nb2svc]`` table. An unknown key is an error
-    that lists the valid ones, so a typo never silently falls back to a default.
-    """
+def _config_table(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings table of a TOML or JSON file: the top level, or its ``[nb2svc]`` table."""
     text = Path(path).read_text(encoding="utf-8")
     try:
         data = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
@@ -597,18 +593,93 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a table of settings")
-    data = data.get("nb2svc", data)
+    table = data.get("nb2svc", data)
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: [nb2svc] must be a table of settings")
+    return table
+
+
+def _parse_settings(table: Mapping[str, Any], where: str, allowed: Iterable[str]) -> dict[str, Any]:
+    """``{option name: value}`` of a table whose keys are option names (``pool_size`` or
+    ``pool-size``). An unknown key is an error listing the valid ones, so a typo never
+    silently falls back to a default."""
+    allowed = sorted(allowed)
     values: dict[str, Any] = {}
-    for key, raw in data.items():
+    for key, raw in table.items():
         name = str(key).replace("-", "_")
-        if name not in OPTIONS_BY_NAME:
-            valid = ", ".join(sorted(OPTIONS_BY_NAME))
-            raise ValueError(f"{path}: unknown setting {key!r} (valid: {valid})")
+        if name not in allowed:
+            kind = "not a per-notebook setting" if name in OPTIONS_BY_NAME else "unknown setting"
+            raise ValueError(f"{where}: {kind} {key!r} (valid: {', '.join(allowed)})")
         try:
             values[name] = parse_value(OPTIONS_BY_NAME[name], raw)
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise ValueError(f"{where}: {exc}") from None
     return values
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Settings from a TOML or JSON file: option names as keys (``pool_size`` or ``pool-size``),
+    at the top level or under an ``[nb2svc]`` table. The ``mounts`` table is read by
+    :func:`load_mount_tables`."""
+    table = {k: v for k, v in _config_table(path).items() if k != MOUNTS_KEY}
+    return _parse_settings(table, str(path), OPTIONS_BY_NAME)
+
+
+#: Options a config file may set for one mounted notebook: what belongs to its own pool.
+MOUNT_OPTIONS = frozenset({"pool_size", "max_queue", "queue_timeout", "kernel_name"})
+MOUNTS_KEY = "mounts"
+
+
+def load_mount_tables(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Per-notebook settings of a config file: ``[mounts."/prefix"]`` or ``[mounts.stem]``
+    tables of :data:`MOUNT_OPTIONS` (``{key: {option name: value}}``; ``{}`` without any).
+
+    Which mount a key names is decided when the mounts are known (:func:`settings_for_mounts`).
+    """
+    tables = _config_table(path).get(MOUNTS_KEY, {})
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise ValueError(f'{path}: {MOUNTS_KEY} must hold one table per notebook, e.g. [mounts."/orders"]')
+    return {
+        str(key): _parse_settings(table, f"{path}, [{MOUNTS_KEY}.{key}]", MOUNT_OPTIONS)
+        for key, table in tables.items()
+    }
+
+
+def explicit_options(environ: Mapping[str, str], flags: Mapping[str, Any]) -> frozenset[str]:
+    """Options set by a flag, an ``NB2SVC_*`` or a ``KG_*`` variable: these outrank a config file."""
+    return frozenset(
+        option.name
+        for option in OPTIONS
+        if flags.get(option.name) is not None
+        or option.env in environ
+        or (option.kg_alias is not None and option.kg_alias in environ)
+    )
+
+
+def settings_for_mounts(
+    settings: Settings,
+    tables: Mapping[str, Mapping[str, Any]],
+    mounts: Sequence[tuple[str, str]],
+    explicit: frozenset[str] = frozenset(),
+) -> dict[str, Settings]:
+    """Each mount's settings: ``settings`` with its config-file table applied.
+
+    ``mounts`` are ``(prefix, notebook file stem)`` pairs; a table's key is a prefix
+    (``/orders``) or a stem (``orders``). Within the file a mount's table beats the top
+    level; a flag or variable (``explicit``) still beats the file, as everywhere. A key
+    that names no mount is an error that lists them.
+    """
+    chosen: dict[str, Settings] = {}
+    for key, table in tables.items():
+        matches = [prefix for prefix, stem in mounts if key in (prefix or "/", stem)]
+        if not matches:
+            known = ", ".join(f"{prefix or '/'} ({stem})" for prefix, stem in mounts)
+            raise ValueError(f"[{MOUNTS_KEY}.{key}] names no mounted notebook (mounted: {known})")
+        for prefix in matches:
+            if prefix in chosen:
+                raise ValueError(f"[{MOUNTS_KEY}.{key}]: {prefix or '/'} has two tables (by prefix and stem)")
+            chosen[prefix] = settings.replace(**{k: v for k, v in table.items() if k not in explicit})
+    return chosen
 
 
 def settings_from_env(

@@ -60,6 +60,50 @@ def test_a_folder_of_notebooks_and_an_explicit_mount(start_server: StartServer, 
     assert server.get("/beta/hello/y").status_code == 404
 
 
+def test_a_config_file_sizes_each_notebooks_pool(start_server: StartServer, tmp_path: Path) -> None:
+    a, b, c = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta"), greeter(tmp_path, "gamma")
+    config = tmp_path / "service.toml"
+    config.write_text(
+        'pool_size = 1\nmax_queue = 5\n[mounts."/alpha"]\npool_size = 2\n[mounts.beta]\nmax_queue = 0\n'
+    )
+    server = start_server(str(a), str(b), str(c), "--config", str(config))
+    notebooks = server.get("/_api/health/ready").json()["notebooks"]
+    assert {name: state["size"] for name, state in notebooks.items()} == {"alpha": 2, "beta": 1, "gamma": 1}
+    assert notebooks["alpha"]["kernels"] == 2
+    assert len({server.get("/alpha/pid").text for _ in range(12)}) <= 2
+    assert server.get("/gamma/hello/g").text == "gamma greets g\n"
+
+
+def test_a_flag_beats_a_mounts_table(start_server: StartServer, tmp_path: Path) -> None:
+    a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
+    config = tmp_path / "service.toml"
+    config.write_text('[mounts."/alpha"]\npool_size = 3\n')
+    server = start_server(str(a), str(b), "--config", str(config), "--pool-size", "1")
+    notebooks = server.get("/_api/health/ready").json()["notebooks"]
+    assert notebooks["alpha"]["size"] == 1 and notebooks["beta"]["size"] == 1
+
+
+def test_bad_mounts_tables_are_one_line_usage_errors(tmp_path: Path) -> None:
+    a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
+    config = tmp_path / "service.toml"
+    cases = {
+        '[mounts."/nope"]\npool_size = 2\n': "[mounts./nope] names no mounted notebook (mounted: /alpha",
+        "[mounts.alpha]\nport = 9\n": "not a per-notebook setting 'port'",
+        "[mounts.alpha]\npool_size = 0\n": "[mounts.alpha]: --pool-size (NB2SVC_POOL_SIZE): must be at",
+        '[mounts.alpha]\npool_size = 2\n[mounts."/alpha"]\npool_size = 3\n': "has two tables",
+        "mounts = 3\n": "one table per notebook",
+    }
+    for text, expected in cases.items():
+        config.write_text(text)
+        result = serve_fails(str(a), str(b), "--config", str(config))
+        assert result.returncode == 2, (text, result.stderr)
+        assert expected in result.stderr, (text, result.stderr)
+        assert "Traceback" not in result.stderr
+    config.write_text("[mounts.alpha]\npool_size = 2\n")
+    alone = serve_fails(str(a), "--config", str(config))
+    assert alone.returncode == 2 and "for one notebook, set them at the top level" in alone.stderr
+
+
 def serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nb2svc", "serve", *args, "--port", "0"],

@@ -11,7 +11,7 @@ touches nothing else. A generated bundle ``app.py`` declares the endpoint routes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response
@@ -56,12 +56,18 @@ def create_mounted_app(
     *,
     register_routes: bool = True,
     exit_on_failure: bool = True,
+    mount_settings: Mapping[str, Settings] | None = None,
 ) -> Flask:
-    """One app for one or several notebooks (``(mount, working directory)`` each)."""
+    """One app for one or several notebooks (``(mount, working directory)`` each).
+
+    ``mount_settings`` (by prefix) gives a notebook's pool settings of its own (a config
+    file's ``[mounts]`` table: pool size, queue, kernel spec); the others use ``settings``.
+    """
+    mount_settings = mount_settings or {}
     services = [
         ApiService(
             mount.spec,
-            settings,
+            mount_settings.get(mount.prefix, settings),
             cwd=str(cwd) if cwd else None,
             exit_on_failure=exit_on_failure,
             prefix=mount.prefix,
