@@ -22,7 +22,7 @@ import requests
 from nb2svc.runtime import reaper
 from tests.kernels_support import KernelClient, kernel_server, start_kernel
 from tests.notebooks import notebook
-from tests.support import Server, alive, descendants, parent_pid, wait_for
+from tests.support import Server, alive, descendants, wait_for, worker_of
 
 StartServer = Callable[..., Server]
 
@@ -53,12 +53,6 @@ def kernel_pids(server: Server) -> tuple[int, int]:
     assert {kernel, child} <= descendants(server.proc.pid)
     server.kernel_pids |= {kernel, child}
     return kernel, child
-
-
-def worker_of(server: Server, kernel: int) -> int:
-    worker = parent_pid(kernel)
-    assert worker is not None and parent_pid(worker) == server.proc.pid
-    return worker
 
 
 def gone(*pids: int) -> bool:
