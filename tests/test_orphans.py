@@ -94,6 +94,18 @@ def test_kernels_of_a_server_killed_whole_are_stopped_by_the_next_start(
     wait_for(lambda: gone(kernel, child), 30, "the next server to stop the dead server's kernels")
 
 
+def test_a_master_killed_alone_leaves_its_workers_to_stop_their_kernels(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = serve(start_server, tmp_path, private_tmp(tmp_path))
+    kernel, child = kernel_pids(server)
+    worker = worker_of(server, kernel)
+    server.kernel_pids.add(worker)  # no longer in the master's tree once it is gone
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    wait_for(lambda: gone(worker, kernel, child), 30, "the orphaned worker to stop its kernel and exit")
+
+
 def test_kernel_mode_a_killed_workers_kernels_are_stopped(tmp_path: Path) -> None:
     code = "import os, subprocess\nchild = subprocess.Popen(['sleep', '900'])\nprint(os.getpid(), child.pid)"
     with kernel_server(tmp_path, "--default-kernel", "xpython", env=private_tmp(tmp_path)) as server:
