@@ -144,15 +144,19 @@ def record_group(kernel_dir: str, pgid: int) -> None:
     """Record that the kernel whose directory is ``kernel_dir`` runs in process group ``pgid`` here.
 
     Written whole or not at all (a rename), so a reaper never reads half a record.
-    Nothing is recorded if the leader is already gone: its stop reaps it.
+    Nothing is recorded if the leader is already gone: its stop reaps it. A record that
+    cannot be written (a full disk) is a warning, not a failed kernel start.
     """
     started = _start_time(pgid)
     if started is None:
         return
     temporary = os.path.join(kernel_dir, GROUP_FILE + ".new")
-    with open(temporary, "w") as f:
-        f.write(f"{pgid} {started}\n")
-    os.replace(temporary, os.path.join(kernel_dir, GROUP_FILE))
+    try:
+        with open(temporary, "w") as f:
+            f.write(f"{pgid} {started}\n")
+        os.replace(temporary, os.path.join(kernel_dir, GROUP_FILE))
+    except OSError as exc:
+        log.warning("kernel process group %d will not be reaped after a crash: %s", pgid, exc)
 
 
 def _kill_recorded(record: str) -> int | None:
