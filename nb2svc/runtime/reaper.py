@@ -34,9 +34,9 @@ a /tmp shared by containers or kept over a reboot never mixes up their pids.
 
 Why not ``PR_SET_PDEATHSIG`` or a subreaper: the death signal is set in the kernel's
 own process only (not in what its cells start), fires when the *thread* that forked
-the kernel exits (gevent's threadpool threads come and go), and jupyter_client's
-provisioners do the launching; a subreaper master adopts every orphan of every worker
-and cannot tell whose it was, nor does it help when the master dies too.
+the kernel exits rather than the process, and needs a ``preexec_fn`` in a launch that
+jupyter_client's provisioners own; a subreaper master adopts every orphan of every
+worker and cannot tell whose it was, and neither helps when the master dies too.
 
 Limits: Linux only (it needs /proc; elsewhere nothing is recorded and only graceful
 stops stop kernels). Kernels that run elsewhere (pods, containers, other hosts) are
