@@ -68,6 +68,13 @@ def parent_pid(pid: int) -> int | None:
         return None
 
 
+def worker_of(server: Server, pid: int) -> int:
+    """The gunicorn worker of ``server`` that started process ``pid`` (a kernel, a launcher)."""
+    worker = parent_pid(pid)
+    assert worker is not None and parent_pid(worker) == server.proc.pid, f"{pid} is not a worker's child"
+    return worker
+
+
 def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

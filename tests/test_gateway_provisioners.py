@@ -27,7 +27,7 @@ import pytest
 
 from tests.kernels_support import AUTH, KernelClient, kernel_server, start_kernel
 from tests.notebooks import notebook
-from tests.support import Server, cmdline, free_port, wait_for
+from tests.support import Server, cmdline, free_port, wait_for, worker_of
 
 pytest.importorskip("gateway_provisioners")  # a test dependency (setup.py extras "test")
 
@@ -142,6 +142,25 @@ def test_api_mode_with_gateway_distributed_provisioner(
     assert server.stop() == 0
     assert gateway.processes() == set(), "a kernel process outlived the server"
     assert gateway.connection_files() == []
+
+
+def test_a_killed_workers_launcher_is_stopped(
+    start_server: StartServer, tmp_path: Path, gateway: GatewaySpec
+) -> None:
+    """A launcher the provisioner started on this host is recorded like a local kernel."""
+    path = tmp_path / "service.ipynb"
+    nbformat.write(SERVICE, path)
+    server = start_server(str(path), "--kernel-name", KERNEL, "--pool-size", "1", env=gateway.env, timeout=90)
+    first = int(server.get("/pid").text)  # the launcher runs the kernel in-process
+    old = gateway.processes()
+    assert first in old
+    os.kill(worker_of(server, first), signal.SIGKILL)
+    wait_for(
+        lambda: not old & gateway.processes(), 30, "the dead worker's launcher and listener to be killed"
+    )
+    wait_for(lambda: server.get("/pid", timeout=90).status_code == 200, 90, "a respawned worker to serve")
+    assert server.stop() == 0
+    assert gateway.processes() == set(), "a kernel process outlived the server"
 
 
 def test_kernel_mode_with_gateway_distributed_provisioner(tmp_path: Path, gateway: GatewaySpec) -> None:

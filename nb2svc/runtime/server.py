@@ -10,6 +10,11 @@ which covers ``--request-timeout`` unless ``--graceful-timeout`` says otherwise)
 the ``worker_exit`` hook shuts every kernel of the worker down. No kernel outlives the
 server.
 
+A worker that dies without its hook (SIGKILL, the OOM killer, gunicorn's timeout kill,
+a segfault) leaves records of its local kernels' process groups; the master kills them
+when it reaps the worker (``child_exit``), and sweeps records of dead processes when it
+starts and exits (see :mod:`nb2svc.runtime.reaper`).
+
 A worker that cannot boot (its app factory raises) stops the whole server: the error
 becomes gunicorn's ``AppImportError``, whose worker prints one line and exits with
 "app failed to load", which halts the master instead of respawning the worker.
@@ -28,6 +33,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 
 from nb2svc.config import Settings, shutdown_timing
+from nb2svc.runtime import reaper
 from nb2svc.runtime.logs import gunicorn_logconfig
 
 log = logging.getLogger("nb2svc")
@@ -56,6 +62,22 @@ def _worker_exit(server: Any, worker: Any) -> None:
             callback()
         except Exception:
             log.exception("error while shutting down")
+
+
+def _reap_orphans(arbiter: Any) -> None:
+    """In the master (``on_starting``, ``on_exit``): kill the kernels of dead workers.
+
+    Never raises: a failure to reap must not stop the master from respawning workers.
+    """
+    try:
+        reaper.reap()
+    except Exception:
+        log.exception("error while stopping the kernels of a dead worker")
+
+
+def _child_exit(arbiter: Any, worker: Any) -> None:
+    """In the master, for a worker that exited for any reason: kill what it left running."""
+    _reap_orphans(arbiter)
 
 
 def stop_worker_for_good(message: str, cleanup: Callable[[], None] | None = None) -> None:
@@ -97,6 +119,9 @@ def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict
         "preload_app": False,  # zmq contexts and kernels must be created after fork
         "post_worker_init": _post_worker_init,
         "worker_exit": _worker_exit,
+        "on_starting": _reap_orphans,
+        "child_exit": _child_exit,
+        "on_exit": _reap_orphans,
         "proc_name": "nb2svc",
     }
 

@@ -28,7 +28,6 @@ its own address.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import glob
 import logging
@@ -47,6 +46,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.session import Session
 from traitlets import Instance
 
+from nb2svc.runtime import reaper
 from nb2svc.runtime.kernel.lifecycle import lifecycle
 from nb2svc.runtime.zmqio import green_context
 
@@ -191,7 +191,7 @@ class KernelProcess:
         assert spec is not None
         provisioner = spec.metadata.get("kernel_provisioner", {}).get("provisioner_name", LOCAL_PROVISIONER)
         transport = choose_transport(self._transport, provisioner, spec.argv)
-        self._dir = tempfile.mkdtemp(prefix="k", dir=_runtime_dir())
+        self._dir = tempfile.mkdtemp(prefix="k", dir=reaper.owner_dir())
         km.connection_file = os.path.join(self._dir, "kernel.json")
         km.transport = transport
         if transport == "ipc":
@@ -219,9 +219,9 @@ class KernelProcess:
         self._alive = True
         if isinstance(km.provisioner, LocalProvisioner):
             self._popen = km.provisioner.process
-            pgid = km.provisioner.pgid
-            if pgid and pgid != os.getpgid(0):  # never our own group
-                self._pgid = pgid
+        self._pgid = self._local_group()
+        if self._pgid is not None:
+            reaper.record_group(self._dir, self._pgid)
 
     def alive(self) -> bool:
         """The last known liveness: exact for local kernels, as of the last :meth:`poll` otherwise."""
@@ -262,6 +262,8 @@ class KernelProcess:
             return
         self.stopped = True
         km = self.km
+        if self._pgid is None:  # a start that failed or timed out half-way
+            self._pgid = self._local_group()
         if km is not None and km.has_kernel and self._launcher() is not None:
             self._stop_launched_here(km, now)
         elif km is not None and km.has_kernel:
@@ -295,6 +297,21 @@ class KernelProcess:
             return None
         return getattr(provisioner, "local_proc", None)
 
+    def _local_group(self) -> int | None:
+        """The process group the kernel runs in *on this host*, or None (a remote kernel).
+
+        A ``LocalProvisioner`` kernel leads its own group; a launcher a non-local
+        provisioner started here leads its own (or reports it as ``pgid``). Never our own
+        group: killing it would kill this worker.
+        """
+        provisioner = self.km.provisioner if self.km is not None else None
+        if isinstance(provisioner, LocalProvisioner):
+            pgid = provisioner.pgid
+        else:
+            launcher = self._launcher()
+            pgid = (getattr(provisioner, "pgid", 0) or launcher.pid) if launcher is not None else None
+        return pgid if pgid and pgid != os.getpgid(0) else None
+
     def _stop_launched_here(self, km: GreenKernelManager, now: bool) -> None:
         """Stop a kernel a remote-style provisioner launched on this host: bounded, then kill its group.
 
@@ -318,9 +335,7 @@ class KernelProcess:
                         gevent.sleep(0.05)
             except Exception as exc:
                 log.debug("kernel %s: shutdown_request failed: %s", self.label, exc)
-        pgid = getattr(km.provisioner, "pgid", 0) or launcher.pid  # the launcher leads its own group
-        if pgid != os.getpgid(0):  # never our own group
-            self._pgid = pgid
+        self._pgid = self._local_group()
         self._kill_group()
         try:
             lifecycle().run(km.shutdown_kernel(now=True), timeout=STOP_WAIT + 6)
@@ -344,15 +359,3 @@ class KernelProcess:
             pass  # nothing left in the group
         except OSError as exc:
             log.warning("could not kill process group %d of kernel %s: %s", self._pgid, self.label, exc)
-
-
-def _runtime_dir() -> str:
-    """A private directory for this process's kernels (connection files, IPC sockets)."""
-    global _runtime
-    if _runtime is None:
-        _runtime = tempfile.mkdtemp(prefix="nb2svc-")
-        atexit.register(shutil.rmtree, _runtime, True)
-    return _runtime
-
-
-_runtime: str | None = None

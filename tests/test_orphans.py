@@ -1,0 +1,177 @@
+"""No kernel outlives a worker that dies without cleaning up (SIGKILL, OOM, a segfault).
+
+xeus-python is the kernel here because, unlike ipykernel, it does not exit when its
+parent dies: without the master's reaping its process and the ``sleep`` a cell started
+in its process group would run forever. Each test kills only processes of its own
+server's tree, and hands every pid it saw to the server's last-resort cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+import requests
+
+from nb2svc.runtime import reaper
+from tests.kernels_support import KernelClient, kernel_server, start_kernel
+from tests.notebooks import notebook
+from tests.support import Server, alive, descendants, wait_for, worker_of
+
+StartServer = Callable[..., Server]
+
+SLEEPER = notebook(
+    "import os, subprocess\nchild = subprocess.Popen(['sleep', '900'])",
+    "# GET /pids\nprint(os.getpid(), child.pid)",
+    kernel="xpython",
+    language="python",
+)
+
+
+def private_tmp(tmp_path: Path) -> dict[str, str]:
+    """A TMPDIR of the test's own: the server's records, and its reaping, stay inside it."""
+    tmp = tmp_path / "t"
+    tmp.mkdir()
+    return {"TMPDIR": str(tmp)}
+
+
+def serve(start_server: StartServer, tmp_path: Path, env: dict[str, str]) -> Server:
+    path = tmp_path / "sleeper.ipynb"
+    nbformat.write(SLEEPER, path)
+    return start_server(str(path), "--pool-size", "1", env=env)
+
+
+def kernel_pids(server: Server) -> tuple[int, int]:
+    """The kernel's pid and its cell's ``sleep``, both in the server's tree and its cleanup."""
+    kernel, child = (int(p) for p in server.get("/pids").text.split())
+    assert {kernel, child} <= descendants(server.proc.pid)
+    server.kernel_pids |= {kernel, child}
+    return kernel, child
+
+
+def gone(*pids: int) -> bool:
+    return not any(alive(p) for p in pids)
+
+
+def serves_again(server: Server, old_kernel: int) -> bool:
+    try:
+        response = server.get("/pids", timeout=60)
+    except (requests.ConnectionError, requests.Timeout):
+        return False
+    return response.status_code == 200 and int(response.text.split()[0]) != old_kernel
+
+
+def test_a_killed_workers_kernel_and_its_children_are_stopped(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = serve(start_server, tmp_path, private_tmp(tmp_path))
+    kernel, child = kernel_pids(server)
+    os.kill(worker_of(server, kernel), signal.SIGKILL)
+    wait_for(lambda: gone(kernel, child), 30, "the dead worker's kernel and its sleep to be killed")
+    wait_for(lambda: serves_again(server, kernel), 90, "a respawned worker to serve with a new kernel")
+    kernel_pids(server)  # the new kernel is recorded for cleanup too
+    assert "killed" in server.log()
+    assert server.stop() == 0
+    assert [p for p in server.kernel_pids if alive(p)] == []
+
+
+def test_kernels_of_a_server_killed_whole_are_stopped_by_the_next_start(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    env = private_tmp(tmp_path)
+    first = serve(start_server, tmp_path, env)
+    kernel, child = kernel_pids(first)
+    os.killpg(first.proc.pid, signal.SIGKILL)  # master and workers; the kernels have sessions of their own
+    first.proc.wait(10)
+    assert alive(kernel) and alive(child)
+    serve(start_server, tmp_path, env)
+    wait_for(lambda: gone(kernel, child), 30, "the next server to stop the dead server's kernels")
+
+
+def test_a_master_killed_alone_leaves_its_workers_to_stop_their_kernels(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = serve(start_server, tmp_path, private_tmp(tmp_path))
+    kernel, child = kernel_pids(server)
+    worker = worker_of(server, kernel)
+    server.kernel_pids.add(worker)  # no longer in the master's tree once it is gone
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    wait_for(lambda: gone(worker, kernel, child), 30, "the orphaned worker to stop its kernel and exit")
+
+
+def test_kernel_mode_a_killed_workers_kernels_are_stopped(tmp_path: Path) -> None:
+    code = "import os, subprocess\nchild = subprocess.Popen(['sleep', '900'])\nprint(os.getpid(), child.pid)"
+    with kernel_server(tmp_path, "--default-kernel", "xpython", env=private_tmp(tmp_path)) as server:
+        with KernelClient(server, start_kernel(server)["id"]) as client:
+            kernel, child = (int(p) for p in client.execute(code).stdout.split())
+        assert {kernel, child} <= descendants(server.proc.pid)
+        server.kernel_pids |= {kernel, child}
+        os.kill(worker_of(server, kernel), signal.SIGKILL)
+        wait_for(lambda: gone(kernel, child), 30, "the dead worker's kernel and its sleep to be killed")
+        server.wait_ready(90)  # a respawned worker
+        server.kernel_pids |= {kernel, child}
+        with KernelClient(server, start_kernel(server)["id"]) as client:
+            assert client.execute("print(6 * 7)").stdout == "42\n"
+
+
+# --- the reaper's safety, without servers ---------------------------------------------------
+
+
+@pytest.fixture
+def group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``sleep`` leading a process group of its own (as a kernel does), and a private TMPDIR."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    proc = subprocess.Popen(["sleep", "900"], start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def owner_with(proc: subprocess.Popen[bytes], owner: str, started: int | None = None) -> Path:
+    """An owner directory named ``owner`` whose one kernel record names ``proc``'s group."""
+    base = reaper._base()
+    assert base is not None
+    kernel = Path(base, owner, "k1")
+    kernel.mkdir(parents=True)
+    reaper.record_group(str(kernel), proc.pid)
+    if started is not None:  # a record of an earlier process that had the same pid
+        (kernel / reaper.GROUP_FILE).write_text(f"{proc.pid} {started}\n")
+    return kernel.parent
+
+
+def test_a_dead_owners_groups_are_killed_and_its_directory_removed(group: subprocess.Popen[bytes]) -> None:
+    owner = owner_with(group, f"{os.getpid()}-1")  # our pid, another start time: dead
+    assert reaper.reap() == [group.pid]
+    assert group.wait(10) == -signal.SIGKILL
+    assert not owner.exists()
+
+
+def test_a_live_owners_groups_are_left_alone(group: subprocess.Popen[bytes]) -> None:
+    owner = owner_with(group, f"{os.getpid()}-{reaper._start_time(os.getpid())}")
+    assert reaper.reap() == []
+    assert group.poll() is None and owner.exists()
+
+
+def test_a_reused_pid_is_not_killed(group: subprocess.Popen[bytes]) -> None:
+    started = reaper._start_time(group.pid)
+    assert started is not None
+    owner = owner_with(group, f"{os.getpid()}-1", started=started - 1)
+    assert reaper.reap() == []
+    assert group.poll() is None
+    assert not owner.exists()  # the stale record is gone all the same
+
+
+def test_a_base_directory_others_can_read_is_refused(group: subprocess.Popen[bytes]) -> None:
+    owner = owner_with(group, f"{os.getpid()}-1")
+    owner.parent.chmod(0o755)
+    assert reaper.reap() == []
+    assert group.poll() is None and owner.exists()
