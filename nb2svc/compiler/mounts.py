@@ -32,7 +32,7 @@ from typing import Any
 
 from nb2svc.compiler.annotations import route_pattern
 from nb2svc.compiler.errors import CompileError, CompileProblem
-from nb2svc.compiler.spec import Endpoint, ServiceSpec
+from nb2svc.compiler.spec import SPEC_FORMAT, Endpoint, ServiceSpec
 
 #: ``service.json``'s ``format`` for several mounted notebooks (one notebook: ``SPEC_FORMAT``, 1).
 MOUNTS_FORMAT = 2
@@ -141,6 +141,11 @@ def mounts_from_json(text: str) -> list[tuple[Mount, str]]:
     Raises ``ValueError`` (or ``KeyError``/``TypeError`` for a malformed document).
     """
     data = json.loads(text)
+    if data.get("format") not in (SPEC_FORMAT, MOUNTS_FORMAT):
+        raise ValueError(
+            f"unsupported service.json format {data.get('format')!r} (this nb2svc reads {SPEC_FORMAT} "
+            f"and {MOUNTS_FORMAT}); rebuild the bundle with this version of nb2svc"
+        )
     if not is_mounted_service(data):
         return [(Mount("", ServiceSpec.from_dict(data)), "notebook.ipynb")]
     mounts = [(Mount(m["prefix"], ServiceSpec.from_dict(m["service"])), m["source"]) for m in data["mounts"]]
