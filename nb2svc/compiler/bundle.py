@@ -224,9 +224,10 @@ def source_paths(mounts: Sequence[Mount]) -> list[str]:
     return paths
 
 
-def _resources(options: BundleOptions) -> dict[str, dict[str, str]]:
-    """Pod resources derived from the pool: see the constants above for the reasoning."""
-    kernels = options.workers * options.pool_size
+def _resources(options: BundleOptions, notebooks: int = 1) -> dict[str, dict[str, str]]:
+    """Pod resources derived from the pools (each worker has one per notebook): see the
+    constants above for the reasoning."""
+    kernels = options.workers * options.pool_size * notebooks
     cpu = options.workers * WORKER_CPU_MILLI + kernels * KERNEL_CPU_MILLI
     memory = options.workers * WORKER_MEMORY_MI + kernels * KERNEL_MEMORY_MI
     cpu_limit = kernels * 1000 + options.workers * 500
@@ -388,7 +389,9 @@ def _render(
         "base_image": options.base_image or DEFAULT_BASE_IMAGE.format(python=runtime.python),
         "python": runtime.python,
         "gh": lambda expression: "${{ " + expression + " }}",  # a GitHub Actions expression
-        "resources": _resources(options),
+        "notebooks": len(kernels),
+        "kernels_per_pod": options.workers * options.pool_size * len(kernels),
+        "resources": _resources(options, len(kernels)),
         "deploy_env": _deploy_env(options),
         "base": options.base_url,
         **_timing(options),
