@@ -573,9 +573,14 @@ def serve(
     _check_timing(settings, mode)
     several = _several(targets, mount_specs)
     if mount_tables and (kernel_mode or not several):
+        if kernel_mode:
+            reason = "kernel mode serves none"
+        elif targets and targets[0].is_dir():
+            reason = "a bundle's notebooks share the top-level settings (and the NB2SVC_* it was built with)"
+        else:
+            reason = "for one notebook, set them at the top level"
         raise click.UsageError(
-            f"{config_file}: [mounts] tables set options per notebook of a service of several; "
-            + ("kernel mode serves none" if kernel_mode else "for one notebook, set them at the top level")
+            f"{config_file}: [mounts] tables set options per notebook of a service of several; {reason}"
         )
     target = targets[0] if len(targets) == 1 else None
     if kernel_mode:

@@ -253,6 +253,8 @@ def refusals(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
     fake = tmp / "bundle"
     fake.mkdir()
     (fake / "service.json").write_text("{}")
+    config = tmp / "sizes.toml"
+    config.write_text('[mounts."/x"]\npool_size = 3\n')
     return {
         "clash": (
             ["build", outer, "--mount", f"/x/y={inner}"],
@@ -268,6 +270,10 @@ def refusals(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
         "bundle built again": (["build", fake], "is a bundle, not a notebook"),
         "serve a bundle with --mount": (["serve", fake, "--mount", f"/x={outer}"], "is a bundle"),
         "no target": (["build"], "Missing argument 'TARGET...'"),
+        "per-notebook sizes for a bundle": (
+            ["serve", fake, "--config", config],
+            "a bundle's notebooks share",
+        ),
     }
 
 
@@ -282,6 +288,7 @@ def refusals(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
         "bundle built again",
         "serve a bundle with --mount",
         "no target",
+        "per-notebook sizes for a bundle",
     ],
 )
 def test_bad_bundles_are_refused(tmp_path: Path, case: str) -> None:
