@@ -54,6 +54,7 @@ setup(
             "websocket-client>=1.7",
             "jupyter_server>=2.10",  # kernel mode: the --gateway-url client test and the reference wire codec
             "xeus-python>=0.17",  # a kernel that is not ipykernel (needs TCP), in both modes
+            "bash_kernel>=0.9",  # a bash notebook beside a Python one in a bundle of several
             "gateway_provisioners>=0.5",  # a real remote provisioner (Distributed, on localhost)
             "selenium>=4.20",  # drives Debian's chromium + chromedriver for the docs page test
             "ruff>=0.6",

@@ -145,13 +145,21 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command()
-@click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("targets", metavar="TARGET...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--mount",
+    "mount_specs",
+    multiple=True,
+    metavar="PREFIX=NOTEBOOK",
+    help="Bundle NOTEBOOK mounted under PREFIX (repeatable), as for 'nb2svc serve'.",
+)
 @click.option(
     "-o",
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Bundle directory to write.  [default: build/<notebook name>]",
+    help="Bundle directory to write.  [default: build/<notebook name>; several notebooks: "
+    "build/<folder name>, or build/<notebook names joined by ->]",
 )
 @click.option(
     "--comment-prefix", default=None, help="Annotation comment prefix (default: from the kernel language)."
@@ -190,7 +198,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 )
 @settings_options("all", only=(*(o.name for o in DEPLOY_OPTIONS), "cell_parser"))
 def build(
-    notebook: Path,
+    targets: tuple[Path, ...],
+    mount_specs: tuple[str, ...],
     output: Path | None,
     comment_prefix: str | None,
     force: bool,
@@ -203,22 +212,45 @@ def build(
     max_replicas: int,
     **flags: Any,
 ) -> None:
-    """Compile NOTEBOOK into a self-contained service bundle directory.
+    """Compile TARGET into a self-contained service bundle directory.
+
+    TARGET is a notebook; several notebooks (or a folder of them, or --mount
+    PREFIX=NOTEBOOK) make one bundle that serves them together as 'nb2svc serve' would,
+    each at /<its file stem> or its --mount prefix with its own kernels: one image, one
+    app, one set of manifests. Clashing routes or prefixes are refused, naming the cells.
 
     The serve options below are baked into the image and manifests as NB2SVC_*
     defaults (a container's environment still overrides them); they also size the
     pod's resources and its shutdown grace period. Only flags count here, not the
     NB2SVC_* variables of the machine that builds.
     """
-    from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command, write_bundle
+    from nb2svc.compiler.bundle import (
+        BundleError,
+        BundleOptions,
+        docker_build_command,
+        write_bundle,
+        write_mounted_bundle,
+    )
 
+    if not targets and not mount_specs:
+        raise click.UsageError("Missing argument 'TARGET...' (a notebook, several, or a folder of them)")
     cell_parser = _cell_parser(flags.pop("cell_parser"))
     try:
         settings = settings_from_env({}, **flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    spec = _compile(notebook, comment_prefix, cell_parser)
-    output = output or Path("build") / spec.name
+    if _several(targets, mount_specs):
+        mounts = _mounts(targets, mount_specs, comment_prefix, cell_parser)
+        name = _bundle_name(targets, [m for m, _ in mounts])
+        source = ", ".join(str(nb) for _, nb in mounts)
+    else:
+        if targets[0].is_dir():  # a notebook folder counts as several: this is a bundle
+            raise click.UsageError(f"{targets[0]} is a bundle, not a notebook; build from its notebooks")
+        spec = _compile(targets[0], comment_prefix, cell_parser)
+        mounts, name, source = [], spec.name, str(targets[0])
+    specs = [m.spec for m, _ in mounts] or [spec]
+    _warn_missing_kernels(specs)
+    output = output or Path("build") / name
     deploy = {o.name: getattr(settings, o.name) for o in DEPLOY_OPTIONS}
     try:
         options = BundleOptions(
@@ -234,7 +266,10 @@ def build(
     if base_image:
         options = dataclasses.replace(options, base_image=base_image)
     try:
-        written = write_bundle(spec, notebook, output, force=force, options=options)
+        if mounts:
+            written = write_mounted_bundle(mounts, name, output, force=force, options=options)
+        else:
+            written = write_bundle(spec, targets[0], output, force=force, options=options)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -244,12 +279,35 @@ def build(
         files = [str(p) for p in written]
         click.echo(json.dumps({"bundle": str(output), "files": files, "docker_build": command}))
         return
+    endpoints = sum(len(s.endpoints) for s in specs)
+    setup = sum(len(s.setup) for s in specs)
     click.echo(
-        f"built {output}/ from {notebook}: {len(spec.endpoints)} endpoints, "
-        f"{len(spec.setup)} setup cells, {len(written)} files"
+        f"built {output}/ from {source}: {endpoints} endpoints, {setup} setup cells, {len(written)} files"
     )
     if command:
         click.echo(command)
+
+
+def _bundle_name(targets: tuple[Path, ...], mounts: list[Any]) -> str:
+    """A bundle of several notebooks is named after their folder when one folder is given,
+    else after the notebooks (``orders-billing``): the image, Kubernetes objects, output."""
+    if len(targets) == 1 and targets[0].is_dir():
+        return targets[0].resolve().name
+    return "-".join(m.name for m in mounts)
+
+
+def _warn_missing_kernels(specs: list[Any]) -> None:
+    """Say at build time which notebooks need a kernel the image will not have (the
+    Dockerfile says it too): only ipykernel's comes with nb2svc's pins."""
+    from nb2svc.compiler.bundle import IMAGE_KERNELS
+
+    for spec in specs:
+        if spec.kernel.name not in IMAGE_KERNELS:
+            click.echo(
+                f"warning: {spec.notebook} needs the {spec.kernel.name} kernel, which the image does not "
+                "have: add it to the image (see the Dockerfile) or pass --base-image with it",
+                err=True,
+            )
 
 
 def _os_reason(exc: OSError) -> str:
@@ -302,8 +360,7 @@ def routes(
 ) -> None:
     """List the endpoints of a notebook or bundle, in matching order; of several notebooks
     (or a folder of them), with their mount prefixes, as 'nb2svc serve' would serve them."""
-    several = _several(targets, mount_specs)
-    mounts = _target_mounts(targets, mount_specs, comment_prefix, _cell_parser(cell_parser))
+    mounts, several = _target_mounts(targets, mount_specs, comment_prefix, _cell_parser(cell_parser))
     rows = [
         {
             "method": ep.method,
@@ -379,8 +436,8 @@ def test_examples(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     # the compiler checks the examples' declarations
-    mounts = _target_mounts(targets, mount_specs, comment_prefix, settings.cell_parser)
-    if _several(targets, mount_specs):
+    mounts, several = _target_mounts(targets, mount_specs, comment_prefix, settings.cell_parser)
+    if several:
         notebook = ", ".join(m.spec.notebook for m in mounts)
     else:
         notebook = str(targets[0] / "notebook.ipynb" if targets[0].is_dir() else targets[0])
@@ -422,26 +479,28 @@ def test_examples(
         sys.exit(1)
 
 
-def _load_spec(target: Path, comment_prefix: str | None, cell_parser: str = "default"):
-    from nb2svc.compiler.spec import ServiceSpec
+def _load_mounts(target: Path, comment_prefix: str | None, cell_parser: str = "default") -> list[Any]:
+    """A notebook at the root, or a bundle's mounts: its one notebook at the root, or the
+    several notebooks of a bundle built from several (``service.json`` format 2)."""
+    from nb2svc.compiler.mounts import Mount, mounts_from_json
 
-    if target.is_dir():
-        marker = target / BUNDLE_MARKER
-        if not marker.exists():
-            raise click.UsageError(
-                f"{target} is a directory but not a bundle (no {BUNDLE_MARKER}); "
-                "pass a notebook or the output of 'nb2svc build'"
-            )
-        try:
-            return ServiceSpec.from_json(marker.read_text(encoding="utf-8"))
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else str(exc)
-            raise click.ClickException(
-                f"{marker} is not a valid bundle spec ({detail}); rebuild the bundle with 'nb2svc build'"
-            ) from None
-        except OSError as exc:
-            raise click.ClickException(f"{marker}: {_os_reason(exc)}") from None
-    return _compile(target, comment_prefix, cell_parser)
+    if not target.is_dir():
+        return [Mount("", _compile(target, comment_prefix, cell_parser))]
+    marker = target / BUNDLE_MARKER
+    if not marker.exists():
+        raise click.UsageError(
+            f"{target} is a directory but not a bundle (no {BUNDLE_MARKER}); "
+            "pass a notebook or the output of 'nb2svc build'"
+        )
+    try:
+        return [mount for mount, _ in mounts_from_json(marker.read_text(encoding="utf-8"))]
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else str(exc)
+        raise click.ClickException(
+            f"{marker} is not a valid bundle spec ({detail}); rebuild the bundle with 'nb2svc build'"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(f"{marker}: {_os_reason(exc)}") from None
 
 
 @main.command()
@@ -514,9 +573,14 @@ def serve(
     _check_timing(settings, mode)
     several = _several(targets, mount_specs)
     if mount_tables and (kernel_mode or not several):
+        if kernel_mode:
+            reason = "kernel mode serves none"
+        elif targets and targets[0].is_dir():
+            reason = "a bundle's notebooks share the top-level settings (and the NB2SVC_* it was built with)"
+        else:
+            reason = "for one notebook, set them at the top level"
         raise click.UsageError(
-            f"{config_file}: [mounts] tables set options per notebook of a service of several; "
-            + ("kernel mode serves none" if kernel_mode else "for one notebook, set them at the top level")
+            f"{config_file}: [mounts] tables set options per notebook of a service of several; {reason}"
         )
     target = targets[0] if len(targets) == 1 else None
     if kernel_mode:
@@ -529,21 +593,28 @@ def serve(
         return
     if target is None:
         raise click.UsageError("Missing argument 'TARGET' (a notebook or bundle), or --kernels")
-    spec = _load_spec(target, comment_prefix, settings.cell_parser)
-    from nb2svc.runtime.request import supports_language
-
-    if not supports_language(spec.kernel.language):
-        raise click.UsageError(f"API mode cannot serve {spec.kernel.language!r} kernels yet")
+    mounts = _load_mounts(target, comment_prefix, settings.cell_parser)
+    _check_languages(mounts)
     os.environ.update(_exported(settings))  # a bundle's app.py reads its settings from here
     if target.is_dir():
         if settings.reload:
             raise click.UsageError("--reload watches a notebook; a bundle is built once (serve the notebook)")
         factory = _bundle_factory(target)
     elif settings.reload:
-        factory = _reloading_factory(target.resolve(), spec, settings, comment_prefix)
+        factory = _reloading_factory(target.resolve(), mounts[0].spec, settings, comment_prefix)
     else:
-        factory = _notebook_factory(spec, settings, target.resolve().parent)
-    _run_server(factory, settings, spec)
+        factory = _notebook_factory(mounts[0].spec, settings, target.resolve().parent)
+    _run_server(factory, settings, mounts)
+
+
+def _check_languages(mounts: list[Any]) -> None:
+    """Refuse (exit 2) a notebook whose language API mode cannot bind REQUEST in."""
+    from nb2svc.runtime.request import supports_language
+
+    for mount in mounts:
+        if not supports_language(mount.spec.kernel.language):
+            where = f"{mount.spec.notebook}: " if len(mounts) > 1 or mount.prefix else ""
+            raise click.UsageError(f"{where}API mode cannot serve {mount.spec.kernel.language!r} kernels yet")
 
 
 def _from_environment(target: Path | None, kernel_mode: bool) -> tuple[Path | None, bool]:
@@ -589,14 +660,14 @@ def _several(targets: tuple[Path, ...], mount_specs: tuple[str, ...]) -> bool:
 
 def _target_mounts(
     targets: tuple[Path, ...], mount_specs: tuple[str, ...], comment_prefix: str | None, cell_parser: str
-) -> list[Any]:
-    """The mounts ``routes`` and ``test`` work on: one notebook or bundle at the root, or the
-    checked mounts of several, as ``serve`` would serve them."""
+) -> tuple[list[Any], bool]:
+    """The mounts ``routes`` and ``test`` work on, and whether they are several (mounted):
+    one notebook or bundle at the root, a bundle of several, or the checked mounts of
+    several notebooks, as ``serve`` would serve them."""
     if _several(targets, mount_specs):
-        return [m for m, _ in _mounts(targets, mount_specs, comment_prefix, cell_parser)]
-    from nb2svc.compiler.mounts import Mount
-
-    return [Mount("", _load_spec(targets[0], comment_prefix, cell_parser))]
+        return [m for m, _ in _mounts(targets, mount_specs, comment_prefix, cell_parser)], True
+    mounts = _load_mounts(targets[0], comment_prefix, cell_parser)
+    return mounts, len(mounts) > 1 or bool(mounts[0].prefix)
 
 
 def _mounts(
@@ -614,7 +685,10 @@ def _mounts(
     for target in targets:
         if target.is_dir():
             if (target / BUNDLE_MARKER).exists():
-                raise click.UsageError(f"{target} is a bundle; several notebooks are served from notebooks")
+                raise click.UsageError(
+                    f"{target} is a bundle (the output of 'nb2svc build'), not a notebook: several "
+                    "notebooks are mounted from notebooks or folders of them"
+                )
             found = sorted(target.glob("*.ipynb"))
             if not found:
                 raise click.UsageError(
@@ -629,6 +703,8 @@ def _mounts(
         if not sep or not notebook:
             raise click.UsageError(f"--mount {item!r}: write PREFIX=NOTEBOOK, e.g. /api/v1=service.ipynb")
         path = Path(notebook)
+        if path.is_dir():
+            raise click.UsageError(f"--mount {item!r}: {notebook} is a folder; --mount takes one notebook")
         if not path.is_file():
             raise click.UsageError(f"--mount {item!r}: no such notebook {notebook}")
         chosen = [(p, nb) for p, nb in chosen if nb.resolve() != path.resolve()]
@@ -642,7 +718,7 @@ def _mounts(
     try:
         check_mounts([m for m, _ in mounts])
     except CompileError as exc:
-        raise CompileFailed(f"error: the notebooks cannot be served together:\n{exc}") from None
+        raise CompileFailed(f"error: the notebooks cannot be mounted together:\n{exc}") from None
     return mounts
 
 
@@ -654,16 +730,10 @@ def _serve_mounted(
     mount_tables: dict[str, dict[str, Any]],
     explicit: frozenset[str],
 ) -> None:
-    from nb2svc.runtime.request import supports_language
-
     if settings.reload:
         raise click.UsageError("--reload watches one notebook; serve several without it")
     mounts = _mounts(targets, mount_specs, comment_prefix, settings.cell_parser)
-    for mount, notebook in mounts:
-        if not supports_language(mount.spec.kernel.language):
-            raise click.UsageError(
-                f"{notebook}: API mode cannot serve {mount.spec.kernel.language!r} kernels yet"
-            )
+    _check_languages([m for m, _ in mounts])
     try:
         per_mount = settings_for_mounts(
             settings, mount_tables, [(m.prefix, nb.stem) for m, nb in mounts], explicit
@@ -679,21 +749,7 @@ def _serve_mounted(
             [(m, nb.resolve().parent) for m, nb in mounts], settings, mount_settings=per_mount
         )
 
-    _check_port(settings)
-    base = settings.base_url.rstrip("/")
-    url = f"http://{settings.host}:{settings.port}{base}"
-    lines = [f"nb2svc {__version__}: serving {len(mounts)} notebooks ({settings.workers} worker(s))"]
-    for m, _ in mounts:
-        own = per_mount.get(m.prefix, settings)
-        lines.append(
-            f"  {url}{m.prefix or '/'}  {m.spec.notebook} ({len(m.spec.endpoints)} endpoints, "
-            f"{own.pool_size} {own.kernel_name or m.spec.kernel.name} kernels)"
-        )
-    lines += [f"  docs:   {url}/_api/docs", f"  health: {url}/_api/health/ready"]
-    click.echo("\n".join(lines), err=True)
-    from nb2svc.runtime.server import Server
-
-    _run(Server(factory, settings))
+    _run_server(factory, settings, [m for m, _ in mounts], per_mount)
 
 
 def _read_token(settings: Settings) -> str:
@@ -814,19 +870,38 @@ def _check_port(settings: Settings) -> None:
             ) from None
 
 
-def _run_server(factory: Callable[[], Any], settings: Settings, spec: Any) -> None:
+def _run_server(
+    factory: Callable[[], Any],
+    settings: Settings,
+    mounts: list[Any],
+    per_mount: dict[str, Settings] | None = None,
+) -> None:
+    """Serve ``factory``'s app after a banner: one notebook at the root, or every mount
+    (with its own pool settings from ``per_mount``, by prefix, where it has them)."""
     from nb2svc.runtime.server import Server
 
     _check_port(settings)
     base = settings.base_url.rstrip("/")
     url = f"http://{settings.host}:{settings.port}{base}"
-    click.echo(
-        f"nb2svc {__version__}: serving {spec.name} ({len(spec.endpoints)} endpoints, "
-        f"{settings.workers} worker(s) x {settings.pool_size} {spec.kernel.name} kernels)\n"
-        f"  endpoints: {url}/\n  docs:      {url}/_api/docs\n  openapi:   {url}/openapi.json\n"
-        f"  health:    {url}/_api/health/ready",
-        err=True,
-    )
+    if len(mounts) == 1 and not mounts[0].prefix:
+        spec = mounts[0].spec
+        banner = (
+            f"nb2svc {__version__}: serving {spec.name} ({len(spec.endpoints)} endpoints, "
+            f"{settings.workers} worker(s) x {settings.pool_size} {spec.kernel.name} kernels)\n"
+            f"  endpoints: {url}/\n  docs:      {url}/_api/docs\n  openapi:   {url}/openapi.json\n"
+            f"  health:    {url}/_api/health/ready"
+        )
+    else:
+        lines = [f"nb2svc {__version__}: serving {len(mounts)} notebooks ({settings.workers} worker(s))"]
+        for m in mounts:
+            own = (per_mount or {}).get(m.prefix, settings)
+            lines.append(
+                f"  {url}{m.prefix or '/'}  {m.spec.notebook} ({len(m.spec.endpoints)} endpoints, "
+                f"{own.pool_size} {own.kernel_name or m.spec.kernel.name} kernels)"
+            )
+        lines += [f"  docs:   {url}/_api/docs", f"  health: {url}/_api/health/ready"]
+        banner = "\n".join(lines)
+    click.echo(banner, err=True)
     _run(Server(factory, settings))
 
 

@@ -32,3 +32,26 @@ def notebook(
         cells=[new_code_cell(c) if isinstance(c, str) else c for c in cells],
         metadata=metadata,
     )
+
+
+def shell_notebook() -> NotebookNode:
+    """A bash kernel notebook with one endpoint and its example, stable byte for byte (fixed
+    cell ids): the non-Python half of the bundles of several notebooks in the tests."""
+    endpoint = new_code_cell(
+        "# GET /greet/:name\n"
+        """name=$(printf %s "$REQUEST" | sed -E 's/.*"path": ?\\{"name": ?"([^"]*)".*/\\1/')\n"""
+        'echo "$GREETING, $name"'
+    )
+    endpoint.metadata["nb2svc"] = {
+        "examples": [
+            {
+                "name": "greets in bash",
+                "request": {"path": "/greet/bob"},
+                "response": {"status": 200, "body": "hi from bash, bob\n"},
+            }
+        ]
+    }
+    nb = notebook(md("A bash service."), "GREETING='hi from bash'", endpoint, kernel="bash", language="bash")
+    for number, cell in enumerate(nb.cells, start=1):
+        cell["id"] = f"cell-{number}"
+    return nb

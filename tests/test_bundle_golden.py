@@ -1,7 +1,9 @@
 """Golden files: every template nb2svc renders into a bundle, compared byte for byte.
 
-Two bundles cover every branch of the templates: ``hello`` with the default options
-(no Kubernetes) and ``todo-k8s`` with ``k8s=True`` and non-default sizes and base image.
+Three bundles cover every branch of the templates: ``hello`` with the default options
+(no Kubernetes), ``todo-k8s`` with ``k8s=True`` and non-default sizes and base image, and
+``mounted-k8s``: two notebooks in one bundle (hello.ipynb at /hello, a bash notebook at
+/shell, whose kernel the image lacks), with ``k8s=True``.
 The runtime (dependency pins, wheel) is fixed here, so the files do not change when
 the installed packages do.
 
@@ -17,16 +19,19 @@ import os
 import shutil
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from nb2svc.compiler import compile_notebook
-from nb2svc.compiler.bundle import BundleOptions, render_bundle
+from nb2svc.compiler.bundle import BundleOptions, render_bundle, render_mounted_bundle
+from nb2svc.compiler.mounts import Mount
 from nb2svc.distribution import Runtime, wheel_filename
+from tests.notebooks import shell_notebook
 from tests.support import EXAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"
 #: Bundle files that are not rendered from a template (each has tests of its own).
-NOT_TEMPLATED = ("service.json", "openapi.json", "notebook.ipynb", "wheels/")
+NOT_TEMPLATED = ("service.json", "openapi.json", "notebook.ipynb", "notebooks/", "wheels/")
 
 FIXED_RUNTIME = Runtime(
     requirements=("flask==3.1.3", "gunicorn==27.0.1", 'pexpect==4.8.0 ; sys_platform != "win32"'),
@@ -50,13 +55,28 @@ CASES = {
             requirements=("numpy==2.1.3", "pandas>=2.2,<3"),
         ),
     ),
+    "mounted-k8s": ("", BundleOptions(image="registry.example.com/team/greeters:1.0.0", k8s=True)),
 }
+
+
+def mounted_bundle(options: BundleOptions, runtime: Runtime = FIXED_RUNTIME) -> dict[str, bytes]:
+    """hello.ipynb at /hello and the bash notebook of tests/notebooks.py at /shell."""
+    hello = EXAMPLES / "hello.ipynb"
+    shell = nbformat.writes(shell_notebook())
+    mounts = [
+        Mount("/hello", compile_notebook(hello)),
+        Mount("/shell", compile_notebook(shell, name="shell")),
+    ]
+    return render_mounted_bundle(mounts, [hello.read_bytes(), shell.encode()], "greeters", options, runtime)
 
 
 def rendered_templates(case: str) -> dict[str, bytes]:
     notebook, options = CASES[case]
-    path = EXAMPLES / notebook
-    files = render_bundle(compile_notebook(path), path.read_bytes(), options, FIXED_RUNTIME)
+    if notebook:
+        path = EXAMPLES / notebook
+        files = render_bundle(compile_notebook(path), path.read_bytes(), options, FIXED_RUNTIME)
+    else:
+        files = mounted_bundle(options)
     return {name: data for name, data in files.items() if not name.startswith(NOT_TEMPLATED)}
 
 

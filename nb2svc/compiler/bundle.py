@@ -5,6 +5,10 @@ Files written (all deterministic: building twice gives byte-identical output):
 - ``app.py``: a readable generated Flask app, one route declaration per endpoint
 - ``service.json``: the ServiceSpec (the only contract with the runtime)
 - ``openapi.json``: OpenAPI 3.1; ``notebook.ipynb``: the source notebook, verbatim
+- several notebooks (:func:`render_mounted_bundle`): ``service.json`` of format 2 lists
+  the mounts, each with its spec (see :mod:`nb2svc.compiler.mounts`), ``notebooks/``
+  holds every source, ``app.py`` declares every mount's routes at their prefixes and
+  ``openapi.json`` is the merged document; the rest is one of each, as for one notebook
 - ``requirements.txt`` (every runtime dependency pinned) and ``wheels/nb2svc-*.whl``
   (nb2svc itself, which is not on PyPI): see :mod:`nb2svc.distribution`
 - ``gunicorn.conf.py``, ``Dockerfile``, ``.dockerignore``
@@ -26,6 +30,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nb2svc._version import __version__
-from nb2svc.compiler.openapi import openapi_document
+from nb2svc.compiler.mounts import Mount, mounts_to_json
+from nb2svc.compiler.openapi import mounted_openapi_document, openapi_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import DEPLOY_OPTIONS, OPTIONS_BY_NAME, env_value, shutdown_timing
 
@@ -45,6 +51,9 @@ if TYPE_CHECKING:
 DEFAULT_BASE_IMAGE = "python:{python}-slim"
 #: The image's unprivileged user; numeric so that Kubernetes' runAsNonRoot can check it.
 APP_UID = 10001
+#: Kernel specs the image has: ipykernel (pinned in requirements.txt) installs ``python3``.
+#: A notebook for any other kernel needs it added to the image; the Dockerfile says which.
+IMAGE_KERNELS = ("python3",)
 #: PID 1 in the image (PyPI wheel, so no apt pinning): forwards SIGTERM to gunicorn, reaps orphans.
 DUMB_INIT = "dumb-init==1.2.5.post1"
 
@@ -173,22 +182,52 @@ def _view_name(index: int, ep: Endpoint) -> str:
     return f"{ep.method.lower()}_{slug}_{index}"
 
 
-def _endpoint_context(index: int, ep: Endpoint) -> dict[str, Any]:
+def _endpoint_context(
+    index: int, ep: Endpoint, mount: Mount | None = None, ident: str = ""
+) -> dict[str, Any]:
+    """An endpoint as the templates show it; in a mount, its path, rule and view name carry
+    the mount's prefix and identifier (the same rule a blueprint at the prefix would have)."""
+    prefix = mount.prefix if mount else ""
     return {
         "method": ep.method,
-        "path": ep.path,
+        "path": mount.full_path(ep) if mount else ep.path,
         "cells": ep.cells,
         "response_info": ep.response_info,
-        "rule": ep.flask_rule,
-        "view": _view_name(index, ep),
+        "rule": prefix + ep.flask_rule,
+        "view": (f"{ident}_" if ident else "") + _view_name(index, ep),
         "args": ", ".join(f"{p}: str" for p in ep.params),
         "params_dict": "{" + ", ".join(f"{json.dumps(p)}: {p}" for p in ep.params) + "}",
     }
 
 
-def _resources(options: BundleOptions) -> dict[str, dict[str, str]]:
-    """Pod resources derived from the pool: see the constants above for the reasoning."""
-    kernels = options.workers * options.pool_size
+def _identifier(name: str, taken: set[str]) -> str:
+    """A Python identifier for a mount in app.py (``"my-orders"`` → ``my_orders``), unique."""
+    slug = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "notebook"
+    slug = f"n_{slug}" if slug[0].isdigit() else slug
+    ident, n = slug, 1
+    while ident in taken:
+        n += 1
+        ident = f"{slug}_{n}"
+    taken.add(ident)
+    return ident
+
+
+def source_paths(mounts: Sequence[Mount]) -> list[str]:
+    """Where each mount's notebook goes in a bundle: ``notebooks/<its file name>``, or
+    ``notebooks/<n>/<its file name>`` for a second notebook of the same name (possible
+    with ``--mount``). The file keeps its name, so the runtime's ``/_api/source`` finds it
+    in the kernel's working directory (the file's folder), as for a served notebook."""
+    paths: list[str] = []
+    for n, mount in enumerate(mounts, start=1):
+        path = f"notebooks/{mount.spec.notebook}"
+        paths.append(f"notebooks/{n}/{mount.spec.notebook}" if path in paths else path)
+    return paths
+
+
+def _resources(options: BundleOptions, notebooks: int = 1) -> dict[str, dict[str, str]]:
+    """Pod resources derived from the pools (each worker has one per notebook): see the
+    constants above for the reasoning."""
+    kernels = options.workers * options.pool_size * notebooks
     cpu = options.workers * WORKER_CPU_MILLI + kernels * KERNEL_CPU_MILLI
     memory = options.workers * WORKER_MEMORY_MI + kernels * KERNEL_MEMORY_MI
     cpu_limit = kernels * 1000 + options.workers * 500
@@ -235,6 +274,8 @@ def _image_digest(files: dict[str, bytes]) -> str:
 
 
 IMAGE_FILES = ("app.py", "gunicorn.conf.py", "service.json", "openapi.json", "notebook.ipynb")
+#: A bundle of several notebooks copies these and ``notebooks/`` (every source) into the image.
+MOUNTED_IMAGE_FILES = IMAGE_FILES[:-1]
 K8S_FILES = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "kustomization.yaml")
 
 
@@ -248,49 +289,131 @@ def render_bundle(
 
     ``runtime`` defaults to this installation's (:func:`nb2svc.distribution.current_runtime`).
     """
+    endpoints = [_endpoint_context(i, ep) for i, ep in enumerate(spec.endpoints)]
+    service = {
+        "app.py": ("app.py.j2", {"spec": _SpecView(spec, endpoints)}),
+        "service.json": spec.to_json().encode(),
+        "openapi.json": _json_bytes(openapi_document(spec)),
+        "notebook.ipynb": notebook_bytes,
+    }
+    kernels = [{"kernel": spec.kernel.name, "notebook": spec.notebook, "prefix": ""}]
+    context = {"spec": spec, "endpoints": endpoints, "image_files": IMAGE_FILES, "sources": ()}
+    return _render(spec.name, service, context, kernels, options, runtime)
+
+
+def render_mounted_bundle(
+    mounts: Sequence[Mount],
+    sources: Sequence[bytes],
+    name: str,
+    options: BundleOptions | None = None,
+    runtime: Runtime | None = None,
+) -> dict[str, bytes]:
+    """The bundle of several notebooks served together, as ``nb2svc serve a.ipynb b.ipynb``
+    would: ``mounts`` (checked with :func:`~nb2svc.compiler.mounts.check_mounts`) and
+    each one's notebook bytes, in the same order; ``name`` names the service (image,
+    Kubernetes objects). One image, one app, one set of manifests: see the module doc.
+    """
+    if not mounts or len(sources) != len(mounts):
+        raise BundleError("a bundle of several notebooks needs every mount and its notebook's bytes")
+    paths = source_paths(mounts)
+    taken: set[str] = set()
+    views = []
+    for mount, path in zip(mounts, paths, strict=True):
+        ident = _identifier(mount.name, taken)
+        endpoints = [_endpoint_context(i, ep, mount, ident) for i, ep in enumerate(mount.spec.endpoints)]
+        views.append(
+            {
+                "prefix": mount.prefix or "/",
+                "mount": mount.prefix,
+                "notebook": mount.spec.notebook,
+                "kernel": mount.spec.kernel.name,
+                "service": f"{ident}_service",
+                "source": path,
+                "endpoints": endpoints,
+            }
+        )
+    notebooks = ", ".join(m.spec.notebook for m in mounts)
+    service: dict[str, Any] = {
+        "app.py": ("app.py.j2", {}),
+        "service.json": mounts_to_json(list(zip(mounts, paths, strict=True))).encode(),
+        "openapi.json": _json_bytes(mounted_openapi_document(mounts)),
+        **dict(zip(paths, sources, strict=True)),
+    }
+    context = {
+        "spec": _MountedView(name, notebooks),
+        "mounts": views,
+        "build_args": " ".join(f"--mount {m['prefix']}={m['notebook']}" for m in views),
+        "image_files": MOUNTED_IMAGE_FILES,
+        "sources": paths,
+    }
+    return _render(name, service, context, views, options, runtime)
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _render(
+    service_name: str,
+    service: dict[str, Any],
+    specific: dict[str, Any],
+    kernels: list[dict[str, Any]],
+    options: BundleOptions | None,
+    runtime: Runtime | None,
+) -> dict[str, bytes]:
+    """The files of one bundle, one notebook or several. ``service`` holds the files that
+    differ (a ``(template, extra context)`` pair, or the bytes); ``specific`` the context
+    that does (``spec`` as the templates see it, ``image_files``, ``sources``, ...);
+    ``kernels`` each notebook's kernel, for the Dockerfile's note on what the image lacks.
+    """
     if runtime is None:
         from nb2svc.distribution import current_runtime
 
         runtime = current_runtime()
     options = options or BundleOptions()
     env = _environment()
-    name = dns_name(spec.name)
+    name = dns_name(service_name)
     context: dict[str, Any] = {
-        "spec": spec,
+        "mounted": "mounts" in specific,
         "name": name,
         "version": __version__,
-        "endpoints": [_endpoint_context(i, ep) for i, ep in enumerate(spec.endpoints)],
         "requirements": runtime.requirements,
         "wheel": runtime.wheel_name,
         "dumb_init": DUMB_INIT,
         "uid": APP_UID,
-        "image_files": IMAGE_FILES,
+        "image_kernels": IMAGE_KERNELS,
+        "missing_kernels": [k for k in kernels if k["kernel"] not in IMAGE_KERNELS],
         "k8s": options.k8s,
         "k8s_resources": [f for f in K8S_FILES if f != "kustomization.yaml"],
         "options": options,
         "base_image": options.base_image or DEFAULT_BASE_IMAGE.format(python=runtime.python),
         "python": runtime.python,
         "gh": lambda expression: "${{ " + expression + " }}",  # a GitHub Actions expression
-        "resources": _resources(options),
+        "notebooks": len(kernels),
+        "kernels_per_pod": options.workers * options.pool_size * len(kernels),
+        "resources": _resources(options, len(kernels)),
         "deploy_env": _deploy_env(options),
         "base": options.base_url,
         **_timing(options),
+        **specific,
     }
 
     def render(template: str, **extra: Any) -> bytes:
         return env.get_template(template).render({**context, **extra}).encode()
 
     files = {
-        "app.py": render("app.py.j2", spec=_SpecView(spec, context["endpoints"])),
-        "service.json": spec.to_json().encode(),
-        "openapi.json": (json.dumps(openapi_document(spec), indent=2, sort_keys=True) + "\n").encode(),
-        "notebook.ipynb": notebook_bytes,
-        "requirements.txt": render("requirements.txt.j2"),
-        f"wheels/{runtime.wheel_name}": runtime.wheel,
-        "gunicorn.conf.py": render("gunicorn.conf.py.j2"),
-        "Dockerfile": render("Dockerfile.j2"),
-        ".dockerignore": render("dockerignore.j2"),
+        path: render(content[0], **content[1]) if isinstance(content, tuple) else content
+        for path, content in service.items()
     }
+    files.update(
+        {
+            "requirements.txt": render("requirements.txt.j2"),
+            f"wheels/{runtime.wheel_name}": runtime.wheel,
+            "gunicorn.conf.py": render("gunicorn.conf.py.j2"),
+            "Dockerfile": render("Dockerfile.j2"),
+            ".dockerignore": render("dockerignore.j2"),
+        }
+    )
     image = options.image or f"{name}:{_image_digest(files)}"
     context["image"] = check_image_tag(image)
     context["image_repository"] = image_repository(image)
@@ -313,6 +436,15 @@ class _SpecView:
         self.endpoints = endpoints
 
 
+@dataclass(frozen=True)
+class _MountedView:
+    """``spec`` as the shared templates see a bundle of several notebooks: its name, and its
+    notebooks listed where one notebook's file name would be."""
+
+    name: str
+    notebook: str
+
+
 def write_bundle(
     spec: ServiceSpec,
     notebook: Path,
@@ -328,6 +460,28 @@ def write_bundle(
     (has ``service.json``), or ``force`` is set: nothing else of the user's is lost.
     """
     files = render_bundle(spec, Path(notebook).read_bytes(), options, runtime)
+    return write_files(files, output, force=force)
+
+
+def write_mounted_bundle(
+    mounts: Sequence[tuple[Mount, Path]],
+    name: str,
+    output: Path,
+    *,
+    force: bool = False,
+    options: BundleOptions | None = None,
+    runtime: Runtime | None = None,
+) -> list[Path]:
+    """Write the bundle of several notebooks (``(mount, notebook file)`` each) into
+    ``output``, replacing it under the same rule as :func:`write_bundle`."""
+    sources = [Path(notebook).read_bytes() for _, notebook in mounts]
+    files = render_mounted_bundle([m for m, _ in mounts], sources, name, options, runtime)
+    return write_files(files, output, force=force)
+
+
+def write_files(files: dict[str, bytes], output: Path, *, force: bool = False) -> list[Path]:
+    """Write rendered bundle ``files`` into ``output`` (see :func:`write_bundle` for when an
+    existing directory may be replaced); returns the written paths."""
     if output.exists():
         if not output.is_dir():
             raise BundleError(f"{output} exists and is not a directory")

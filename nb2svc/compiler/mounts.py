@@ -6,17 +6,36 @@ own kernel spec, setup cells and warm pool. The compiler checks what no single n
 can: prefixes must be plain paths (no ``:params``, nothing under ``/_api``), distinct,
 and no two endpoints of different mounts may answer the same request (``/a`` + ``/b/c``
 and ``/a/b`` + ``/c`` both make ``GET /a/b/c``).
+
+A bundle of several notebooks (``nb2svc build a.ipynb b.ipynb``) keeps them in one
+``service.json`` of ``format`` 2 (:func:`mounts_to_json`); a one-notebook bundle keeps
+the plain :class:`ServiceSpec` of ``format`` 1, unchanged::
+
+    {
+      "format": 2,
+      "mounts": [                              # in serving order, checked together
+        {"prefix": "/orders",                  # "" for the root
+         "source": "notebooks/orders.ipynb",   # the notebook, verbatim, relative to the bundle
+         "service": {"format": 1, ...}},       # its ServiceSpec, as a one-notebook bundle has it
+        ...
+      ]
+    }
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nb2svc.compiler.annotations import route_pattern
 from nb2svc.compiler.errors import CompileError, CompileProblem
-from nb2svc.compiler.spec import Endpoint, ServiceSpec
+from nb2svc.compiler.spec import SPEC_FORMAT, Endpoint, ServiceSpec
+
+#: ``service.json``'s ``format`` for several mounted notebooks (one notebook: ``SPEC_FORMAT``, 1).
+MOUNTS_FORMAT = 2
 
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 
@@ -90,3 +109,46 @@ def check_mounts(mounts: Sequence[Mount]) -> None:
                 )
     if problems:
         raise CompileError(problems)
+
+
+def mounts_to_json(mounts: Sequence[tuple[Mount, str]]) -> str:
+    """``service.json`` of a bundle of several notebooks: ``(mount, source path)`` each.
+
+    Deterministic like :meth:`ServiceSpec.to_json`. A format of its own (2), so that an
+    nb2svc that only reads one notebook's spec refuses the bundle with a clear message
+    instead of serving half of it.
+    """
+    data = {
+        "format": MOUNTS_FORMAT,
+        "mounts": [
+            {"prefix": mount.prefix, "source": source, "service": mount.spec.to_dict()}
+            for mount, source in mounts
+        ],
+    }
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def is_mounted_service(data: dict[str, Any]) -> bool:
+    """Whether parsed ``service.json`` data holds several mounts (format 2), not one spec."""
+    return data.get("format") == MOUNTS_FORMAT
+
+
+def mounts_from_json(text: str) -> list[tuple[Mount, str]]:
+    """The ``(mount, source path)`` list of a format-2 ``service.json`` (see the module doc).
+
+    A format-1 document (one notebook) is read as that notebook mounted at the root, its
+    source ``notebook.ipynb``, so a caller can load any bundle through this one function.
+    Raises ``ValueError`` (or ``KeyError``/``TypeError`` for a malformed document).
+    """
+    data = json.loads(text)
+    if data.get("format") not in (SPEC_FORMAT, MOUNTS_FORMAT):
+        raise ValueError(
+            f"unsupported service.json format {data.get('format')!r} (this nb2svc reads {SPEC_FORMAT} "
+            f"and {MOUNTS_FORMAT}); rebuild the bundle with this version of nb2svc"
+        )
+    if not is_mounted_service(data):
+        return [(Mount("", ServiceSpec.from_dict(data)), "notebook.ipynb")]
+    mounts = [(Mount(m["prefix"], ServiceSpec.from_dict(m["service"])), m["source"]) for m in data["mounts"]]
+    if not mounts:
+        raise ValueError("service.json lists no mounts")
+    return mounts
