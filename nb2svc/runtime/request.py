@@ -335,7 +335,7 @@ def _nb2svc_raw_hooks():
     import sys
     publisher = getattr(get_ipython(), "display_pub", None)
     out = sys.stdout
-    if not callable(getattr(publisher, "register_hook", None)) or not callable(getattr(out, "register_hook", None)):
+    if not all(callable(getattr(obj, "register_hook", None)) for obj in (publisher, out)):
         return False
     publisher.register_hook(_nb2svc_raw_display)
     thread = getattr(out, "pub_thread", None)

@@ -17,7 +17,7 @@ its ResponseInfo), so an answer is complete in the worker before its first byte 
 out; it is held once, as the parts it arrived in (stdout writes, or the rich output's
 bytes), and never joined or re-encoded whole. Above :data:`STREAM_ABOVE` the body is a
 WSGI iterable of :data:`SLICE`-sized views of those parts, with ``Content-Length``
-when it is known without encoding (bytes and ASCII text; otherwise chunked transfer).
+(non-ASCII text parts are encoded once, in place; ASCII text one slice at a time).
 A GET's ``ETag`` is then hashed over the parts in place, up to :data:`ETAG_LIMIT`; a
 larger answer has no ``ETag`` (and so no 304), as hashing it would cost about as much
 CPU as sending it, for a tag that clients of such answers rarely send back.
@@ -137,21 +137,22 @@ def _rich_output(result: ExecutionResult, mime: str) -> bytes | str | None:
     return None
 
 
-def _length(parts: list[Part]) -> int | None:
-    """The body's length in bytes when it is known without encoding (bytes, ASCII text)."""
+def _measure(parts: list[Part]) -> int:
+    """The body's length in bytes. Non-ASCII text is encoded here, in place, one part at a
+    time (its text is then freed): a length needs the bytes, and they are sent anyway."""
     total = 0
-    for part in parts:
+    for index, part in enumerate(parts):
         if isinstance(part, str) and not part.isascii():
-            return None
+            part = parts[index] = part.encode("utf-8", "surrogateescape")
         total += len(part)
     return total
 
 
 def _slices(parts: list[Part]) -> Iterator[bytes | memoryview]:
     for part in parts:
-        if isinstance(part, str):
+        if isinstance(part, str):  # ASCII (see _measure): one slice at a time
             for start in range(0, len(part), SLICE):
-                yield part[start : start + SLICE].encode("utf-8", "surrogateescape")
+                yield part[start : start + SLICE].encode("ascii")
         elif len(part) <= SLICE:
             yield part
         else:
@@ -167,12 +168,11 @@ class SlicedResponse(Response):
     answer, such as async jobs); ``add_etag`` hashes the parts in place.
     """
 
-    def __init__(self, parts: list[Part], length: int | None, **kwargs: Any) -> None:
+    def __init__(self, parts: list[Part], length: int, **kwargs: Any) -> None:
         super().__init__(_slices(parts), direct_passthrough=True, **kwargs)
         self.parts = parts
         self.length = length
-        if length is not None:
-            self.headers["Content-Length"] = str(length)
+        self.headers["Content-Length"] = str(length)
 
     def get_data(self, as_text: bool = False) -> Any:  # type: ignore[override]
         data = b"".join(_slices(self.parts))
@@ -181,7 +181,7 @@ class SlicedResponse(Response):
     def add_etag(self, overwrite: bool = False, weak: bool = False) -> None:
         if not overwrite and "ETag" in self.headers:
             return
-        if self.length is None or self.length > ETAG_LIMIT:
+        if self.length > ETAG_LIMIT:
             return
         digest = hashlib.sha1()  # what Werkzeug's generate_etag uses for small answers
         for piece in _slices(self.parts):
@@ -190,10 +190,14 @@ class SlicedResponse(Response):
 
 
 def make_response(result: ExecutionResult, info: ResponseInfo) -> Response:
-    """The HTTP response of a successful execution: body, ResponseInfo status and headers."""
+    """The HTTP response of a successful execution: body, ResponseInfo status and headers.
+
+    A large answer's text parts may be encoded in place (``result`` then holds bytes).
+    """
     parts, content_type = body_parts(result, info)
-    length = _length(parts)
-    if length is not None and length <= STREAM_ABOVE or sum(map(len, parts)) * 4 <= STREAM_ABOVE:
+    small = sum(map(len, parts)) * 4 <= STREAM_ABOVE  # whatever the encoding: no need to measure
+    length = 0 if small else _measure(parts)
+    if length <= STREAM_ABOVE:
         response = Response(_join(parts), status=info.status)
     else:
         response = SlicedResponse(parts, length, status=info.status)
