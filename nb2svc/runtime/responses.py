@@ -82,8 +82,9 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return None
 
 
-#: A body part: text from JSON messages, bytes from raw buffers or decoded rich output.
-Part = str | bytes
+#: A body part: text from JSON messages, bytes (or a view of a zmq message) from raw
+#: buffers or decoded rich output.
+Part = str | bytes | memoryview
 
 #: Bodies above this many bytes are sent as slices of their parts, never joined.
 STREAM_ABOVE = 1 << 20
@@ -120,13 +121,13 @@ def _join(parts: list[Part]) -> bytes | str:
     return b"".join(part.encode("utf-8") if isinstance(part, str) else part for part in parts)
 
 
-def _rich_output(result: ExecutionResult, mime: str) -> bytes | str | None:
+def _rich_output(result: ExecutionResult, mime: str) -> Part | None:
     if mime == "text/plain" or mime == "application/json":
         return None  # keep the reference's stdout / mime-bundle rules
     for bundle in [*result.displays, result.result or {}]:
         if mime in bundle:
             value = bundle[mime]
-            if isinstance(value, bytes):  # a raw buffer: already the decoded bytes
+            if isinstance(value, bytes | memoryview):  # a raw buffer: already the decoded bytes
                 return value
             if mime.startswith(TEXT_TYPES):
                 return value if isinstance(value, str) else json.dumps(value)

@@ -10,9 +10,10 @@ Output rules (Kernel Gateway compatible, used by :mod:`nb2svc.runtime.http_api`)
   values as message buffers instead of in its JSON content (API mode's Python
   bootstrap does this for large stdout and binary rich output, see
   :mod:`nb2svc.runtime.request`): a stream's ``"text"`` as UTF-8 bytes, a mime type's
-  value as its decoded bytes (base64 in JSON otherwise). They are kept as they arrived,
-  as ``bytes``, never copied or decoded here; an ``on_output`` handler still sees the
-  standard message (text decoded, binary base64 again).
+  value as its decoded bytes (base64 in JSON otherwise). They are kept as they arrived
+  (``bytes``, or a ``memoryview`` of the zmq message when large), never copied or
+  decoded here; an ``on_output`` handler still sees the standard message (text
+  decoded, binary base64 again).
 - an ``error`` gives ``error`` (name, value, traceback without ANSI colours).
 
 An execution is complete when both the shell ``execute_reply`` and the iopub
@@ -57,8 +58,8 @@ class ExecutionError:
 @dataclass
 class ExecutionResult:
     status: str = "ok"  # ok | error | aborted
-    #: ``str`` parts from JSON content, ``bytes`` (UTF-8) parts from raw buffers.
-    stdout_parts: list[str | bytes] = field(default_factory=list)
+    #: ``str`` parts from JSON content, UTF-8 ``bytes`` or ``memoryview`` parts from raw buffers.
+    stdout_parts: list[str | bytes | memoryview] = field(default_factory=list)
     stderr_parts: list[str] = field(default_factory=list)
     result: dict[str, Any] | None = None
     displays: list[dict[str, Any]] = field(default_factory=list)
@@ -92,19 +93,19 @@ def _retire_reason(payloads: Any) -> str | None:
 RAW_BUFFERS = "nb2svc_buffers"
 
 
-def _text(data: bytes) -> str:
+def _text(data: bytes | memoryview) -> str:
     """A raw stream buffer as text: the kernel encoded it with ``surrogateescape``."""
-    return data.decode("utf-8", "surrogateescape")
+    return str(data, "utf-8", "surrogateescape")
 
 
-def _raw_buffers(msg: dict[str, Any]) -> dict[str, bytes]:
+def _raw_buffers(msg: dict[str, Any]) -> dict[str, bytes | memoryview]:
     names = (msg.get("metadata") or {}).get(RAW_BUFFERS)
     if not names:
         return {}
     return dict(zip(names, msg.get("buffers") or (), strict=False))
 
 
-def _standard(msg_type: str, content: dict[str, Any], raw: dict[str, bytes]) -> dict[str, Any]:
+def _standard(msg_type: str, content: dict[str, Any], raw: dict[str, bytes | memoryview]) -> dict[str, Any]:
     """``content`` as a kernel without raw buffers would have sent it."""
     if msg_type == "stream":
         return {**content, "text": _text(raw["text"])} if "text" in raw else content
