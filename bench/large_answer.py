@@ -36,7 +36,15 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_bench import REPO, RunningServer, ServerSpec, machine_info, start_server, stop_server  # noqa: E402
+from api_bench import (  # noqa: E402
+    REPO,
+    RunningServer,
+    ServerSpec,
+    _read_stat,
+    machine_info,
+    start_server,
+    stop_server,
+)
 
 TEXT_LINE = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\n"
 PNG_HEAD = b"\x89PNG\r\n\x1a\n"
@@ -125,32 +133,15 @@ def one_request(srv: RunningServer, kind: str, n: int, worker: int, kernel: int)
     }
 
 
-def _only_child(pid: int, match: str) -> int:
-    found = [p for p in srv_children(pid) if match in _cmd(p)]
-    if len(found) != 1:
-        raise RuntimeError(f"expected one {match} below {pid}, found {found}")
-    return found[0]
-
-
-def srv_children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
-
-
-def _cmd(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+def worker_and_kernel(srv: RunningServer) -> tuple[int, int]:
+    """The gunicorn worker and its one kernel (pool size 1, one worker)."""
+    kernels = [p.pid for p in srv.kernels()]
+    if len(kernels) != 1:
+        raise RuntimeError(f"expected one kernel below {srv.proc.pid}, found {kernels}")
+    stat = _read_stat(kernels[0])
+    if stat is None:
+        raise RuntimeError("the kernel exited")
+    return stat[0], kernels[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(args.rounds):
             order = sources if rnd % 2 == 0 else sources[::-1]
             for label, path in order:
+                # -P: the tree on PYTHONPATH, not the harness's working directory (this
+                # repository), is the nb2svc that runs, in the master and in the worker alike
                 spec = ServerSpec(
                     label,
                     "{python} -P -m nb2svc serve {notebook} --host 127.0.0.1 --port {port} --pool-size 1"
@@ -180,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 srv = start_server(spec, notebook, 1, 120, f"large-{label}-{rnd}")
                 try:
-                    worker = _only_child(srv.proc.pid, "")
-                    kernel = _only_child(worker, "ipykernel")
+                    worker, kernel = worker_and_kernel(srv)
                     for kind in kinds:
                         one_request(srv, kind, 1000, worker, kernel)  # warm: imports, first display
                         for _ in range(args.n):
