@@ -324,6 +324,7 @@ def _nb2svc_raw_display(msg):
         names.append(mime)
         buffers.append(raw)
     if names:
+        data = msg["content"]["data"] = dict(data)  # the caller's bundle stays as it was
         for mime in names:
             data[mime] = ""
         msg["metadata"]["nb2svc_buffers"] = names
