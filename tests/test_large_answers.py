@@ -65,6 +65,17 @@ ENDPOINTS = (
     "# ResponseInfo GET /image/:n\n"
     "print(json.dumps({'status': 203, 'headers': {'Content-Type': 'image/png'}}))",
     "# GET /raw\nprint(_nb2svc_raw_parent[0] is not None)",
+    # with display metadata, as a subclass with its own bundle, and as a JPEG
+    "# GET /sized/:n\nimg = png(size())\nimg.width = 10\ndisplay(img)",
+    "# ResponseInfo GET /sized/:n\nprint(json.dumps({'headers': {'Content-Type': 'image/png'}}))",
+    "# GET /subclass/:n\nclass Framed(Image):\n"
+    "    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+    "        bundle, md = super()._repr_mimebundle_(include, exclude)\n"
+    "        return {**bundle, 'text/plain': 'framed'}, md\n"
+    "display(Framed(data=png(size()).data, format='png'))",
+    "# ResponseInfo GET /subclass/:n\nprint(json.dumps({'headers': {'Content-Type': 'image/png'}}))",
+    "# GET /jpeg/:n\ndisplay(Image(data=png(size()).data, format='jpeg'))",
+    "# ResponseInfo GET /jpeg/:n\nprint(json.dumps({'headers': {'Content-Type': 'image/jpeg'}}))",
     "# GET /fail/:n\nprint('x' * size())\nraise ValueError('after a large print')",
     _stream("# GET /live/:n\nprint('before')\ndisplay(png(size()))"),
 )
@@ -218,3 +229,11 @@ def test_non_ascii_text_parts_are_measured_in_utf8() -> None:
 def test_small_answers_are_plain_responses() -> None:
     response = make_response(ExecutionResult(stdout_parts=["hello, ", b"world"]), ResponseInfo())
     assert not isinstance(response, SlicedResponse) and response.get_data() == b"hello, world"
+
+
+@pytest.mark.parametrize("path", ["sized", "subclass", "jpeg"])
+def test_other_image_displays_are_byte_exact(server: Server, path: str) -> None:
+    n = STREAM_ABOVE + 99
+    r = server.get(f"/{path}/{n}", timeout=120)
+    assert r.status_code == 200, r.text[:300]
+    assert r.content == image_body(n)

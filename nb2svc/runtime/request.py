@@ -229,7 +229,13 @@ ASSIGNMENTS: dict[str, Callable[[str], str]] = {
 #:
 #: For a request that asks for ``raw_outputs``, hooks on stdout (run on ipykernel's IO
 #: thread, where stream messages are built) and on the display publisher move large
-#: outputs into message buffers (see the module docstring).
+#: outputs into message buffers (see the module docstring). An embedded
+#: ``IPython.display.Image`` then shows its bytes as they are: IPython base64-encodes
+#: them in ``_repr_mimebundle_`` before any hook sees them (67 MB of bytes, then of
+#: str, for a 50 MB image), and decoding that again cost the kernel more than the rest of
+#: the answer. Outside such requests, and for subclasses with their own
+#: ``_repr_mimebundle_``, the stock method runs; a bytes value that stays in JSON is
+#: base64-encoded by jupyter_client, as the stock method would have.
 #:
 #: It also forgets each request's cell source after it ran: IPython caches every
 #: distinct cell in ``linecache`` (for tracebacks) and never drops it, and a request's
@@ -284,7 +290,8 @@ def _nb2svc_bind_request(info=None):
     ns["REQUEST_FILES"] = files
 
 
-if callable(getattr(getattr(get_ipython(), "kernel", None), "get_parent", None)):
+_nb2svc_has_parent = callable(getattr(getattr(get_ipython(), "kernel", None), "get_parent", None))
+if _nb2svc_has_parent:
     get_ipython().events.register("pre_run_cell", _nb2svc_bind_request)
 
 
@@ -312,15 +319,17 @@ def _nb2svc_raw_display(msg):
         return msg
     names, buffers = [], []
     for mime, value in data.items():
-        if not isinstance(value, str) or len(value) < __RAW_MIN__ or mime.startswith(__TEXT_TYPES__):
+        if not isinstance(value, (str, bytes)) or len(value) < __RAW_MIN__ or mime.startswith(__TEXT_TYPES__):
             continue
-        try:
+        raw = value
+        if isinstance(value, str):
             try:
-                raw = binascii.a2b_base64(value, strict_mode=True)
-            except TypeError:  # Python < 3.11
-                raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            continue
+                try:
+                    raw = binascii.a2b_base64(value, strict_mode=True)
+                except TypeError:  # Python < 3.11
+                    raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue
         names.append(mime)
         buffers.append(raw)
     if names:
@@ -347,7 +356,37 @@ def _nb2svc_raw_hooks():
     return True
 
 
-_nb2svc_raw_ok = _nb2svc_raw_hooks()
+# only where REQUEST binds out of band: nothing else asks for raw outputs (xeus-python has no get_parent)
+_nb2svc_raw_ok = _nb2svc_has_parent and _nb2svc_raw_hooks()
+
+
+def _nb2svc_image_bundle(stock):
+    def printer(img):
+        parent = get_ipython().kernel.get_parent().get("header", {}).get("msg_id")
+        mimetype = getattr(img, "_mimetype", None)
+        if (
+            parent is None or parent != _nb2svc_raw_parent[0] or type(img)._repr_mimebundle_ is not stock
+            or not (img.embed and mimetype and isinstance(img.data, bytes))
+        ):
+            return img._repr_mimebundle_()
+        import copy
+        probe = copy.copy(img)
+        probe.data = b""  # IPython's own bundle and metadata for the image, without encoding it
+        bundle, metadata = probe._repr_mimebundle_()
+        return {**bundle, mimetype: img.data}, metadata
+    return printer
+
+
+def _nb2svc_raw_images():
+    from IPython.display import Image
+    stock = getattr(Image, "_repr_mimebundle_", None)
+    formatter = getattr(get_ipython().display_formatter, "mimebundle_formatter", None)
+    if callable(stock) and callable(getattr(Image, "_data_and_metadata", None)) and formatter is not None:
+        formatter.for_type(Image, _nb2svc_image_bundle(stock))
+
+
+if _nb2svc_raw_ok:
+    _nb2svc_raw_images()
 
 
 _nb2svc_streams = (__import__("sys").stdout, __import__("sys").stderr)
