@@ -28,6 +28,15 @@ How REQUEST reaches the kernel:
   - ``REQUEST_FILES``: multipart uploads as ``{name: [{"filename", "content_type",
     "data": bytes}]}`` (``{}`` otherwise).
 
+  Large answers come back the same way (the request's metadata asks for it with
+  ``raw_outputs``): a stdout flush of :data:`RAW_OUTPUT_MIN` characters or more goes as
+  one UTF-8 buffer, and a binary rich output (``display(Image(...))``: a mime type that
+  is not text, whose value is strict base64 of that size) as its decoded bytes, named
+  in the message metadata (:data:`~nb2svc.runtime.kernel.executor.RAW_BUFFERS`). That
+  spares the kernel and the worker JSON-encoding, signing and parsing the answer (and
+  base64 for images). Other requests to the kernel (kernel mode, setup cells) are
+  untouched.
+
   Parsing a 1 MiB request as a source literal cost IPython about a second of CPU
   (tokenizing, hashing the cell for its file name); out of band it costs a copy.
   A kernel is checked once after start (:data:`PROBE_EXPRESSION`); one whose language
@@ -52,6 +61,7 @@ from flask import Request
 from werkzeug.formparser import FormDataParser
 
 from nb2svc.runtime.kg_compat import header_lists
+from nb2svc.runtime.responses import TEXT_TYPES
 
 
 class BadRequestBody(ValueError):
@@ -161,10 +171,11 @@ def out_of_band(payload: RequestPayload) -> tuple[dict[str, Any], list[bytes]]:
     """The metadata and buffers that carry ``payload`` beside the cell's code.
 
     Buffers: REQUEST (UTF-8; ``json.dumps`` output is ASCII), the raw body, then one
-    per upload; the metadata names the uploads in the same order.
+    per upload; the metadata names the uploads in the same order, and asks for large
+    outputs as raw buffers (the executor reads both forms).
     """
     uploads = [[name, filename, content_type] for name, filename, content_type, _ in payload.files]
-    metadata = {OUT_OF_BAND_KEY: {"files": uploads}}
+    metadata = {OUT_OF_BAND_KEY: {"files": uploads, "raw_outputs": True}}
     buffers = [payload.json.encode("utf-8"), payload.body, *(data for *_, data in payload.files)]
     return metadata, buffers
 
@@ -216,6 +227,16 @@ ASSIGNMENTS: dict[str, Callable[[str], str]] = {
 #: metadata and buffers before a cell runs, when they travel out of band (see the
 #: module docstring).
 #:
+#: For a request that asks for ``raw_outputs``, hooks on stdout (run on ipykernel's IO
+#: thread, where stream messages are built) and on the display publisher move large
+#: outputs into message buffers (see the module docstring). An embedded
+#: ``IPython.display.Image`` then shows its bytes as they are: IPython base64-encodes
+#: them in ``_repr_mimebundle_`` before any hook sees them (67 MB of bytes, then of
+#: str, for a 50 MB image), and decoding that again cost the kernel more than the rest of
+#: the answer. Outside such requests, and for subclasses with their own
+#: ``_repr_mimebundle_``, the stock method runs; a bytes value that stays in JSON is
+#: base64-encoded by jupyter_client, as the stock method would have.
+#:
 #: It also forgets each request's cell source after it ran: IPython caches every
 #: distinct cell in ``linecache`` (for tracebacks) and never drops it, and a request's
 #: cell with the REQUEST literal is distinct (it carries the literal), so a busy kernel would
@@ -259,6 +280,7 @@ def _nb2svc_bind_request(info=None):
     if spec.get("probe"):
         ns["_nb2svc_out_of_band"] = bool(buffers) and bytes(buffers[0]) == b"nb2svc-probe"
         return
+    _nb2svc_raw_parent[0] = parent["header"]["msg_id"] if spec.get("raw_outputs") and _nb2svc_raw_ok else None
     ns["REQUEST"] = str(buffers[0], "utf-8")
     ns["REQUEST_BODY"] = bytes(buffers[1])
     files = {}
@@ -268,8 +290,103 @@ def _nb2svc_bind_request(info=None):
     ns["REQUEST_FILES"] = files
 
 
-if callable(getattr(getattr(get_ipython(), "kernel", None), "get_parent", None)):
+_nb2svc_has_parent = callable(getattr(getattr(get_ipython(), "kernel", None), "get_parent", None))
+if _nb2svc_has_parent:
     get_ipython().events.register("pre_run_cell", _nb2svc_bind_request)
+
+
+_nb2svc_raw_parent = [None]
+
+
+def _nb2svc_raw_stream(msg):
+    text = msg["content"].get("text", "")
+    if len(text) < __RAW_MIN__ or msg["parent_header"].get("msg_id") != _nb2svc_raw_parent[0]:
+        return msg
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return msg
+    msg["content"]["text"] = ""
+    msg["metadata"]["nb2svc_buffers"] = ["text"]
+    msg["buffers"] = [data]
+    return msg
+
+
+def _nb2svc_raw_display(msg):
+    import base64, binascii
+    data = msg["content"].get("data") or {}
+    if msg["parent_header"].get("msg_id") != _nb2svc_raw_parent[0]:
+        return msg
+    names, buffers = [], []
+    for mime, value in data.items():
+        if not isinstance(value, (str, bytes)) or len(value) < __RAW_MIN__ or mime.startswith(__TEXT_TYPES__):
+            continue
+        raw = value
+        if isinstance(value, str):
+            try:
+                try:
+                    raw = binascii.a2b_base64(value, strict_mode=True)
+                except TypeError:  # Python < 3.11
+                    raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+        names.append(mime)
+        buffers.append(raw)
+    if names:
+        data = msg["content"]["data"] = dict(data)  # the caller's bundle stays as it was
+        for mime in names:
+            data[mime] = ""
+        msg["metadata"]["nb2svc_buffers"] = names
+        msg["buffers"] = [*(msg.get("buffers") or ()), *buffers]
+    return msg
+
+
+def _nb2svc_raw_hooks():
+    import sys
+    publisher = getattr(get_ipython(), "display_pub", None)
+    out = sys.stdout
+    if not all(callable(getattr(obj, "register_hook", None)) for obj in (publisher, out)):
+        return False
+    publisher.register_hook(_nb2svc_raw_display)
+    thread = getattr(out, "pub_thread", None)
+    if thread is None:
+        out.register_hook(_nb2svc_raw_stream)
+    else:  # stream hooks are per thread, and ipykernel flushes stdout on its IO thread
+        thread.schedule(lambda: out.register_hook(_nb2svc_raw_stream))
+    return True
+
+
+# only where REQUEST binds out of band: nothing else asks for raw outputs (xeus-python has no get_parent)
+_nb2svc_raw_ok = _nb2svc_has_parent and _nb2svc_raw_hooks()
+
+
+def _nb2svc_image_bundle(stock):
+    def printer(img):
+        parent = get_ipython().kernel.get_parent().get("header", {}).get("msg_id")
+        mimetype = getattr(img, "_mimetype", None)
+        if (
+            parent is None or parent != _nb2svc_raw_parent[0] or type(img)._repr_mimebundle_ is not stock
+            or not (img.embed and mimetype and isinstance(img.data, bytes))
+        ):
+            return img._repr_mimebundle_()
+        import copy
+        probe = copy.copy(img)
+        probe.data = b""  # IPython's own bundle and metadata for the image, without encoding it
+        bundle, metadata = probe._repr_mimebundle_()
+        return {**bundle, mimetype: img.data}, metadata
+    return printer
+
+
+def _nb2svc_raw_images():
+    from IPython.display import Image
+    stock = getattr(Image, "_repr_mimebundle_", None)
+    formatter = getattr(get_ipython().display_formatter, "mimebundle_formatter", None)
+    if callable(stock) and callable(getattr(Image, "_data_and_metadata", None)) and formatter is not None:
+        formatter.for_type(Image, _nb2svc_image_bundle(stock))
+
+
+if _nb2svc_raw_ok:
+    _nb2svc_raw_images()
 
 
 _nb2svc_streams = (__import__("sys").stdout, __import__("sys").stderr)
@@ -304,6 +421,11 @@ def _nb2svc_response_info(code, filename):
         return json.dumps({"ename": type(exc).__name__, "evalue": str(exc), "traceback": lines})
     return json.dumps({"stdout": buffer.getvalue()})
 """
+#: Outputs at least this large (characters of text or of base64) travel as raw buffers.
+RAW_OUTPUT_MIN = 64 << 10
+PYTHON_BOOTSTRAP = PYTHON_BOOTSTRAP.replace("__RAW_MIN__", str(RAW_OUTPUT_MIN)).replace(
+    "__TEXT_TYPES__", repr(TEXT_TYPES)
+)
 
 RESPONSE_INFO_KEY = "nb2svc_response_info"
 

@@ -11,17 +11,32 @@
   representation is the body, base64-decoded for binary types.
 - A cell error is a 500 with ``{"error": ename, "message": evalue, "traceback": [...]}``,
   without the injected request and size-capped (:func:`error_payload`).
+
+Large answers (:func:`make_response`): the status comes from the whole cell (its error,
+its ResponseInfo), so an answer is complete in the worker before its first byte goes
+out; it is held once, as the parts it arrived in (stdout writes, or the rich output's
+bytes), and never joined or re-encoded whole. Above :data:`STREAM_ABOVE` the body is a
+WSGI iterable of :data:`SLICE`-sized views of those parts, with ``Content-Length``
+(non-ASCII text parts are encoded once, in place; ASCII text one slice at a time).
+A GET's ``ETag`` is then hashed over the parts in place, up to :data:`ETAG_LIMIT`; a
+larger answer has no ``ETag`` (and so no 304), as hashing it would cost about as much
+CPU as sending it, for a tag that clients of such answers rarely send back.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nb2svc.runtime.kernel.executor import ExecutionResult
+from flask import Response
+
+if TYPE_CHECKING:  # the executor pulls in zmq and jupyter_client, which must wait for the fork
+    from nb2svc.runtime.kernel.executor import ExecutionResult
 
 TEXT_TYPES = ("text/", "application/json", "application/javascript", "image/svg+xml")
 
@@ -67,27 +82,53 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return None
 
 
-def response_body(result: ExecutionResult, info: ResponseInfo) -> tuple[bytes | str, str]:
-    """The body and its Content-Type for a successful execution."""
+#: A body part: text from JSON messages, bytes (or a view of a zmq message) from raw
+#: buffers or decoded rich output.
+Part = str | bytes | memoryview
+
+#: Bodies above this many bytes are sent as slices of their parts, never joined.
+STREAM_ABOVE = 1 << 20
+#: Largest piece handed to the WSGI server at once (a view of a part; text is encoded
+#: one slice at a time).
+SLICE = 1 << 20
+#: No ``ETag`` on answers larger than this (see the module docstring).
+ETAG_LIMIT = 16 << 20
+
+
+def body_parts(result: ExecutionResult, info: ResponseInfo) -> tuple[list[Part], str]:
+    """The body of a successful execution, as parts in order, and its Content-Type."""
     content_type = _header(info.headers, "Content-Type") or "text/plain"
     mime = content_type.split(";", 1)[0].strip().lower()
     rich = _rich_output(result, mime)
     if rich is not None:
-        return rich, content_type
-    stdout = result.stdout
-    if stdout:
-        return stdout, content_type
+        return [rich], content_type
+    if any(result.stdout_parts):
+        return result.stdout_parts, content_type
     if result.result is not None:
-        return json.dumps(result.result), content_type
-    return "", content_type
+        return [json.dumps(result.result)], content_type
+    return [], content_type
 
 
-def _rich_output(result: ExecutionResult, mime: str) -> bytes | str | None:
+def response_body(result: ExecutionResult, info: ResponseInfo) -> tuple[bytes | str, str]:
+    """The body (joined) and its Content-Type for a successful execution."""
+    parts, content_type = body_parts(result, info)
+    return _join(parts), content_type
+
+
+def _join(parts: list[Part]) -> bytes | str:
+    if all(isinstance(part, str) for part in parts):
+        return "".join(parts)  # type: ignore[arg-type]
+    return b"".join(part.encode("utf-8") if isinstance(part, str) else part for part in parts)
+
+
+def _rich_output(result: ExecutionResult, mime: str) -> Part | None:
     if mime == "text/plain" or mime == "application/json":
         return None  # keep the reference's stdout / mime-bundle rules
     for bundle in [*result.displays, result.result or {}]:
         if mime in bundle:
             value = bundle[mime]
+            if isinstance(value, bytes | memoryview):  # a raw buffer: already the decoded bytes
+                return value
             if mime.startswith(TEXT_TYPES):
                 return value if isinstance(value, str) else json.dumps(value)
             try:
@@ -95,6 +136,76 @@ def _rich_output(result: ExecutionResult, mime: str) -> bytes | str | None:
             except (binascii.Error, TypeError):
                 return None
     return None
+
+
+def _measure(parts: list[Part]) -> int:
+    """The body's length in bytes. Non-ASCII text is encoded here, in place, one part at a
+    time (its text is then freed): a length needs the bytes, and they are sent anyway."""
+    total = 0
+    for index, part in enumerate(parts):
+        if isinstance(part, str) and not part.isascii():
+            part = parts[index] = part.encode("utf-8", "surrogateescape")
+        total += len(part)
+    return total
+
+
+def _slices(parts: list[Part]) -> Iterator[bytes | memoryview]:
+    for part in parts:
+        if isinstance(part, str):  # ASCII (see _measure): one slice at a time
+            for start in range(0, len(part), SLICE):
+                yield part[start : start + SLICE].encode("ascii")
+        elif len(part) <= SLICE:
+            yield part
+        else:
+            view = memoryview(part)
+            for start in range(0, len(view), SLICE):
+                yield view[start : start + SLICE]
+
+
+class SlicedResponse(Response):
+    """A large answer sent as slices of the parts it arrived in (see the module docstring).
+
+    ``get_data`` still gives the whole body (a copy, for the few callers that keep an
+    answer, such as async jobs); ``add_etag`` hashes the parts in place.
+    """
+
+    def __init__(self, parts: list[Part], length: int, **kwargs: Any) -> None:
+        super().__init__(_slices(parts), direct_passthrough=True, **kwargs)
+        self.parts = parts
+        self.length = length
+        self.headers["Content-Length"] = str(length)
+
+    def get_data(self, as_text: bool = False) -> Any:  # type: ignore[override]
+        data = b"".join(_slices(self.parts))
+        return data.decode() if as_text else data
+
+    def add_etag(self, overwrite: bool = False, weak: bool = False) -> None:
+        if not overwrite and "ETag" in self.headers:
+            return
+        if self.length > ETAG_LIMIT:
+            return
+        digest = hashlib.sha1()  # what Werkzeug's generate_etag uses for small answers
+        for piece in _slices(self.parts):
+            digest.update(piece)
+        self.set_etag(digest.hexdigest(), weak)
+
+
+def make_response(result: ExecutionResult, info: ResponseInfo) -> Response:
+    """The HTTP response of a successful execution: body, ResponseInfo status and headers.
+
+    A large answer's text parts may be encoded in place (``result`` then holds bytes).
+    """
+    parts, content_type = body_parts(result, info)
+    small = sum(map(len, parts)) * 4 <= STREAM_ABOVE  # whatever the encoding: no need to measure
+    length = 0 if small else _measure(parts)
+    if length <= STREAM_ABOVE:
+        response = Response(_join(parts), status=info.status)
+    else:
+        response = SlicedResponse(parts, length, status=info.status)
+    for name, value in info.headers.items():
+        response.headers[name] = value
+    response.headers["Content-Type"] = content_type
+    return response
 
 
 #: Caps on a 500's parts (characters): the body stays small whatever the cell raised.

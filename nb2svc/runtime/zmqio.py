@@ -45,12 +45,38 @@ def _raw_send_multipart(sock: Any, frames: list[bytes], flags: int) -> None:
         _backend_send(sock, frame, flags | zmq.SNDMORE if index < last else flags)
 
 
-def _raw_recv_multipart(sock: Any, flags: int) -> list[bytes]:
-    """Receive one whole message through the C-level socket (``zmq.Again`` if none)."""
-    parts = [_backend_recv(sock, flags)]
+#: Buffer frames at least this large are kept as views of their zmq message, not copied.
+ZERO_COPY_MIN = 64 << 10
+
+
+def _raw_recv_rest(sock: Any, parts: list[Any], flags: int) -> list[Any]:
+    """Receive the rest of a message whose first frames are ``parts``.
+
+    A message's buffers (the frames after the delimiter and the five signed parts: a
+    large answer, see :mod:`nb2svc.runtime.request`) arrive as views (``memoryview``)
+    of the zmq message when large: copying a 50 MB image into ``bytes`` would double
+    the worker's memory for it. Everything else is ``bytes``.
+    """
+    found = DELIMITER in parts
+    after = len(parts) - 1 - parts.index(DELIMITER) if found else 0  # frames since the delimiter
     while _backend_get(sock, zmq.RCVMORE):
-        parts.append(_backend_recv(sock, flags))
+        if found and after >= 5:
+            frame = _backend_recv(sock, flags, copy=False)
+            parts.append(frame.buffer if len(frame) >= ZERO_COPY_MIN else frame.bytes)
+            after += 1
+            continue
+        part = _backend_recv(sock, flags)
+        parts.append(part)
+        if found:
+            after += 1
+        else:
+            found = part == DELIMITER
     return parts
+
+
+def _raw_recv_multipart(sock: Any, flags: int) -> list[Any]:
+    """Receive one whole message through the C-level socket (``zmq.Again`` if none)."""
+    return _raw_recv_rest(sock, [_backend_recv(sock, flags)], flags)
 
 
 class MessageDecoder:
@@ -98,11 +124,11 @@ def send_frames(sock: Any, frames: list[bytes]) -> None:
     sock._Socket__state_changed()
 
 
-def recv_batch(sock: Any) -> list[list[bytes]]:
+def recv_batch(sock: Any) -> list[list[Any]]:
     """Wait (cooperatively) for one message, then take whatever else is already queued."""
-    batch = [sock.recv_multipart(copy=True)]
     if not _RAW_IO:
-        return batch
+        return [sock.recv_multipart(copy=True)]
+    batch = [_raw_recv_rest(sock, [sock.recv()], 0)]  # the green recv waits for the first frame
     while True:
         try:
             batch.append(_raw_recv_multipart(sock, zmq.NOBLOCK))

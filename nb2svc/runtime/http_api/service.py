@@ -65,8 +65,8 @@ from nb2svc.runtime.request import (
 from nb2svc.runtime.responses import (
     ResponseInfoError,
     error_payload,
+    make_response,
     parse_response_info,
-    response_body,
 )
 from nb2svc.runtime.streaming import EVENT_STREAM, OutputStream, wants_event_stream
 
@@ -256,12 +256,7 @@ class ApiService:
             info = parse_response_info(info_result.stdout if info_result else "")
         except ResponseInfoError as exc:
             return json_error(500, "ResponseInfoError", str(exc))
-        body, content_type = response_body(result, info)
-        response = Response(body, status=info.status)
-        for name, value in info.headers.items():
-            response.headers[name] = value
-        response.headers["Content-Type"] = content_type
-        return response
+        return make_response(result, info)
 
     # --- async jobs and streams ------------------------------------------------------
 

@@ -2,10 +2,18 @@
 
 Output rules (Kernel Gateway compatible, used by :mod:`nb2svc.runtime.http_api`):
 
-- ``stream`` messages on ``stdout`` are concatenated verbatim into ``stdout``;
-  ``stderr`` is kept apart (logged, never part of the response body).
+- ``stream`` messages on ``stdout`` are kept in order in ``stdout_parts`` (``stdout``
+  joins them); ``stderr`` is kept apart (logged, never part of the response body).
 - the ``execute_result`` mime bundle (``{"text/plain": "2"}``) is kept in ``result``;
   ``display_data`` bundles are kept in order in ``displays``.
+- **Raw buffers.** A message whose metadata lists :data:`RAW_BUFFERS` carries those
+  values as message buffers instead of in its JSON content (API mode's Python
+  bootstrap does this for large stdout and binary rich output, see
+  :mod:`nb2svc.runtime.request`): a stream's ``"text"`` as UTF-8 bytes, a mime type's
+  value as its decoded bytes (base64 in JSON otherwise). They are kept as they arrived
+  (``bytes``, or a ``memoryview`` of the zmq message when large), never copied or
+  decoded here; an ``on_output`` handler still sees the standard message (text
+  decoded, binary base64 again).
 - an ``error`` gives ``error`` (name, value, traceback without ANSI colours).
 
 An execution is complete when both the shell ``execute_reply`` and the iopub
@@ -16,6 +24,7 @@ output of the request has been published.
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import re
 from collections.abc import Callable
@@ -49,7 +58,8 @@ class ExecutionError:
 @dataclass
 class ExecutionResult:
     status: str = "ok"  # ok | error | aborted
-    stdout_parts: list[str] = field(default_factory=list)
+    #: ``str`` parts from JSON content, UTF-8 ``bytes`` or ``memoryview`` parts from raw buffers.
+    stdout_parts: list[str | bytes | memoryview] = field(default_factory=list)
     stderr_parts: list[str] = field(default_factory=list)
     result: dict[str, Any] | None = None
     displays: list[dict[str, Any]] = field(default_factory=list)
@@ -62,7 +72,7 @@ class ExecutionResult:
 
     @property
     def stdout(self) -> str:
-        return "".join(self.stdout_parts)
+        return "".join(part if isinstance(part, str) else _text(part) for part in self.stdout_parts)
 
     @property
     def stderr(self) -> str:
@@ -76,6 +86,33 @@ def _retire_reason(payloads: Any) -> str | None:
         if payload.get("source") == "nb2svc_unhealthy":
             return str(payload.get("reason", "the kernel reported itself broken"))
     return None
+
+
+#: Message metadata key: the names whose values travel as the message's buffers, in order
+#: (``"text"`` for a stream, mime types for display data and execute results).
+RAW_BUFFERS = "nb2svc_buffers"
+
+
+def _text(data: bytes | memoryview) -> str:
+    """A raw stream buffer as text: the kernel encoded it with ``surrogateescape``."""
+    return str(data, "utf-8", "surrogateescape")
+
+
+def _raw_buffers(msg: dict[str, Any]) -> dict[str, bytes | memoryview]:
+    names = (msg.get("metadata") or {}).get(RAW_BUFFERS)
+    if not names:
+        return {}
+    return dict(zip(names, msg.get("buffers") or (), strict=False))
+
+
+def _standard(msg_type: str, content: dict[str, Any], raw: dict[str, bytes | memoryview]) -> dict[str, Any]:
+    """``content`` as a kernel without raw buffers would have sent it."""
+    if msg_type == "stream":
+        return {**content, "text": _text(raw["text"])} if "text" in raw else content
+    data = dict(content.get("data") or {})
+    for mime, value in raw.items():
+        data[mime] = base64.b64encode(value).decode("ascii")
+    return {**content, "data": data}
 
 
 #: Output messages an ``on_output`` handler sees as they arrive.
@@ -109,17 +146,19 @@ class _Collector:
             self._reply = True
         else:
             msg_type = msg["header"]["msg_type"]
+            raw = _raw_buffers(msg)
             if self.on_output is not None and msg_type in STREAMED:
-                self.on_output(msg_type, content)
+                self.on_output(msg_type, _standard(msg_type, content, raw) if raw else content)
             if msg_type == "stream":
-                parts = (
-                    self.result.stdout_parts if content.get("name") == "stdout" else self.result.stderr_parts
-                )
-                parts.append(content.get("text", ""))
+                text = raw.get("text", content.get("text", ""))
+                if content.get("name") == "stdout":
+                    self.result.stdout_parts.append(text)
+                else:
+                    self.result.stderr_parts.append(text if isinstance(text, str) else _text(text))
             elif msg_type == "execute_result":
-                self.result.result = content.get("data", {})
+                self.result.result = {**content.get("data", {}), **raw}
             elif msg_type == "display_data":
-                self.result.displays.append(content.get("data", {}))
+                self.result.displays.append({**content.get("data", {}), **raw})
             elif msg_type == "error":
                 self.result.error = ExecutionError(
                     content.get("ename", "Error"),
