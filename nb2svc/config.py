@@ -718,6 +718,22 @@ def settings_from_env(
     return Settings(values)
 
 
+def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+    """:func:`settings_from_env`, or one ``error:`` line on stderr and exit 2.
+
+    For a bundle run straight by gunicorn (the image's ``CMD``): its ``gunicorn.conf.py``
+    resolves the settings in the master, and a bad ``NB2SVC_*`` value must read like
+    ``nb2svc serve``'s usage error, not gunicorn's "Failed to read config file" traceback
+    (gunicorn reports an ``Exception`` from a config file with its traceback; a
+    ``SystemExit`` passes through it).
+    """
+    try:
+        return settings_from_env(environ)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 # --- the README's option tables ---------------------------------------------------------
 
 #: The README's generated blocks: ``<!-- options:api -->`` ... ``<!-- /options:api -->``.

@@ -78,6 +78,24 @@ def test_invalid_settings_are_one_line_usage_errors_before_anything_starts(
     assert "Starting gunicorn" not in result.stderr
 
 
+def test_a_bundle_run_by_gunicorn_itself_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    """The image's CMD is plain gunicorn with the bundle's config: no nb2svc CLI in front."""
+    bundle = tmp_path / "hello"
+    assert nb2svc("build", HELLO, "-o", str(bundle)).returncode == 0
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:app"]
+    for env, named in (
+        ({"NB2SVC_PORT": "http"}, "NB2SVC_PORT"),
+        ({"NB2SVC_POOL_SIZE": "0"}, "NB2SVC_POOL_SIZE"),
+    ):
+        result = subprocess.run(
+            gunicorn, cwd=bundle, capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+        )
+        clean(result)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and named in result.stderr, result.stderr
+        assert "Booting worker" not in result.stderr
+
+
 def test_kernel_mode_ignores_api_only_variables_it_does_not_use() -> None:
     option = OPTIONS_BY_NAME["pool_size"]
     with pytest.raises(ValueError):
