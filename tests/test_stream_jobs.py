@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +120,29 @@ def test_a_job_endpoint_and_cancelling_a_running_job(server: Server) -> None:
     )
     assert done
     assert server.get("/_api/jobs/not-a-job").status_code == 404
+
+
+def test_a_bundle_streams_and_runs_jobs_too(start_server: StartServer, tmp_path: Path) -> None:
+    """The generated app.py declares its routes itself: streams and jobs must survive that."""
+    path, bundle = tmp_path / "svc.ipynb", tmp_path / "svc"
+    nbformat.write(SERVICE, path)
+    built = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "build", str(path), "-o", str(bundle)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    server = start_server(str(bundle), "--pool-size", "1")
+    with requests.get(server.url("/count/3"), stream=True, timeout=30) as r:
+        assert r.headers.get("Transfer-Encoding") == "chunked"
+        lines = [line for line in r.iter_lines(decode_unicode=True) if line]
+    assert lines == ["0", "1", "2"]
+    report = server.get("/report")
+    assert report.status_code == 202
+    done = wait_for(
+        lambda: (a := server.get(report.headers["Location"])).headers.get("Nb2svc-Job") and a, 30, "job"
+    )
+    assert done.text == "report ready\n"
 
 
 def test_an_unknown_response_mode_is_a_compile_error() -> None:
