@@ -224,13 +224,8 @@ def build(
     pod's resources and its shutdown grace period. Only flags count here, not the
     NB2SVC_* variables of the machine that builds.
     """
-    from nb2svc.compiler.bundle import (
-        BundleError,
-        BundleOptions,
-        docker_build_command,
-        write_bundle,
-        write_mounted_bundle,
-    )
+    from nb2svc.build import write_bundle, write_mounted_bundle
+    from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command
 
     if not targets and not mount_specs:
         raise click.UsageError("Missing argument 'TARGET...' (a notebook, several, or a folder of them)")

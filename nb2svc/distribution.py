@@ -25,7 +25,7 @@ import re
 import sys
 import zipfile
 from dataclasses import dataclass
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 
 from packaging.markers import Marker
@@ -129,6 +129,21 @@ def wheel_filename() -> str:
     return f"{DIST_NAME}-{__version__}-py3-none-any.whl"
 
 
+def templates_dir() -> Path:
+    """The templates shipped with nb2svc: package data ``nb2svc.templates`` once installed,
+    ``templates/`` at the top of a source tree (the owner's layout)."""
+    try:
+        path = Path(str(resources.files("nb2svc.templates")))
+        if (path / "app.py.j2").exists():
+            return path
+    except ModuleNotFoundError:
+        pass
+    source_tree = Path(__file__).resolve().parents[1] / "templates"
+    if (source_tree / "app.py.j2").exists():
+        return source_tree
+    raise RuntimeError("nb2svc's templates are missing from this installation; reinstall nb2svc")
+
+
 def package_files() -> dict[str, bytes]:
     """The files of nb2svc as they sit in a wheel (``nb2svc/...``), read from this installation.
 
@@ -136,7 +151,6 @@ def package_files() -> dict[str, bytes]:
     (``nb2svc/templates``) once installed; both layouts give the same wheel paths.
     """
     import nb2svc
-    from nb2svc.compiler.bundle import templates_dir
 
     package = Path(nb2svc.__file__).resolve().parent
     templates = templates_dir().resolve()

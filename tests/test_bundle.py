@@ -274,8 +274,8 @@ def test_self_wheel_installs_and_runs(tmp_path: Path) -> None:
     )
     assert (target / "bin" / "nb2svc").exists()
     script = (
-        "import sys, nb2svc.compiler.bundle as b; assert b.__file__.startswith(sys.argv[1]), b.__file__; "
-        "print(b.templates_dir())"
+        "import sys, nb2svc.distribution as d; assert d.__file__.startswith(sys.argv[1]), d.__file__; "
+        "print(d.templates_dir())"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(target)],

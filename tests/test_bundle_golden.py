@@ -98,7 +98,7 @@ def test_rendered_templates_match_golden_files(case: str) -> None:
 
 def test_golden_cases_cover_every_template() -> None:
     """Each template file is rendered by at least one case (k8s/labels.j2 is only imported)."""
-    from nb2svc.compiler.bundle import templates_dir
+    from nb2svc.distribution import templates_dir
 
     templates = {
         p.relative_to(templates_dir()).as_posix()

@@ -29,9 +29,9 @@ from nb2svc.compiler.bundle import (
     render_bundle,
     render_mounted_bundle,
     source_paths,
-    templates_dir,
 )
 from nb2svc.compiler.mounts import Mount, mounts_from_json
+from nb2svc.distribution import templates_dir
 from tests.notebooks import notebook, shell_notebook
 from tests.support import EXAMPLES, Server
 from tests.test_bundle_golden import FIXED_RUNTIME, mounted_bundle

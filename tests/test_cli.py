@@ -181,7 +181,7 @@ def test_installed_wheel_ships_templates_and_renders_a_bundle(tmp_path: Path) ->
         timeout=300,
     )
     script = (
-        "import nb2svc.compiler.bundle as b, sys; assert b.__file__.startswith(sys.argv[1]), b.__file__; "
+        "import nb2svc.build as b, sys; assert b.__file__.startswith(sys.argv[1]), b.__file__; "
         "from nb2svc.compiler import compile_notebook; from pathlib import Path; "
         "spec = compile_notebook(sys.argv[2]); b.write_bundle(spec, Path(sys.argv[2]), Path(sys.argv[3]))"
     )

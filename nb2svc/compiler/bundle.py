@@ -19,9 +19,12 @@ Files written (all deterministic: building twice gives byte-identical output):
   PodDisruptionBudget and a ``kustomization.yaml``
 - ``README.md``
 
-Like the rest of the compiler this never starts a kernel or reads the environment.
-What it needs from the installation (dependency pins, the nb2svc wheel) comes in as a
-:class:`~nb2svc.distribution.Runtime`, so tests can render with a fixed one.
+Like the rest of the compiler this never starts a kernel, reads the environment or
+touches a file but its own templates: it returns the files as bytes, and
+:mod:`nb2svc.build` reads the notebooks and writes the directory. What it needs from the
+installation (dependency pins, the nb2svc wheel, where the templates are) comes from
+:mod:`nb2svc.distribution` (as a :class:`~nb2svc.distribution.Runtime`, so tests can
+render with a fixed one).
 """
 
 from __future__ import annotations
@@ -29,12 +32,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -43,9 +44,7 @@ from nb2svc.compiler.mounts import Mount, mounts_to_json
 from nb2svc.compiler.openapi import mounted_openapi_document, openapi_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import DEPLOY_OPTIONS, OPTIONS_BY_NAME, env_value, shutdown_timing
-
-if TYPE_CHECKING:
-    from nb2svc.distribution import Runtime
+from nb2svc.distribution import Runtime, current_runtime, templates_dir
 
 #: The default FROM image, for the Python (``major.minor``) the dependency pins came from.
 DEFAULT_BASE_IMAGE = "python:{python}-slim"
@@ -115,23 +114,9 @@ class BundleOptions:
             )
 
 
-def templates_dir() -> Path:
-    """The templates shipped with nb2svc (package data ``nb2svc.templates``)."""
-    try:
-        path = Path(str(resources.files("nb2svc.templates")))
-        if (path / "app.py.j2").exists():
-            return path
-    except ModuleNotFoundError:
-        pass
-    source_tree = Path(__file__).resolve().parents[2] / "templates"
-    if (source_tree / "app.py.j2").exists():
-        return source_tree
-    raise BundleError("nb2svc's templates are missing from this installation; reinstall nb2svc")
-
-
 def _environment() -> Environment:
     env = Environment(
-        loader=FileSystemLoader(str(templates_dir())),
+        loader=FileSystemLoader(str(templates_dir())),  # the one place the compiler reads files
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -367,8 +352,6 @@ def _render(
     ``kernels`` each notebook's kernel, for the Dockerfile's note on what the image lacks.
     """
     if runtime is None:
-        from nb2svc.distribution import current_runtime
-
         runtime = current_runtime()
     options = options or BundleOptions()
     env = _environment()
@@ -443,61 +426,6 @@ class _MountedView:
 
     name: str
     notebook: str
-
-
-def write_bundle(
-    spec: ServiceSpec,
-    notebook: Path,
-    output: Path,
-    *,
-    force: bool = False,
-    options: BundleOptions | None = None,
-    runtime: Runtime | None = None,
-) -> list[Path]:
-    """Write the bundle for ``spec`` into ``output``; returns the written paths.
-
-    An existing directory is replaced only if it is empty, is an earlier bundle
-    (has ``service.json``), or ``force`` is set: nothing else of the user's is lost.
-    """
-    files = render_bundle(spec, Path(notebook).read_bytes(), options, runtime)
-    return write_files(files, output, force=force)
-
-
-def write_mounted_bundle(
-    mounts: Sequence[tuple[Mount, Path]],
-    name: str,
-    output: Path,
-    *,
-    force: bool = False,
-    options: BundleOptions | None = None,
-    runtime: Runtime | None = None,
-) -> list[Path]:
-    """Write the bundle of several notebooks (``(mount, notebook file)`` each) into
-    ``output``, replacing it under the same rule as :func:`write_bundle`."""
-    sources = [Path(notebook).read_bytes() for _, notebook in mounts]
-    files = render_mounted_bundle([m for m, _ in mounts], sources, name, options, runtime)
-    return write_files(files, output, force=force)
-
-
-def write_files(files: dict[str, bytes], output: Path, *, force: bool = False) -> list[Path]:
-    """Write rendered bundle ``files`` into ``output`` (see :func:`write_bundle` for when an
-    existing directory may be replaced); returns the written paths."""
-    if output.exists():
-        if not output.is_dir():
-            raise BundleError(f"{output} exists and is not a directory")
-        is_bundle = (output / "service.json").exists()
-        if any(output.iterdir()) and not (is_bundle or force):
-            raise BundleError(
-                f"{output} is not empty and is not an nb2svc bundle; pass --force to replace it"
-            )
-        shutil.rmtree(output)
-    written = []
-    for relative, content in sorted(files.items()):
-        path = output / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        written.append(path)
-    return written
 
 
 def docker_build_command(output: Path, image: str) -> str:
