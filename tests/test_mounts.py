@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 
 from tests.notebooks import notebook
-from tests.support import Server
+from tests.support import Server, wait_for
 
 StartServer = Callable[..., Server]
 
@@ -48,6 +48,9 @@ def test_two_notebooks_each_with_its_own_kernels(start_server: StartServer, tmp_
     assert 'nb2svc_requests_total{notebook="alpha",route="GET /hello/:name",status="200"} 1' in metrics
     assert 'nb2svc_pool_size{notebook="beta"} 1' in metrics
     assert server.get("/hello/x").status_code == 404
+    wait_for(lambda: "ready: 2 notebooks, 2 kernels warm" in server.log(), 10, "the ready line")
+    log = server.log()
+    assert "alpha.ipynb at /alpha: 1 python3 kernels warm" in log and log.count("ready: ") == 1
 
 
 def test_a_folder_of_notebooks_and_an_explicit_mount(start_server: StartServer, tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ touches nothing else. A generated bundle ``app.py`` declares the endpoint routes
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from nb2svc.runtime.http_api.service import ApiService
 from nb2svc.runtime.kg_compat import keep_encoded_slashes
 from nb2svc.runtime.server import on_worker_exit
 from nb2svc.runtime.webapp import base_path, create_webapp
+
+log = logging.getLogger("nb2svc")
 
 
 def create_app(
@@ -64,13 +68,26 @@ def create_mounted_app(
     file's ``[mounts]`` table: pool size, queue, kernel spec); the others use ``settings``.
     """
     mount_settings = mount_settings or {}
-    services = [
+    services: list[ApiService] = []
+
+    def all_ready() -> None:  # one "ready" line once every notebook's pool is warm
+        if all(service.pool.ready for service in services):
+            log.info(
+                "ready: %d notebooks, %d kernels warm (worker %d), serving %s (Ctrl-C to quit)",
+                len(services),
+                sum(service.pool.size for service in services),
+                os.getpid(),
+                settings.url,
+            )
+
+    services += [
         ApiService(
             mount.spec,
             mount_settings.get(mount.prefix, settings),
             cwd=str(cwd) if cwd else None,
             exit_on_failure=exit_on_failure,
             prefix=mount.prefix,
+            on_ready=all_ready if len(mounts) > 1 else None,
         )
         for mount, cwd in mounts
     ]

@@ -86,12 +86,16 @@ class ApiService:
         cwd: str | None = None,
         exit_on_failure: bool = True,
         prefix: str = "",
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
+        """``on_ready`` (several notebooks) is told when this pool is warm, after its own
+        "warm" line; alone, the service says "ready" itself."""
         if not supports_language(spec.kernel.language):
             raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
         self.spec = spec
         self.settings = settings
         self.prefix = prefix  # where the notebook is mounted ("" for the root)
+        self._on_ready = on_ready
         self.kernel_name = settings.kernel_name or spec.kernel.name
         self._python = spec.kernel.language.lower() == "python"
         self.recipe = KernelRecipe(
@@ -149,14 +153,16 @@ class ApiService:
         os._exit(3)
 
     def _ready(self) -> None:
-        log.info(
-            "ready: %d %s kernels warm in %.2fs (worker %d), serving %s (Ctrl-C to quit)",
-            self.pool.size,
-            self.kernel_name,
-            time.monotonic() - self.started_at,
-            os.getpid(),
-            self.settings.url,
+        warm = (
+            f"{self.pool.size} {self.kernel_name} kernels warm in {time.monotonic() - self.started_at:.2f}s"
         )
+        if self._on_ready is None:
+            log.info(
+                "ready: %s (worker %d), serving %s (Ctrl-C to quit)", warm, os.getpid(), self.settings.url
+            )
+            return
+        log.info("%s at %s: %s", self.spec.notebook, self.prefix or "/", warm)
+        self._on_ready()
 
     def start(self) -> None:
         self.pool.start()
