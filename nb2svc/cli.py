@@ -21,14 +21,16 @@ import click
 from nb2svc._version import __version__
 from nb2svc.config import (
     DEPLOY_OPTIONS,
+    MOUNT_OPTIONS,
     OPTIONS,
     OPTIONS_BY_NAME,
     Option,
     Settings,
     env_value,
-    explicit_options,
     load_config_file,
     load_mount_tables,
+    match_mount_tables,
+    mount_variable,
     parse_value,
     settings_for_mounts,
     settings_from_env,
@@ -36,6 +38,7 @@ from nb2svc.config import (
 )
 
 BUNDLE_MARKER = "service.json"
+DEPLOY_NAMES = frozenset(o.name for o in DEPLOY_OPTIONS)
 #: The serve options ``nb2svc test`` takes for the service it starts (and its token).
 TEST_OPTIONS = (
     "cell_parser",
@@ -196,10 +199,20 @@ def main(ctx: click.Context, debug: bool) -> None:
     show_default=True,
     help="Most pods the HorizontalPodAutoscaler may run (with --k8s).",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML or JSON settings file, as for 'nb2svc serve': its options below are baked like "
+    "the flags (a flag wins), and with several notebooks its [mounts] tables as each notebook's "
+    "NB2SVC_*__<MOUNT> values.",
+)
 @settings_options("all", only=(*(o.name for o in DEPLOY_OPTIONS), "cell_parser"))
 def build(
     targets: tuple[Path, ...],
     mount_specs: tuple[str, ...],
+    config_file: Path | None,
     output: Path | None,
     comment_prefix: str | None,
     force: bool,
@@ -221,23 +234,46 @@ def build(
 
     The serve options below are baked into the image and manifests as NB2SVC_*
     defaults (a container's environment still overrides them); they also size the
-    pod's resources and its shutdown grace period. Only flags count here, not the
-    NB2SVC_* variables of the machine that builds.
+    pod's resources and its shutdown grace period. Only flags and --config count here,
+    not the NB2SVC_* variables of the machine that builds.
     """
     from nb2svc.build import write_bundle, write_mounted_bundle
     from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command
 
     if not targets and not mount_specs:
         raise click.UsageError("Missing argument 'TARGET...' (a notebook, several, or a folder of them)")
-    cell_parser = _cell_parser(flags.pop("cell_parser"))
+    given = frozenset(name for name, value in flags.items() if value is not None)
     try:
-        settings = settings_from_env({}, **flags)
+        file_values = load_config_file(config_file) if config_file else {}
+        tables = load_mount_tables(config_file) if config_file else {}
+        baked = {k: v for k, v in file_values.items() if k in DEPLOY_NAMES}
+        settings = settings_from_env({}, file_values=baked, **{**flags, "cell_parser": None})
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    cell_parser = _cell_parser(flags["cell_parser"] or file_values.get("cell_parser"))
+    unbaked = sorted(set(file_values) - set(baked) - {"cell_parser"})
+    if unbaked:
+        click.echo(
+            f"warning: {config_file}: not baked into the bundle (set them as NB2SVC_* where it runs): "
+            + ", ".join(unbaked),
+            err=True,
+        )
+    own: dict[str, dict[str, Any]] = {}
     if _several(targets, mount_specs):
         mounts = _mounts(targets, mount_specs, comment_prefix, cell_parser)
         name = _bundle_name(targets, [m for m, _ in mounts])
         source = ", ".join(str(nb) for _, nb in mounts)
+        try:
+            matched = match_mount_tables(tables, [(m.prefix, nb.stem) for m, nb in mounts])
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        own = {p: {n: v for n, v in t.items() if n not in given} for p, t in matched.items()}
+        own = {p: t for p, t in own.items() if t}
+    elif tables:
+        raise click.UsageError(
+            f"{config_file}: [mounts] tables set options per notebook of a bundle of several; "
+            "for one notebook, set them at the top level"
+        )
     else:
         if targets[0].is_dir():  # a notebook folder counts as several: this is a bundle
             raise click.UsageError(f"{targets[0]} is a bundle, not a notebook; build from its notebooks")
@@ -254,6 +290,7 @@ def build(
             requirements=_requirement_lines(requirements_file),
             replicas=replicas,
             max_replicas=max_replicas,
+            mounts=own,
             **deploy,
         )
     except BundleError as exc:
@@ -474,13 +511,16 @@ def test_examples(
         sys.exit(1)
 
 
-def _load_mounts(target: Path, comment_prefix: str | None, cell_parser: str = "default") -> list[Any]:
-    """A notebook at the root, or a bundle's mounts: its one notebook at the root, or the
-    several notebooks of a bundle built from several (``service.json`` format 2)."""
+def _load_mounts(
+    target: Path, comment_prefix: str | None, cell_parser: str = "default"
+) -> list[tuple[Any, Path]]:
+    """``(Mount, source)`` of a notebook at the root, or of a bundle's mounts: its one
+    notebook at the root, or the several notebooks of a bundle built from several
+    (``service.json`` format 2, sources relative to the bundle)."""
     from nb2svc.compiler.mounts import Mount, mounts_from_json
 
     if not target.is_dir():
-        return [Mount("", _compile(target, comment_prefix, cell_parser))]
+        return [(Mount("", _compile(target, comment_prefix, cell_parser)), target)]
     marker = target / BUNDLE_MARKER
     if not marker.exists():
         raise click.UsageError(
@@ -488,7 +528,9 @@ def _load_mounts(target: Path, comment_prefix: str | None, cell_parser: str = "d
             "pass a notebook or the output of 'nb2svc build'"
         )
     try:
-        return [mount for mount, _ in mounts_from_json(marker.read_text(encoding="utf-8"))]
+        return [
+            (mount, Path(source)) for mount, source in mounts_from_json(marker.read_text(encoding="utf-8"))
+        ]
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else str(exc)
         raise click.ClickException(
@@ -554,7 +596,7 @@ def serve(
     if misplaced:
         other = "API mode (a TARGET)" if kernel_mode else "kernel mode (--kernels)"
         raise click.UsageError(f"{', '.join(misplaced)}: only used in {other}")
-    explicit = explicit_options(os.environ, flags)
+    given = frozenset(name for name, value in flags.items() if value is not None)
     try:
         file_values = load_config_file(config_file) if config_file else {}
         mount_tables = load_mount_tables(config_file) if config_file else {}
@@ -567,15 +609,9 @@ def serve(
         raise click.UsageError(str(exc)) from None
     _check_timing(settings, mode)
     several = _several(targets, mount_specs)
-    if mount_tables and (kernel_mode or not several):
-        if kernel_mode:
-            reason = "kernel mode serves none"
-        elif targets and targets[0].is_dir():
-            reason = "a bundle's notebooks share the top-level settings (and the NB2SVC_* it was built with)"
-        else:
-            reason = "for one notebook, set them at the top level"
+    if mount_tables and kernel_mode:
         raise click.UsageError(
-            f"{config_file}: [mounts] tables set options per notebook of a service of several; {reason}"
+            f"{config_file}: [mounts] tables set options per notebook; kernel mode serves none"
         )
     target = targets[0] if len(targets) == 1 else None
     if kernel_mode:
@@ -584,22 +620,57 @@ def serve(
         _serve_kernels(target, settings)
         return
     if several:
-        _serve_mounted(targets, mount_specs, comment_prefix, settings, mount_tables, explicit)
+        _serve_mounted(targets, mount_specs, comment_prefix, settings, mount_tables, given)
         return
     if target is None:
         raise click.UsageError("Missing argument 'TARGET' (a notebook or bundle), or --kernels")
-    mounts = _load_mounts(target, comment_prefix, settings.cell_parser)
+    loaded = _load_mounts(target, comment_prefix, settings.cell_parser)
+    mounts = [m for m, _ in loaded]
+    if mount_tables and len(mounts) == 1:
+        raise click.UsageError(
+            f"{config_file}: [mounts] tables set options per notebook of a service of several; "
+            "for one notebook, set them at the top level"
+        )
     _check_languages(mounts)
+    per_mount = _per_mount(settings, mount_tables, [(m.prefix, src.stem) for m, src in loaded], given)
     os.environ.update(_exported(settings))  # a bundle's app.py reads its settings from here
     if target.is_dir():
         if settings.reload:
             raise click.UsageError("--reload watches a notebook; a bundle is built once (serve the notebook)")
+        _export_mount_settings(per_mount, given)
         factory = _bundle_factory(target)
     elif settings.reload:
         factory = _reloading_factory(target.resolve(), mounts[0].spec, settings, comment_prefix)
     else:
         factory = _notebook_factory(mounts[0].spec, settings, target.resolve().parent)
-    _run_server(factory, settings, mounts)
+    _run_server(factory, settings, mounts, per_mount)
+
+
+def _per_mount(
+    settings: Settings,
+    tables: dict[str, dict[str, Any]],
+    mounts: list[tuple[str, str]],
+    given: frozenset[str],
+) -> dict[str, Settings]:
+    """Each mount's own pool settings (flags, its ``NB2SVC_*__MOUNT`` variables, its
+    ``[mounts]`` table); a bad one is a usage error."""
+    try:
+        return settings_for_mounts(settings, tables, mounts, flags=given)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _export_mount_settings(per_mount: dict[str, Settings], given: frozenset[str]) -> None:
+    """Hand a bundle's app (which reads the environment) the per-mount settings resolved here:
+    a flag drops every mount's variable for its option, and each mount's own value is set."""
+    for name in given & MOUNT_OPTIONS:
+        stem = OPTIONS_BY_NAME[name].env + "__"
+        for variable in [v for v in os.environ if v.startswith(stem)]:
+            del os.environ[variable]
+    for prefix, own in per_mount.items():
+        for name in MOUNT_OPTIONS - given:
+            option = OPTIONS_BY_NAME[name]
+            os.environ[mount_variable(name, prefix)] = env_value(option, getattr(own, name))
 
 
 def _check_languages(mounts: list[Any]) -> None:
@@ -661,7 +732,7 @@ def _target_mounts(
     several notebooks, as ``serve`` would serve them."""
     if _several(targets, mount_specs):
         return [m for m, _ in _mounts(targets, mount_specs, comment_prefix, cell_parser)], True
-    mounts = _load_mounts(targets[0], comment_prefix, cell_parser)
+    mounts = [m for m, _ in _load_mounts(targets[0], comment_prefix, cell_parser)]
     return mounts, len(mounts) > 1 or bool(mounts[0].prefix)
 
 
@@ -723,18 +794,13 @@ def _serve_mounted(
     comment_prefix: str | None,
     settings: Settings,
     mount_tables: dict[str, dict[str, Any]],
-    explicit: frozenset[str],
+    given: frozenset[str],
 ) -> None:
     if settings.reload:
         raise click.UsageError("--reload watches one notebook; serve several without it")
     mounts = _mounts(targets, mount_specs, comment_prefix, settings.cell_parser)
     _check_languages([m for m, _ in mounts])
-    try:
-        per_mount = settings_for_mounts(
-            settings, mount_tables, [(m.prefix, nb.stem) for m, nb in mounts], explicit
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    per_mount = _per_mount(settings, mount_tables, [(m.prefix, nb.stem) for m, nb in mounts], given)
     os.environ.update(_exported(settings))
 
     def factory() -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -645,41 +646,91 @@ def load_mount_tables(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
     }
 
 
-def explicit_options(environ: Mapping[str, str], flags: Mapping[str, Any]) -> frozenset[str]:
-    """Options set by a flag, an ``NB2SVC_*`` or a ``KG_*`` variable: these outrank a config file."""
-    return frozenset(
-        option.name
-        for option in OPTIONS
-        if flags.get(option.name) is not None
-        or option.env in environ
-        or (option.kg_alias is not None and option.kg_alias in environ)
-    )
+def mount_key(prefix: str) -> str:
+    """A mount's name in variable names: ``/api/v1`` -> ``API_V1``, the root ``ROOT``."""
+    return re.sub(r"[^A-Z0-9]+", "_", prefix.upper()).strip("_") or "ROOT"
 
 
-def settings_for_mounts(
-    settings: Settings,
-    tables: Mapping[str, Mapping[str, Any]],
-    mounts: Sequence[tuple[str, str]],
-    explicit: frozenset[str] = frozenset(),
-) -> dict[str, Settings]:
-    """Each mount's settings: ``settings`` with its config-file table applied.
+def mount_variable(name: str, prefix: str) -> str:
+    """The variable that sets option ``name`` for the mount at ``prefix`` alone:
+    ``NB2SVC_POOL_SIZE__ORDERS`` (no option's variable holds ``__``)."""
+    return f"{OPTIONS_BY_NAME[name].env}__{mount_key(prefix)}"
 
-    ``mounts`` are ``(prefix, notebook file stem)`` pairs; a table's key is a prefix
-    (``/orders``) or a stem (``orders``). Within the file a mount's table beats the top
-    level; a flag or variable (``explicit``) still beats the file, as everywhere. A key
-    that names no mount is an error that lists them.
-    """
-    chosen: dict[str, Settings] = {}
+
+def match_mount_tables(
+    tables: Mapping[str, Mapping[str, Any]], mounts: Sequence[tuple[str, str]]
+) -> dict[str, Mapping[str, Any]]:
+    """Each ``[mounts.KEY]`` table by the prefix of the mount it names: KEY is a prefix
+    (``/orders``) or a notebook file stem (``orders``) of the ``(prefix, stem)`` pairs.
+    A table that names no mount, or two tables for one mount, is a ``ValueError``."""
+    own: dict[str, Mapping[str, Any]] = {}
     for key, table in tables.items():
         matches = [prefix for prefix, stem in mounts if key in (prefix or "/", stem)]
         if not matches:
             known = ", ".join(f"{prefix or '/'} ({stem})" for prefix, stem in mounts)
             raise ValueError(f"[{MOUNTS_KEY}.{key}] names no mounted notebook (mounted: {known})")
         for prefix in matches:
-            if prefix in chosen:
+            if prefix in own:
                 raise ValueError(f"[{MOUNTS_KEY}.{key}]: {prefix or '/'} has two tables (by prefix and stem)")
-            chosen[prefix] = settings.replace(**{k: v for k, v in table.items() if k not in explicit})
+            own[prefix] = table
+    return own
+
+
+def settings_for_mounts(
+    settings: Settings,
+    tables: Mapping[str, Mapping[str, Any]],
+    mounts: Sequence[tuple[str, str]],
+    *,
+    flags: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Settings]:
+    """Each mount's settings (by prefix), where it has its own: ``settings`` with the
+    :data:`MOUNT_OPTIONS` of its variables (:func:`mount_variable`) and of its config-file
+    table applied.
+
+    ``mounts`` are ``(prefix, notebook file stem)`` pairs; a table's key is a prefix
+    (``/orders``) or a stem (``orders``). The sources keep their order (a flag, then a
+    variable, then the file), and within a source the more specific wins: a mount's
+    variable beats ``NB2SVC_POOL_SIZE``, its table the file's top level, while a flag
+    (named in ``flags``) beats both and a global variable beats the whole file. A table
+    that names no mount, or a variable whose mount name two prefixes share, is an error.
+    """
+    environ = os.environ if environ is None else environ
+    flags = frozenset(flags)
+    in_env = {
+        name
+        for name in MOUNT_OPTIONS
+        if OPTIONS_BY_NAME[name].env in environ or (OPTIONS_BY_NAME[name].kg_alias or "") in environ
+    }
+    own = match_mount_tables(tables, mounts)
+    keys: dict[str, list[str]] = {}
+    for prefix, _ in mounts:
+        keys.setdefault(mount_key(prefix), []).append(prefix or "/")
+    chosen: dict[str, Settings] = {}
+    for prefix, _ in mounts:
+        changes: dict[str, Any] = {}
+        for name in sorted(MOUNT_OPTIONS - flags):
+            variable = mount_variable(name, prefix)
+            if variable in environ:
+                if len(keys[mount_key(prefix)]) > 1:
+                    shared = " and ".join(keys[mount_key(prefix)])
+                    raise ValueError(
+                        f"{variable}: {shared} share the name {mount_key(prefix)}; mount one elsewhere"
+                    )
+                changes[name] = _parse_variable(name, variable, environ[variable])
+            elif name in own.get(prefix, {}) and name not in in_env:
+                changes[name] = own[prefix][name]
+        if changes:
+            chosen[prefix] = settings.replace(**changes)
     return chosen
+
+
+def _parse_variable(name: str, variable: str, raw: str) -> Any:
+    try:
+        return parse_value(OPTIONS_BY_NAME[name], raw)
+    except ValueError as exc:
+        option = OPTIONS_BY_NAME[name]
+        raise ValueError(str(exc).replace(f"{option.flag} ({option.env})", variable, 1)) from None
 
 
 def settings_from_env(

@@ -55,7 +55,14 @@ CASES = {
             requirements=("numpy==2.1.3", "pandas>=2.2,<3"),
         ),
     ),
-    "mounted-k8s": ("", BundleOptions(image="registry.example.com/team/greeters:1.0.0", k8s=True)),
+    "mounted-k8s": (
+        "",
+        BundleOptions(
+            image="registry.example.com/team/greeters:1.0.0",
+            k8s=True,
+            mounts={"/hello": {"pool_size": 3, "queue_timeout": 5.0}},
+        ),
+    ),
 }
 
 

@@ -270,9 +270,13 @@ def refusals(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
         "bundle built again": (["build", fake], "is a bundle, not a notebook"),
         "serve a bundle with --mount": (["serve", fake, "--mount", f"/x={outer}"], "is a bundle"),
         "no target": (["build"], "Missing argument 'TARGET...'"),
-        "per-notebook sizes for a bundle": (
-            ["serve", fake, "--config", config],
-            "a bundle's notebooks share",
+        "per-notebook sizes for one notebook": (
+            ["build", outer, "--config", config],
+            "for one notebook, set them at the top level",
+        ),
+        "per-notebook sizes for no such notebook": (
+            ["build", "--mount", f"/a={outer}", "--mount", f"/b={inner}", "--config", config],
+            "[mounts./x] names no mounted notebook",
         ),
     }
 
@@ -288,7 +292,8 @@ def refusals(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
         "bundle built again",
         "serve a bundle with --mount",
         "no target",
-        "per-notebook sizes for a bundle",
+        "per-notebook sizes for one notebook",
+        "per-notebook sizes for no such notebook",
     ],
 )
 def test_bad_bundles_are_refused(tmp_path: Path, case: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -77,13 +78,59 @@ def test_a_config_file_sizes_each_notebooks_pool(start_server: StartServer, tmp_
     assert server.get("/gamma/hello/g").text == "gamma greets g\n"
 
 
-def test_a_flag_beats_a_mounts_table(start_server: StartServer, tmp_path: Path) -> None:
+def test_a_flag_beats_a_mounts_table_and_a_mount_variable(start_server: StartServer, tmp_path: Path) -> None:
     a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
     config = tmp_path / "service.toml"
     config.write_text('[mounts."/alpha"]\npool_size = 3\n')
-    server = start_server(str(a), str(b), "--config", str(config), "--pool-size", "1")
+    env = {"NB2SVC_POOL_SIZE__BETA": "3"}
+    server = start_server(str(a), str(b), "--config", str(config), "--pool-size", "1", env=env)
     notebooks = server.get("/_api/health/ready").json()["notebooks"]
     assert notebooks["alpha"]["size"] == 1 and notebooks["beta"]["size"] == 1
+
+
+def test_a_mount_variable_beats_the_global_one_and_the_file(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
+    config = tmp_path / "service.toml"
+    config.write_text("[mounts.alpha]\npool_size = 3\n[mounts.beta]\npool_size = 3\n")
+    env = {"NB2SVC_POOL_SIZE": "1", "NB2SVC_POOL_SIZE__ALPHA": "2"}
+    server = start_server(str(a), str(b), "--config", str(config), env=env)
+    notebooks = server.get("/_api/health/ready").json()["notebooks"]
+    # alpha: its variable; beta: the global variable beats the file's table (a source beats a scope)
+    assert notebooks["alpha"]["size"] == 2 and notebooks["beta"]["size"] == 1
+
+
+def test_a_bundle_bakes_and_takes_per_notebook_pools(start_server: StartServer, tmp_path: Path) -> None:
+    a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
+    config = tmp_path / "service.toml"
+    config.write_text('pool_size = 1\nport = 9000\nmax_queue = 4\n[mounts."/alpha"]\npool_size = 2\n')
+    bundle = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "build", str(a), str(b), "--config", str(config), "-o", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "not baked into the bundle (set them as NB2SVC_* where it runs): max_queue" in built.stderr
+    dockerfile = (bundle / "Dockerfile").read_text()
+    assert "NB2SVC_POOL_SIZE=1 " in dockerfile and "NB2SVC_POOL_SIZE__ALPHA=2 " in dockerfile
+    assert "NB2SVC_PORT=9000 " in dockerfile
+    baked = {"NB2SVC_POOL_SIZE": "1", "NB2SVC_POOL_SIZE__ALPHA": "2"}  # as the image sets them
+    server = start_server(str(bundle), env=baked)
+    notebooks = server.get("/_api/health/ready").json()["notebooks"]
+    assert notebooks["alpha"]["size"] == 2 and notebooks["beta"]["size"] == 1
+    override = start_server(str(bundle), env={**baked, "NB2SVC_POOL_SIZE__BETA": "2"})
+    notebooks = override.get("/_api/health/ready").json()["notebooks"]
+    assert notebooks["alpha"]["size"] == 2 and notebooks["beta"]["size"] == 2
+    flagged = start_server(str(bundle), "--pool-size", "1", env=baked)
+    notebooks = flagged.get("/_api/health/ready").json()["notebooks"]
+    assert notebooks["alpha"]["size"] == 1 and notebooks["beta"]["size"] == 1
+    config.write_text("[mounts.beta]\npool_size = 2\n")  # a table: below any variable, so none here
+    tabled = start_server(str(bundle), "--config", str(config), env={"NB2SVC_POOL_SIZE__ALPHA": "2"})
+    notebooks = tabled.get("/_api/health/ready").json()["notebooks"]
+    assert notebooks["alpha"]["size"] == 2 and notebooks["beta"]["size"] == 2
 
 
 def test_bad_mounts_tables_are_one_line_usage_errors(tmp_path: Path) -> None:
@@ -105,6 +152,15 @@ def test_bad_mounts_tables_are_one_line_usage_errors(tmp_path: Path) -> None:
     config.write_text("[mounts.alpha]\npool_size = 2\n")
     alone = serve_fails(str(a), "--config", str(config))
     assert alone.returncode == 2 and "for one notebook, set them at the top level" in alone.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", str(a), str(b), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NB2SVC_POOL_SIZE__ALPHA": "0"},
+    )
+    assert bad.returncode == 2 and "NB2SVC_POOL_SIZE__ALPHA: must be at least 1, got 0" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def serve_fails(*args: str) -> subprocess.CompletedProcess[str]:

@@ -43,7 +43,7 @@ from nb2svc._version import __version__
 from nb2svc.compiler.mounts import Mount, mounts_to_json
 from nb2svc.compiler.openapi import mounted_openapi_document, openapi_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
-from nb2svc.config import DEPLOY_OPTIONS, OPTIONS_BY_NAME, env_value, shutdown_timing
+from nb2svc.config import DEPLOY_OPTIONS, OPTIONS_BY_NAME, env_value, mount_variable, shutdown_timing
 from nb2svc.distribution import Runtime, current_runtime, templates_dir
 
 #: The default FROM image, for the Python (``major.minor``) the dependency pins came from.
@@ -105,6 +105,9 @@ class BundleOptions:
     kernel_start_timeout: float = field(default_factory=lambda: _default("kernel_start_timeout"))
     graceful_timeout: float | None = field(default_factory=lambda: _default("graceful_timeout"))
     requirements: tuple[str, ...] = ()
+    #: Several notebooks: a mount's own pool settings (``{prefix: {option: value}}``, of
+    #: :data:`~nb2svc.config.MOUNT_OPTIONS`), baked as ``NB2SVC_POOL_SIZE__<MOUNT>`` and the like.
+    mounts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.replicas < 1 or self.max_replicas < self.replicas:
@@ -209,10 +212,10 @@ def source_paths(mounts: Sequence[Mount]) -> list[str]:
     return paths
 
 
-def _resources(options: BundleOptions, notebooks: int = 1) -> dict[str, dict[str, str]]:
-    """Pod resources derived from the pools (each worker has one per notebook): see the
-    constants above for the reasoning."""
-    kernels = options.workers * options.pool_size * notebooks
+def _resources(options: BundleOptions, pools: int) -> dict[str, dict[str, str]]:
+    """Pod resources derived from the pools (``pools``: a worker's kernels, over every
+    notebook): see the constants above for the reasoning."""
+    kernels = options.workers * pools
     cpu = options.workers * WORKER_CPU_MILLI + kernels * KERNEL_CPU_MILLI
     memory = options.workers * WORKER_MEMORY_MI + kernels * KERNEL_MEMORY_MI
     cpu_limit = kernels * 1000 + options.workers * 500
@@ -247,7 +250,10 @@ def _deploy_env(options: BundleOptions) -> list[tuple[str, str]]:
     """
     graceful = shutdown_timing(options.request_timeout, options.graceful_timeout).graceful
     values = {o.name: getattr(options, o.name) for o in DEPLOY_OPTIONS} | {"graceful_timeout": graceful}
-    return [(o.env, env_value(o, values[o.name])) for o in DEPLOY_OPTIONS]
+    lines = [(o.env, env_value(o, values[o.name])) for o in DEPLOY_OPTIONS]
+    for prefix, own in sorted(options.mounts.items()):
+        lines += [(mount_variable(n, prefix), env_value(OPTIONS_BY_NAME[n], own[n])) for n in sorted(own)]
+    return lines
 
 
 def _image_digest(files: dict[str, bytes]) -> str:
@@ -354,6 +360,12 @@ def _render(
     if runtime is None:
         runtime = current_runtime()
     options = options or BundleOptions()
+    unknown = sorted(set(options.mounts) - {k.get("mount", "") for k in kernels})
+    if unknown:
+        raise BundleError(f"per-notebook settings for {', '.join(unknown)}, which is not mounted")
+    pools = sum(
+        options.mounts.get(k.get("mount", ""), {}).get("pool_size", options.pool_size) for k in kernels
+    )
     env = _environment()
     name = dns_name(service_name)
     context: dict[str, Any] = {
@@ -373,8 +385,10 @@ def _render(
         "python": runtime.python,
         "gh": lambda expression: "${{ " + expression + " }}",  # a GitHub Actions expression
         "notebooks": len(kernels),
-        "kernels_per_pod": options.workers * options.pool_size * len(kernels),
-        "resources": _resources(options, len(kernels)),
+        "kernels_per_pod": options.workers * pools,
+        "kernels_per_worker": pools,
+        "uneven_pools": any("pool_size" in own for own in options.mounts.values()),
+        "resources": _resources(options, pools),
         "deploy_env": _deploy_env(options),
         "base": options.base_url,
         **_timing(options),

@@ -4,20 +4,23 @@ Do not edit: rebuild with `nb2svc build --mount /hello=hello.ipynb --mount /shel
 Each notebook is mounted at its prefix with its own kernels, as `nb2svc serve` mounts
 several notebooks; each route below runs the cells listed in its docstring on the warm
 kernel pool of its notebook (see nb2svc.runtime). Settings come from NB2SVC_*
-environment variables (see README.md).
+environment variables, one notebook's pool also from NB2SVC_POOL_SIZE__<MOUNT> and the
+like (see README.md).
 """
 
 from pathlib import Path
 
 from nb2svc.compiler.mounts import mounts_from_json
-from nb2svc.config import settings_from_env
+from nb2svc.config import settings_for_mounts, settings_from_env
 from nb2svc.runtime.http_api import create_mounted_app
 
 HERE = Path(__file__).resolve().parent
 # (mount, source) for each notebook; its kernels work in the folder of its source.
 MOUNTS = mounts_from_json((HERE / "service.json").read_text(encoding="utf-8"))
 MOUNTED = [(mount, (HERE / source).parent) for mount, source in MOUNTS]
-app = create_mounted_app(MOUNTED, settings_from_env(), register_routes=False)
+SETTINGS = settings_from_env()
+OWN = settings_for_mounts(SETTINGS, {}, [(mount.prefix, Path(source).stem) for mount, source in MOUNTS])
+app = create_mounted_app(MOUNTED, SETTINGS, register_routes=False, mount_settings=OWN)
 SERVICES = app.extensions["nb2svc.services"]
 BASE = app.config["NB2SVC_BASE"]
 hello_service = SERVICES[0]  # /hello: hello.ipynb (python3 kernel)
