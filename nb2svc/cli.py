@@ -632,7 +632,12 @@ def serve(
             "for one notebook, set them at the top level"
         )
     _check_languages(mounts)
-    per_mount = _per_mount(settings, mount_tables, [(m.prefix, src.stem) for m, src in loaded], given)
+    several_in_bundle = len(mounts) > 1  # per-notebook settings are for services of several
+    per_mount = (
+        _per_mount(settings, mount_tables, [(m.prefix, src.stem) for m, src in loaded], given)
+        if several_in_bundle
+        else {}
+    )
     os.environ.update(_exported(settings))  # a bundle's app.py reads its settings from here
     if target.is_dir():
         if settings.reload:

@@ -693,7 +693,8 @@ def settings_for_mounts(
     variable, then the file), and within a source the more specific wins: a mount's
     variable beats ``NB2SVC_POOL_SIZE``, its table the file's top level, while a flag
     (named in ``flags``) beats both and a global variable beats the whole file. A table
-    that names no mount, or a variable whose mount name two prefixes share, is an error.
+    or variable that names no mount, or a variable whose mount name two prefixes share,
+    is an error.
     """
     environ = os.environ if environ is None else environ
     flags = frozenset(flags)
@@ -706,6 +707,12 @@ def settings_for_mounts(
     keys: dict[str, list[str]] = {}
     for prefix, _ in mounts:
         keys.setdefault(mount_key(prefix), []).append(prefix or "/")
+    for name in MOUNT_OPTIONS:
+        stem = OPTIONS_BY_NAME[name].env + "__"
+        stray = sorted(v for v in environ if v.startswith(stem) and v[len(stem) :] not in keys)
+        if stray:
+            known = ", ".join(f"{key} ({' and '.join(prefixes)})" for key, prefixes in keys.items())
+            raise ValueError(f"{stray[0]} names no mounted notebook (mounted: {known})")
     chosen: dict[str, Settings] = {}
     for prefix, _ in mounts:
         changes: dict[str, Any] = {}

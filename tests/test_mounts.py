@@ -161,6 +161,15 @@ def test_bad_mounts_tables_are_one_line_usage_errors(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and "NB2SVC_POOL_SIZE__ALPHA: must be at least 1, got 0" in bad.stderr
     assert "Traceback" not in bad.stderr
+    typo = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", str(a), str(b), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NB2SVC_MAX_QUEUE__ALPAH": "3"},
+    )
+    assert typo.returncode == 2, typo.stderr
+    assert "NB2SVC_MAX_QUEUE__ALPAH names no mounted notebook (mounted: ALPHA (/alpha), BETA" in typo.stderr
 
 
 def serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
