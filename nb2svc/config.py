@@ -776,8 +776,12 @@ def settings_from_env(
     return Settings(values)
 
 
-def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
-    """:func:`settings_from_env`, or one ``error:`` line on stderr and exit 2.
+def settings_or_exit(
+    environ: Mapping[str, str] | None = None, mounts: Sequence[tuple[str, str]] = ()
+) -> Settings:
+    """:func:`settings_from_env`, or one ``error:`` line on stderr and exit 2; with
+    ``mounts`` (``(prefix, stem)`` of a bundle of several notebooks) their per-notebook
+    variables are checked too (:func:`settings_for_mounts`).
 
     For a bundle run straight by gunicorn (the image's ``CMD``): its ``gunicorn.conf.py``
     resolves the settings in the master, and a bad ``NB2SVC_*`` value must read like
@@ -786,7 +790,10 @@ def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
     ``SystemExit`` passes through it).
     """
     try:
-        return settings_from_env(environ)
+        settings = settings_from_env(environ)
+        if mounts:
+            settings_for_mounts(settings, {}, mounts, environ=environ)
+        return settings
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

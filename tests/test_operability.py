@@ -96,6 +96,23 @@ def test_a_bundle_run_by_gunicorn_itself_refuses_a_bad_setting_in_one_line(tmp_p
         assert "Booting worker" not in result.stderr
 
 
+def test_a_bundle_of_several_checks_its_per_notebook_variables_in_the_master(tmp_path: Path) -> None:
+    bundle = tmp_path / "both"
+    todo = str(EXAMPLES / "todo.ipynb")
+    assert nb2svc("build", HELLO, todo, "-o", str(bundle)).returncode == 0
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:app"]
+    for env, named in (
+        ({"NB2SVC_POOL_SIZE__HELO": "2"}, "NB2SVC_POOL_SIZE__HELO names no mounted notebook"),
+        ({"NB2SVC_POOL_SIZE__TODO": "none"}, "NB2SVC_POOL_SIZE__TODO: expected int"),
+    ):
+        result = subprocess.run(
+            gunicorn, cwd=bundle, capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+        )
+        clean(result)
+        assert result.returncode == 2 and result.stderr.startswith("error: ") and named in result.stderr
+        assert "Booting worker" not in result.stderr
+
+
 def test_kernel_mode_ignores_api_only_variables_it_does_not_use() -> None:
     option = OPTIONS_BY_NAME["pool_size"]
     with pytest.raises(ValueError):

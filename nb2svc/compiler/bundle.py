@@ -320,6 +320,7 @@ def render_mounted_bundle(
                 "kernel": mount.spec.kernel.name,
                 "service": f"{ident}_service",
                 "source": path,
+                "stem": Path(path).stem,
                 "endpoints": endpoints,
             }
         )

@@ -8,4 +8,8 @@ server here, in the master, with one `error:` line and exit 2.
 from nb2svc.config import settings_or_exit
 from nb2svc.runtime.server import gunicorn_settings
 
-globals().update(gunicorn_settings(settings_or_exit()))
+#: (prefix, notebook file stem) of every mounted notebook: their NB2SVC_*__<MOUNT>
+#: variables are checked here as well, before any worker starts.
+MOUNTS = [("/hello", "hello"), ("/shell", "shell")]
+
+globals().update(gunicorn_settings(settings_or_exit(mounts=MOUNTS)))
