@@ -8,7 +8,9 @@ stand-in for the ``python:X.Y-slim`` base, made once by ``.ci/container-tools.sh
 setting. The container runs published on 127.0.0.1 only, read-only like the
 Kubernetes manifests make it; the test then runs the notebook's examples against it
 with ``nb2svc test --url``, checks the health check, and stops it with SIGTERM, which
-must reach gunicorn (exit code 0 after the kernels stop). The image, the container
+must reach gunicorn (exit code 0 after the kernels stop). A second image holds two
+notebooks (``build a b --config``): both served, each with its baked pool, which a
+container variable (``NB2SVC_POOL_SIZE__HELLO``) overrides. The images, the containers
 and podman's network leftovers are removed at the end; the base image is kept.
 
 Skipped, with the reason, on a machine without podman, runc and debootstrap (.ci/run
@@ -73,6 +75,44 @@ def engine() -> Iterator[None]:
     subprocess.run(["bash", str(TOOLS), "netclean"], timeout=120, check=False)
 
 
+def build_image(bundle: Path, image: str) -> None:
+    """The bundle's printed build command, as podman spells it: --pull=never (the base is
+    local, made here once), host network for pip, docker format (OCI drops HEALTHCHECK),
+    no intermediate images."""
+    base = re.search(r"^FROM (\S+)$", (bundle / "Dockerfile").read_text(), re.M).group(1)  # type: ignore[union-attr]
+    prepared = subprocess.run(
+        ["bash", str(TOOLS), "base", base, python_prefix()], capture_output=True, text=True, timeout=1200
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    podman(
+        "build", "--pull=never", "--network", "host", "--format", "docker", "--layers=false",
+        "--tag", image, str(bundle), timeout=900,
+    )  # fmt: skip
+
+
+def run_container(name: str, image: str, *env: str) -> str:
+    """Run ``image`` read-only as the manifests do, published on loopback; its URL once ready."""
+    port = free_port()
+    podman(
+        "run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/home/nb2svc:rw,U",
+        *(arg for variable in env for arg in ("--env", variable)),
+        "--publish", f"127.0.0.1:{port}:8888", image,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(url + "/_api/health/ready", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(ready, 120, f"{url}/_api/health/ready from the container")
+    except AssertionError:
+        raise AssertionError(podman("logs", name, check=False).stderr[-3000:]) from None
+    return url
+
+
 @pytest.mark.usefixtures("engine")
 def test_image_builds_runs_the_examples_and_stops_gracefully(tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:8]
@@ -98,27 +138,8 @@ def test_image_builds_runs_the_examples_and_stops_gracefully(tmp_path: Path) -> 
     )
     assert built.returncode == 0, built.stderr
     assert built.stdout.splitlines()[-1] == f"docker build --tag {image} {bundle}"
-    base = re.search(r"^FROM (\S+)$", (bundle / "Dockerfile").read_text(), re.M).group(1)  # type: ignore[union-attr]
-    prepared = subprocess.run(
-        ["bash", str(TOOLS), "base", base, python_prefix()], capture_output=True, text=True, timeout=1200
-    )
-    assert prepared.returncode == 0, prepared.stderr
     try:
-        # The printed command, as podman spells it: --pull=never (the base is local), host
-        # network for pip, docker format (OCI drops HEALTHCHECK), no intermediate images.
-        podman(
-            "build",
-            "--pull=never",
-            "--network",
-            "host",
-            "--format",
-            "docker",
-            "--layers=false",
-            "--tag",
-            image,
-            str(bundle),
-            timeout=900,
-        )
+        build_image(bundle, image)
         inspected = json.loads(podman("image", "inspect", image).stdout)[0]
         config = inspected["Config"]
         assert config["User"] == "10001:10001"
@@ -127,35 +148,7 @@ def test_image_builds_runs_the_examples_and_stops_gracefully(tmp_path: Path) -> 
         assert config["Cmd"] == ["gunicorn", "--config", "gunicorn.conf.py", "app:app"]
         assert "/_api/health/live" in " ".join(inspected["Healthcheck"]["Test"])  # kept: docker format
 
-        port = free_port()
-        podman(
-            "run",
-            "--detach",
-            "--name",
-            name,
-            "--read-only",
-            "--tmpfs",
-            "/tmp",
-            "--tmpfs",
-            "/home/nb2svc:rw,U",
-            "--env",
-            "NB2SVC_POOL_SIZE=1",
-            "--publish",
-            f"127.0.0.1:{port}:8888",
-            image,
-        )
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                return requests.get(url + "/_api/health/ready", timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        try:
-            wait_for(ready, 120, f"{url}/_api/health/ready from the container")
-        except AssertionError:
-            raise AssertionError(podman("logs", name, check=False).stderr[-3000:]) from None
+        url = run_container(name, image, "NB2SVC_POOL_SIZE=1")
         assert requests.get(url + "/todos", timeout=10).json()[0]["title"] == "write the notebook"
         examples = subprocess.run(
             [sys.executable, "-m", "nb2svc", "test", str(bundle), "--url", url],
@@ -173,6 +166,44 @@ def test_image_builds_runs_the_examples_and_stops_gracefully(tmp_path: Path) -> 
         assert state["ExitCode"] == 0, logs[-3000:]  # SIGTERM reached gunicorn: drained, not killed
         assert "shut down" in logs  # the kernels, after the drain
         assert "not a writable location" not in logs  # HOME works on a read-only root
+    finally:
+        podman("rm", "--force", "--time", "5", name, check=False)
+        podman("rmi", "--force", image, check=False)
+
+
+@pytest.mark.usefixtures("engine")
+def test_an_image_of_several_notebooks_serves_each_with_its_own_pool(tmp_path: Path) -> None:
+    """One image for two notebooks: both sources copied, per-notebook pools baked and overridable."""
+    suffix = uuid.uuid4().hex[:8]
+    image, name = f"localhost/nb2svc-test-both:{suffix}", f"nb2svc-test-both-{suffix}"
+    config = tmp_path / "service.toml"
+    config.write_text("pool_size = 2\n[mounts.todo]\npool_size = 1\n")  # todo's examples keep state
+    bundle = tmp_path / "both"
+    hello, todo = str(EXAMPLES / "hello.ipynb"), str(EXAMPLES / "todo.ipynb")
+    built = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "build", hello, todo, "--config", str(config), "-o", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    try:
+        build_image(bundle, image)
+        url = run_container(name, image)
+        notebooks = requests.get(url + "/_api/health/ready", timeout=10).json()["notebooks"]
+        assert {n: state["size"] for n, state in notebooks.items()} == {"hello": 2, "todo": 1}
+        assert requests.get(url + "/hello/hello/pod", timeout=10).text == "hello, pod\n"
+        examples = subprocess.run(
+            [sys.executable, "-m", "nb2svc", "test", str(bundle), "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert examples.returncode == 0, examples.stdout + examples.stderr
+        podman("rm", "--force", "--time", "5", name)
+        url = run_container(name, image, "NB2SVC_POOL_SIZE__HELLO=1")  # a deployment's override
+        notebooks = requests.get(url + "/_api/health/ready", timeout=10).json()["notebooks"]
+        assert {n: state["size"] for n, state in notebooks.items()} == {"hello": 1, "todo": 1}
     finally:
         podman("rm", "--force", "--time", "5", name, check=False)
         podman("rmi", "--force", image, check=False)
