@@ -632,10 +632,9 @@ def serve(
             "for one notebook, set them at the top level"
         )
     _check_languages(mounts)
-    several_in_bundle = len(mounts) > 1  # per-notebook settings are for services of several
-    per_mount = (
+    per_mount = (  # per-notebook settings are for a bundle of several
         _per_mount(settings, mount_tables, [(m.prefix, src.stem) for m, src in loaded], given)
-        if several_in_bundle
+        if len(mounts) > 1
         else {}
     )
     os.environ.update(_exported(settings))  # a bundle's app.py reads its settings from here

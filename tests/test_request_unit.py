@@ -12,7 +12,7 @@ from flask import Flask, request
 
 from nb2svc.runtime.kernel.executor import ExecutionError, ExecutionResult, expression_result
 from nb2svc.runtime.request import BadRequestBody, build_request, code_with_request
-from nb2svc.runtime.responses import ResponseInfo, ResponseInfoError, parse_response_info, response_body
+from nb2svc.runtime.responses import ResponseInfo, ResponseInfoError, make_response, parse_response_info
 
 APP = Flask(__name__)
 TRICKY = "quote \" backslash \\ dollar $HOME $(id) `id` newline \n unicode ü \u2028 single ' end"
@@ -100,17 +100,23 @@ def test_response_info_parsing() -> None:
             parse_response_info(bad)
 
 
+def response_body(result: ExecutionResult, info: ResponseInfo) -> tuple[bytes, str]:
+    """The body and Content-Type of the response the service would send."""
+    response = make_response(result, info)
+    return response.get_data(), response.headers["Content-Type"]
+
+
 def test_body_is_stdout_then_execute_result_then_empty() -> None:
     info = ResponseInfo()
     assert response_body(ExecutionResult(stdout_parts=["a", "b"], result={"text/plain": "2"}), info) == (
-        "ab",
+        b"ab",
         "text/plain",
     )
     assert response_body(ExecutionResult(result={"text/plain": "2"}), info) == (
-        '{"text/plain": "2"}',
+        b'{"text/plain": "2"}',
         "text/plain",
     )
-    assert response_body(ExecutionResult(), info) == ("", "text/plain")
+    assert response_body(ExecutionResult(), info) == (b"", "text/plain")
 
 
 def test_rich_output_matching_the_content_type_is_the_body() -> None:
@@ -123,7 +129,7 @@ def test_rich_output_matching_the_content_type_is_the_body() -> None:
     )
     html = ExecutionResult(displays=[{"text/html": "<b>hi</b>"}])
     assert response_body(html, ResponseInfo(headers={"content-type": "text/html"})) == (
-        "<b>hi</b>",
+        b"<b>hi</b>",
         "text/html",
     )
 

@@ -109,12 +109,6 @@ def body_parts(result: ExecutionResult, info: ResponseInfo) -> tuple[list[Part],
     return [], content_type
 
 
-def response_body(result: ExecutionResult, info: ResponseInfo) -> tuple[bytes | str, str]:
-    """The body (joined) and its Content-Type for a successful execution."""
-    parts, content_type = body_parts(result, info)
-    return _join(parts), content_type
-
-
 def _join(parts: list[Part]) -> bytes | str:
     if all(isinstance(part, str) for part in parts):
         return "".join(parts)  # type: ignore[arg-type]

@@ -69,6 +69,7 @@ from nb2svc.runtime.responses import (
     parse_response_info,
 )
 from nb2svc.runtime.streaming import EVENT_STREAM, OutputStream, wants_event_stream
+from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
 
@@ -118,7 +119,7 @@ class ApiService:
         self.duration_sum: Counter[str] = Counter()
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if configured_token(settings) else ()
-        self.base = settings.base_url.rstrip("/")
+        self.base = base_path(settings)
         self.jobs = JobStore()
 
     def _start_kernel(self) -> Kernel:
