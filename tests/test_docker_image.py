@@ -113,6 +113,18 @@ def run_container(name: str, image: str, *env: str) -> str:
     return url
 
 
+def run_examples(bundle: Path, url: str) -> str:
+    """``nb2svc test BUNDLE --url`` against the container; every example must pass. Its report."""
+    examples = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "test", str(bundle), "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert examples.returncode == 0, examples.stdout + examples.stderr
+    return examples.stdout
+
+
 @pytest.mark.usefixtures("engine")
 def test_image_builds_runs_the_examples_and_stops_gracefully(tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:8]
@@ -150,14 +162,7 @@ def test_image_builds_runs_the_examples_and_stops_gracefully(tmp_path: Path) -> 
 
         url = run_container(name, image, "NB2SVC_POOL_SIZE=1")
         assert requests.get(url + "/todos", timeout=10).json()[0]["title"] == "write the notebook"
-        examples = subprocess.run(
-            [sys.executable, "-m", "nb2svc", "test", str(bundle), "--url", url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert examples.returncode == 0, examples.stdout + examples.stderr
-        assert examples.stdout.splitlines()[-1] == "11 passed, 0 failed"
+        assert run_examples(bundle, url).splitlines()[-1] == "11 passed, 0 failed"
         assert podman("healthcheck", "run", name, check=False).returncode == 0
 
         podman("stop", "--time", "40", name, timeout=90)
@@ -193,13 +198,7 @@ def test_an_image_of_several_notebooks_serves_each_with_its_own_pool(tmp_path: P
         notebooks = requests.get(url + "/_api/health/ready", timeout=10).json()["notebooks"]
         assert {n: state["size"] for n, state in notebooks.items()} == {"hello": 2, "todo": 1}
         assert requests.get(url + "/hello/hello/pod", timeout=10).text == "hello, pod\n"
-        examples = subprocess.run(
-            [sys.executable, "-m", "nb2svc", "test", str(bundle), "--url", url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert examples.returncode == 0, examples.stdout + examples.stderr
+        run_examples(bundle, url)
         podman("rm", "--force", "--time", "5", name)
         url = run_container(name, image, "NB2SVC_POOL_SIZE__HELLO=1")  # a deployment's override
         notebooks = requests.get(url + "/_api/health/ready", timeout=10).json()["notebooks"]

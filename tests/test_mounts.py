@@ -152,32 +152,21 @@ def test_bad_mounts_tables_are_one_line_usage_errors(tmp_path: Path) -> None:
     config.write_text("[mounts.alpha]\npool_size = 2\n")
     alone = serve_fails(str(a), "--config", str(config))
     assert alone.returncode == 2 and "for one notebook, set them at the top level" in alone.stderr
-    bad = subprocess.run(
-        [sys.executable, "-m", "nb2svc", "serve", str(a), str(b), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "NB2SVC_POOL_SIZE__ALPHA": "0"},
-    )
+    bad = serve_fails(str(a), str(b), env={"NB2SVC_POOL_SIZE__ALPHA": "0"})
     assert bad.returncode == 2 and "NB2SVC_POOL_SIZE__ALPHA: must be at least 1, got 0" in bad.stderr
     assert "Traceback" not in bad.stderr
-    typo = subprocess.run(
-        [sys.executable, "-m", "nb2svc", "serve", str(a), str(b), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "NB2SVC_MAX_QUEUE__ALPAH": "3"},
-    )
+    typo = serve_fails(str(a), str(b), env={"NB2SVC_MAX_QUEUE__ALPAH": "3"})
     assert typo.returncode == 2, typo.stderr
     assert "NB2SVC_MAX_QUEUE__ALPAH names no mounted notebook (mounted: ALPHA (/alpha), BETA" in typo.stderr
 
 
-def serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
+def serve_fails(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nb2svc", "serve", *args, "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -78,39 +78,40 @@ def test_invalid_settings_are_one_line_usage_errors_before_anything_starts(
     assert "Starting gunicorn" not in result.stderr
 
 
+def refused_by_plain_gunicorn(bundle: Path, env: dict[str, str]) -> str:
+    """Run ``bundle`` as its image does (plain gunicorn with its config) under ``env``; it must
+    stop with one ``error:`` line and exit 2 before any worker boots. Returns that stderr."""
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:app"]
+    result = subprocess.run(
+        gunicorn, cwd=bundle, capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+    )
+    clean(result)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    assert "Booting worker" not in result.stderr
+    return result.stderr
+
+
 def test_a_bundle_run_by_gunicorn_itself_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None:
     """The image's CMD is plain gunicorn with the bundle's config: no nb2svc CLI in front."""
     bundle = tmp_path / "hello"
     assert nb2svc("build", HELLO, "-o", str(bundle)).returncode == 0
-    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:app"]
     for env, named in (
         ({"NB2SVC_PORT": "http"}, "NB2SVC_PORT"),
         ({"NB2SVC_POOL_SIZE": "0"}, "NB2SVC_POOL_SIZE"),
     ):
-        result = subprocess.run(
-            gunicorn, cwd=bundle, capture_output=True, text=True, timeout=60, env={**os.environ, **env}
-        )
-        clean(result)
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("error: ") and named in result.stderr, result.stderr
-        assert "Booting worker" not in result.stderr
+        assert named in refused_by_plain_gunicorn(bundle, env)
 
 
 def test_a_bundle_of_several_checks_its_per_notebook_variables_in_the_master(tmp_path: Path) -> None:
     bundle = tmp_path / "both"
     todo = str(EXAMPLES / "todo.ipynb")
     assert nb2svc("build", HELLO, todo, "-o", str(bundle)).returncode == 0
-    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:app"]
     for env, named in (
         ({"NB2SVC_POOL_SIZE__HELO": "2"}, "NB2SVC_POOL_SIZE__HELO names no mounted notebook"),
         ({"NB2SVC_POOL_SIZE__TODO": "none"}, "NB2SVC_POOL_SIZE__TODO: expected int"),
     ):
-        result = subprocess.run(
-            gunicorn, cwd=bundle, capture_output=True, text=True, timeout=60, env={**os.environ, **env}
-        )
-        clean(result)
-        assert result.returncode == 2 and result.stderr.startswith("error: ") and named in result.stderr
-        assert "Booting worker" not in result.stderr
+        assert named in refused_by_plain_gunicorn(bundle, env)
 
 
 def test_kernel_mode_ignores_api_only_variables_it_does_not_use() -> None:
