@@ -20,8 +20,7 @@ import requests
 from nbformat.v4 import new_code_cell
 from werkzeug.http import generate_etag
 
-from nb2svc.runtime.kernel.executor import RAW_BUFFERS, ExecutionResult, _Collector
-from nb2svc.runtime.responses import (
+from nb2svc.runtime.http_api.responses import (
     ETAG_LIMIT,
     SLICE,
     STREAM_ABOVE,
@@ -29,6 +28,7 @@ from nb2svc.runtime.responses import (
     SlicedResponse,
     make_response,
 )
+from nb2svc.runtime.kernel.executor import RAW_BUFFERS, ExecutionResult, _Collector
 from tests.notebooks import notebook
 from tests.support import Server
 

@@ -10,9 +10,14 @@ import subprocess
 import pytest
 from flask import Flask, request
 
+from nb2svc.runtime.http_api.request import BadRequestBody, build_request, code_with_request
+from nb2svc.runtime.http_api.responses import (
+    ResponseInfo,
+    ResponseInfoError,
+    make_response,
+    parse_response_info,
+)
 from nb2svc.runtime.kernel.executor import ExecutionError, ExecutionResult, expression_result
-from nb2svc.runtime.request import BadRequestBody, build_request, code_with_request
-from nb2svc.runtime.responses import ResponseInfo, ResponseInfoError, make_response, parse_response_info
 
 APP = Flask(__name__)
 TRICKY = "quote \" backslash \\ dollar $HOME $(id) `id` newline \n unicode ü \u2028 single ' end"

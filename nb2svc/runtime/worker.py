@@ -179,7 +179,7 @@ class DrainingHandler(WebSocketHandler):
             self._stop_header_timer()
 
     def get_environ(self) -> Any:
-        """gevent's environ, plus the raw path and header lines (see :mod:`nb2svc.runtime.kg_compat`)."""
+        """gevent's environ, plus the raw path and header lines (see :mod:`.http_api.kg_compat`)."""
         environ = super().get_environ()
         environ["nb2svc.raw_path"] = self.path
         environ["nb2svc.header_lines"] = self.headers.items()

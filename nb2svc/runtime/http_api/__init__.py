@@ -7,13 +7,32 @@
   (REQUEST, lease, execute, ResponseInfo, response; streams and jobs).
 - :mod:`.routes`: ``/_api/spec/swagger.json`` (Kernel Gateway compatible),
   ``/openapi.json``, ``/_api/docs``, ``/_api/jobs/{id}``, ``/_api/source``, ``/public/``.
+- :mod:`.request`, :mod:`.responses`, :mod:`.kg_compat`: HTTP to ``REQUEST`` and results
+  to HTTP answers; :mod:`.streaming`, :mod:`.jobs`: the two other response kinds;
+  :mod:`.docs_page`: the docs page; :mod:`.reload`: ``--reload``'s version swap.
 - :mod:`.health`: ``/_api/health/ready`` (503 until every pool is warm) and
   ``/_api/metrics`` (Prometheus text, per worker).
 """
 
 from __future__ import annotations
 
-from nb2svc.runtime.http_api.app import add_endpoint, create_app, create_mounted_app
-from nb2svc.runtime.http_api.service import ApiService
+from importlib import import_module
+from typing import Any
 
 __all__ = ["ApiService", "add_endpoint", "create_app", "create_mounted_app"]
+
+# Resolved on first use, not at import: the CLI reads light modules of this package
+# (REQUEST's language table) in gunicorn's master, which must not import jupyter_client,
+# zmq or gevent before the workers fork (RUNTIME-NOTES: Popen breaks in the worker).
+_HOMES = {
+    "ApiService": "nb2svc.runtime.http_api.service",
+    "add_endpoint": "nb2svc.runtime.http_api.app",
+    "create_app": "nb2svc.runtime.http_api.app",
+    "create_mounted_app": "nb2svc.runtime.http_api.app",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_HOMES[name]), name)

@@ -22,6 +22,7 @@ from nb2svc.compiler.mounts import Mount
 from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.http_api.health import api_metrics, readiness
+from nb2svc.runtime.http_api.kg_compat import keep_encoded_slashes
 from nb2svc.runtime.http_api.routes import (
     install_docs_routes,
     install_job_routes,
@@ -29,7 +30,6 @@ from nb2svc.runtime.http_api.routes import (
     public_paths,
 )
 from nb2svc.runtime.http_api.service import ApiService
-from nb2svc.runtime.kg_compat import keep_encoded_slashes
 from nb2svc.runtime.server import on_worker_exit
 from nb2svc.runtime.webapp import base_path, create_webapp
 

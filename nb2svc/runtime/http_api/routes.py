@@ -18,9 +18,9 @@ from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document
 from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import json_error
-from nb2svc.runtime.docs_page import STATIC_DIR as DOCS_STATIC_DIR
-from nb2svc.runtime.docs_page import STATIC_FILES as DOCS_STATIC_FILES
-from nb2svc.runtime.docs_page import render_docs_page
+from nb2svc.runtime.http_api.docs_page import STATIC_DIR as DOCS_STATIC_DIR
+from nb2svc.runtime.http_api.docs_page import STATIC_FILES as DOCS_STATIC_FILES
+from nb2svc.runtime.http_api.docs_page import render_docs_page
 from nb2svc.runtime.http_api.service import ApiService
 
 

@@ -2,18 +2,18 @@
 
 Every endpoint view ends in :meth:`ApiService.handle`, which:
 
-1. builds ``REQUEST`` (see :mod:`nb2svc.runtime.request`; a bad body is a 400),
+1. builds ``REQUEST`` (see :mod:`nb2svc.runtime.http_api.request`; a bad body is a 400),
 2. leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time),
 3. runs the endpoint's code with ``REQUEST`` bound in the same execute (out of band
    on Python kernels, a literal on the annotation line elsewhere),
 4. runs the ResponseInfo code, if any, and applies its status and headers,
-5. answers per :mod:`nb2svc.runtime.responses`; a cell error is a 500, a timeout a
+5. answers per :mod:`nb2svc.runtime.http_api.responses`; a cell error is a 500, a timeout a
    504 (the kernel is interrupted, or replaced if the interrupt fails), a dead
    kernel a 502 (it is replaced).
 
 Endpoints marked ``"response": "stream"`` answer while the cell runs
-(:mod:`nb2svc.runtime.streaming`); ``"job"`` endpoints and ``Prefer: respond-async``
-requests answer 202 and run as jobs (:mod:`nb2svc.runtime.jobs`).
+(:mod:`nb2svc.runtime.http_api.streaming`); ``"job"`` endpoints and ``Prefer: respond-async``
+requests answer 202 and run as jobs (:mod:`nb2svc.runtime.http_api.jobs`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,30 @@ from flask import Response, current_app, jsonify, request
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
-from nb2svc.runtime.jobs import JobLimit, JobStore
+from nb2svc.runtime.http_api.jobs import JobLimit, JobStore
+from nb2svc.runtime.http_api.kg_compat import conditional
+from nb2svc.runtime.http_api.kg_compat import path_params as kg_path_params
+from nb2svc.runtime.http_api.request import (
+    PROBE_BUFFERS,
+    PROBE_EXPRESSION,
+    PROBE_KEY,
+    PROBE_METADATA,
+    PYTHON_BOOTSTRAP,
+    RESPONSE_INFO_KEY,
+    BadRequestBody,
+    build_payload,
+    code_with_request,
+    out_of_band,
+    response_info_expressions,
+    supports_language,
+)
+from nb2svc.runtime.http_api.responses import (
+    ResponseInfoError,
+    error_payload,
+    make_response,
+    parse_response_info,
+)
+from nb2svc.runtime.http_api.streaming import EVENT_STREAM, OutputStream, wants_event_stream
 from nb2svc.runtime.kernel import (
     ExecutionResult,
     ExecutionTimeout,
@@ -46,29 +69,6 @@ from nb2svc.runtime.kernel import (
     start_kernel,
 )
 from nb2svc.runtime.kernel.executor import expression_result
-from nb2svc.runtime.kg_compat import conditional
-from nb2svc.runtime.kg_compat import path_params as kg_path_params
-from nb2svc.runtime.request import (
-    PROBE_BUFFERS,
-    PROBE_EXPRESSION,
-    PROBE_KEY,
-    PROBE_METADATA,
-    PYTHON_BOOTSTRAP,
-    RESPONSE_INFO_KEY,
-    BadRequestBody,
-    build_payload,
-    code_with_request,
-    out_of_band,
-    response_info_expressions,
-    supports_language,
-)
-from nb2svc.runtime.responses import (
-    ResponseInfoError,
-    error_payload,
-    make_response,
-    parse_response_info,
-)
-from nb2svc.runtime.streaming import EVENT_STREAM, OutputStream, wants_event_stream
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")

@@ -9,7 +9,7 @@ Output rules (Kernel Gateway compatible, used by :mod:`nb2svc.runtime.http_api`)
 - **Raw buffers.** A message whose metadata lists :data:`RAW_BUFFERS` carries those
   values as message buffers instead of in its JSON content (API mode's Python
   bootstrap does this for large stdout and binary rich output, see
-  :mod:`nb2svc.runtime.request`): a stream's ``"text"`` as UTF-8 bytes, a mime type's
+  :mod:`nb2svc.runtime.http_api.request`): a stream's ``"text"`` as UTF-8 bytes, a mime type's
   value as its decoded bytes (base64 in JSON otherwise). They are kept as they arrived
   (``bytes``, or a ``memoryview`` of the zmq message when large), never copied or
   decoded here; an ``on_output`` handler still sees the standard message (text
@@ -194,7 +194,7 @@ def execute(
     Raises :class:`KernelDied` when the kernel exits mid-execution.
 
     ``metadata`` and ``buffers`` ride beside the code in the ``execute_request``
-    (API mode's out-of-band REQUEST: see :mod:`nb2svc.runtime.request`).
+    (API mode's out-of-band REQUEST: see :mod:`nb2svc.runtime.http_api.request`).
 
     ``on_output(msg_type, content)`` sees each output message as it arrives (streaming
     answers); the result still collects all of them.
@@ -231,7 +231,7 @@ def expression_result(value: dict[str, Any] | None) -> ExecutionResult:
 
     ipykernel reports an expression as ``{"status": "ok", "data": {"text/plain": repr}}``
     or ``{"status": "error", "ename", "evalue", "traceback"}``; the repr is of the JSON
-    report that :data:`nb2svc.runtime.request.PYTHON_BOOTSTRAP` returns.
+    report that :data:`nb2svc.runtime.http_api.request.PYTHON_BOOTSTRAP` returns.
     """
     if not value:
         return ExecutionResult(

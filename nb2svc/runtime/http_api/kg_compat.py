@@ -14,7 +14,7 @@
   the body) unless the notebook set one, and ``If-None-Match`` with that tag is a 304
   without a body, as Tornado does for every Kernel Gateway handler
   (:func:`conditional`). A large answer is hashed over its parts in place, and above
-  :data:`~nb2svc.runtime.responses.ETAG_LIMIT` gets no ``ETag``.
+  :data:`~nb2svc.runtime.http_api.responses.ETAG_LIMIT` gets no ``ETag``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from flask import Request, Response
 
-from nb2svc.runtime.responses import SlicedResponse
+from nb2svc.runtime.http_api.responses import SlicedResponse
 
 #: WSGI environ keys set by nb2svc's worker (absent under other servers: then these
 #: helpers leave the request as the server decoded it).

@@ -60,8 +60,8 @@ from typing import Any
 from flask import Request
 from werkzeug.formparser import FormDataParser
 
-from nb2svc.runtime.kg_compat import header_lists
-from nb2svc.runtime.responses import TEXT_TYPES
+from nb2svc.runtime.http_api.kg_compat import header_lists
+from nb2svc.runtime.http_api.responses import TEXT_TYPES
 
 
 class BadRequestBody(ValueError):

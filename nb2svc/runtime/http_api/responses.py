@@ -226,7 +226,7 @@ def error_payload(result: ExecutionResult, *, hide: str = "", detail: str = "ful
     """The 500 body of a failed cell: ``{"error": ename, "message": evalue, "traceback": [...]}``.
 
     The kernel reports the cell's source around the failing line, and the request's data
-    rides on the cell's first line (see :mod:`nb2svc.runtime.request`); ``hide`` is that
+    rides on the cell's first line (see :mod:`nb2svc.runtime.http_api.request`); ``hide`` is that
     injected text, and it never reaches the client: it is cut out of every line, and a line
     that still shows its start (however the kernel rendered it) is dropped. So the client
     gets the notebook's own lines, never its own headers (cookies, upstream credentials)
