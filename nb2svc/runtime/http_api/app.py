@@ -30,6 +30,7 @@ from nb2svc.runtime.http_api.routes import (
     public_paths,
 )
 from nb2svc.runtime.http_api.service import ApiService
+from nb2svc.runtime.kernel.supervisor import KernelSupervisor
 from nb2svc.runtime.server import on_worker_exit
 from nb2svc.runtime.webapp import base_path, create_webapp
 
@@ -69,13 +70,14 @@ def create_mounted_app(
     """
     mount_settings = mount_settings or {}
     services: list[ApiService] = []
+    supervisor = KernelSupervisor()  # the worker's: every notebook's pool is one of its pools
 
     def all_ready() -> None:  # one "ready" line once every notebook's pool is warm
         if all(service.pool.ready for service in services):
             log.info(
                 "ready: %d notebooks, %d kernels warm (worker %d), serving %s (Ctrl-C to quit)",
                 len(services),
-                sum(service.pool.size for service in services),
+                sum(service.pool.policy.minimum for service in services),
                 os.getpid(),
                 settings.url,
             )
@@ -88,6 +90,7 @@ def create_mounted_app(
             exit_on_failure=exit_on_failure,
             prefix=mount.prefix,
             on_ready=all_ready if len(mounts) > 1 else None,
+            supervisor=supervisor,
         )
         for mount, cwd in mounts
     ]

@@ -4,7 +4,10 @@ Ready means every mounted notebook's pool is warm. With one notebook the body is
 pool's numbers (``ready``, ``kernels``, ``idle``, ``size``, and ``error`` when it cannot
 start); with several, ``{"ready", "notebooks": {name: those numbers}}``. Metrics count
 requests and their time per route and describe each pool; with several notebooks every
-series carries a ``notebook`` label. All of it is per worker.
+series carries a ``notebook`` label. An elastic pool (``--pool-size MIN..MAX``) adds its
+``min`` and ``max`` to the body. Pool metrics: size (aimed at, MIN, MAX), live, idle,
+busy, starting kernels, waiting requests, a queue-wait histogram, and counters of
+replacements, recycled kernels and idle stops. All of it is per worker.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
             "idle": stats.idle,
             "size": stats.size,
         }
+        if stats.maximum > stats.minimum:  # an elastic pool: ready once MIN are warm
+            state |= {"min": stats.minimum, "max": stats.maximum}
         if service.pool.failure is not None:
             state["error"] = str(service.pool.failure)
         states[service.spec.name] = state
@@ -39,7 +44,9 @@ def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
 
 #: Pool gauges: name, help, the value read from a pool's :class:`PoolStats`.
 POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
-    ("nb2svc_pool_size", "Configured kernels per worker.", lambda s: s.size),
+    ("nb2svc_pool_size", "Kernels the pool aims at now (its MIN, more while it grows).", lambda s: s.size),
+    ("nb2svc_pool_size_min", "Kernels the pool always keeps (--pool-size MIN).", lambda s: s.minimum),
+    ("nb2svc_pool_size_max", "Kernels the pool may grow to (--pool-size MAX).", lambda s: s.maximum),
     ("nb2svc_pool_kernels_live", "Kernels alive in the pool.", lambda s: s.live),
     ("nb2svc_pool_kernels_idle", "Kernels free to take a request.", lambda s: s.idle),
     ("nb2svc_pool_kernels_busy", "Kernels running a request.", lambda s: s.busy),
@@ -48,7 +55,22 @@ POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
     (
         "nb2svc_pool_saturation",
         "Busy kernels plus waiting requests, over pool size (scale out above 1).",
-        lambda s: (s.busy + s.waiting) / s.size,
+        lambda s: (s.busy + s.waiting) / max(1, s.size),
+    ),
+)
+
+#: Pool counters: name, help, the value read from a pool's :class:`PoolStats`.
+POOL_COUNTERS: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
+    ("nb2svc_kernel_replacements_total", "Kernels replaced after dying or wedging.", lambda s: s.replaced),
+    (
+        "nb2svc_kernel_recycled_total",
+        "Kernels retired after answering, over --kernel-max-requests or --kernel-max-memory.",
+        lambda s: s.recycled,
+    ),
+    (
+        "nb2svc_pool_idle_stops_total",
+        "Kernels above the pool's MIN stopped after --pool-idle-timeout idle.",
+        lambda s: s.stopped_idle,
     ),
 )
 
@@ -76,13 +98,18 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family]:
         Family(name, "gauge", help_text, [(labels(service), value(stat)) for service, stat in stats])
         for name, help_text, value in POOL_GAUGES
     ]
-    replaced = Family(
-        "nb2svc_kernel_replacements_total",
-        "counter",
-        "Kernels replaced after dying or wedging.",
-        [(labels(service), stat.replaced) for service, stat in stats],
+    counters = [
+        Family(name, "counter", help_text, [(labels(service), value(stat)) for service, stat in stats])
+        for name, help_text, value in POOL_COUNTERS
+    ]
+    wait = Family(
+        "nb2svc_pool_queue_wait_seconds",
+        "histogram",
+        "Seconds a request waited for a kernel (0 when one was free).",
     )
-    return [requests, seconds, *gauges, replaced]
+    for service, stat in stats:
+        wait.add_histogram(stat.queue_wait, **labels(service))
+    return [requests, seconds, *gauges, *counters, wait]
 
 
 __all__ = ["api_metrics", "readiness"]

@@ -404,6 +404,18 @@ def _nb2svc_check_streams(result=None):
     if (out_closed or err_closed) and manager is not None:
         reason = "its code closed sys.stdout or sys.stderr"
         manager.write_payload({"source": "nb2svc_unhealthy", "reason": reason})
+    if manager is not None:  # --kernel-max-memory wherever the kernel runs (runtime/kernel/memory.py)
+        manager.write_payload({"source": "nb2svc_memory", "rss": _nb2svc_rss()})
+
+
+def _nb2svc_rss():
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * __import__("os").sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource, sys  # no /proc: the peak, an upper bound (bytes on macOS, KiB elsewhere)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
 
 
 get_ipython().events.register("post_run_cell", _nb2svc_check_streams)

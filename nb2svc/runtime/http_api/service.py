@@ -59,10 +59,12 @@ from nb2svc.runtime.kernel import (
     ExecutionTimeout,
     Kernel,
     KernelDied,
-    KernelPool,
     KernelRecipe,
+    KernelSupervisor,
     PoolBusy,
     PoolFailed,
+    PoolSize,
+    RecyclePolicy,
     SetupCell,
     execute,
     kernel_env,
@@ -88,9 +90,11 @@ class ApiService:
         exit_on_failure: bool = True,
         prefix: str = "",
         on_ready: Callable[[], None] | None = None,
+        supervisor: KernelSupervisor | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
-        "warm" line; alone, the service says "ready" itself."""
+        "warm" line; alone, the service says "ready" itself. ``supervisor`` is the worker's
+        (its pool is one of the supervisor's); without one the service has its own."""
         if not supports_language(spec.kernel.language):
             raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
         self.spec = spec
@@ -108,9 +112,12 @@ class ApiService:
             bootstrap=PYTHON_BOOTSTRAP if self._python else "",
             setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
         )
-        self.pool = KernelPool(
-            settings.pool_size,
+        supervisor = supervisor or KernelSupervisor()
+        self.pool = supervisor.pool(
+            prefix or "/",
             self._start_kernel,
+            PoolSize.parse(settings.pool_size, idle_timeout=settings.pool_idle_timeout),
+            recycle=RecyclePolicy.from_settings(settings.kernel_max_requests, settings.kernel_max_memory),
             max_waiting=settings.max_queue,
             on_fatal=self._fatal if exit_on_failure else None,  # --reload keeps the old version
             on_ready=self._ready,
@@ -154,9 +161,10 @@ class ApiService:
         os._exit(3)
 
     def _ready(self) -> None:
-        warm = (
-            f"{self.pool.size} {self.kernel_name} kernels warm in {time.monotonic() - self.started_at:.2f}s"
-        )
+        warm = f"{self.pool.policy.minimum} {self.kernel_name} kernels warm"
+        if self.pool.policy.elastic:
+            warm += f" (up to {self.pool.policy.maximum})"
+        warm += f" in {time.monotonic() - self.started_at:.2f}s"
         if self._on_ready is None:
             log.info(
                 "ready: %s (worker %d), serving %s (Ctrl-C to quit)", warm, os.getpid(), self.settings.url

@@ -69,6 +69,8 @@ class ExecutionResult:
     #: code asked it to exit (IPython's ``exit()``: an ``ask_exit`` payload), or a
     #: bootstrap reported it broken (an ``nb2svc_unhealthy`` payload, e.g. closed stdout).
     retire_reason: str | None = None
+    #: Resident bytes the kernel reported after the execute (an ``nb2svc_memory`` payload).
+    resident_memory: int | None = None
 
     @property
     def stdout(self) -> str:
@@ -77,6 +79,13 @@ class ExecutionResult:
     @property
     def stderr(self) -> str:
         return "".join(self.stderr_parts)
+
+
+def _resident_memory(payloads: Any) -> int | None:
+    for payload in payloads:
+        if payload.get("source") == "nb2svc_memory" and isinstance(payload.get("rss"), int):
+            return payload["rss"]
+    return None
 
 
 def _retire_reason(payloads: Any) -> str | None:
@@ -143,6 +152,7 @@ class _Collector:
             self.result.status = content.get("status", "ok")
             self.result.user_expressions = content.get("user_expressions") or {}
             self.result.retire_reason = _retire_reason(content.get("payload") or ())
+            self.result.resident_memory = _resident_memory(content.get("payload") or ())
             self._reply = True
         else:
             msg_type = msg["header"]["msg_type"]
@@ -221,6 +231,8 @@ def execute(
         raise KernelDied(f"kernel {kernel.kernel_name!r} died while running the request")
     if collector.result.retire_reason:
         kernel.retire(collector.result.retire_reason)
+    if collector.result.resident_memory is not None:
+        kernel.reported_memory = collector.result.resident_memory
     if collector.result.status == "error" and collector.result.error is None:
         collector.result.error = ExecutionError("Error", "the kernel reported an error without details", [])
     return collector.result
