@@ -147,7 +147,9 @@ def pool_bounds(value: int | str) -> tuple[int, int]:
     low = int(match.group(1))
     high = int(match.group(2)) if match.group(2) is not None else low
     if high < 1:
-        raise ValueError(f"must allow at least one kernel, got {value!r}")
+        if match.group(2) is None:
+            raise ValueError(f"must be at least 1, got {low}")
+        raise ValueError(f"MAX must be at least 1, got {value!r}")
     if low > high:
         raise ValueError(f"MIN must not be above MAX, got {value!r}")
     return low, high

@@ -266,6 +266,8 @@ class KernelPool:
         """A free kernel, waiting in FIFO order; :class:`PoolBusy` if none comes in time."""
         if self.failure is not None:
             raise PoolFailed(str(self.failure))
+        if self._closed:
+            raise PoolFailed("the server is shutting down")
         while self._idle:
             kernel = self._idle.pop()
             self._idle_since.pop(kernel, None)
