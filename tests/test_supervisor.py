@@ -396,3 +396,20 @@ def test_the_supervisor_owns_its_pools_and_start_batches() -> None:
     assert starter.started and all(kernel.stopped for kernel in starter.started)
     with pytest.raises(PoolFailed, match="shutting down"):
         pool.acquire(timeout=1)
+
+
+def test_a_batch_failure_handler_may_shut_the_supervisor_down() -> None:
+    """A failing seed cell's handler stops the worker: shutting down must not kill that handler."""
+    supervisor = KernelSupervisor()
+    handled: list[Exception] = []
+
+    def fail() -> None:
+        raise KernelStartError("seed cell raised", permanent=True)
+
+    def on_error(exc: Exception) -> None:
+        gevent.joinall([gevent.spawn(supervisor.shutdown)])  # as stop_worker_for_good's cleanup does
+        handled.append(exc)
+
+    batch = supervisor.start_batch(1, fail, on_error)
+    until(lambda: batch.pending == 0)
+    assert [str(e) for e in handled] == ["seed cell raised"]

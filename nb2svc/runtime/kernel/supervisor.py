@@ -45,19 +45,29 @@ class StartBatch:
         self.failed = 0
         self._start = start
         self._on_error = on_error
-        self._greenlets = [gevent.spawn(self._one) for _ in range(count)]
+        self._starting: set[gevent.Greenlet] = set()
+        self._starting.update(gevent.spawn(self._one) for _ in range(count))
 
     def _one(self) -> None:
+        failure: Exception | None = None
         try:
             self._start()
         except Exception as exc:
-            self.failed += 1
-            self._on_error(exc)
+            failure = exc
+        finally:
+            # Past its start: :meth:`cancel` must not kill it now, as its failure's handler
+            # may be what is shutting the worker down (a failing seed cell).
+            self._starting.discard(gevent.getcurrent())
+        try:
+            if failure is not None:
+                self.failed += 1
+                self._on_error(failure)
         finally:
             self.pending -= 1
 
     def cancel(self) -> None:
-        gevent.killall(self._greenlets, block=False)
+        """Stop the starts still under way."""
+        gevent.killall(list(self._starting), block=False)
 
 
 class KernelSupervisor:
