@@ -190,7 +190,9 @@ def test_large_binary_displays_of_the_request_go_as_their_bytes(agent: Agent) ->
     assert other["metadata"] == {} and other["content"]["data"] == data
 
 
-def test_an_embedded_image_keeps_its_bytes_during_a_raw_request(shell: InteractiveShell, agent: Agent) -> None:
+def test_an_embedded_image_keeps_its_bytes_during_a_raw_request(
+    shell: InteractiveShell, agent: Agent
+) -> None:
     agent.install_image_printer()
     shell.kernel.message = {"header": {"msg_id": "m1"}}
     agent.raw_parent = "m1"
@@ -206,7 +208,9 @@ def test_an_embedded_image_keeps_its_bytes_during_a_raw_request(shell: Interacti
 
 def test_response_info_runs_as_a_user_expression(shell: InteractiveShell, agent: Agent) -> None:
     run(shell, "status = 201")
-    ok = EndpointCode("# GET /x", "import json\nprint(json.dumps({'status': status}))", "<ResponseInfo cell 3>")
+    ok = EndpointCode(
+        "# GET /x", "import json\nprint(json.dumps({'status': status}))", "<ResponseInfo cell 3>"
+    )
     value = shell.user_expressions({"r": response_info_expression(ok)})["r"]
     assert read_report(value) == {"stdout": '{"status": 201}\n'}
     failing = EndpointCode("# GET /x", "x = 1\nraise KeyError('k')", "<ResponseInfo cell 4,5>")
@@ -245,7 +249,9 @@ def test_captured_outputs_are_forgotten(shell: InteractiveShell, agent: Agent) -
     assert not shell.history_manager.outputs
 
 
-def test_swapped_streams_come_back_and_closed_ones_are_reported(shell: InteractiveShell, agent: Agent) -> None:
+def test_swapped_streams_come_back_and_closed_ones_are_reported(
+    shell: InteractiveShell, agent: Agent
+) -> None:
     out = sys.stdout
     run(shell, "import io, sys\nsys.stdout = io.StringIO()")
     assert sys.stdout is out
