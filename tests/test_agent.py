@@ -227,7 +227,8 @@ def test_unreadable_or_missing_reports_are_errors() -> None:
         "evalue": "v",
         "traceback": [],
     }
-    assert read_report({"status": "ok", "data": {"text/plain": "nonsense"}})["ename"] == "Error"
+    for unreadable in ("nonsense", repr(json.dumps([1])), repr("not json")):
+        assert read_report({"status": "ok", "data": {"text/plain": unreadable}})["ename"] == "Error"
 
 
 # --- after each cell: memory and health ------------------------------------------------

@@ -186,9 +186,12 @@ def read_report(value: dict[str, Any] | None) -> dict[str, Any]:
             "traceback": value.get("traceback", []),
         }
     try:
-        return json.loads(ast.literal_eval(value.get("data", {}).get("text/plain", "''")))
+        report = json.loads(ast.literal_eval(value.get("data", {}).get("text/plain", "''")))
     except (ValueError, SyntaxError, TypeError):
+        report = None
+    if not isinstance(report, dict):
         return {"ename": "Error", "evalue": "unreadable ResponseInfo result", "traceback": []}
+    return report
 
 
 #: ``Kernel.traits`` key: the kernel binds request globals out of band (the probe said so).
