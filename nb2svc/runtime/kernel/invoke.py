@@ -7,7 +7,9 @@ per service by :func:`invoker_for`:
 2. :meth:`Invoker.prepare`: a check on each new kernel after its setup cells;
 3. :meth:`Invoker.invoke`: run an endpoint's code with its request (and stream callbacks),
    and answer an :class:`Invocation`: the endpoint's result, its ResponseInfo cell's run,
-   and the text the kernel saw that is not the notebook's (never echo it back).
+   and the text the kernel saw that is not the notebook's (never echo it back). Each
+   implementation says what it sends (:meth:`Invoker.call`, no I/O) and how the
+   ResponseInfo cell runs (:meth:`Invoker.response_info`).
 
 The implementations:
 
@@ -37,7 +39,7 @@ import shlex
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -209,8 +211,25 @@ def response_info_expression(endpoint: EndpointCode) -> str:
     return f"{AGENT_NAME}.response_info({code}, {name})"
 
 
+@dataclass(frozen=True)
+class Call:
+    """What one endpoint run sends: the ``execute_request``'s code and what rides with it."""
+
+    code: str
+    #: What the kernel sees in front of the notebook's code (see :attr:`Invocation.hide`).
+    hide: str = ""
+    metadata: dict[str, Any] | None = None
+    buffers: list[bytes] | None = None
+    user_expressions: dict[str, str] | None = None
+
+
 class Invoker(ABC):
-    """Runs endpoints on the kernels of one service (see the module docstring)."""
+    """Runs endpoints on the kernels of one service (see the module docstring).
+
+    :meth:`invoke` is the same for every kind of kernel: one execute of :meth:`call`'s
+    message, then, when the code succeeded and there is a ResponseInfo cell,
+    :meth:`response_info`.
+    """
 
     #: Code run on each new kernel before its setup cells ("" for none).
     bootstrap: str = ""
@@ -229,6 +248,15 @@ class Invoker(ABC):
         """Called once on each new kernel after its setup cells; may raise to refuse it."""
 
     @abstractmethod
+    def call(self, kernel: Kernel, endpoint: EndpointCode, payload: RequestPayload) -> Call:
+        """The message that runs ``endpoint`` with ``payload`` bound on ``kernel``."""
+
+    @abstractmethod
+    def response_info(
+        self, kernel: Kernel, endpoint: EndpointCode, result: ExecutionResult, deadline: float
+    ) -> ExecutionResult:
+        """The ResponseInfo cell's run, after the endpoint's code succeeded with ``result``."""
+
     def invoke(
         self,
         kernel: Kernel,
@@ -240,13 +268,21 @@ class Invoker(ABC):
     ) -> Invocation:
         """Run ``endpoint`` with ``payload`` bound; :class:`ExecutionTimeout` and
         :class:`KernelDied` pass through (the kernel is then interrupted or retired)."""
-
-    def _run_response_info(self, kernel: Kernel, endpoint: EndpointCode, deadline: float) -> ExecutionResult:
-        """The ResponseInfo cell as its own execute, within what is left of the timeout."""
-        assert endpoint.response_info is not None
-        return self._executor.execute(
-            kernel, endpoint.response_info, timeout=max(0.1, deadline - time.monotonic())
+        deadline = time.monotonic() + timeout
+        call = self.call(kernel, endpoint, payload)
+        result = self._executor.execute(
+            kernel,
+            call.code,
+            timeout=timeout,
+            user_expressions=call.user_expressions,
+            metadata=call.metadata,
+            buffers=call.buffers,
+            on_output=on_output,
         )
+        info = None
+        if result.error is None and endpoint.response_info is not None:
+            info = self.response_info(kernel, endpoint, result, deadline)
+        return Invocation(result, info, call.hide)
 
 
 class LiteralAssignment(Invoker):
@@ -256,23 +292,17 @@ class LiteralAssignment(Invoker):
         super().__init__()
         self.assign = ASSIGNMENTS[language.lower()]
 
-    def invoke(
-        self,
-        kernel: Kernel,
-        endpoint: EndpointCode,
-        payload: RequestPayload,
-        *,
-        timeout: float,
-        on_output: OutputHandler | None = None,
-    ) -> Invocation:
-        deadline = time.monotonic() + timeout
+    def call(self, kernel: Kernel, endpoint: EndpointCode, payload: RequestPayload) -> Call:
         injected = self.assign(payload.json)
-        code = injected + endpoint.code
-        result = self._executor.execute(kernel, code, timeout=timeout, on_output=on_output)
-        info = None
-        if result.error is None and endpoint.response_info is not None:
-            info = self._run_response_info(kernel, endpoint, deadline)
-        return Invocation(result, info, injected)
+        return Call(injected + endpoint.code, injected)
+
+    def response_info(
+        self, kernel: Kernel, endpoint: EndpointCode, result: ExecutionResult, deadline: float
+    ) -> ExecutionResult:
+        """Its own execute, within what is left of the request's timeout."""
+        assert endpoint.response_info is not None
+        remaining = max(0.1, deadline - time.monotonic())
+        return self._executor.execute(kernel, endpoint.response_info, timeout=remaining)
 
 
 class PythonAgent(Invoker):
@@ -283,7 +313,7 @@ class PythonAgent(Invoker):
     def __init__(self) -> None:
         super().__init__()
         self.bootstrap = agent_bootstrap()
-        self._literal = ASSIGNMENTS["python"]
+        self._literal = LiteralAssignment("python")
 
     def prepare(self, kernel: Kernel, timeout: float) -> None:
         """Ask the kernel once whether request globals reach it out of band."""
@@ -298,40 +328,22 @@ class PythonAgent(Invoker):
         answer = (probe.user_expressions.get(PROBE_KEY) or {}).get("data", {}).get("text/plain")
         kernel.traits[OUT_OF_BAND] = answer == "True"
 
-    def invoke(
-        self,
-        kernel: Kernel,
-        endpoint: EndpointCode,
-        payload: RequestPayload,
-        *,
-        timeout: float,
-        on_output: OutputHandler | None = None,
-    ) -> Invocation:
+    def call(self, kernel: Kernel, endpoint: EndpointCode, payload: RequestPayload) -> Call:
+        """The notebook's code with the request beside it, or (where the probe failed) the
+        literal; either way the ResponseInfo cell as a user expression."""
         expressions = None
         if endpoint.response_info is not None:
             expressions = {RESPONSE_INFO_KEY: response_info_expression(endpoint)}
-        if kernel.traits.get(OUT_OF_BAND):
-            code, injected = endpoint.code, ""
-            metadata, buffers = out_of_band(payload)
-        else:
-            injected = self._literal(payload.json)
-            code, metadata, buffers = injected + endpoint.code, None, None
-        result = self._executor.execute(
-            kernel,
-            code,
-            timeout=timeout,
-            user_expressions=expressions,
-            metadata=metadata,
-            buffers=buffers,
-            on_output=on_output,
-        )
-        info = None
-        if result.error is None and expressions is not None:
-            info = self._report(result.user_expressions.get(RESPONSE_INFO_KEY))
-        return Invocation(result, info, injected)
+        if not kernel.traits.get(OUT_OF_BAND):
+            return replace(self._literal.call(kernel, endpoint, payload), user_expressions=expressions)
+        metadata, buffers = out_of_band(payload)
+        return Call(endpoint.code, "", metadata, buffers, expressions)
 
-    def _report(self, value: dict[str, Any] | None) -> ExecutionResult:
-        report = read_report(value)
+    def response_info(
+        self, kernel: Kernel, endpoint: EndpointCode, result: ExecutionResult, deadline: float
+    ) -> ExecutionResult:
+        """The report the user expression gave in the endpoint's own reply."""
+        report = read_report(result.user_expressions.get(RESPONSE_INFO_KEY))
         if "stdout" in report:
             return self._executor.ExecutionResult(stdout_parts=[report["stdout"]])
         error = self._executor.ExecutionError(
@@ -354,6 +366,7 @@ def invoker_for(language: str) -> Invoker:
 
 __all__ = [
     "ASSIGNMENTS",
+    "Call",
     "EndpointCode",
     "Invocation",
     "Invoker",
