@@ -265,9 +265,12 @@ def error_payload(result: ExecutionResult, *, hide: str = "", detail: str = "ful
     return payload
 
 
-def answer(done: Invocation, detail: str = "full") -> Response:
+def answer(done: Invocation, detail: str = "full", req: Request | None = None) -> Response:
     """The HTTP response of an endpoint's run: a 500 for a failed cell or ResponseInfo cell,
-    else the body and ResponseInfo's status and headers (``detail``: see :func:`error_payload`)."""
+    else the body and ResponseInfo's status and headers (``detail``: see :func:`error_payload`).
+
+    ``req``: the request being answered now (not a job's), for :func:`conditional`.
+    """
     for failed in (done.result, done.response_info):
         if failed is not None and failed.error is not None:
             payload = error_payload(failed, hide=done.hide, detail=detail)
@@ -276,7 +279,8 @@ def answer(done: Invocation, detail: str = "full") -> Response:
         info = parse_response_info(done.response_info.stdout if done.response_info else "")
     except ResponseInfoError as exc:
         return json_error(500, "ResponseInfoError", str(exc))
-    return make_response(done.result, info)
+    response = make_response(done.result, info)
+    return response if req is None else conditional(req, response)
 
 
 def conditional(req: Request, response: Response) -> Response:

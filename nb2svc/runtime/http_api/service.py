@@ -26,14 +26,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Request, Response, current_app, jsonify, request
 
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
 from nb2svc.runtime.http_api.jobs import JobLimit, JobStore
 from nb2svc.runtime.http_api.request import BadRequestBody, build_payload
-from nb2svc.runtime.http_api.responses import answer, conditional
+from nb2svc.runtime.http_api.responses import answer
 from nb2svc.runtime.http_api.streaming import EVENT_STREAM, OutputStream, wants_event_stream
 from nb2svc.runtime.kernel import (
     ExecutionTimeout,
@@ -162,7 +162,7 @@ class ApiService:
             return self._submit_job(endpoint, payload)
         if endpoint.response == "stream":
             return self._stream(endpoint, payload)
-        return conditional(request, self._run(endpoint, payload))
+        return self._run(endpoint, payload, answering=request)
 
     def _run(
         self,
@@ -170,11 +170,13 @@ class ApiService:
         payload: RequestPayload,
         on_output: Callable[[str, dict[str, Any]], None] | None = None,
         on_kernel: Callable[[Kernel], None] | None = None,
+        answering: Request | None = None,
     ) -> Response:
         """Lease a kernel, run the endpoint with ``payload`` and make its response.
 
         ``on_output`` sees output as it is produced (streaming); ``on_kernel`` is told the
-        leased kernel (so that a job or stream can be cancelled by interrupting it).
+        leased kernel (so that a job or stream can be cancelled by interrupting it);
+        ``answering`` is the HTTP request when it is answered now (ETag and 304).
         """
         code, timeout = _endpoint_code(endpoint), self.settings.request_timeout
         try:
@@ -197,7 +199,7 @@ class ApiService:
             )
         except KernelDied as exc:
             return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
-        return answer(done, self.settings.error_detail)
+        return answer(done, self.settings.error_detail, answering)
 
     # --- async jobs and streams ------------------------------------------------------
 
