@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import nbformat
 import pytest
 
 from nb2svc.runtime.kernel.agent import AGENT_NAME, PROBE_TOKEN, REQUEST_KEY
@@ -27,6 +29,7 @@ from nb2svc.runtime.kernel.invoke import (
     out_of_band,
     supports_language,
 )
+from tests.notebooks import notebook
 from tests.scripted import IDLE, ScriptedKernel, iopub, reply
 from tests.support import REPO
 
@@ -56,6 +59,20 @@ def test_the_cli_can_ask_in_gunicorns_master_without_zmq_or_gevent() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_refuses_a_language_no_invoker_serves_before_anything_starts(tmp_path: Path) -> None:
+    path = tmp_path / "cobol.ipynb"
+    nbformat.write(notebook("# GET /x\nDISPLAY 'x'", kernel="cobol", language="cobol"), path)
+    out = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", str(path), "--comment-prefix", "#", "--port", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "API mode cannot serve 'cobol' kernels yet" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_out_of_band_names_each_global_and_its_buffers_in_order() -> None:
