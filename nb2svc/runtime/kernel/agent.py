@@ -243,7 +243,7 @@ class Agent:
         return printer
 
     def install_image_printer(self) -> None:
-        from IPython.display import Image
+        from IPython.display import Image  # here: the worker imports this module for its constants
 
         stock = getattr(Image, "_repr_mimebundle_", None)
         formatter = getattr(self.shell.display_formatter, "mimebundle_formatter", None)
