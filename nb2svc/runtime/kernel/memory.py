@@ -2,9 +2,9 @@
 
 Two sources, provisioner-neutral first:
 
-- what the kernel itself reported: API mode's Python agent adds its resident set size
-  (``/proc/self/statm``, else the peak from ``getrusage``) to every execute reply as an
-  ``nb2svc_memory`` payload, and the executor keeps the last value on the kernel
+- what the kernel itself reported: API mode's Python agent (:mod:`.agent`) adds its
+  resident set size (``/proc/self/statm``, else the peak from ``getrusage``) to every
+  execute reply as a :data:`~.agent.MEMORY` payload, and the executor keeps the last value on the kernel
   (:attr:`Kernel.reported_memory <nb2svc.runtime.kernel.channels.Kernel.reported_memory>`);
   this works for a kernel in a pod or on another host;
 - the fast path, for a ``LocalProvisioner`` kernel: its process's ``/proc/<pid>/statm``,
