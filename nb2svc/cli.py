@@ -908,6 +908,44 @@ def _check_timing(settings: Settings, mode: str) -> None:
         )
 
 
+class StoreUnreachable(click.ClickException):
+    """The ``--store`` named cannot be used: a usage error (exit 2), one line."""
+
+    exit_code = 2
+
+
+def _check_store(settings: Settings) -> str:
+    """Contact a Redis store once before any worker starts; its redacted description.
+
+    The embedded store is the workers' to open (it lives beside them, after the fork).
+    """
+    from nb2svc.runtime.store import StoreUnavailable, read_password_file, redact
+
+    if not settings.store:
+        return "embedded store (shared by this server's workers)"
+    from urllib.parse import urlsplit
+
+    from nb2svc.runtime.secret import erase
+
+    in_url = urlsplit(settings.store).password
+    if in_url and not erase(in_url):
+        click.echo("warning: could not erase the store password from this process's command line", err=True)
+    try:
+        password = read_password_file(settings.store_password_file) if settings.store_password_file else None
+        from nb2svc.runtime.store.redis import RedisStore
+
+        store = RedisStore(settings.store, redact(settings.store), password=password)
+        try:
+            store.ping()
+        finally:
+            store.close()
+    except ValueError as exc:
+        raise StoreUnreachable(str(exc)) from None
+    except StoreUnavailable as exc:
+        raise StoreUnreachable(f"--store: cannot use {exc}") from None
+    return f"store {redact(settings.store)}"
+
+
 def _check_port(settings: Settings) -> None:
     """Fail with one line if the address is taken (gunicorn would retry for 5 s, then exit)."""
     import errno
@@ -946,6 +984,7 @@ def _run_server(
     from nb2svc.runtime.server import Server
 
     _check_port(settings)
+    store = _check_store(settings)
     base = settings.base_url.rstrip("/")
     url = f"http://{settings.host}:{settings.port}{base}"
     if len(mounts) == 1 and not mounts[0].prefix:
@@ -966,7 +1005,7 @@ def _run_server(
             )
         lines += [f"  docs:   {url}/_api/docs", f"  health: {url}/_api/health/ready"]
         banner = "\n".join(lines)
-    click.echo(banner, err=True)
+    click.echo(f"{banner}\n  jobs:      {store}", err=True)
     _run(Server(factory, settings))
 
 

@@ -140,6 +140,13 @@ KG_CELL_PARSERS = {
 }
 
 
+def _store_module() -> Any:
+    """:mod:`nb2svc.runtime.store`, imported when a store URL is checked (it owns the URL rules)."""
+    from nb2svc.runtime import store
+
+    return store
+
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "host",
@@ -235,6 +242,62 @@ OPTIONS: tuple[Option, ...] = (
         "Requests that may wait for a kernel per worker; more get 503 (0: none wait).",
         modes=("api",),
         minimum=0,
+    ),
+    # --- async jobs and the shared store (issue 18) ---
+    Option(
+        "store",
+        str,
+        "",
+        "Where jobs (and other shared state) live: empty for the embedded store (SQLite, shared by "
+        "this server's workers), or redis://[:password@]host:port/db / rediss://... for several "
+        "replicas. Printed with the password redacted.",
+        modes=("api",),
+        normalize=lambda value: _store_module().normalize_store_url(value),
+        shown_default="embedded",
+    ),
+    Option(
+        "store_password_file",
+        str,
+        "",
+        "Read the store's password from this file (first line); keeps it out of the URL, the "
+        "command line and the environment.",
+        modes=("api",),
+    ),
+    Option(
+        "max_jobs_per_client",
+        int,
+        100,
+        "Async jobs one client (its token, else its address) may have running or not yet "
+        "collected; one more is a 429.",
+        modes=("api",),
+        minimum=1,
+    ),
+    Option(
+        "job_result_max_bytes",
+        int,
+        16 * MiB,
+        "Largest answer a job keeps (status, headers and body); a larger one fails the job "
+        "with JobResultTooLarge instead of being truncated.",
+        modes=("api",),
+        minimum=1,
+        shown_default="16 MiB",
+    ),
+    Option(
+        "job_ttl",
+        float,
+        600.0,
+        "Seconds a finished job's answer is kept for its poller.",
+        modes=("api",),
+        above=0,
+    ),
+    Option(
+        "job_lease",
+        float,
+        10.0,
+        "Seconds after which a job whose worker or replica stopped renewing its lease "
+        "fails with reason 'replica lost'.",
+        modes=("api",),
+        minimum=1,
     ),
     Option(
         "max_body_size",

@@ -52,8 +52,15 @@ def hide(token: str) -> bool:
     _held = token
     for name in TOKEN_VARIABLES:
         os.environ.pop(name, None)
-    if not token:
+    return erase(token)
+
+
+def erase(secret_text: str) -> bool:
+    """Overwrite every copy of ``secret_text`` in this process's original argv and environment
+    with ``*`` (what ``/proc/<pid>/cmdline`` and ``environ`` show); ``False`` if impossible."""
+    if not secret_text:
         return True
+    token = secret_text
     try:
         with open("/proc/self/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()

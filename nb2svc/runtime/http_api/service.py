@@ -30,7 +30,7 @@ from flask import Response, current_app, jsonify, request
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
-from nb2svc.runtime.http_api.jobs import JobLimit, JobStore
+from nb2svc.runtime.http_api.jobs import JobLimit, JobStore, client_identity
 from nb2svc.runtime.http_api.kg_compat import conditional
 from nb2svc.runtime.http_api.kg_compat import path_params as kg_path_params
 from nb2svc.runtime.http_api.request import (
@@ -69,6 +69,7 @@ from nb2svc.runtime.kernel import (
     start_kernel,
 )
 from nb2svc.runtime.kernel.executor import expression_result
+from nb2svc.runtime.store import StoreUnavailable
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
@@ -88,9 +89,11 @@ class ApiService:
         exit_on_failure: bool = True,
         prefix: str = "",
         on_ready: Callable[[], None] | None = None,
+        jobs: JobStore | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
-        "warm" line; alone, the service says "ready" itself."""
+        "warm" line; alone, the service says "ready" itself. ``jobs`` is the app's job
+        store (shared by its notebooks); without one, requests for jobs are a 503."""
         if not supports_language(spec.kernel.language):
             raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
         self.spec = spec
@@ -120,7 +123,7 @@ class ApiService:
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
-        self.jobs = JobStore()
+        self.jobs = jobs
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel; a Python one is asked once whether it binds REQUEST out of band."""
@@ -274,16 +277,21 @@ class ApiService:
             with app.app_context():
                 return self._run(endpoint, payload, on_kernel=on_kernel)
 
+        if self.jobs is None:
+            return json_error(503, "ServiceUnavailable", "async jobs are not available in this app")
+        name = f"{endpoint.method} {endpoint.path}"
         try:
-            job = self.jobs.submit(f"{endpoint.method} {endpoint.path}", run)
+            job = self.jobs.submit(name, client_identity(request), run)
         except JobLimit as exc:
-            response = json_error(503, "ServiceUnavailable", str(exc))
+            response = json_error(429, "TooManyJobs", str(exc))
             response.headers["Retry-After"] = "1"
             return response
-        location = f"{self.base}/_api/jobs/{job.id}"
-        response = jsonify(
-            {"id": job.id, "status": job.status, "endpoint": job.endpoint, "location": location}
-        )
+        except StoreUnavailable as exc:
+            response = json_error(503, "ServiceUnavailable", f"the job store is unavailable: {exc}")
+            response.headers["Retry-After"] = "1"
+            return response
+        location = f"{self.base}/_api/jobs/{job['id']}"
+        response = jsonify({"id": job["id"], "status": job["status"], "endpoint": name, "location": location})
         response.status_code = 202
         response.headers["Location"] = location
         return response

@@ -1,0 +1,127 @@
+"""Shared state that outlives a worker: one small interface, two backends.
+
+- :class:`~nb2svc.runtime.store.base.Store` is the contract (keys with expiry, atomic
+  create/compare, expiring indexes, leases; see :mod:`.base`).
+- The embedded default (``--store`` empty) is SQLite in the server's private runtime
+  directory (:mod:`.sqlite`): shared by every worker of one server, nothing to run.
+- ``redis://[:password@]host:port/db`` or ``rediss://`` (TLS) is a Redis or Valkey server
+  for several replicas (:mod:`.redis`); the password comes from the URL or from
+  ``--store-password-file``.
+
+:func:`redact` is the only way a store URL is ever printed: the password becomes
+``***``. This module is imported by the CLI in gunicorn's master: it imports neither
+gevent nor redis at the top (the backends are imported when opened).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from nb2svc.runtime.store.base import Store, StoreUnavailable
+
+SCHEMES = ("redis", "rediss")
+#: The embedded store's file in the server's runtime directory.
+EMBEDDED_FILE = "store.sqlite"
+
+
+def redact(url: str) -> str:
+    """``url`` with any password (and user name) replaced by ``***``; safe to print."""
+    if not url:
+        return "embedded"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unreadable store URL)"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = "***@" + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def normalize_store_url(value: str) -> str:
+    """Check a ``--store`` value's form (``ValueError`` with a redacted reason)."""
+    text = value.strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"not a store URL: {redact(text)}") from None
+    if parts.scheme not in SCHEMES or not parts.hostname:
+        raise ValueError(
+            f"must be redis://host:port/db or rediss://host:port/db (empty: embedded), got {redact(text)}"
+        )
+    return text
+
+
+def read_password_file(path: str) -> str:
+    """The store password in ``path``: its first line, stripped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"--store-password-file {path}: {exc.strerror or exc}") from None
+    password = (text.splitlines() or [""])[0].strip()
+    if not password:
+        raise ValueError(f"--store-password-file {path}: the file is empty")
+    return password
+
+
+def server_directory() -> str:
+    """The private runtime directory of the server this worker belongs to.
+
+    It sits beside the workers' own kernel directories (:mod:`nb2svc.runtime.reaper`),
+    named after gunicorn's master (this worker's parent) like an owner directory, so the
+    reaper removes it once that server has died; without /proc, a private directory per
+    parent process under the temporary directory.
+    """
+    from nb2svc.runtime import reaper
+
+    base = reaper._base()
+    parent = os.getppid()
+    started = reaper._start_time(parent)
+    if base is None or started is None:
+        import tempfile
+
+        path = os.path.join(tempfile.gettempdir(), f"nb2svc-store-{os.getuid()}-{parent}")
+    else:
+        path = os.path.join(base, f"{parent}-{started}", "store")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def open_store(url: str, password_file: str = "") -> Store:
+    """The store ``url`` names (empty: the embedded one); :class:`StoreUnavailable` if it
+    cannot be opened. Nothing is sent yet: call :meth:`Store.ping` to check it answers."""
+    if not url:
+        from nb2svc.runtime.store.sqlite import SqliteStore
+
+        try:
+            directory = server_directory()
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create the embedded store's directory: {exc}") from None
+        return SqliteStore(os.path.join(directory, EMBEDDED_FILE))
+    from nb2svc.runtime.store.redis import RedisStore
+
+    password = None
+    if password_file:
+        try:
+            password = read_password_file(password_file)
+        except ValueError as exc:
+            raise StoreUnavailable(str(exc)) from None
+    return RedisStore(url, f"Redis at {redact(url)}", password=password)
+
+
+__all__ = [
+    "Store",
+    "StoreUnavailable",
+    "normalize_store_url",
+    "open_store",
+    "read_password_file",
+    "redact",
+]
