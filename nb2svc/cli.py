@@ -917,32 +917,37 @@ class StoreUnreachable(click.ClickException):
 def _check_store(settings: Settings) -> str:
     """Contact a Redis store once before any worker starts; its redacted description.
 
-    The embedded store is the workers' to open (it lives beside them, after the fork).
+    The check runs in a child process (see ``runtime/store/check.py``); the embedded
+    store is the workers' to open (it lives beside them, after the fork).
     """
-    from nb2svc.runtime.store import StoreUnavailable, read_password_file, redact
-
-    if not settings.store:
-        return "embedded store (shared by this server's workers)"
+    import json
+    import subprocess
+    import sys
     from urllib.parse import urlsplit
 
     from nb2svc.runtime.secret import erase
+    from nb2svc.runtime.store import redact
 
+    if not settings.store:
+        return "embedded store (shared by this server's workers)"
     in_url = urlsplit(settings.store).password
     if in_url and not erase(in_url):
         click.echo("warning: could not erase the store password from this process's command line", err=True)
+    request = json.dumps({"url": settings.store, "password_file": settings.store_password_file})
     try:
-        password = read_password_file(settings.store_password_file) if settings.store_password_file else None
-        from nb2svc.runtime.store.redis import RedisStore
-
-        store = RedisStore(settings.store, redact(settings.store), password=password)
-        try:
-            store.ping()
-        finally:
-            store.close()
-    except ValueError as exc:
-        raise StoreUnreachable(str(exc)) from None
-    except StoreUnavailable as exc:
-        raise StoreUnreachable(f"--store: cannot use {exc}") from None
+        checked = subprocess.run(
+            [sys.executable, "-m", "nb2svc.runtime.store.check"],
+            input=request,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        raise StoreUnreachable(f"--store {redact(settings.store)}: no answer within 30s") from None
+    if checked.returncode != 0:
+        said = (checked.stdout.strip() or checked.stderr.strip() or "the check failed").splitlines()
+        reason = said[-1]
+        raise StoreUnreachable(f"--store: cannot use {reason}")
     return f"store {redact(settings.store)}"
 
 
