@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nb2svc.store_url import normalize_store_url
+
 
 @dataclass(frozen=True)
 class Option:
@@ -140,13 +142,6 @@ KG_CELL_PARSERS = {
 }
 
 
-def _store_module() -> Any:
-    """:mod:`nb2svc.runtime.store`, imported when a store URL is checked (it owns the URL rules)."""
-    from nb2svc.runtime import store
-
-    return store
-
-
 OPTIONS: tuple[Option, ...] = (
     Option(
         "host",
@@ -252,8 +247,9 @@ OPTIONS: tuple[Option, ...] = (
         "this server's workers), or redis://[:password@]host:port/db / rediss://... for several "
         "replicas. Printed with the password redacted.",
         modes=("api",),
-        normalize=lambda value: _store_module().normalize_store_url(value),
+        normalize=normalize_store_url,
         shown_default="embedded",
+        deploy=True,  # `build --k8s --store URL` reads it from a Secret; never baked (see bundle.py)
     ),
     Option(
         "store_password_file",

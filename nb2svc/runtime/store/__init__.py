@@ -8,56 +8,22 @@
   for several replicas (:mod:`.redis`); the password comes from the URL or from
   ``--store-password-file``.
 
-:func:`redact` is the only way a store URL is ever printed: the password becomes
-``***``. This module is imported by the CLI in gunicorn's master: it imports neither
-gevent nor redis at the top (the backends are imported when opened).
+:func:`redact` (from :mod:`nb2svc.store_url`) is the only way a store URL is ever
+printed: the password becomes ``***``. This module is imported by the CLI in gunicorn's
+master: it imports neither gevent nor redis at the top (the backends are imported when
+opened).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from nb2svc.runtime.store.base import Store, StoreUnavailable
+from nb2svc.store_url import normalize_store_url, redact
 
-SCHEMES = ("redis", "rediss")
 #: The embedded store's file in the server's runtime directory.
 EMBEDDED_FILE = "store.sqlite"
-
-
-def redact(url: str) -> str:
-    """``url`` with any password (and user name) replaced by ``***``; safe to print."""
-    if not url:
-        return "embedded"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(an unreadable store URL)"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = "***@" + host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def normalize_store_url(value: str) -> str:
-    """Check a ``--store`` value's form (``ValueError`` with a redacted reason)."""
-    text = value.strip()
-    if not text:
-        return ""
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise ValueError(f"not a store URL: {redact(text)}") from None
-    if parts.scheme not in SCHEMES or not parts.hostname:
-        raise ValueError(
-            f"must be redis://host:port/db or rediss://host:port/db (empty: embedded), got {redact(text)}"
-        )
-    return text
 
 
 def read_password_file(path: str) -> str:
