@@ -263,8 +263,8 @@ OPTIONS: tuple[Option, ...] = (
         "max_jobs_per_client",
         int,
         100,
-        "Async jobs one client (its token, else its address) may have running or not yet "
-        "collected; one more is a 429.",
+        "Async jobs one client (its address, and token when one is required) may have running or "
+        "not yet collected; one more is a 429.",
         modes=("api",),
         minimum=1,
     ),

@@ -23,7 +23,7 @@ How, in the store (keys under ``job:{id}``):
   lost"``: a dead worker or replica is seen within the lease time, never an endless
   ``running``;
 - the *result* (status, headers, body), written once with the job TTL, bounded in bytes;
-- the client's *index* of jobs (by token, else by address): at most
+- the client's *index* of jobs (by address, and token when tokens are checked): at most
   ``--max-jobs-per-client`` running or uncollected, so one client cannot lock others out.
 
 The worker running jobs watches their records a few times a second (one ``get_many``
@@ -106,12 +106,15 @@ class JobState:
         return str(self.record["status"])
 
 
-def client_identity(request: Request) -> str:
-    """Whose jobs count together: the token presented (hashed), else the client address."""
-    token = presented_token()
+def client_identity(request: Request, token_checked: bool) -> str:
+    """Whose jobs count together: the client's address, and with it the token it presented
+    (hashed) when the server checks tokens. An unchecked token is ignored: a client could
+    otherwise send a new made-up one with each job to escape its bound."""
+    address = "addr:" + (request.remote_addr or "unknown")
+    token = presented_token() if token_checked else None
     if token:
-        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
-    return "addr:" + (request.remote_addr or "unknown")
+        return address + ",token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    return address
 
 
 def _record_key(job_id: str) -> str:
@@ -193,6 +196,10 @@ class JobStore:
             response = run(on_kernel)
         except JobCancelled:
             return
+        except Exception as exc:  # a bug, not the cell's error (that is a response): say so to the poller
+            log.exception("job %s failed", job.id)
+            body = {"error": "InternalError", "message": f"the job failed inside nb2svc: {exc}"}
+            response = Response(json.dumps(body), status=500, mimetype="application/json")
         finally:
             job.kernel, job.phase = None, "finishing"
             self._local.pop(job.id, None)
@@ -250,6 +257,8 @@ class JobStore:
                             self.store.index_add(_client_key(job.client), job.id, self.limits.lease)
             except StoreUnavailable as exc:
                 log.warning("cannot reach the job store to watch %d running job(s): %s", len(jobs), exc)
+            except Exception:  # the watcher must outlive any surprise, or every lease lapses
+                log.exception("error while watching running jobs")
 
     def _stop_local(self, job: LocalJob) -> None:
         """Stop a job of this worker: unqueue it, or interrupt its kernel."""

@@ -281,7 +281,7 @@ class ApiService:
             return json_error(503, "ServiceUnavailable", "async jobs are not available in this app")
         name = f"{endpoint.method} {endpoint.path}"
         try:
-            job = self.jobs.submit(name, client_identity(request), run)
+            job = self.jobs.submit(name, client_identity(request, bool(self._hidden_query)), run)
         except JobLimit as exc:
             response = json_error(429, "TooManyJobs", str(exc))
             response.headers["Retry-After"] = "1"
