@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import requests
 
 from tests.notebooks import notebook
 from tests.scaleout import Haproxy, RedisServer
-from tests.support import REPO, Server, free_port, wait_for
+from tests.support import REPO, Server, free_port, wait_for, worker_of
 
 pytestmark = pytest.mark.slow
 
@@ -176,6 +177,22 @@ def test_two_workers_with_the_embedded_store_never_404(notebook_path: Path, tmp_
         for location in kernels:  # fresh connections: the polls land on either worker
             answers = {server.get(location).status_code for _ in range(10)}
             assert answers == {200}
+    finally:
+        server.kill()
+
+
+def test_the_embedded_store_survives_a_worker_killed_mid_job(notebook_path: Path, tmp_path: Path) -> None:
+    """The worker running a job is SIGKILLed: gunicorn's next worker reads the same SQLite file
+    and fails the job as "replica lost" once its lease lapses."""
+    server = Server([str(notebook_path), "--pool-size", "1", "--job-lease", str(LEASE)], log_dir=tmp_path)
+    try:
+        server.wait_ready()
+        location = server.get("/slow/60", headers=ASYNC).headers["Location"]
+        kernel = next(iter(server.find_kernels()))
+        worker = worker_of(server, kernel)
+        os.kill(worker, signal.SIGKILL)
+        failed = poll(lambda path: server.get(path, timeout=60), location, timeout=LEASE + 60)
+        assert failed.status_code == 502 and failed.json()["reason"] == "replica lost"
     finally:
         server.kill()
 
