@@ -19,14 +19,6 @@ from nb2svc.runtime.http_api.jobs import REPLICA_LOST, JobLimit, JobLimits, JobS
 from nb2svc.runtime.store import Store
 from nb2svc.runtime.store.redis import RedisStore
 from nb2svc.runtime.store.sqlite import SqliteStore
-from tests.scaleout import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -23,13 +23,19 @@ class Cancelled(Exception):
     pass
 
 
-def test_a_kernel_handed_to_a_waiter_killed_meanwhile_goes_back_to_the_pool() -> None:
+def one_lent() -> tuple[KernelPool, Idle, gevent.Greenlet]:
+    """A pool of one kernel, lent out, and a greenlet queued for it."""
     pool = KernelPool(1, Idle)  # type: ignore[arg-type]
     pool.start()
     with gevent.Timeout(5):
         kernel = pool.acquire()
     waiting = gevent.spawn(pool.acquire, 5)
     gevent.sleep(0)  # it now waits in the queue
+    return pool, kernel, waiting
+
+
+def test_a_kernel_handed_to_a_waiter_killed_meanwhile_goes_back_to_the_pool() -> None:
+    pool, kernel, waiting = one_lent()
     waiting.kill(Cancelled(), block=False)  # the cancel is scheduled first ...
     pool.release(kernel)  # ... then the kernel is handed to the waiter
     gevent.joinall([waiting])
@@ -39,12 +45,7 @@ def test_a_kernel_handed_to_a_waiter_killed_meanwhile_goes_back_to_the_pool() ->
 
 
 def test_a_waiter_killed_before_any_kernel_is_free_leaves_no_trace() -> None:
-    pool = KernelPool(1, Idle)  # type: ignore[arg-type]
-    pool.start()
-    with gevent.Timeout(5):
-        kernel = pool.acquire()
-    waiting = gevent.spawn(pool.acquire, 5)
-    gevent.sleep(0)
+    pool, kernel, waiting = one_lent()
     waiting.kill(Cancelled())
     pool.release(kernel)
     assert pool.take() is kernel

@@ -17,8 +17,8 @@ opened).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from nb2svc.runtime.secret import read_secret_file
 from nb2svc.runtime.store.base import Store, StoreUnavailable
 from nb2svc.store_url import normalize_store_url, redact
 
@@ -28,14 +28,7 @@ EMBEDDED_FILE = "store.sqlite"
 
 def read_password_file(path: str) -> str:
     """The store password in ``path``: its first line, stripped."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"--store-password-file {path}: {exc.strerror or exc}") from None
-    password = (text.splitlines() or [""])[0].strip()
-    if not password:
-        raise ValueError(f"--store-password-file {path}: the file is empty")
-    return password
+    return read_secret_file(path, "--store-password-file")
 
 
 def server_directory() -> str:
