@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,13 +32,19 @@ def need(binary: str) -> str:
 class RedisServer:
     """``redis-server`` with no persistence on a free loopback port."""
 
-    def __init__(self, directory: Path, extra: Sequence[str] = ()) -> None:
+    def __init__(self, directory: Path, extra: Sequence[str] = (), tls_cert: Path | None = None) -> None:
+        """``tls_cert`` (a PEM holding certificate and key): TLS only, ``rediss://``."""
         binary = need("redis-server")
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls_cert = tls_cert
+        self.url = f"{'rediss' if tls_cert else 'redis'}://127.0.0.1:{self.port}/0"
         self._log = open(directory / f"redis-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
+        ports = ["--port", str(self.port)]
+        if tls_cert is not None:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            ports += ["--tls-cert-file", str(tls_cert), "--tls-key-file", str(tls_cert)]
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory)]
+            [binary, *ports, "--bind", "127.0.0.1", "--dir", str(directory)]
             + ["--save", "", "--appendonly", "no", *extra],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -48,7 +55,11 @@ class RedisServer:
         if self.proc.poll() is not None:
             raise AssertionError(f"redis-server exited with {self.proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as plain:
+                sock = plain
+                if self.tls_cert is not None:
+                    context = ssl.create_default_context(cafile=str(self.tls_cert))
+                    sock = context.wrap_socket(plain, server_hostname="127.0.0.1")
                 sock.sendall(b"PING\r\n")
                 answer = sock.recv(64)  # +PONG, or NOAUTH when a password is required: up either way
                 return answer.startswith((b"+PONG", b"-NOAUTH"))
@@ -119,3 +130,18 @@ class Haproxy:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         self._log.close()
+
+
+def self_signed_certificate(directory: Path) -> Path:
+    """A PEM with a key and a certificate for 127.0.0.1, made by the openssl command."""
+    pem = directory / "redis-tls.pem"
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [need("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    return pem

@@ -18,7 +18,7 @@ from nb2svc.runtime.store import (
 )
 from nb2svc.runtime.store.redis import RedisStore
 from nb2svc.runtime.store.sqlite import SqliteStore
-from tests.scaleout import RedisServer
+from tests.scaleout import RedisServer, self_signed_certificate
 from tests.support import wait_for
 
 
@@ -174,5 +174,19 @@ def test_redis_password_from_the_file_is_used(tmp_path: Path, key: str) -> None:
         store.put(key, b"ok")
         assert store.get(key) == b"ok"
         store.close()
+    finally:
+        redis_server.stop()
+
+
+def test_rediss_talks_tls_and_checks_the_certificate(tmp_path: Path, key: str) -> None:
+    pem = self_signed_certificate(tmp_path)
+    redis_server = RedisServer(tmp_path, tls_cert=pem)
+    try:
+        store = open_store(f"{redis_server.url}?ssl_ca_certs={pem}")
+        store.put(key, b"over tls")
+        assert store.get(key) == b"over tls"
+        store.close()
+        with pytest.raises(StoreUnavailable, match="certificate"):
+            open_store(redis_server.url).ping()  # a certificate nobody vouched for
     finally:
         redis_server.stop()
