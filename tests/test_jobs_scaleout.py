@@ -208,6 +208,7 @@ def test_the_store_gone_under_load_503s_job_routes_and_sync_endpoints_serve(
         # the password is neither printed nor left in the master's command line
         assert f"jobs:      store redis://***@127.0.0.1:{redis_server.port}/0" in server.log()
         assert "s3cret-pw" not in server.log()
+        assert "MonkeyPatchWarning" not in server.log(), "redis (and ssl) imported in the master"
         with open(f"/proc/{server.proc.pid}/cmdline", "rb") as f:
             assert b"s3cret-pw" not in f.read()
         location = server.get("/slow/0", headers=ASYNC).headers["Location"]
