@@ -15,6 +15,7 @@ import nbformat
 import pytest
 import requests
 
+from nb2svc.runtime.store import EMBEDDED_FILE, server_directory_path
 from tests.notebooks import notebook
 from tests.scaleout import Haproxy, RedisServer
 from tests.support import REPO, Server, free_port, wait_for, worker_of
@@ -177,6 +178,10 @@ def test_two_workers_with_the_embedded_store_never_404(notebook_path: Path, tmp_
         for location in kernels:  # fresh connections: the polls land on either worker
             answers = {server.get(location).status_code for _ in range(10)}
             assert answers == {200}
+        store = server_directory_path(server.proc.pid)
+        assert store is not None and os.path.exists(os.path.join(store, EMBEDDED_FILE))
+        assert server.stop() == 0
+        assert not os.path.exists(store), "the embedded store outlived its server"
     finally:
         server.kill()
 

@@ -35,23 +35,37 @@ def server_directory() -> str:
     """The private runtime directory of the server this worker belongs to.
 
     It sits beside the workers' own kernel directories (:mod:`nb2svc.runtime.reaper`),
-    named after gunicorn's master (this worker's parent) like an owner directory, so the
-    reaper removes it once that server has died; without /proc, a private directory per
-    parent process under the temporary directory.
+    named after gunicorn's master (this worker's parent) like an owner directory: the
+    master removes it when it exits (:func:`remove_server_directory`), and the reaper once
+    that server has died without doing so; without /proc, a private directory per parent
+    process under the temporary directory.
     """
-    from nb2svc.runtime import reaper
-
-    base = reaper._base()
-    parent = os.getppid()
-    started = reaper._start_time(parent)
-    if base is None or started is None:
+    path = server_directory_path(os.getppid())
+    if path is None:
         import tempfile
 
-        path = os.path.join(tempfile.gettempdir(), f"nb2svc-store-{os.getuid()}-{parent}")
-    else:
-        path = os.path.join(base, f"{parent}-{started}", "store")
+        path = os.path.join(tempfile.gettempdir(), f"nb2svc-store-{os.getuid()}-{os.getppid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+def server_directory_path(server_pid: int) -> str | None:
+    """Where the runtime directory of the server whose master is ``server_pid`` is (or would be)."""
+    from nb2svc.runtime import reaper
+
+    base, started = reaper._base(), reaper._start_time(server_pid)
+    if base is None or started is None:
+        return None
+    return os.path.join(base, f"{server_pid}-{started}", "store")
+
+
+def remove_server_directory() -> None:
+    """In gunicorn's master at exit (every worker is gone): remove this server's embedded store."""
+    import shutil
+
+    path = server_directory_path(os.getpid())
+    if path is not None:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
 def open_store(url: str, password_file: str = "") -> Store:
