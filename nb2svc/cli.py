@@ -915,39 +915,17 @@ class StoreUnreachable(click.ClickException):
 
 
 def _check_store(settings: Settings) -> str:
-    """Contact a Redis store once before any worker starts; its redacted description.
-
-    The check runs in a child process (see ``runtime/store/check.py``); the embedded
-    store is the workers' to open (it lives beside them, after the fork).
-    """
-    import json
-    import subprocess
-    import sys
-    from urllib.parse import urlsplit
-
-    from nb2svc.runtime.secret import erase
-    from nb2svc.runtime.store import redact
+    """Contact a Redis store once before any worker starts (in a child process: see
+    ``runtime/store/check.py``); what the banner says of it, redacted. The embedded store
+    is the workers' to open, after the fork."""
+    from nb2svc.runtime.store.check import check_in_child
+    from nb2svc.store_url import redact
 
     if not settings.store:
         return "embedded store (shared by this server's workers)"
-    in_url = urlsplit(settings.store).password
-    if in_url and not erase(in_url):
-        click.echo("warning: could not erase the store password from this process's command line", err=True)
-    request = json.dumps({"url": settings.store, "password_file": settings.store_password_file})
-    try:
-        checked = subprocess.run(
-            [sys.executable, "-m", "nb2svc.runtime.store.check"],
-            input=request,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except subprocess.TimeoutExpired:
-        raise StoreUnreachable(f"--store {redact(settings.store)}: no answer within 30s") from None
-    if checked.returncode != 0:
-        said = (checked.stdout.strip() or checked.stderr.strip() or "the check failed").splitlines()
-        reason = said[-1]
-        raise StoreUnreachable(f"--store: cannot use {reason}")
+    problem = check_in_child(settings.store, settings.store_password_file)
+    if problem is not None:
+        raise StoreUnreachable(f"--store: cannot use {problem}")
     return f"store {redact(settings.store)}"
 
 
