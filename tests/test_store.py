@@ -16,6 +16,7 @@ from nb2svc.runtime.store import (
     read_password_file,
     redact,
 )
+from nb2svc.runtime.store.check import check_in_child
 from nb2svc.runtime.store.redis import RedisStore
 from nb2svc.runtime.store.sqlite import SqliteStore
 from tests.scaleout import RedisServer, self_signed_certificate
@@ -174,6 +175,10 @@ def test_redis_password_from_the_file_is_used(tmp_path: Path, key: str) -> None:
         store.put(key, b"ok")
         assert store.get(key) == b"ok"
         store.close()
+        # the start-up check (in a child process) uses the file too, and says why without it
+        assert check_in_child(redis_server.url, str(tmp_path / "pw")) is None
+        problem = check_in_child(redis_server.url)
+        assert problem is not None and "authenticat" in problem.lower() and "pw-from-file" not in problem
     finally:
         redis_server.stop()
 
