@@ -123,7 +123,7 @@ def test_a_kernel_handed_over_as_the_cancel_lands_goes_back_unused(open_store: C
     assert len(returned) == 1
 
 
-def test_a_cancel_through_another_replica_interrupts_within_a_second(open_store: Callable[[], Store]) -> None:
+def test_a_cancel_through_another_replica_interrupts_the_job(open_store: Callable[[], Store]) -> None:
     runner, other = JobStore(open_store()), JobStore(open_store())
     kernel = Interruptible()
 
@@ -135,7 +135,8 @@ def test_a_cancel_through_another_replica_interrupts_within_a_second(open_store:
     job = runner.submit("GET /slow", "addr:1", run)
     until(lambda: runner._local[job["id"]].phase == "running")
     assert other.cancel(job["id"]) is True
-    until(kernel.interrupted.is_set, timeout=1.0)
+    # the runner looks every WATCH_INTERVAL (0.2 s); the deadline only bounds a loaded machine
+    until(kernel.interrupted.is_set, timeout=10)
     until(lambda: runner.running() == 0)
     assert other.get(job["id"]).status == "cancelled"  # type: ignore[union-attr]
 
@@ -148,7 +149,7 @@ def test_a_job_whose_worker_died_fails_as_replica_lost(open_store: Callable[[], 
     # the worker dies: its greenlets stop, nothing renews the lease
     gevent.killall([dying._local[job["id"]].greenlet, dying._watcher])
     assert survivor.get(job["id"]).status == "running"  # type: ignore[union-attr]
-    until(lambda: survivor.get(job["id"]).status == "failed", timeout=5)  # type: ignore[union-attr]
+    until(lambda: survivor.get(job["id"]).status == "failed", timeout=15)  # type: ignore[union-attr]
     state = survivor.get(job["id"])
     assert state is not None and state.record["reason"] == REPLICA_LOST and state.record["code"] == 502
 
