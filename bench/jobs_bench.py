@@ -90,11 +90,11 @@ class Redis:
 
 
 class Nb2svc:
-    def __init__(self, store: str) -> None:
+    def __init__(self, store: str, notebook: Path = NOTEBOOK, pool: int = 2) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "nb2svc", "serve", str(NOTEBOOK), "--port", str(self.port)]
-        args += ["--pool-size", "2", "--log-level", "warning"]
+        args = [sys.executable, "-m", "nb2svc", "serve", str(notebook), "--port", str(self.port)]
+        args += ["--pool-size", str(pool), "--log-level", "warning"]
         env = {**os.environ, "PYTHONPATH": str(REPO), "NB2SVC_STORE": store}
         self.proc = subprocess.Popen(
             args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
