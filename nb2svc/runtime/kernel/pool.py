@@ -284,12 +284,27 @@ class KernelPool:
         try:
             kernel = waiter.get(timeout=timeout)
         except gevent.Timeout:
+            self._give_back(waiter)
             raise PoolBusy(f"no kernel became free within {timeout:g}s") from None
+        except BaseException:  # killed while waiting (a cancelled job): it never takes a kernel
+            self._give_back(waiter)
+            raise
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
         self._queue_wait.observe(self._clock() - queued)
         return kernel
+
+    def _give_back(self, waiter: AsyncResult) -> None:
+        """A kernel handed to a waiter that stopped waiting in the same instant goes back
+        (it ran nothing for that waiter, so it does not count towards recycling)."""
+        if not (waiter.ready() and waiter.successful()):
+            return
+        kernel = waiter.value
+        if kernel.usable and not self._closed:
+            self._hand_out(kernel)
+        else:
+            self.release(kernel)
 
     def release(self, kernel: Kernel) -> None:
         """Return a leased kernel; a dead, retired or recycled one is replaced instead of reused."""
