@@ -551,7 +551,7 @@ def _default(name: str) -> Any:
 _FIELD_TYPES = {str: "str", int: "int", float: "float", bool: "bool", list: "tuple[str, ...]"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Resolved settings: one typed field per :data:`OPTIONS` entry, in the table's order.
 

@@ -212,7 +212,7 @@ def test_the_graceful_timeout_covers_the_request_timeout_everywhere() -> None:
     assert timing.covers_requests and timing.drain >= 45 - 3
     from nb2svc.config import Settings
 
-    assert gunicorn_settings(Settings({"request_timeout": 40.0}))["graceful_timeout"] == timing.graceful
+    assert gunicorn_settings(Settings(request_timeout=40.0))["graceful_timeout"] == timing.graceful
     assert not shutdown_timing(40, 10).covers_requests
 
 

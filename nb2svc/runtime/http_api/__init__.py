@@ -1,8 +1,8 @@
 """API mode: notebook endpoints on warm kernel pools, on the shared app skeleton.
 
-- :mod:`.app`: :func:`create_app` (one notebook) and :func:`create_mounted_app` (one or
-  several, each a blueprint at its prefix), on :mod:`nb2svc.runtime.webapp`;
-  :func:`add_endpoint` for generated ``app.py`` files that declare their routes.
+- :mod:`.app`: :func:`create_api_app` (one notebook or several, each a blueprint at its
+  prefix, from a serve plan), on :mod:`nb2svc.runtime.webapp`; :func:`add_endpoint` for
+  generated ``app.py`` files that declare their routes.
 - :mod:`.service`: :class:`ApiService`, one notebook's pool and the request path
   (REQUEST, lease, execute, ResponseInfo, response; streams and jobs).
 - :mod:`.routes`: ``/_api/spec/swagger.json`` (Kernel Gateway compatible),
@@ -19,7 +19,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["ApiService", "add_endpoint", "create_app", "create_mounted_app"]
+__all__ = ["ApiService", "add_endpoint", "create_api_app"]
 
 # Resolved on first use, not at import: the CLI reads light modules of this package
 # (REQUEST's language table) in gunicorn's master, which must not import jupyter_client,
@@ -27,8 +27,7 @@ __all__ = ["ApiService", "add_endpoint", "create_app", "create_mounted_app"]
 _HOMES = {
     "ApiService": "nb2svc.runtime.http_api.service",
     "add_endpoint": "nb2svc.runtime.http_api.app",
-    "create_app": "nb2svc.runtime.http_api.app",
-    "create_mounted_app": "nb2svc.runtime.http_api.app",
+    "create_api_app": "nb2svc.runtime.http_api.app",
 }
 
 

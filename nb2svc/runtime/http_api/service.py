@@ -88,9 +88,11 @@ class ApiService:
         exit_on_failure: bool = True,
         prefix: str = "",
         on_ready: Callable[[], None] | None = None,
+        jobs: JobStore | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
-        "warm" line; alone, the service says "ready" itself."""
+        "warm" line; alone, the service says "ready" itself. ``jobs``: the store of its
+        async jobs (the worker runtime's; a worker-local one by default)."""
         if not supports_language(spec.kernel.language):
             raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
         self.spec = spec
@@ -120,7 +122,7 @@ class ApiService:
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
-        self.jobs = JobStore()
+        self.jobs = jobs if jobs is not None else JobStore()
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel; a Python one is asked once whether it binds REQUEST out of band."""

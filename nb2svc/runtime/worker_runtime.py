@@ -1,0 +1,197 @@
+"""One runtime object per worker: the state a worker holds, in one place instead of globals.
+
+A worker builds its app from a :class:`~nb2svc.plan.ServePlan`
+(:func:`nb2svc.runtime.entry.build_app`), which makes one :class:`WorkerRuntime` and
+registers it once on the app. It holds:
+
+- the token and the edge limits of the plan (the HTTP handler reads them from here);
+- the exit hooks (run once by gunicorn's ``worker_exit``: the kernel pools and registries
+  stop there) and the drain hooks (run when the worker starts draining);
+- the connection state the draining handler shares (draining, idle keep-alive
+  connections, requests in flight);
+- the supervisors of its kernels (API mode's services, kernel mode's registry), so a
+  pluggable supervisor has one place to be reached;
+- the job store factory: each mounted notebook asks it for its store, so a store shared
+  across workers and replicas can be plugged in here without touching the services;
+- the kernel host (:class:`~nb2svc.runtime.kernel.host.KernelHost`): the lifecycle loop,
+  the green zmq context and the directory of kernel records every kernel of the worker
+  uses.
+
+Why an object: module globals survive ``--reload`` versions and tests, and each version
+used to register its exit hook again; here a version registers nothing, and whatever
+outlives it is the runtime's, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # the plan is built above the runtime; the runtime only reads it
+    from nb2svc.config import Settings
+    from nb2svc.plan import ServePlan
+
+log = logging.getLogger("nb2svc")
+
+#: Where a runtime is registered on a Flask app (``app.extensions``) or any WSGI object.
+EXTENSION = "nb2svc.runtime"
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What the HTTP edge of a worker enforces before any app code runs (see :mod:`.worker`)."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_body_size: int = 10 * 1024 * 1024
+    max_message_size: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EdgeLimits:
+        return cls(
+            header_timeout=settings.header_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+            max_body_size=settings.max_body_size,
+            max_message_size=settings.max_message_size,
+        )
+
+
+class JobStoreLike(Protocol):
+    """What API mode needs of a job store (:class:`~nb2svc.runtime.http_api.jobs.JobStore`
+    is the worker-local one)."""
+
+    def submit(self, endpoint: str, run: Callable[[Callable[[Any], None]], Any]) -> Any: ...
+
+    def get(self, job_id: str) -> Any: ...
+
+    def cancel(self, job_id: str) -> bool: ...
+
+
+#: Makes the job store of the notebook mounted at a prefix (``""``: the root).
+JobStoreFactory = Callable[[str], JobStoreLike]
+
+
+def local_job_store(prefix: str) -> JobStoreLike:
+    """The default: jobs in this worker's memory, one store per mounted notebook."""
+    from nb2svc.runtime.http_api.jobs import JobStore
+
+    return JobStore()
+
+
+class Hooks:
+    """Callbacks run once, in the reverse order of registration (exit) or in order (drain)."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def __len__(self) -> int:
+        return len(self._callbacks)
+
+    def run(self, *, reverse: bool = False) -> None:
+        """Run every callback once; one that raises is logged and the others still run."""
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in reversed(callbacks) if reverse else callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("error while %s", self._what)
+
+
+class Connections:
+    """What the worker's HTTP handlers share: draining, idle connections, requests in flight."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        #: Greenlets of connections idle between requests (killed when draining starts).
+        self.idle: set[Any] = set()
+        self.in_flight = 0
+
+
+class WorkerRuntime:
+    """The state of one worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        plan: ServePlan | None = None,
+        *,
+        job_stores: JobStoreFactory = local_job_store,
+        edge: EdgeLimits | None = None,
+    ) -> None:
+        self.plan = plan
+        self.token = plan.token if plan is not None else ""
+        self.edge = edge or (plan.edge if plan is not None else EdgeLimits())
+        self.exit_hooks = Hooks("shutting down")
+        self.drain_hooks = Hooks("draining")
+        self.connections = Connections()
+        self.supervisors: list[Any] = []
+        self.job_stores = job_stores
+        self._kernel_host: Any = None
+
+    @property
+    def kernel_host(self) -> Any:
+        """The worker's :class:`~nb2svc.runtime.kernel.host.KernelHost`, made on first use
+        (after fork: it starts a greenlet and a zmq context)."""
+        if self._kernel_host is None:
+            from nb2svc.runtime.kernel.host import KernelHost
+
+            self._kernel_host = KernelHost()
+        return self._kernel_host
+
+    def on_exit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when this worker exits (after in-flight requests finished)."""
+        self.exit_hooks.add(callback)
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when this worker starts draining."""
+        self.drain_hooks.add(callback)
+
+    def supervise(self, supervisor: Any) -> None:
+        """Keep ``supervisor`` (a service's pool, a kernel registry) and stop it on exit."""
+        self.supervisors.append(supervisor)
+
+    def exit(self) -> None:
+        """gunicorn's ``worker_exit``: the exit hooks, newest first, each once."""
+        self.exit_hooks.run(reverse=True)
+
+    def drain(self) -> None:
+        self.drain_hooks.run()
+
+    def register(self, app: Any) -> Any:
+        """Register this runtime on ``app`` (once) and return the app."""
+        extensions = getattr(app, "extensions", None)
+        if isinstance(extensions, dict):
+            if EXTENSION in extensions:
+                raise RuntimeError("a runtime is registered on this app already")
+            extensions[EXTENSION] = self
+        else:
+            if getattr(app, "nb2svc_runtime", None) is not None:
+                raise RuntimeError("a runtime is registered on this app already")
+            app.nb2svc_runtime = self
+        return app
+
+
+def runtime_of(app: Any) -> WorkerRuntime | None:
+    """The runtime registered on a WSGI app by :meth:`WorkerRuntime.register`, if any."""
+    extensions = getattr(app, "extensions", None)
+    if isinstance(extensions, dict) and EXTENSION in extensions:
+        return extensions[EXTENSION]
+    return getattr(app, "nb2svc_runtime", None)
+
+
+__all__ = [
+    "EXTENSION",
+    "Connections",
+    "EdgeLimits",
+    "Hooks",
+    "JobStoreFactory",
+    "JobStoreLike",
+    "WorkerRuntime",
+    "local_job_store",
+    "runtime_of",
+]
