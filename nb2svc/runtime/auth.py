@@ -36,7 +36,6 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify, request
 
 from nb2svc.config import Settings
-from nb2svc.runtime.logs import add_secret
 from nb2svc.runtime.secret import read_token_file
 
 
@@ -88,7 +87,6 @@ def install_auth(app: Flask, settings: Settings, is_exempt: Callable[[str], bool
     token = configured_token(settings)
     if not token:
         return
-    add_secret(token)
 
     @app.before_request
     def _require_token() -> Response | None:

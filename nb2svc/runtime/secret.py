@@ -26,6 +26,7 @@ from pathlib import Path
 
 TOKEN_VARIABLES = ("NB2SVC_TOKEN", "KG_AUTH_TOKEN")
 
+
 def read_token_file(path: str | os.PathLike[str]) -> str:
     """The token in ``path``: its first line, stripped; an empty one is an error."""
     try:

@@ -50,7 +50,7 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
 from nb2svc.config import SHUTDOWN_RESERVE
-from nb2svc.runtime.logs import RedactingStream
+from nb2svc.runtime.logs import RedactingStream, Redactor
 from nb2svc.runtime.worker_runtime import WorkerRuntime, runtime_of
 
 log = logging.getLogger("nb2svc")
@@ -248,9 +248,10 @@ class Nb2svcWorker(GeventWebSocketWorker):
         super().load_wsgi()
         self.runtime = runtime_of(self.wsgi) or WorkerRuntime()
         self.wsgi_handler = bind_handler(type(self).wsgi_handler, self.runtime)
+        gevent.get_hub().exception_stream = RedactingStream(sys.stderr, self.runtime.redactor)
 
     def init_process(self) -> None:
-        gevent.get_hub().exception_stream = RedactingStream(sys.stderr)
+        gevent.get_hub().exception_stream = RedactingStream(sys.stderr, Redactor())  # until the app loads
         graceful = self.cfg.graceful_timeout
         self.cfg.set("graceful_timeout", max(1, graceful - SHUTDOWN_RESERVE))
         super().init_process()

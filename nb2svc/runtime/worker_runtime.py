@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nb2svc.runtime.logs import Redactor, use_redactor
+
 if TYPE_CHECKING:  # the plan is built above the runtime; the runtime only reads it
     from nb2svc.config import Settings
     from nb2svc.plan import ServePlan
@@ -132,6 +134,9 @@ class WorkerRuntime:
         self.supervisors: list[Any] = []
         self.job_stores = job_stores
         self._kernel_host: Any = None
+        #: Redacts the token from every log line of this worker (see :mod:`.logs`).
+        self.redactor = Redactor()
+        self.redactor.add(self.token)
 
     @property
     def kernel_host(self) -> Any:
@@ -163,7 +168,9 @@ class WorkerRuntime:
         self.drain_hooks.run()
 
     def register(self, app: Any) -> Any:
-        """Register this runtime on ``app`` (once) and return the app."""
+        """Register this runtime on ``app`` (once) and return the app; the server's log
+        formatters redact this runtime's secrets from then on."""
+        use_redactor(self.redactor)
         extensions = getattr(app, "extensions", None)
         if isinstance(extensions, dict):
             if EXTENSION in extensions:

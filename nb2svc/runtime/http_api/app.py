@@ -70,6 +70,7 @@ def create_api_app(
             prefix=mounted.mount.prefix,
             on_ready=all_ready if plan.several else None,
             jobs=runtime.job_stores(mounted.mount.prefix),
+            host=runtime.kernel_host,
         )
         for mounted in plan.mounts
     ]

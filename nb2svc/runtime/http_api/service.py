@@ -69,6 +69,7 @@ from nb2svc.runtime.kernel import (
     start_kernel,
 )
 from nb2svc.runtime.kernel.executor import expression_result
+from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
@@ -89,10 +90,12 @@ class ApiService:
         prefix: str = "",
         on_ready: Callable[[], None] | None = None,
         jobs: JobStore | None = None,
+        host: KernelHost | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
         "warm" line; alone, the service says "ready" itself. ``jobs``: the store of its
-        async jobs (the worker runtime's; a worker-local one by default)."""
+        async jobs (the worker runtime's; a worker-local one by default); ``host``: the worker's
+        kernel host (its runtime's), which every kernel of the pool uses."""
         if not supports_language(spec.kernel.language):
             raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
         self.spec = spec
@@ -109,6 +112,7 @@ class ApiService:
             start_timeout=settings.kernel_start_timeout,
             bootstrap=PYTHON_BOOTSTRAP if self._python else "",
             setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+            host=host,
         )
         self.pool = KernelPool(
             settings.pool_size,

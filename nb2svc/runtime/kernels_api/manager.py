@@ -53,6 +53,7 @@ from nb2svc.runtime.server import stop_worker_for_good
 
 if TYPE_CHECKING:
     from nb2svc.plan import KernelNames
+    from nb2svc.runtime.kernel.host import KernelHost
 
 log = logging.getLogger("nb2svc")
 
@@ -72,7 +73,7 @@ class KernelLimitReached(RuntimeError):
 class KernelRegistry:
     """Every kernel of the (single) kernel-mode worker, by id."""
 
-    def __init__(self, settings: Settings, seed: Seed | None, names: KernelNames) -> None:
+    def __init__(self, settings: Settings, seed: Seed | None, names: KernelNames, host: KernelHost) -> None:
         self.settings = settings
         self.seed = seed
         self.specs = KernelSpecManager()
@@ -82,6 +83,7 @@ class KernelRegistry:
         self._culler: gevent.Greenlet | None = None
         self._closed = False
         self.names = names  # decided once, by nb2svc.plan.kernel_names
+        self.host = host  # the worker's lifecycle loop, zmq context and records directory
         self.default_name = names.default
         self.warm_name = names.warm
         #: ``--warm N``: hidden kernels, already started and seeded, that ``POST /api/kernels``
@@ -227,6 +229,7 @@ class KernelRegistry:
             start_timeout=self.settings.kernel_start_timeout,
             setup=setup,
             traceback_in_error=False,
+            host=self.host,
         )
 
     def get(self, kernel_id: str) -> ManagedKernel:
