@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from importlib import import_module
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ["ApiService", "add_endpoint", "create_api_app"]
@@ -24,11 +25,13 @@ __all__ = ["ApiService", "add_endpoint", "create_api_app"]
 # Resolved on first use, not at import: the CLI reads light modules of this package
 # (REQUEST's language table) in gunicorn's master, which must not import jupyter_client,
 # zmq or gevent before the workers fork (RUNTIME-NOTES: Popen breaks in the worker).
-_HOMES = {
-    "ApiService": "nb2svc.runtime.http_api.service",
-    "add_endpoint": "nb2svc.runtime.http_api.app",
-    "create_api_app": "nb2svc.runtime.http_api.app",
-}
+_HOMES = MappingProxyType(
+    {
+        "ApiService": "nb2svc.runtime.http_api.service",
+        "add_endpoint": "nb2svc.runtime.http_api.app",
+        "create_api_app": "nb2svc.runtime.http_api.app",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:

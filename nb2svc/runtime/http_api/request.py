@@ -55,6 +55,7 @@ import json
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from flask import Request
@@ -183,8 +184,12 @@ def out_of_band(payload: RequestPayload) -> tuple[dict[str, Any], list[bytes]]:
 #: Sent once to each new Python kernel: does it bind REQUEST out of band?
 PROBE_KEY = "nb2svc_out_of_band"
 PROBE_EXPRESSION = "_nb2svc_out_of_band"
-PROBE_METADATA: dict[str, Any] = {OUT_OF_BAND_KEY: {"probe": True}}
-PROBE_BUFFERS = [b"nb2svc-probe"]
+PROBE_BUFFERS = (b"nb2svc-probe",)
+
+
+def probe_metadata() -> dict[str, Any]:
+    """The probe's message metadata (a fresh dict: module state stays immutable)."""
+    return {OUT_OF_BAND_KEY: {"probe": True}}
 
 
 def _double_quoted(value: str) -> str:
@@ -198,15 +203,17 @@ def _julia_literal(value: str) -> str:
 
 #: How each kernel language assigns the REQUEST string; the result goes before the
 #: annotation comment on the cell's first line.
-ASSIGNMENTS: dict[str, Callable[[str], str]] = {
-    "python": lambda s: f"REQUEST = {_double_quoted(s)}; ",
-    "r": lambda s: f"REQUEST <- {_double_quoted(s)}; ",
-    "julia": lambda s: f"REQUEST = {_julia_literal(s)}; ",
-    "javascript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
-    "typescript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
-    "scala": lambda s: f"val REQUEST = {_double_quoted(s)}; ",
-    "bash": lambda s: f"REQUEST={shlex.quote(s)}; ",
-}
+ASSIGNMENTS: Mapping[str, Callable[[str], str]] = MappingProxyType(
+    {
+        "python": lambda s: f"REQUEST = {_double_quoted(s)}; ",
+        "r": lambda s: f"REQUEST <- {_double_quoted(s)}; ",
+        "julia": lambda s: f"REQUEST = {_julia_literal(s)}; ",
+        "javascript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
+        "typescript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
+        "scala": lambda s: f"val REQUEST = {_double_quoted(s)}; ",
+        "bash": lambda s: f"REQUEST={shlex.quote(s)}; ",
+    }
+)
 
 
 #: Defined once on every Python kernel: runs a ResponseInfo cell with its stdout

@@ -37,13 +37,13 @@ from nb2svc.runtime.http_api.request import (
     PROBE_BUFFERS,
     PROBE_EXPRESSION,
     PROBE_KEY,
-    PROBE_METADATA,
     PYTHON_BOOTSTRAP,
     RESPONSE_INFO_KEY,
     BadRequestBody,
     build_payload,
     code_with_request,
     out_of_band,
+    probe_metadata,
     response_info_expressions,
     supports_language,
 )
@@ -138,8 +138,8 @@ class ApiService:
                     "pass",
                     timeout=self.recipe.start_timeout,
                     user_expressions={PROBE_KEY: PROBE_EXPRESSION},
-                    metadata=PROBE_METADATA,
-                    buffers=PROBE_BUFFERS,
+                    metadata=probe_metadata(),
+                    buffers=list(PROBE_BUFFERS),
                 )
             except BaseException:
                 kernel.shutdown(now=True)
