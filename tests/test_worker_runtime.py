@@ -166,3 +166,31 @@ def _mount(path: Path) -> Any:
     from nb2svc.compiler.mounts import Mount
 
     return Mount("", compile_notebook(path))
+
+
+def test_the_master_plans_without_the_runtimes_heavy_imports() -> None:
+    """Planning ``nb2svc serve`` (and the server object) imports no zmq, jupyter_client,
+    gevent or Flask in gunicorn's master: they break ``subprocess`` in the forked worker."""
+    import subprocess
+    import sys
+
+    from tests.support import EXAMPLES, REPO
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import nb2svc.cli, nb2svc.runtime.server\n"
+        "from nb2svc.config import settings_from_env\n"
+        "from nb2svc.plan import api_plan\n"
+        "from nb2svc.targets import load_mounts\n"
+        f"mounts = load_mounts(Path({str(EXAMPLES / 'hello.ipynb')!r}), None)\n"
+        "plan = api_plan(settings_from_env({}), [(m, None) for m, _ in mounts])\n"
+        "nb2svc.runtime.server.Server(plan)\n"
+        "heavy = {m.split('.')[0] for m in sys.modules} & {'zmq', 'jupyter_client', 'gevent', 'flask'}\n"
+        "print(sorted(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
