@@ -59,7 +59,7 @@ def build_app(plan: ServePlan, *, register_routes: bool = True) -> Any:
 
         app = create_api_app(plan, runtime, register_routes=register_routes)
         for service in app.extensions["nb2svc.services"]:
-            runtime.on_exit(service.shutdown)
+            runtime.supervise(service, service.shutdown)
     return runtime.register(app)
 
 
@@ -87,7 +87,7 @@ def _reloading_app(plan: ServePlan, runtime: WorkerRuntime) -> Any:
         drain_timeout=settings.request_timeout + settings.queue_timeout,
         first=mounted.mount.spec,
     )
-    runtime.on_exit(app.shutdown)
+    runtime.supervise(app, app.shutdown)
     return app
 
 

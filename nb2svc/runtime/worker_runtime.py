@@ -156,9 +156,11 @@ class WorkerRuntime:
         """Run ``callback`` when this worker starts draining."""
         self.drain_hooks.add(callback)
 
-    def supervise(self, supervisor: Any) -> None:
-        """Keep ``supervisor`` (a service's pool, a kernel registry) and stop it on exit."""
+    def supervise(self, supervisor: Any, stop: Callable[[], None]) -> None:
+        """Keep ``supervisor`` (a notebook's service and pool, a kernel registry, the
+        ``--reload`` versions) and run ``stop`` when the worker exits."""
         self.supervisors.append(supervisor)
+        self.on_exit(stop)
 
     def exit(self) -> None:
         """gunicorn's ``worker_exit``: the exit hooks, newest first, each once."""
