@@ -29,6 +29,7 @@ DEPLOY_NAMES = frozenset(o.name for o in DEPLOY_OPTIONS)
 
 
 def build_bundle(
+    *,
     targets: tuple[Path, ...],
     mount_specs: tuple[str, ...],
     config_file: Path | None,
@@ -42,9 +43,10 @@ def build_bundle(
     requirements_file: Path | None,
     replicas: int,
     max_replicas: int,
-    flags: dict[str, Any],
+    **flags: Any,
 ) -> None:
-    """``nb2svc build`` (see its help): compile ``targets`` into a bundle directory and say so."""
+    """``nb2svc build`` (see its help): compile ``targets`` into a bundle directory and say so;
+    ``flags`` are the baked settings options (``None``: not given)."""
     from nb2svc.build import write_bundle, write_mounted_bundle
     from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command
 

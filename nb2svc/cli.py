@@ -153,22 +153,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     "NB2SVC_*__<MOUNT> values.",
 )
 @settings_options("all", only=(*(o.name for o in DEPLOY_OPTIONS), "cell_parser"))
-def build(
-    targets: tuple[Path, ...],
-    mount_specs: tuple[str, ...],
-    config_file: Path | None,
-    output: Path | None,
-    comment_prefix: str | None,
-    force: bool,
-    as_json: bool,
-    base_image: str | None,
-    docker_tag: str | None,
-    k8s: bool,
-    requirements_file: Path | None,
-    replicas: int,
-    max_replicas: int,
-    **flags: Any,
-) -> None:
+def build(**params: Any) -> None:
     """Compile TARGET into a self-contained service bundle directory.
 
     TARGET is a notebook; several notebooks (or a folder of them, or --mount
@@ -183,22 +168,7 @@ def build(
     """
     from nb2svc.bundling import build_bundle
 
-    build_bundle(
-        targets,
-        mount_specs,
-        config_file,
-        output,
-        comment_prefix,
-        force,
-        as_json,
-        base_image,
-        docker_tag,
-        k8s,
-        requirements_file,
-        replicas,
-        max_replicas,
-        flags,
-    )
+    build_bundle(**params)
 
 
 @main.command()
@@ -368,14 +338,7 @@ def test_examples(
     "override it.  [env: NB2SVC_CONFIG]",
 )
 @settings_options("all")
-def serve(
-    targets: tuple[Path, ...],
-    comment_prefix: str | None,
-    mount_specs: tuple[str, ...],
-    kernel_mode: bool,
-    config_file: Path | None,
-    **flags: Any,
-) -> None:
+def serve(**params: Any) -> None:
     """Serve TARGET (a notebook or a bundle from 'nb2svc build') as an HTTP API, or with
     --kernels, serve Jupyter kernels to Jupyter clients (JupyterLab, jupyter server
     --gateway-url, @jupyterlab/services).
@@ -388,7 +351,7 @@ def serve(
     """
     from nb2svc.serve import serve as serve_plan
 
-    serve_plan(targets, comment_prefix, mount_specs, kernel_mode, config_file, flags)
+    serve_plan(**params)
 
 
 def run() -> None:

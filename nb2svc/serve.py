@@ -37,14 +37,16 @@ from nb2svc.plan import ReloadPlan, ServePlan, api_plan, kernels_plan, seed_kern
 
 
 def serve(
+    *,
     targets: tuple[Path, ...],
     comment_prefix: str | None,
     mount_specs: tuple[str, ...],
     kernel_mode: bool,
     config_file: Path | None,
-    flags: dict[str, Any],
+    **flags: Any,
 ) -> None:
-    """Resolve the plan of ``nb2svc serve`` (see the command's help) and run it."""
+    """Resolve the plan of ``nb2svc serve`` (see the command's help) and run it; ``flags``
+    are the settings options (``None``: not given)."""
     if not targets and not mount_specs:
         from_env, kernel_mode = _from_environment(None, kernel_mode)
         targets = (from_env,) if from_env is not None else ()
