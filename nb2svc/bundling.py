@@ -53,32 +53,13 @@ def build_bundle(
     if not targets and not mount_specs:
         raise click.UsageError("Missing argument 'TARGET...' (a notebook, several, or a folder of them)")
     given = frozenset(name for name, value in flags.items() if value is not None)
-    try:
-        file_values = load_config_file(config_file) if config_file else {}
-        tables = load_mount_tables(config_file) if config_file else {}
-        baked = {k: v for k, v in file_values.items() if k in DEPLOY_NAMES}
-        settings = settings_from_env({}, file_values=baked, **{**flags, "cell_parser": None})
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    cell_parser = target_files.cell_parser_setting(flags["cell_parser"] or file_values.get("cell_parser"))
-    unbaked = sorted(set(file_values) - set(baked) - {"cell_parser"})
-    if unbaked:
-        click.echo(
-            f"warning: {config_file}: not baked into the bundle (set them as NB2SVC_* where it runs): "
-            + ", ".join(unbaked),
-            err=True,
-        )
+    settings, cell_parser, tables = _baked_settings(config_file, flags)
     own: dict[str, dict[str, Any]] = {}
     if target_files.several(targets, mount_specs):
         mounts = target_files.notebook_mounts(targets, mount_specs, comment_prefix, cell_parser)
         name = _bundle_name(targets, [m for m, _ in mounts])
         source = ", ".join(str(nb) for _, nb in mounts)
-        try:
-            matched = match_mount_tables(tables, [(m.prefix, nb.stem) for m, nb in mounts])
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-        own = {p: {n: v for n, v in t.items() if n not in given} for p, t in matched.items()}
-        own = {p: t for p, t in own.items() if t}
+        own = _own_tables(tables, [(m.prefix, nb.stem) for m, nb in mounts], given)
     elif tables:
         raise click.UsageError(
             f"{config_file}: [mounts] tables set options per notebook of a bundle of several; "
@@ -128,6 +109,40 @@ def build_bundle(
     )
     if command:
         click.echo(command)
+
+
+def _baked_settings(config_file: Path | None, flags: dict[str, Any]) -> tuple[Any, str, dict[str, Any]]:
+    """What is baked: the deploy options of the flags and the config file (not this
+    machine's ``NB2SVC_*`` variables), the cell parser, and the file's ``[mounts]`` tables;
+    the file's other options are named in a warning."""
+    try:
+        file_values = load_config_file(config_file) if config_file else {}
+        tables = load_mount_tables(config_file) if config_file else {}
+        baked = {k: v for k, v in file_values.items() if k in DEPLOY_NAMES}
+        settings = settings_from_env({}, file_values=baked, **{**flags, "cell_parser": None})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    cell_parser = target_files.cell_parser_setting(flags["cell_parser"] or file_values.get("cell_parser"))
+    unbaked = sorted(set(file_values) - set(baked) - {"cell_parser"})
+    if unbaked:
+        click.echo(
+            f"warning: {config_file}: not baked into the bundle (set them as NB2SVC_* where it runs): "
+            + ", ".join(unbaked),
+            err=True,
+        )
+    return settings, cell_parser, tables
+
+
+def _own_tables(
+    tables: dict[str, Any], mounts: list[tuple[str, str]], given: frozenset[str]
+) -> dict[str, dict[str, Any]]:
+    """Each mount's ``[mounts]`` table by prefix, without the options a flag sets for all."""
+    try:
+        matched = match_mount_tables(tables, mounts)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    own = {p: {n: v for n, v in t.items() if n not in given} for p, t in matched.items()}
+    return {p: t for p, t in own.items() if t}
 
 
 def _bundle_name(targets: tuple[Path, ...], mounts: list[Any]) -> str:

@@ -3,13 +3,14 @@
 Every runtime option is declared once in :data:`OPTIONS`: its name, its ``NB2SVC_*``
 environment variable, the Kernel Gateway ``KG_*`` alias where the reference has one,
 its type, default and help. From that table come the click options of ``nb2svc
-serve`` (with ``show_default`` and ``show_envvar``), :func:`settings_from_env` (used by
-generated bundles inside containers) and the docs. A test fails when an option is
-missing from the README.
+serve`` (with ``show_default`` and ``show_envvar``), the typed :class:`Settings` (one
+field per option, checked against the table at import), :func:`settings_from_env`,
+config-file keys and the docs. A test fails when an option is missing from the README.
 
-``nb2svc serve`` resolves flags, then exports the result as ``NB2SVC_*`` variables
-before gunicorn loads the app, so a generated ``app.py`` and ``nb2svc serve`` read
-their settings the same way: from the environment.
+Settings are resolved once, where a server is planned (:mod:`nb2svc.plan`): by ``nb2svc
+serve`` in gunicorn's master from flags, variables and the config file, or by a generated
+bundle's ``app.py`` from its environment. Workers get them inside the plan and read no
+variable again.
 """
 
 from __future__ import annotations
@@ -613,10 +614,6 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
-
-    def to_env(self) -> dict[str, str]:
-        """The ``NB2SVC_*`` variables that reproduce these settings in another process."""
-        return {option.env: env_value(option, getattr(self, option.name)) for option in OPTIONS}
 
 
 def _check_settings_fields() -> None:
