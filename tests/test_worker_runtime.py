@@ -194,3 +194,17 @@ def test_the_master_plans_without_the_runtimes_heavy_imports() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_each_worker_binds_its_own_runtime_to_its_handler() -> None:
+    """The edge limits and the draining state are the worker's, never class state shared by all."""
+    from nb2svc.runtime.kernels_api.worker import KernelModeHandler
+    from nb2svc.runtime.worker import DrainingHandler, bind_handler
+
+    first = WorkerRuntime(edge=EdgeLimits(max_body_size=10))
+    second = WorkerRuntime()
+    one, two = bind_handler(DrainingHandler, first), bind_handler(KernelModeHandler, second)
+    assert one.runtime is first and two.runtime is second and issubclass(two, KernelModeHandler)
+    first.connections.draining = True
+    assert not second.connections.draining and not hasattr(DrainingHandler, "draining")
+    assert one.runtime.edge.max_body_size == 10
