@@ -148,6 +148,12 @@ def with_token(settings: Settings) -> Settings:
     return settings
 
 
+def is_mounted(mounts: Sequence[Mount]) -> bool:
+    """Whether notebooks are mounted (several, or one at a prefix: a bundle built from
+    several): then each has its own ``NB2SVC_<OPTION>__<MOUNT>`` settings."""
+    return len(mounts) > 1 or bool(mounts[0].prefix)
+
+
 def bundle_plan(directory: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> ServePlan:
     """The plan of a bundle run by plain gunicorn (its image's ``CMD``), from its
     ``service.json`` and the environment (``NB2SVC_*``, ``NB2SVC_<OPTION>__<MOUNT>``).
@@ -161,7 +167,7 @@ def bundle_plan(directory: str | os.PathLike[str], environ: Mapping[str, str] | 
     located = [(mount, (here / source).parent) for mount, source in mounts]
     own = (
         settings_for_mounts(settings, {}, [(m.prefix, Path(s).stem) for m, s in mounts], environ=environ)
-        if len(mounts) > 1 or mounts[0][0].prefix  # a bundle built from several notebooks
+        if is_mounted([m for m, _ in mounts])
         else {}
     )
     return api_plan(settings, located, own)
@@ -176,6 +182,7 @@ __all__ = [
     "ServePlan",
     "api_plan",
     "bundle_plan",
+    "is_mounted",
     "kernel_names",
     "kernels_plan",
     "seed_kernel_name",

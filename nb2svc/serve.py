@@ -33,7 +33,15 @@ from nb2svc.config import (
     settings_from_env,
     shutdown_timing,
 )
-from nb2svc.plan import ReloadPlan, ServePlan, api_plan, kernels_plan, seed_kernel_name, with_token
+from nb2svc.plan import (
+    ReloadPlan,
+    ServePlan,
+    api_plan,
+    is_mounted,
+    kernels_plan,
+    seed_kernel_name,
+    with_token,
+)
 
 
 def serve(
@@ -110,7 +118,7 @@ def _target_plan(
     target_files.check_languages(mounts)
     per_mount = (  # per-notebook settings are for a bundle of several
         _per_mount(settings, mount_tables, [(m.prefix, src.stem) for m, src in loaded], given)
-        if len(mounts) > 1
+        if is_mounted(mounts)
         else {}
     )
     if target.is_dir():
