@@ -16,7 +16,7 @@ a segfault) leaves records of its local kernels' process groups; the master kill
 when it reaps the worker (``child_exit``), and sweeps records of dead processes when it
 starts and exits (see :mod:`nb2svc.runtime.reaper`).
 
-A worker that cannot boot (its app factory raises) stops the whole server: the error
+A worker that cannot boot (building its app from the plan raises) stops the whole server: the error
 becomes gunicorn's ``AppImportError``, whose worker prints one line and exits with
 "app failed to load", which halts the master instead of respawning the worker.
 """
