@@ -164,7 +164,7 @@ def notebook_mounts(
 
 def check_languages(mounts: list[Any]) -> None:
     """Refuse (exit 2) a notebook whose language API mode cannot bind REQUEST in."""
-    from nb2svc.runtime.http_api.request import supports_language
+    from nb2svc.runtime.kernel.invoke import supports_language
 
     for mount in mounts:
         if not supports_language(mount.spec.kernel.language):
