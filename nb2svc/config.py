@@ -616,10 +616,10 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _check_settings_fields() -> None:
+def _check_settings_fields(options: Sequence[Option] = OPTIONS, settings: type = Settings) -> None:
     """Fail at import when :class:`Settings` and :data:`OPTIONS` disagree (a name, order or type)."""
-    expected = [(o.name, _FIELD_TYPES[o.type] + (" | None" if o.default is None else "")) for o in OPTIONS]
-    actual = [(f.name, str(f.type)) for f in dataclasses.fields(Settings)]
+    expected = [(o.name, _FIELD_TYPES[o.type] + (" | None" if o.default is None else "")) for o in options]
+    actual = [(f.name, str(f.type)) for f in dataclasses.fields(settings)]
     if actual != expected:
         extra = sorted(set(actual) ^ set(expected))
         raise TypeError(f"Settings does not match OPTIONS (name, type, or order): {extra or actual}")

@@ -208,3 +208,15 @@ def test_each_worker_binds_its_own_runtime_to_its_handler() -> None:
     first.connections.draining = True
     assert not second.connections.draining and not hasattr(DrainingHandler, "draining")
     assert one.runtime.edge.max_body_size == 10
+
+
+def test_settings_and_the_table_cannot_drift_apart() -> None:
+    """A new option without its Settings field (or a field of another type) fails at import."""
+    from nb2svc.config import Option, _check_settings_fields
+
+    _check_settings_fields()
+    with pytest.raises(TypeError, match="does not match"):
+        _check_settings_fields((*OPTIONS, Option("new_knob", int, 1, "A new option.")))
+    retyped = tuple(dataclasses.replace(o, type=float) if o.name == "pool_size" else o for o in OPTIONS)
+    with pytest.raises(TypeError, match="pool_size"):
+        _check_settings_fields(retyped)
