@@ -230,6 +230,27 @@ def _check_timing(settings: Settings, mode: str) -> None:
         )
 
 
+class StoreUnreachable(click.ClickException):
+    """The ``--store`` named cannot be used: a usage error (exit 2), one line."""
+
+    exit_code = 2
+
+
+def _check_store(settings: Settings) -> str:
+    """Contact a Redis store once before any worker starts (in a child process: see
+    ``runtime/store/check.py``); what the banner says of it, redacted. The embedded store
+    is the workers' to open, after the fork."""
+    from nb2svc.runtime.store.check import check_in_child
+    from nb2svc.store_url import redact
+
+    if not settings.store:
+        return "embedded store (shared by this server's workers)"
+    problem = check_in_child(settings.store, settings.store_password_file)
+    if problem is not None:
+        raise StoreUnreachable(f"--store: cannot use {problem}")
+    return f"store {redact(settings.store)}"
+
+
 def _check_port(settings: Settings) -> None:
     """Fail with one line if the address is taken (gunicorn would retry for 5 s, then exit)."""
     if settings.port == 0:
@@ -283,7 +304,8 @@ def _run_server(plan: ServePlan) -> None:
     from nb2svc.runtime.server import Server
 
     _check_port(plan.settings)
-    click.echo(api_banner(plan), err=True)
+    store = _check_store(plan.settings)
+    click.echo(f"{api_banner(plan)}\n  jobs:      {store}", err=True)
     _run(Server(plan))
 
 

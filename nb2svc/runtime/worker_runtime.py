@@ -11,8 +11,9 @@ registers it once on the app. It holds:
   connections, requests in flight);
 - the supervisors of its kernels (API mode's services, kernel mode's registry), so a
   pluggable supervisor has one place to be reached;
-- the job store factory: each mounted notebook asks it for its store, so a store shared
-  across workers and replicas can be plugged in here without touching the services;
+- the job store (made once by a factory slot, shared by the worker's notebooks and
+  ``--reload`` versions): the built-in one keeps jobs in the ``--store`` that every worker
+  and replica shares; another can be plugged in here without touching the services;
 - the kernel host (:class:`~nb2svc.runtime.kernel.host.KernelHost`): the lifecycle loop,
   the green zmq context and the directory of kernel records every kernel of the worker
   uses.
@@ -61,25 +62,28 @@ class EdgeLimits:
 
 
 class JobStoreLike(Protocol):
-    """What API mode needs of a job store (:class:`~nb2svc.runtime.http_api.jobs.JobStore`
-    is the worker-local one)."""
+    """What API mode needs of a job store (:class:`~nb2svc.runtime.http_api.jobs.JobStore`,
+    on the embedded or the Redis store, is the built-in one)."""
 
-    def submit(self, endpoint: str, run: Callable[[Callable[[Any], None]], Any]) -> Any: ...
+    def submit(self, endpoint: str, client: str, run: Callable[[Callable[[Any], None]], Any]) -> Any: ...
 
     def get(self, job_id: str) -> Any: ...
 
     def cancel(self, job_id: str) -> bool: ...
 
-
-#: Makes the job store of the notebook mounted at a prefix (``""``: the root).
-JobStoreFactory = Callable[[str], JobStoreLike]
+    def shutdown(self) -> None: ...
 
 
-def local_job_store(prefix: str) -> JobStoreLike:
-    """The default: jobs in this worker's memory, one store per mounted notebook."""
-    from nb2svc.runtime.http_api.jobs import JobStore
+#: Makes the worker's job store from the plan's settings (``--store`` and the job limits).
+JobStoreFactory = Callable[["Settings"], JobStoreLike]
 
-    return JobStore()
+
+def default_job_store(settings: Settings) -> JobStoreLike:
+    """The built-in store ``--store`` names (:func:`nb2svc.runtime.http_api.app.job_store`);
+    it closes after the jobs stop, when the worker exits."""
+    from nb2svc.runtime.http_api.app import job_store
+
+    return job_store(settings)
 
 
 class Hooks:
@@ -122,7 +126,7 @@ class WorkerRuntime:
         self,
         plan: ServePlan | None = None,
         *,
-        job_stores: JobStoreFactory = local_job_store,
+        job_stores: JobStoreFactory = default_job_store,
         edge: EdgeLimits | None = None,
     ) -> None:
         self.plan = plan
@@ -133,10 +137,23 @@ class WorkerRuntime:
         self.connections = Connections()
         self.supervisors: list[Any] = []
         self.job_stores = job_stores
+        self._jobs: JobStoreLike | None = None
         self._kernel_host: Any = None
         #: Redacts the token from every log line of this worker (see :mod:`.logs`).
         self.redactor = Redactor()
         self.redactor.add(self.token)
+
+    def jobs(self, settings: Settings) -> JobStoreLike:
+        """The worker's job store, made once from ``settings`` (the first app's) by the
+        ``job_stores`` factory and shared by every notebook and ``--reload`` version; it
+        stops, and its store closes, after the services on exit."""
+        if self._jobs is None:
+            jobs = self._jobs = self.job_stores(settings)
+            store = getattr(jobs, "store", None)
+            if store is not None:
+                self.on_exit(store.close)  # hooks run newest first: this one last
+            self.on_exit(jobs.shutdown)
+        return self._jobs
 
     @property
     def kernel_host(self) -> Any:
@@ -201,6 +218,6 @@ __all__ = [
     "JobStoreFactory",
     "JobStoreLike",
     "WorkerRuntime",
-    "local_job_store",
+    "default_job_store",
     "runtime_of",
 ]

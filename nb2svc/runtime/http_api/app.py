@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response
 
+from nb2svc.config import Settings
 from nb2svc.runtime.http_api.health import api_metrics, readiness
+from nb2svc.runtime.http_api.jobs import JobLimits, JobStore
 from nb2svc.runtime.http_api.kg_compat import keep_encoded_slashes
 from nb2svc.runtime.http_api.routes import (
     install_docs_routes,
@@ -26,6 +28,7 @@ from nb2svc.runtime.http_api.routes import (
     public_paths,
 )
 from nb2svc.runtime.http_api.service import ApiService
+from nb2svc.runtime.store import open_store
 from nb2svc.runtime.webapp import base_path, create_webapp
 from nb2svc.runtime.worker_runtime import WorkerRuntime
 
@@ -42,14 +45,15 @@ def create_api_app(
     register_routes: bool = True,
     exit_on_failure: bool = True,
 ) -> Flask:
-    """The API-mode app of ``plan``'s notebooks, each with its own settings and its job
-    store from ``runtime``. Called by :func:`nb2svc.runtime.entry.build_app`, which
+    """The API-mode app of ``plan``'s notebooks, each with its own settings, all with the
+    worker's one job store (``runtime.jobs``). Called by :func:`nb2svc.runtime.entry.build_app`, which
     registers the services' shutdown once; with ``exit_on_failure=False`` (a ``--reload``
     candidate) a pool that cannot start only sets ``pool.failure`` instead of stopping the
     worker.
     """
     settings = plan.settings
     services: list[ApiService] = []
+    jobs = runtime.jobs(settings)
 
     def all_ready() -> None:  # one "ready" line once every notebook's pool is warm
         if all(service.pool.ready for service in services):
@@ -69,7 +73,7 @@ def create_api_app(
             exit_on_failure=exit_on_failure,
             prefix=mounted.mount.prefix,
             on_ready=all_ready if plan.several else None,
-            jobs=runtime.job_stores(mounted.mount.prefix),
+            jobs=jobs,
             host=runtime.kernel_host,
         )
         for mounted in plan.mounts
@@ -87,7 +91,7 @@ def create_api_app(
     app.extensions["nb2svc"] = services[0]
     app.extensions["nb2svc.services"] = services
     install_docs_routes(app, specs, base)
-    install_job_routes(app, services, base)
+    install_job_routes(app, jobs, base)
     install_kg_extras(app, settings, services[0], base)
     if register_routes:
         for service in services:
@@ -100,6 +104,20 @@ def create_api_app(
     for service in services:
         service.start()
     return app
+
+
+def job_store(settings: Settings) -> JobStore:
+    """The app's jobs in the store ``--store`` names (opened, not yet contacted: a Redis that
+    is down makes job routes 503, never the worker fail)."""
+    store = open_store(settings.store, settings.store_password_file)
+    limits = JobLimits(
+        per_client=settings.max_jobs_per_client,
+        ttl=settings.job_ttl,
+        result_max_bytes=settings.job_result_max_bytes,
+        lease=settings.job_lease,
+        max_run=settings.queue_timeout + settings.request_timeout + settings.job_lease,
+    )
+    return JobStore(store, limits)
 
 
 def add_endpoint(app: Flask, index: int) -> None:
@@ -123,4 +141,4 @@ def _add_route(target: Flask | Blueprint, service: ApiService, index: int, prefi
     )
 
 
-__all__ = ["add_endpoint", "create_api_app"]
+__all__ = ["add_endpoint", "create_api_app", "job_store"]
