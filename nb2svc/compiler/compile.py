@@ -37,6 +37,7 @@ from nbformat import NotebookNode
 from nb2svc.compiler.annotations import METHODS, Annotation, AnnotationError, parse_annotation, route_pattern
 from nb2svc.compiler.errors import CompileError, CompileProblem
 from nb2svc.compiler.examples import declared_examples
+from nb2svc.compiler.near_miss import first_line_near_miss, later_annotation
 from nb2svc.compiler.notebook import LoadedNotebook, NotebookSource, load_notebook
 from nb2svc.compiler.spec import RESPONSE_MODES, Endpoint, ResponseInfo, ServiceSpec, SetupCell
 from nb2svc.compiler.swagger_parser import (
@@ -45,6 +46,7 @@ from nb2svc.compiler.swagger_parser import (
     response_info_line,
     swagger_annotations,
 )
+from nb2svc.compiler.syntax import CellSyntax, checks_language
 
 #: ``compile_notebook``'s ``cell_parser`` values (``--cell-parser``).
 CELL_PARSERS = ("default", "swagger")
@@ -94,11 +96,18 @@ def compile_notebook(
     nb, prefix = loaded.notebook, loaded.comment_prefix
     problems: list[CompileProblem] = []
 
-    def problem(cell: int | None, message: str, hint: str = "") -> None:
-        problems.append(CompileProblem(loaded.source, cell, message, hint))
+    notes: list[CompileProblem] = []
+
+    def problem(cell: int | None, message: str, hint: str = "", line: int | None = None) -> None:
+        problems.append(CompileProblem(loaded.source, cell, message, hint, line))
+
+    def warn(cell: int | None, message: str, hint: str = "", line: int | None = None) -> None:
+        notes.append(CompileProblem(loaded.source, cell, message, hint, line))
 
     swagger = swagger_annotations(nb.cells, prefix, problem, _source) if cell_parser == "swagger" else None
     annotate = swagger or _default_annotations(prefix)
+    python = checks_language(loaded.kernel.language)
+    syntax = CellSyntax() if python else None
     setup: list[SetupCell] = []
     endpoints: dict[tuple[str, str], _Route] = {}
     response_infos: dict[tuple[str, str], _Route] = {}
@@ -115,6 +124,11 @@ def compile_notebook(
             problem(number, exc.message, exc.hint)
             malformed = True
             continue
+        if swagger is None and _near_miss(number, code, annotation, prefix, python, problem, warn):
+            malformed = True
+            continue
+        if syntax is not None:
+            _check_syntax(number, code, annotation, syntax, problem, warn)
         if annotation is None:
             setup.append(SetupCell(number, code))
             continue
@@ -157,9 +171,85 @@ def compile_notebook(
         kernel=loaded.kernel,
         setup=tuple(setup),
         endpoints=tuple(specs),
-        warnings=tuple(_overlap_warnings(endpoints, loaded)) + _unused_operations(swagger, loaded),
+        warnings=tuple(_overlap_warnings(endpoints, loaded))
+        + _unused_operations(swagger, loaded)
+        + tuple(str(note) for note in notes),
         swagger=swagger.found.document if swagger is not None else None,
     )
+
+
+def _near_miss(
+    number: int,
+    code: str,
+    annotation: Annotation | None,
+    prefix: str,
+    python: bool,
+    problem: _Report,
+    warn: _Report,
+) -> bool:
+    """Report a cell meant as an endpoint that is not one; ``True`` when it is such a cell.
+
+    Kernel Gateway would run it as setup code and serve no endpoint for it, so that is an
+    error. An endpoint cell with a second annotation further down is served by Kernel
+    Gateway as the first one (the rest is a comment): a warning, and the cell compiles.
+    """
+    first = code.splitlines()[0]
+    if annotation is not None:
+        later = later_annotation(code, prefix, python)
+        if later is not None:
+            warn(
+                number,
+                f"`{later[1]}` on line {later[0]} is only a comment: this cell answers "
+                f"{annotation.method} {annotation.path}, its first line",
+                "start a new cell with it to make it an endpoint",
+                later[0],
+            )
+        return False
+    miss = first_line_near_miss(first, prefix)
+    if miss is not None:
+        problem(
+            number,
+            f"`{miss.line}` looks like an annotation but is not one ({miss.problem}); "
+            "as written this cell is setup code that runs at start",
+            miss.hint,
+        )
+        return True
+    later = later_annotation(code, prefix, python)
+    if later is not None:
+        line, text = later
+        problem(
+            number,
+            f"the annotation `{text}` is on line {line}, not on the cell's first line, so this cell "
+            "is setup code that runs at start, not an endpoint",
+            f"move `{text}` to the top of the cell, above `{first.strip()}`",
+            line,
+        )
+        return True
+    return False
+
+
+def _check_syntax(
+    number: int,
+    code: str,
+    annotation: Annotation | None,
+    syntax: CellSyntax,
+    problem: _Report,
+    warn: _Report,
+) -> None:
+    """A syntax error in a setup cell stops every kernel from starting: an error. In an
+    endpoint cell Kernel Gateway serves the notebook and each request answers 500 with
+    the error (its own test notebooks do that on purpose): a warning."""
+    found = syntax.problem(code)
+    if found is None:
+        return
+    if annotation is None:
+        problem(number, found.message, "fix the cell: it runs on every kernel at start", found.line)
+    else:
+        warn(
+            number,
+            f"{found.message}; every request to {annotation.method} {annotation.path} will answer 500",
+            line=found.line,
+        )
 
 
 def _default_annotations(prefix: str) -> Callable[[str], Annotation | None]:
