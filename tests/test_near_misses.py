@@ -119,13 +119,15 @@ def kg_shaped_notebooks() -> dict[str, nbformat.NotebookNode]:
             "# ResponseInfo PUT /contacts/:contact_id\n"
             'print(json.dumps({"status": status, "headers": {"Content-Type": "application/json"}}))',
             "# DELETE /contacts/:contact_id\nreq = json.loads(REQUEST)",
-            "# ResponseInfo DELETE /contacts/:contact_id\nprint(\n    json.dumps(\n        {'status': 204}\n    )\n)",
+            "# ResponseInfo DELETE /contacts/:contact_id\n"
+            "print(\n    json.dumps(\n        {'status': 204}\n    )\n)",
             "import re",
             'def filter_by_name(name_regex, contacts):\n    """Get contacts with names matching."""\n'
             "    return contacts",
             "# GET /contacts\nreq = json.loads(REQUEST)\n# query args appear as a list since they can be "
             "repeated in the URL\nprint(json.dumps(contacts))",
-            '# ResponseInfo GET /contacts\nprint(json.dumps({"headers": {"Content-Type": "application/json"}}))',
+            "# ResponseInfo GET /contacts\n"
+            'print(json.dumps({"headers": {"Content-Type": "application/json"}}))',
             'URL = "http://127.0.0.1:8889"',
             'if "KERNEL_GATEWAY" not in os.environ:\n    import requests\n\n    # POST /contacts\n'
             "    requests.post(URL + '/contacts', json={})",
@@ -147,17 +149,20 @@ def kg_shaped_notebooks() -> dict[str, nbformat.NotebookNode]:
             "def get_person(person_id):\n    return PERSON_INDEX[int(person_id)]",
             request_literal,
             "# GET /person/:id\nrequest = json.loads(REQUEST)\netag = 'x'",
-            "# ResponseInfo GET /person/:id\nprint(\n    json.dumps(\n        {'headers': {'ETag': etag}}\n    )\n)",
+            "# ResponseInfo GET /person/:id\n"
+            "print(\n    json.dumps(\n        {'headers': {'ETag': etag}}\n    )\n)",
             "",
         ),
         "kernel_api": notebook(
             "import os, json",
             "hello_message = 'hello {}'\npeople = ['Corey', 'Nitin', 'Pete']",
             "# GET /hello\nprint(hello_message.format('world'))",
-            "# GET /hello/:person\nreq = json.loads(REQUEST)\nprint(hello_message.format(req['path']['person']))",
+            "# GET /hello/:person\nreq = json.loads(REQUEST)\n"
+            "print(hello_message.format(req['path']['person']))",
             "# PUT /message\nreq = json.loads(REQUEST)\nhello_message = req['body']",
             "# POST /people\nreq = json.loads(REQUEST)\npeople = req['body']",
-            "# DELETE /people/:index\nreq = json.loads(REQUEST)\npeople.remove(people[int(req['path']['index'])])",
+            "# DELETE /people/:index\nreq = json.loads(REQUEST)\n"
+            "people.remove(people[int(req['path']['index'])])",
             "# GET /error\nthis cell should print an error in the response",
             "import sys",
             "# GET /stderr\nprint('I am text on stdout')\nprint('I am text on stderr', file=sys.stderr)",
@@ -225,4 +230,3 @@ def test_build_exits_2_naming_the_cell(tmp_path: Path, cell: str, wanted: str) -
     assert f"{path}, cell 3" in result.stderr and wanted in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "service.json").exists()
-
