@@ -35,6 +35,7 @@ from itertools import combinations
 from nbformat import NotebookNode
 
 from nb2svc.compiler.annotations import METHODS, Annotation, AnnotationError, parse_annotation, route_pattern
+from nb2svc.compiler.declarations import check_examples, declared_contracts
 from nb2svc.compiler.errors import CompileError, CompileProblem
 from nb2svc.compiler.examples import declared_examples
 from nb2svc.compiler.near_miss import first_line_near_miss, later_annotation
@@ -45,6 +46,7 @@ from nb2svc.compiler.swagger_parser import (
     operation_line,
     response_info_line,
     swagger_annotations,
+    swagger_contracts,
 )
 from nb2svc.compiler.syntax import CellSyntax, checks_language
 
@@ -158,12 +160,23 @@ def compile_notebook(
     specs.sort(key=lambda ep: (_order_key(ep.path), METHODS.index(ep.method), ep.path))
     examples = declared_examples(nb.cells, specs, problem)
     modes = {(ep.method, ep.path): _response_mode(nb, ep.cells[0], problem) for ep in specs}
+    contracts = declared_contracts(nb.cells, specs, prefix, problem)
+    if swagger is not None:
+        contracts = swagger_contracts(specs, swagger, contracts)
     if problems:
         raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
     specs = [
-        replace(ep, examples=examples.get((ep.method, ep.path), ()), response=modes[ep.method, ep.path])
+        replace(
+            ep,
+            examples=examples.get((ep.method, ep.path), ()),
+            response=modes[ep.method, ep.path],
+            contract=contracts.get((ep.method, ep.path), {}),
+        )
         for ep in specs
     ]
+    check_examples(specs, problem)
+    if problems:
+        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
     service_name = name or loaded.stem
     return ServiceSpec(
         name=service_name,
