@@ -26,7 +26,9 @@ How REQUEST reaches the kernel:
   - ``REQUEST_BODY``: the raw body as ``bytes`` (``b""`` if none): images,
     ``application/octet-stream`` and any other binary body arrive without base64;
   - ``REQUEST_FILES``: multipart uploads as ``{name: [{"filename", "content_type",
-    "data": bytes}]}`` (``{}`` otherwise).
+    "data": bytes}]}`` (``{}`` otherwise);
+  - ``PARAMS``: the typed values of the endpoint's declared contract (path and query
+    names, the JSON body under ``"body"``; see :mod:`.contract`), in the metadata.
 
   Large answers come back the same way (the request's metadata asks for it with
   ``raw_outputs``): a stdout flush of :data:`RAW_OUTPUT_MIN` characters or more goes as
@@ -130,6 +132,8 @@ class RequestPayload:
     json: str
     body: bytes = b""
     files: list[Upload] = field(default_factory=list)
+    #: ``PARAMS``: the typed values of a checked contract (:mod:`.contract`); out of band only.
+    params: dict[str, Any] | None = None
 
 
 def build_payload(
@@ -175,7 +179,7 @@ def out_of_band(payload: RequestPayload) -> tuple[dict[str, Any], list[bytes]]:
     outputs as raw buffers (the executor reads both forms).
     """
     uploads = [[name, filename, content_type] for name, filename, content_type, _ in payload.files]
-    metadata = {OUT_OF_BAND_KEY: {"files": uploads, "raw_outputs": True}}
+    metadata = {OUT_OF_BAND_KEY: {"files": uploads, "raw_outputs": True, "params": payload.params or {}}}
     buffers = [payload.json.encode("utf-8"), payload.body, *(data for *_, data in payload.files)]
     return metadata, buffers
 
@@ -288,6 +292,7 @@ def _nb2svc_bind_request(info=None):
         upload = {"filename": filename, "content_type": content_type, "data": bytes(data)}
         files.setdefault(name, []).append(upload)
     ns["REQUEST_FILES"] = files
+    ns["PARAMS"] = spec.get("params") or {}
 
 
 _nb2svc_has_parent = callable(getattr(getattr(get_ipython(), "kernel", None), "get_parent", None))

@@ -2,7 +2,9 @@
 
 Every endpoint view ends in :meth:`ApiService.handle`, which:
 
-1. builds ``REQUEST`` (see :mod:`nb2svc.runtime.http_api.request`; a bad body is a 400),
+1. builds ``REQUEST`` (see :mod:`nb2svc.runtime.http_api.request`; a bad body is a 400)
+   and checks the endpoint's declared contract (:mod:`nb2svc.runtime.http_api.contract`;
+   a request that breaks it is a 400 with every violation, and no kernel is leased),
 2. leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time),
 3. runs the endpoint's code with ``REQUEST`` bound in the same execute (out of band
    on Python kernels, a literal on the annotation line elsewhere),
@@ -30,6 +32,7 @@ from flask import Response, current_app, jsonify, request
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
+from nb2svc.runtime.http_api.contract import Contracts
 from nb2svc.runtime.http_api.jobs import JobLimit, JobStore
 from nb2svc.runtime.http_api.kg_compat import conditional
 from nb2svc.runtime.http_api.kg_compat import path_params as kg_path_params
@@ -121,6 +124,7 @@ class ApiService:
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
         self.jobs = JobStore()
+        self.contracts = Contracts(spec)
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel; a Python one is asked once whether it binds REQUEST out of band."""
@@ -189,6 +193,9 @@ class ApiService:
             payload = build_payload(request, path_params, self._hidden_query, binary_ok=self._python)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
+        rejected = self.contracts.apply(endpoint, request, path_params, payload)
+        if rejected is not None:
+            return rejected
         if endpoint.response == "job" or "respond-async" in request.headers.get("Prefer", ""):
             return self._submit_job(endpoint, payload)
         if endpoint.response == "stream":
