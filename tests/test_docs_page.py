@@ -88,3 +88,55 @@ def test_try_an_endpoint_from_the_page_with_the_token(
     assert shot.stat().st_size > 10_000
     # The page sent the token it was opened with: the server answered the endpoint, not a 401.
     assert requests.get(server.url("/hello/world"), timeout=10).status_code == 401
+
+
+CONTRACT_NOTEBOOK = (
+    "import json",
+    "# GET /orders\n"
+    "# param qty: integer, minimum 1 - how many\n"
+    "# param color: string, enum red|green, default green - paint\n"
+    "print(json.dumps(PARAMS))",
+)
+
+
+def test_the_page_shows_a_contract_and_checks_try_it_out_input(
+    start_server: StartServer, browser: object, tmp_path: Path
+) -> None:
+    """Swagger UI reads the declared schemas: the query parameter's type and description, the
+    enum as a choice with its default, and a value below the minimum refused in the page."""
+    import nbformat
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.notebooks import notebook
+
+    path = tmp_path / "orders.ipynb"
+    nbformat.write(notebook(*CONTRACT_NOTEBOOK, kernel="python3", language="python"), path)
+    server = start_server(str(path), "--pool-size", "1")
+    wait = WebDriverWait(browser, 30)
+    browser.get(server.url("/_api/docs"))  # type: ignore[attr-defined]
+    operation = wait.until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, "[id^='operations-'][id$='get_orders']"))
+    )
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    table = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".parameters")))
+    text = table.text
+    assert "qty" in text and "integer" in text and "how many" in text and "paint" in text
+    choice = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "select")))
+    options = [o.text for o in choice.find_elements(By.TAG_NAME, "option")]
+    assert "red" in options and "green" in options
+    qty = operation.find_element(By.CSS_SELECTOR, "input[placeholder='qty']")
+    qty.send_keys("0")
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    wait.until(lambda _: "invalid" in (qty.get_attribute("class") or ""))
+    assert not operation.find_elements(By.CSS_SELECTOR, ".live-responses-table .response")
+    qty.clear()
+    qty.send_keys("2")
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    answer = wait.until(
+        ec.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, ".live-responses-table .response .response-col_description"), '"qty": 2'
+        )
+    )
+    assert answer
