@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from flask import Request, Response
 
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.runtime.auth import json_error
-from nb2svc.runtime.http_api.request import RequestPayload
+from nb2svc.runtime.http_api.kg_compat import path_params as kg_path_params
+from nb2svc.runtime.kernel.invoke import RequestPayload
 
 
 class Contracts:
@@ -48,13 +50,13 @@ class Contracts:
 
     def apply(
         self, endpoint: Endpoint, req: Request, path_params: Mapping[str, str], payload: RequestPayload
-    ) -> Response | None:
-        """Check ``req``; a 400 response when it breaks the contract, else ``None`` with
-        ``payload.params`` set to what the cell receives as ``PARAMS``."""
+    ) -> Response | RequestPayload:
+        """Check ``req``: a 400 response when it breaks the contract, else ``payload`` with
+        ``params``, what the cell receives as ``PARAMS``."""
         contract = self._by_endpoint.get((endpoint.method, endpoint.path))
+        path_params = kg_path_params(req.environ, path_params)  # as REQUEST["path"] has them
         if contract is None:
-            payload.params = dict(path_params)
-            return None
+            return replace(payload, params=path_params)
         body, has_body, json_body = None, False, False
         if "body" in contract.schemas:
             data = req.get_data(cache=True)
@@ -72,8 +74,7 @@ class Contracts:
             more = f" (and {len(checked.errors) - 1} more)" if len(checked.errors) > 1 else ""
             message = f"{endpoint.method} {endpoint.path}: {first['pointer']}: {first['message']}{more}"
             return json_error(400, "BadRequest", message, errors=checked.errors)
-        payload.params = checked.params
-        return None
+        return replace(payload, params=checked.params)
 
 
 __all__ = ["Contracts"]
