@@ -12,7 +12,8 @@ difference is exactly the CPU the worker adds per request, free of the noise of 
 machine.
 
 Part 2, served: one ``nb2svc serve`` (1 worker, 1 kernel) with two endpoints that differ
-only in their declaration, ``GET /plain`` and ``GET /typed`` (both ``print("ok")``), both
+only in their declaration, ``GET /plain`` and ``GET /typed`` (both ``print("ok")`` under
+two comment lines of the same length: ``# param`` lines or prose), both
 sent ``?qty=2&color=red``. Sequential keep-alive requests in alternating blocks (the order
 flipped every round); CPU seconds of the
 worker and of the kernel are read from /proc before and after each block, so the figure
@@ -42,7 +43,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.api_bench import descendants, free_port  # noqa: E402
 
-PLAIN = '# GET /plain\nprint("ok")'
+#: The same two comment lines, not declarations: IPython transforms every line of a cell,
+#: so both cells are the same size and only the contract differs.
+PLAIN = '# GET /plain\n# qty is an integer, minimum 1 - how many\n# color is red or green\nprint("ok")'
 TYPED = (
     "# GET /typed\n# param qty: integer, minimum 1 - how many\n# param color: string, enum red|green\n"
     'print("ok")'
