@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -60,6 +61,20 @@ def test_a_notebook_that_claims_root_keeps_it(start_server: StartServer, tmp_pat
     assert server.get("/", headers={"Authorization": f"token {TOKEN}"}).text == "mine\n"
 
 
+def execute_and_read(wait: Any, operation: Any, expected: str) -> None:
+    """Press the operation's Execute button and wait for ``expected`` in the answer shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    answer = wait.until(
+        ec.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, ".live-responses-table .response .response-col_description"), expected
+        )
+    )
+    assert answer
+
+
 def test_try_an_endpoint_from_the_page_with_the_token(
     server: Server, browser: object, tmp_path: Path
 ) -> None:
@@ -76,13 +91,7 @@ def test_try_an_endpoint_from_the_page_with_the_token(
     operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
     field = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[placeholder='name']")))
     field.send_keys("world")
-    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
-    answer = wait.until(
-        ec.text_to_be_present_in_element(
-            (By.CSS_SELECTOR, ".live-responses-table .response .response-col_description"), "hello, world"
-        )
-    )
-    assert answer
+    execute_and_read(wait, operation, "hello, world")
     shot = SCREENSHOT if os.environ.get("NB2SVC_UPDATE_SCREENSHOT") else tmp_path / "docs-page.png"
     browser.save_screenshot(str(shot))  # type: ignore[attr-defined]
     assert shot.stat().st_size > 10_000
@@ -133,10 +142,4 @@ def test_the_page_shows_a_contract_and_checks_try_it_out_input(
     assert not operation.find_elements(By.CSS_SELECTOR, ".live-responses-table .response")
     qty.clear()
     qty.send_keys("2")
-    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
-    answer = wait.until(
-        ec.text_to_be_present_in_element(
-            (By.CSS_SELECTOR, ".live-responses-table .response .response-col_description"), '"qty": 2'
-        )
-    )
-    assert answer
+    execute_and_read(wait, operation, '"qty": 2')

@@ -13,8 +13,16 @@ Rules (Kernel Gateway's, plus checks it does not make):
   only in parameter names (``/items/:id`` and ``/items/:key``), whatever their methods;
   no endpoints at all (reported only when no annotation was malformed, since fixing
   those is then the fix).
+- Near misses (:mod:`nb2svc.compiler.near_miss`) are errors too: an annotation-shaped
+  first line that does not parse (``# GET/x``, ``## GET /x``, ``# ResponceInfo GET /ok``,
+  another language's comment marker) and an annotation below a cell's first line. A
+  Python setup cell that does not parse (:mod:`nb2svc.compiler.syntax`) is an error with
+  its line; malformed contract declarations (:mod:`nb2svc.compiler.declarations`) and
+  examples that break their endpoint's contract are errors.
 - Warnings (in ``spec.warnings``, never fatal): paths that overlap but resolve because
-  literal segments win over parameters (``/users/me`` and ``/users/:id``).
+  literal segments win over parameters (``/users/me`` and ``/users/:id``); where Kernel
+  Gateway serves the notebook anyway, a syntax error in an endpoint cell and a second
+  annotation inside an endpoint cell.
 - Endpoint order: by path segments, a literal before a parameter at the first
   differing position (so ``/users/me`` precedes ``/users/:id``), literals
   alphabetically, shorter paths first; then by method in :data:`METHODS` order.
@@ -151,8 +159,7 @@ def compile_notebook(
     if not endpoints and not malformed and not problems:
         wanted = f"{prefix} operationId: NAME" if swagger else f"{prefix} GET /path"
         problem(None, "no endpoints found", f"annotate a code cell's first line with `{wanted}`")
-    if problems:
-        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
+    _raise_if_any(problems)
 
     specs = [_endpoint(route, response_infos.get(key), nb) for key, route in endpoints.items()]
     if swagger is not None:
@@ -163,8 +170,7 @@ def compile_notebook(
     contracts = declared_contracts(nb.cells, specs, prefix, problem)
     if swagger is not None:
         contracts = swagger_contracts(specs, swagger, contracts)
-    if problems:
-        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
+    _raise_if_any(problems)
     specs = [
         replace(
             ep,
@@ -175,8 +181,7 @@ def compile_notebook(
         for ep in specs
     ]
     check_examples(specs, problem)
-    if problems:
-        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
+    _raise_if_any(problems)
     service_name = name or loaded.stem
     return ServiceSpec(
         name=service_name,
@@ -189,6 +194,12 @@ def compile_notebook(
         + tuple(str(note) for note in notes),
         swagger=swagger.found.document if swagger is not None else None,
     )
+
+
+def _raise_if_any(problems: list[CompileProblem]) -> None:
+    """Every problem found so far, in cell order, as one :class:`CompileError`."""
+    if problems:
+        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
 
 
 def _near_miss(
