@@ -50,6 +50,7 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.invoke import EndpointCode, RequestPayload, invoker_for
 from nb2svc.runtime.store import StoreUnavailable
 from nb2svc.runtime.webapp import base_path
@@ -74,10 +75,12 @@ class ApiService:
         prefix: str = "",
         on_ready: Callable[[], None] | None = None,
         jobs: JobStore | None = None,
+        host: KernelHost | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
         "warm" line; alone, the service says "ready" itself. ``jobs`` is the app's job
-        store (shared by its notebooks); without one, requests for jobs are a 503."""
+        store (shared by its notebooks); without one, requests for jobs are a 503.
+        ``host``: the worker's kernel host (its runtime's), which every kernel of the pool uses."""
         self.invoker = invoker_for(spec.kernel.language)  # ValueError for a language it cannot serve
         self.spec = spec
         self.settings = settings
@@ -92,6 +95,7 @@ class ApiService:
             start_timeout=settings.kernel_start_timeout,
             bootstrap=self.invoker.bootstrap,
             setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+            host=host,
         )
         self.pool = KernelPool(
             settings.pool_size,

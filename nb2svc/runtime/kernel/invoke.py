@@ -38,9 +38,10 @@ import json
 import shlex
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from nb2svc.runtime.kernel.agent import (
@@ -114,15 +115,17 @@ def _julia_literal(value: str) -> str:
 
 #: How each kernel language assigns the REQUEST string; the result goes before the
 #: annotation comment on the cell's first line.
-ASSIGNMENTS: dict[str, Callable[[str], str]] = {
-    "python": lambda s: f"{LITERAL_PREFIX}{_double_quoted(s)}; ",
-    "r": lambda s: f"REQUEST <- {_double_quoted(s)}; ",
-    "julia": lambda s: f"REQUEST = {_julia_literal(s)}; ",
-    "javascript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
-    "typescript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
-    "scala": lambda s: f"val REQUEST = {_double_quoted(s)}; ",
-    "bash": lambda s: f"REQUEST={shlex.quote(s)}; ",
-}
+ASSIGNMENTS: Mapping[str, Callable[[str], str]] = MappingProxyType(
+    {
+        "python": lambda s: f"{LITERAL_PREFIX}{_double_quoted(s)}; ",
+        "r": lambda s: f"REQUEST <- {_double_quoted(s)}; ",
+        "julia": lambda s: f"REQUEST = {_julia_literal(s)}; ",
+        "javascript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
+        "typescript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
+        "scala": lambda s: f"val REQUEST = {_double_quoted(s)}; ",
+        "bash": lambda s: f"REQUEST={shlex.quote(s)}; ",
+    }
+)
 
 
 def supports_language(language: str) -> bool:
