@@ -3,17 +3,19 @@
 Every runtime option is declared once in :data:`OPTIONS`: its name, its ``NB2SVC_*``
 environment variable, the Kernel Gateway ``KG_*`` alias where the reference has one,
 its type, default and help. From that table come the click options of ``nb2svc
-serve`` (with ``show_default`` and ``show_envvar``), :func:`settings_from_env` (used by
-generated bundles inside containers) and the docs. A test fails when an option is
-missing from the README.
+serve`` (with ``show_default`` and ``show_envvar``), the typed :class:`Settings` (one
+field per option, checked against the table at import), :func:`settings_from_env`,
+config-file keys and the docs. A test fails when an option is missing from the README.
 
-``nb2svc serve`` resolves flags, then exports the result as ``NB2SVC_*`` variables
-before gunicorn loads the app, so a generated ``app.py`` and ``nb2svc serve`` read
-their settings the same way: from the environment.
+Settings are resolved once, where a server is planned (:mod:`nb2svc.plan`): by ``nb2svc
+serve`` in gunicorn's master from flags, variables and the config file, or by a generated
+bundle's ``app.py`` from its environment. Workers get them inside the plan and read no
+variable again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -55,6 +57,8 @@ class Option:
     shown_default: str | None = None
     #: Part of ``nb2svc build`` (baked into the image and manifests) as well as ``serve``.
     deploy: bool = False
+    #: The :class:`Settings` field's type when ``normalize`` gives another than ``type``.
+    field_type: str | None = None
 
     @property
     def env(self) -> str:
@@ -243,6 +247,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("api",),
         normalize=normalize_pool_size,
         deploy=True,
+        field_type="int | str",
     ),
     Option(
         "pool_idle_timeout",
@@ -656,19 +661,76 @@ def parse_value(option: Option, raw: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+def _default(name: str) -> Any:
+    return OPTIONS_BY_NAME[name].default
+
+
+#: How each option type reads as a :class:`Settings` field annotation.
+_FIELD_TYPES = {str: "str", int: "int", float: "float", bool: "bool", list: "tuple[str, ...]"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Resolved settings: one value per :data:`OPTIONS` entry."""
+    """Resolved settings: one typed field per :data:`OPTIONS` entry, in the table's order.
 
-    values: Mapping[str, Any] = field(default_factory=dict)
+    Written out (rather than generated) so readers and type checkers see each field;
+    :func:`_check_settings_fields` keeps it and the table in step at import, so the
+    table stays the one source of names, types and defaults.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            if name in OPTIONS_BY_NAME:
-                return OPTIONS_BY_NAME[name].default
-            raise AttributeError(name) from None
+    host: str = _default("host")
+    port: int = _default("port")
+    workers: int = _default("workers")
+    base_url: str = _default("base_url")
+    token: str = _default("token")
+    allow_origin: str = _default("allow_origin")
+    allow_credentials: str = _default("allow_credentials")
+    allow_headers: str = _default("allow_headers")
+    allow_methods: str = _default("allow_methods")
+    expose_headers: str = _default("expose_headers")
+    max_age: str = _default("max_age")
+    pool_size: int | str = _default("pool_size")  # N, or "MIN..MAX" (:func:`pool_bounds`)
+    pool_idle_timeout: float = _default("pool_idle_timeout")
+    kernel_max_requests: int = _default("kernel_max_requests")
+    kernel_max_memory: int = _default("kernel_max_memory")
+    request_timeout: float = _default("request_timeout")
+    queue_timeout: float = _default("queue_timeout")
+    max_queue: int = _default("max_queue")
+    store: str = _default("store")
+    store_password_file: str = _default("store_password_file")
+    max_jobs_per_client: int = _default("max_jobs_per_client")
+    job_result_max_bytes: int = _default("job_result_max_bytes")
+    job_ttl: float = _default("job_ttl")
+    job_lease: float = _default("job_lease")
+    max_body_size: int = _default("max_body_size")
+    kernel_name: str = _default("kernel_name")
+    kernel_start_timeout: float = _default("kernel_start_timeout")
+    transport: str = _default("transport")
+    env_allow: tuple[str, ...] = _default("env_allow")
+    log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
+    graceful_timeout: float | None = _default("graceful_timeout")
+    max_kernels: int = _default("max_kernels")
+    default_kernel: str = _default("default_kernel")
+    force_kernel: str = _default("force_kernel")
+    list_kernels: bool = _default("list_kernels")
+    cull_idle_timeout: float = _default("cull_idle_timeout")
+    cull_interval: float = _default("cull_interval")
+    cull_connected: bool = _default("cull_connected")
+    prespawn: int = _default("prespawn")
+    seed: str = _default("seed")
+    warm: int = _default("warm")
+    auth: bool = _default("auth")
+    token_file: str = _default("token_file")
+    error_detail: str = _default("error_detail")
+    header_timeout: float = _default("header_timeout")
+    keepalive_timeout: float = _default("keepalive_timeout")
+    max_message_size: int = _default("max_message_size")
+    reload: bool = _default("reload")
+    reload_extra: tuple[str, ...] = _default("reload_extra")
+    allow_notebook_download: bool = _default("allow_notebook_download")
+    static_path: str = _default("static_path")
+    cell_parser: str = _default("cell_parser")
 
     @property
     def url(self) -> str:
@@ -677,11 +739,22 @@ class Settings:
         return f"http://{host}:{self.port}{self.base_url}"
 
     def replace(self, **changes: Any) -> Settings:
-        return Settings({**self.values, **changes})
+        return dataclasses.replace(self, **changes)
 
-    def to_env(self) -> dict[str, str]:
-        """The ``NB2SVC_*`` variables that reproduce these settings in another process."""
-        return {option.env: env_value(option, getattr(self, option.name)) for option in OPTIONS}
+
+def _check_settings_fields(options: Sequence[Option] = OPTIONS, settings: type = Settings) -> None:
+    """Fail at import when :class:`Settings` and :data:`OPTIONS` disagree (a name, order or type)."""
+    expected = [
+        (o.name, (o.field_type or _FIELD_TYPES[o.type]) + (" | None" if o.default is None else ""))
+        for o in options
+    ]
+    actual = [(f.name, str(f.type)) for f in dataclasses.fields(settings)]
+    if actual != expected:
+        extra = sorted(set(actual) ^ set(expected))
+        raise TypeError(f"Settings does not match OPTIONS (name, type, or order): {extra or actual}")
+
+
+_check_settings_fields()
 
 
 def env_value(option: Option, value: Any) -> str:
@@ -897,7 +970,7 @@ def settings_from_env(
     for name, value in overrides.items():
         if value is not None:
             values[name] = parse_value(OPTIONS_BY_NAME[name], value)
-    return Settings(values)
+    return Settings(**values)
 
 
 def settings_or_exit(

@@ -377,8 +377,6 @@ def test_the_supervisor_owns_its_pools_and_start_batches() -> None:
     supervisor = KernelSupervisor(retry=RetryPolicy(first_delay=0.0))
     starter = Starter()
     pool = supervisor.pool("/orders", starter, PoolSize(1, 2))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="already has a pool"):
-        supervisor.pool("/orders", starter, 1)  # type: ignore[arg-type]
     pool.start()
     errors: list[Exception] = []
     made: list[int] = []
@@ -391,11 +389,21 @@ def test_the_supervisor_owns_its_pools_and_start_batches() -> None:
     batch = supervisor.start_batch(2, start_one, errors.append)
     until(lambda: batch.pending == 0 and pool.ready)
     assert batch.failed == 1 and [str(e) for e in errors] == ["second prespawn fails"]
-    assert supervisor.stats()["/orders"].maximum == 2
+    assert [(name, stats.maximum) for name, stats in supervisor.stats()] == [("/orders", 2)]
     supervisor.shutdown()
     assert starter.started and all(kernel.stopped for kernel in starter.started)
     with pytest.raises(PoolFailed, match="shutting down"):
         pool.acquire(timeout=1)
+    assert supervisor.pools == []
+
+
+def test_a_reload_version_pool_stands_beside_the_one_it_replaces() -> None:
+    supervisor = KernelSupervisor()
+    old = supervisor.pool("/", Starter(), 1)  # type: ignore[arg-type]
+    new = supervisor.pool("/", Starter(), 1)  # type: ignore[arg-type]
+    assert [pool for _, pool in supervisor.pools] == [old, new]
+    old.shutdown()
+    assert [pool for _, pool in supervisor.pools] == [new]
 
 
 def test_a_batch_failure_handler_may_shut_the_supervisor_down() -> None:

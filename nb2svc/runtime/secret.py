@@ -11,7 +11,8 @@ deleting a variable is not enough. :func:`hide` therefore:
   with ``*`` through ``/proc/self/mem``, before gunicorn forks the workers, so the master
   and every worker show ``--token ******``.
 
-The token itself is kept in memory for the workers (:func:`held`). What stays visible to
+The token itself crosses the fork inside the serve plan (:mod:`nb2svc.plan`), which the
+workers build their apps from. What stays visible to
 code running as the same user: the token file, if one is used (give it mode 600 and run
 kernels as another user, or in containers, for real isolation); the server's memory
 through ``/proc/<pid>/mem`` or a debugger where ptrace is allowed; the token in requests
@@ -24,8 +25,6 @@ import os
 from pathlib import Path
 
 TOKEN_VARIABLES = ("NB2SVC_TOKEN", "KG_AUTH_TOKEN")
-
-_held = ""
 
 
 def read_secret_file(path: str | os.PathLike[str], flag: str = "--token-file") -> str:
@@ -46,16 +45,9 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     return read_secret_file(path, "--token-file")
 
 
-def held() -> str:
-    """The token :func:`hide` took (inherited by forked workers), or ``""``."""
-    return _held
-
-
 def hide(token: str) -> bool:
-    """Hold ``token`` and erase it from the environment and the process's argv/environ
-    memory; ``False`` if ``/proc/self/mem`` could not be written (then it stays visible)."""
-    global _held
-    _held = token
+    """Erase ``token`` from the environment and the process's argv/environ memory;
+    ``False`` if ``/proc/self/mem`` could not be written (then it stays visible)."""
     for name in TOKEN_VARIABLES:
         os.environ.pop(name, None)
     return erase(token)

@@ -1,6 +1,6 @@
 """API mode's app: the shared skeleton plus one Flask blueprint per mounted notebook.
 
-:func:`create_mounted_app` stands on :func:`nb2svc.runtime.webapp.create_webapp` (CORS,
+:func:`create_api_app` stands on :func:`nb2svc.runtime.webapp.create_webapp` (CORS,
 token, JSON errors, health, metrics), adds the service routes of
 :mod:`nb2svc.runtime.http_api.routes` (OpenAPI, docs page, jobs, Kernel Gateway's extras)
 and mounts each notebook as a blueprint at its prefix with its own
@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response
 
-from nb2svc.compiler.mounts import Mount
-from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.http_api.health import api_metrics, readiness
 from nb2svc.runtime.http_api.jobs import JobLimits, JobStore
@@ -31,49 +28,33 @@ from nb2svc.runtime.http_api.routes import (
     public_paths,
 )
 from nb2svc.runtime.http_api.service import ApiService
-from nb2svc.runtime.kernel.supervisor import KernelSupervisor
-from nb2svc.runtime.server import on_worker_exit
 from nb2svc.runtime.store import open_store
 from nb2svc.runtime.webapp import base_path, create_webapp
+from nb2svc.runtime.worker_runtime import WorkerRuntime
+
+if TYPE_CHECKING:
+    from nb2svc.plan import ServePlan
 
 log = logging.getLogger("nb2svc")
 
 
-def create_app(
-    spec: ServiceSpec,
-    settings: Settings,
-    *,
-    register_routes: bool = True,
-    cwd: str | Path | None = None,
-    exit_on_failure: bool = True,
-) -> Flask:
-    """The API-mode Flask app of one notebook at the root. A generated ``app.py`` passes
-    ``register_routes=False`` and declares each endpoint itself with :meth:`ApiService.handle`.
-    With ``exit_on_failure=False`` (a ``--reload`` candidate) a pool that cannot start only
-    sets ``pool.failure`` instead of stopping the worker.
-    """
-    return create_mounted_app(
-        [(Mount("", spec), cwd)], settings, register_routes=register_routes, exit_on_failure=exit_on_failure
-    )
-
-
-def create_mounted_app(
-    mounts: Sequence[tuple[Mount, str | Path | None]],
-    settings: Settings,
+def create_api_app(
+    plan: ServePlan,
+    runtime: WorkerRuntime,
     *,
     register_routes: bool = True,
     exit_on_failure: bool = True,
-    mount_settings: Mapping[str, Settings] | None = None,
 ) -> Flask:
-    """One app for one or several notebooks (``(mount, working directory)`` each).
-
-    ``mount_settings`` (by prefix) gives a notebook's pool settings of its own (a config
-    file's ``[mounts]`` table: pool size, queue, kernel spec); the others use ``settings``.
+    """The API-mode app of ``plan``'s notebooks, each with its own settings, all with the
+    worker's one job store (``runtime.jobs``). Called by :func:`nb2svc.runtime.entry.build_app`, which
+    registers the services' shutdown once; with ``exit_on_failure=False`` (a ``--reload``
+    candidate) a pool that cannot start only sets ``pool.failure`` instead of stopping the
+    worker.
     """
-    mount_settings = mount_settings or {}
+    settings = plan.settings
     services: list[ApiService] = []
-    supervisor = KernelSupervisor()  # the worker's: every notebook's pool is one of its pools
-    jobs = job_store(settings)
+    supervisor = runtime.kernel_supervisor  # the worker's: every notebook's pool is one of its pools
+    jobs = runtime.jobs(settings)
 
     def all_ready() -> None:  # one "ready" line once every notebook's pool is warm
         if all(service.pool.ready for service in services):
@@ -87,18 +68,19 @@ def create_mounted_app(
 
     services += [
         ApiService(
-            mount.spec,
-            mount_settings.get(mount.prefix, settings),
-            cwd=str(cwd) if cwd else None,
+            mounted.mount.spec,
+            mounted.settings,
+            cwd=str(mounted.cwd) if mounted.cwd else None,
             exit_on_failure=exit_on_failure,
-            prefix=mount.prefix,
-            on_ready=all_ready if len(mounts) > 1 else None,
+            prefix=mounted.mount.prefix,
+            on_ready=all_ready if plan.several else None,
             supervisor=supervisor,
             jobs=jobs,
+            host=runtime.kernel_host,
         )
-        for mount, cwd in mounts
+        for mounted in plan.mounts
     ]
-    specs = [mount for mount, _ in mounts]
+    specs = [mounted.mount for mounted in plan.mounts]
     base = base_path(settings)
     app = create_webapp(
         specs[0].name if len(specs) == 1 else "nb2svc",
@@ -121,10 +103,7 @@ def create_mounted_app(
             for index in range(len(service.spec.endpoints)):
                 _add_route(blueprint, service, index)
             app.register_blueprint(blueprint)
-    on_worker_exit(jobs.store.close)  # runs last: hooks run in reverse order
-    on_worker_exit(jobs.shutdown)
     for service in services:
-        on_worker_exit(service.shutdown)
         service.start()
     return app
 
@@ -164,4 +143,4 @@ def _add_route(target: Flask | Blueprint, service: ApiService, index: int, prefi
     )
 
 
-__all__ = ["add_endpoint", "create_app", "create_mounted_app"]
+__all__ = ["add_endpoint", "create_api_app", "job_store"]

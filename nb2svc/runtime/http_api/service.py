@@ -3,7 +3,9 @@
 Every endpoint view ends in :meth:`ApiService.handle`, and a request goes through each
 module once:
 
-1. :mod:`.request` builds ``REQUEST`` (a bad body is a 400);
+1. :mod:`.request` builds ``REQUEST`` (a bad body is a 400), and :mod:`.contract` checks
+   the endpoint's declared contract (a request that breaks it is a 400 listing every
+   violation, and no kernel is leased);
 2. the service leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time);
 3. the service's :class:`~nb2svc.runtime.kernel.invoke.Invoker`, picked once for the
    kernel's language, runs the endpoint's code with its request bound and its
@@ -31,6 +33,7 @@ from flask import Request, Response, current_app, jsonify, request
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
+from nb2svc.runtime.http_api.contract import Contracts
 from nb2svc.runtime.http_api.jobs import JobLimit, JobStore, client_identity
 from nb2svc.runtime.http_api.request import BadRequestBody, build_payload
 from nb2svc.runtime.http_api.responses import answer
@@ -49,6 +52,7 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.invoke import EndpointCode, RequestPayload, invoker_for
 from nb2svc.runtime.store import StoreUnavailable
 from nb2svc.runtime.webapp import base_path
@@ -74,10 +78,12 @@ class ApiService:
         on_ready: Callable[[], None] | None = None,
         jobs: JobStore | None = None,
         supervisor: KernelSupervisor | None = None,
+        host: KernelHost | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
         "warm" line; alone, the service says "ready" itself. ``jobs`` is the app's job
         store (shared by its notebooks); without one, requests for jobs are a 503.
+        ``host``: the worker's kernel host (its runtime's), which every kernel of the pool uses.
         ``supervisor`` is the worker's (its pool is one of the supervisor's); without one
         the service has its own."""
         self.invoker = invoker_for(spec.kernel.language)  # ValueError for a language it cannot serve
@@ -94,6 +100,7 @@ class ApiService:
             start_timeout=settings.kernel_start_timeout,
             bootstrap=self.invoker.bootstrap,
             setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+            host=host,
         )
         supervisor = supervisor or KernelSupervisor()
         self.pool = supervisor.pool(
@@ -111,6 +118,7 @@ class ApiService:
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
         self.jobs = jobs
+        self.contracts = Contracts(spec)
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel, prepared for the invocation protocol (none is left on failure)."""
@@ -170,6 +178,9 @@ class ApiService:
             payload = build_payload(request, path_params, self._hidden_query, self.invoker.binary_body)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
+        payload = self.contracts.apply(endpoint, request, path_params, payload)
+        if isinstance(payload, Response):  # it breaks the endpoint's contract: no kernel is leased
+            return payload
         if endpoint.response == "job" or "respond-async" in request.headers.get("Prefer", ""):
             return self._submit_job(endpoint, payload)
         if endpoint.response == "stream":

@@ -373,6 +373,11 @@ class KernelPool:
         return self.policy.minimum == 0 or (self._warmed >= self.policy.minimum and bool(self._all))
 
     @property
+    def closed(self) -> bool:
+        """Shut down: it hands out nothing more."""
+        return self._closed
+
+    @property
     def filled_once(self) -> bool:
         return self._warmed >= self.policy.minimum
 

@@ -83,7 +83,9 @@ class KernelSupervisor:
         self.restart = restart or RestartPolicy()
         self.retry = retry or RetryPolicy()
         self._clock = clock
-        self.pools: dict[str, KernelPool] = {}
+        #: ``(name, pool)`` of every pool not shut down: a ``--reload`` version's pool
+        #: stands beside the one it replaces (same name) until that one is shut down.
+        self._pools: list[tuple[str, KernelPool]] = []
         self._batches: list[StartBatch] = []
 
     def pool(
@@ -98,8 +100,7 @@ class KernelSupervisor:
         on_ready: Callable[[], None] | None = None,
     ) -> KernelPool:
         """A new pool under this supervisor (not started: call its ``start()``)."""
-        if name in self.pools:
-            raise ValueError(f"the supervisor already has a pool named {name!r}")
+        self._pools = [(known, pool) for known, pool in self._pools if not pool.closed]
         pool = KernelPool(
             size,
             provision,
@@ -111,7 +112,7 @@ class KernelSupervisor:
             on_ready=on_ready,
             clock=self._clock,
         )
-        self.pools[name] = pool
+        self._pools.append((name, pool))
         return pool
 
     def start_batch(
@@ -127,14 +128,19 @@ class KernelSupervisor:
         stable start time, from the moment its start began) and whether to give up."""
         return self.restart.judge(kernel, quick_before, self._clock())
 
-    def stats(self) -> dict[str, PoolStats]:
-        return {name: pool.stats() for name, pool in self.pools.items()}
+    @property
+    def pools(self) -> list[tuple[str, KernelPool]]:
+        """``(name, pool)`` of the pools still serving, oldest first."""
+        return [(name, pool) for name, pool in self._pools if not pool.closed]
+
+    def stats(self) -> list[tuple[str, PoolStats]]:
+        return [(name, pool.stats()) for name, pool in self.pools]
 
     def shutdown(self) -> None:
         """Stop every pool's kernels in parallel; batches still starting are cancelled."""
         for batch in self._batches:
             batch.cancel()
-        gevent.joinall([gevent.spawn(pool.shutdown) for pool in self.pools.values()], timeout=20)
+        gevent.joinall([gevent.spawn(pool.shutdown) for _, pool in self.pools], timeout=20)
 
 
 __all__ = ["KernelSupervisor", "StartBatch"]
