@@ -69,6 +69,7 @@ from nb2svc.runtime.kernel import (
     start_kernel,
 )
 from nb2svc.runtime.kernel.executor import expression_result
+from nb2svc.runtime.kernel.forking import Forker
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
@@ -99,14 +100,26 @@ class ApiService:
         self._on_ready = on_ready
         self.kernel_name = settings.kernel_name or spec.kernel.name
         self._python = spec.kernel.language.lower() == "python"
+        setup = tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup)
+        env = kernel_env(settings.env_allow)
+        #: Where this notebook's kernels fork from (``--kernel-start``), after its setup ran once.
+        self.forker = Forker(
+            settings.kernel_start,
+            spec.notebook,
+            [(cell.where, cell.code) for cell in setup],
+            env=env,
+            cwd=cwd,
+            timeout=settings.kernel_start_timeout,
+        )
         self.recipe = KernelRecipe(
             kernel_name=self.kernel_name,
-            env=kernel_env(settings.env_allow),
+            env=env,
             cwd=cwd,
             transport=settings.transport,
             start_timeout=settings.kernel_start_timeout,
             bootstrap=PYTHON_BOOTSTRAP if self._python else "",
-            setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+            setup=setup,
+            forker=self.forker,
         )
         self.pool = KernelPool(
             settings.pool_size,
@@ -150,6 +163,7 @@ class ApiService:
         """
         log.critical("the service cannot start: %s", exc)
         self.pool.shutdown()
+        self.forker.close()
         logging.shutdown()
         os._exit(3)
 
@@ -171,6 +185,7 @@ class ApiService:
     def shutdown(self) -> None:
         stats = self.pool.stats()
         self.pool.shutdown()
+        self.forker.close()
         log.info("shut down %d kernels", stats.live)
 
     # --- requests ------------------------------------------------------------------
