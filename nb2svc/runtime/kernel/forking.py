@@ -23,8 +23,9 @@ When forking applies (:class:`Forker`, one per notebook mount or per kernel spec
   (``python -m ipykernel_launcher``) through the local provisioner; any other spawns,
   said once;
 - ``auto`` also spawns when setup left a thread running (it would not exist in the
-  children) or a descriptor open (a socket, a pipe, a file: shared by every child, a
-  database connection corrupts silently), said once in one line; ``fork`` forks
+  children), a descriptor open (a socket, a pipe, a file: shared by every child, a
+  database connection corrupts silently) or a process running (it would belong to the
+  template, outside every kernel's process group), said once in one line; ``fork`` forks
   anyway after a warning. Native threads that C libraries start (BLAS pools) are not
   counted: those libraries re-create them after a fork.
 
@@ -472,13 +473,12 @@ class Forker:
                 if self._rebuilds > MAX_REBUILDS:
                     self._refuse(f"its template failed to start {self._rebuilds} times in a row")
                 raise
-            left = [f"thread(s) {', '.join(template.threads)}"] if template.threads else []
-            left += [f"open {', '.join(template.handles)}"] if template.handles else []
+            left = "; ".join(template.threads + template.handles)
             if left and self.mode == "auto":
                 template.stop()
-                return self._refuse(f"setup left {' and '.join(left)} (use --kernel-start fork to fork anyway)")
+                return self._refuse(f"setup left {left} (--kernel-start fork forks anyway)")
             if left:
-                log.warning("%s: forking although setup left %s", self.label, " and ".join(left))
+                log.warning("%s: forking although setup left %s", self.label, left)
             if self._closed:
                 template.stop()
                 return None

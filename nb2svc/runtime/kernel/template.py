@@ -11,9 +11,10 @@ What it does, in order:
    with history off (no history thread, no database);
 2. notes the threads and file descriptors it has (the baseline), runs the setup cells
    in that shell (a failing cell is reported with its traceback, then it exits), and
-   reports which threads and descriptors setup left behind: a thread does not survive
-   a fork, and a socket or file shared by several kernels corrupts silently, so the
-   worker's ``--kernel-start auto`` spawns instead;
+   reports which threads, descriptors and child processes setup left behind: a thread
+   does not survive a fork, a socket or file shared by several kernels corrupts
+   silently, and a process setup started would be the template's, outside every
+   kernel's process group; so the worker's ``--kernel-start auto`` spawns instead;
 3. serves ``fork`` requests: each child leaves the template's process group
    (``setsid``, like a spawned kernel), takes the kernel's environment and working
    directory, and only then does everything that opens sockets or starts threads:
@@ -96,11 +97,24 @@ def _run_setup(shell: Any, cells: list[dict[str, str]], ctrl: socket.socket) -> 
     return True
 
 
+def _children() -> list[int]:
+    """Processes setup started and left running (they would be the template's, not a kernel's)."""
+    pids: list[int] = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return pids
+
+
 def _left_behind(baseline: dict[int, str]) -> tuple[list[str], list[str]]:
-    """Threads running besides the main one, and descriptors opened since ``baseline``."""
-    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    """Threads running besides the main one; descriptors opened since ``baseline`` and child processes."""
+    threads = [f"thread {t.name!r} running" for t in threading.enumerate() if t is not threading.main_thread()]
     now = _open_fds()
-    handles = [f"fd {fd} ({what})" for fd, what in sorted(now.items()) if baseline.get(fd) != what]
+    handles = [f"fd {fd} open ({what})" for fd, what in sorted(now.items()) if baseline.get(fd) != what]
+    handles += [f"process {pid} running" for pid in _children()]
     return threads, handles
 
 
