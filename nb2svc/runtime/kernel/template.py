@@ -142,6 +142,7 @@ def _become_kernel(shell: Any, request: dict[str, Any], ready: int, keep: set[in
         app = IPKernelApp.instance()
         app.user_ns = namespace
         app.initialize([*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"])
+        app.shell.execution_count = shell.execution_count  # counts (In[n]) go on after setup, as if run here
         os.write(ready, b"ok")
         os.close(ready)
         app.start()
