@@ -136,3 +136,21 @@ def test_a_killed_workers_template_and_kernels_are_stopped(tmp_path: Path) -> No
         assert [p for p in server.kernel_pids if alive(p)] == []
     finally:
         server.kill()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_kernel_memory_is_reported_as_pss(servers: dict[str, Server]) -> None:
+    server = servers["auto"]
+    processes = server.find_kernels() | server.find_templates()
+    assert len(processes) == 2
+    metrics = server.get("/_api/metrics").text
+    (line,) = [m for m in metrics.splitlines() if m.startswith("nb2svc_kernel_memory_pss_bytes")]
+    pss = float(line.split()[-1])
+    # PSS splits the pages the kernel shares with its template: less than their RSS added up.
+    assert 0 < pss < sum(rss_bytes(p) for p in processes)

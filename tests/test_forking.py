@@ -192,3 +192,12 @@ def test_a_dead_template_is_rebuilt_a_bounded_number_of_times(
     assert len(set(pids)) == MAX_REBUILDS + 1
     assert "template died" in (f.refused or "")
     assert sum("kernel template died; rebuilding" in r.getMessage() for r in caplog.records) == MAX_REBUILDS
+
+
+def test_pss_is_read_from_smaps_rollup() -> None:
+    from nb2svc.runtime.kernel.memory import pss_bytes, summed_pss
+
+    own = pss_bytes(os.getpid())
+    assert own is not None and own > 0
+    assert pss_bytes(2**22 + 1) is None  # no such process
+    assert 0 < summed_pss([os.getpid(), os.getpid(), None]) < 1.5 * own  # each process counted once

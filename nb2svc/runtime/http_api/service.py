@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,7 @@ from nb2svc.runtime.kernel import (
 )
 from nb2svc.runtime.kernel.executor import expression_result
 from nb2svc.runtime.kernel.forking import Forker
+from nb2svc.runtime.kernel.memory import summed_pss
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
@@ -134,10 +136,18 @@ class ApiService:
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
         self.jobs = JobStore()
+        #: Every kernel this service started that still exists (for memory metrics).
+        self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
+
+    def memory_pss(self) -> int:
+        """Summed PSS (bytes) of this service's live local kernels and their template."""
+        pids = [k.process.pid for k in list(self._kernels) if k.is_alive()]
+        return summed_pss([*pids, self.forker.template_pid])
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel; a Python one is asked once whether it binds REQUEST out of band."""
         kernel = start_kernel(self.recipe)
+        self._kernels.add(kernel)
         if self._python:
             try:
                 probe = execute(

@@ -50,6 +50,7 @@ from nb2svc.runtime.kernel import (
     start_kernel,
 )
 from nb2svc.runtime.kernel.forking import Forker
+from nb2svc.runtime.kernel.memory import summed_pss
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
 from nb2svc.runtime.server import stop_worker_for_good
@@ -252,6 +253,11 @@ class KernelRegistry:
             )
             self._forkers[name] = forker
         return forker
+
+    def memory_pss(self) -> int:
+        """Summed PSS (bytes) of the listed local kernels and the templates they fork from."""
+        pids = [managed.kernel.process.pid for managed in list(self.kernels.values())]
+        return summed_pss([*pids, *(forker.template_pid for forker in self._forkers.values())])
 
     def get(self, kernel_id: str) -> ManagedKernel:
         try:
