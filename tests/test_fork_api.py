@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,8 +110,7 @@ def test_a_killed_forked_kernel_is_replaced_by_a_fork_with_the_setup_state(serve
 def test_a_killed_workers_template_and_kernels_are_stopped(tmp_path: Path) -> None:
     path = tmp_path / "behaviour.ipynb"
     nbformat.write(BEHAVIOUR, path)
-    tmp = tmp_path / "t"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="fk", dir="/tmp"))  # short: IPC socket paths hold at most 107 bytes
     server = Server([str(path), "--pool-size", "2", "--kernel-start", "fork"], env={"TMPDIR": str(tmp)}, log_dir=tmp_path)
     try:
         server.wait_ready()
@@ -136,6 +137,7 @@ def test_a_killed_workers_template_and_kernels_are_stopped(tmp_path: Path) -> No
         assert [p for p in server.kernel_pids if alive(p)] == []
     finally:
         server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def rss_bytes(pid: int) -> int:
