@@ -186,7 +186,9 @@ def heavy(mode: str, notebook: Path, rounds: int, mb: int) -> dict[str, Any]:
                 if server.metric("nb2svc_pool_kernels_live") < 4:
                     break
                 time.sleep(0.002)
-            while server.metric("nb2svc_pool_kernels_live") < 4 or server.metric("nb2svc_pool_kernels_idle") < 4:
+            while (
+                server.metric("nb2svc_pool_kernels_live") < 4 or server.metric("nb2svc_pool_kernels_idle") < 4
+            ):
                 time.sleep(0.005)
             refills.append(time.perf_counter() - began)
         assert requests.get(server.base + "/size", timeout=10).text.strip() == str(mb << 20)
@@ -212,8 +214,8 @@ def execute_once(base_ws: str, kernel_id: str) -> None:
             json.dumps(
                 {
                     "channel": "shell",
-                    "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "b", "session": msg_id,
-                               "date": "2026-01-01T00:00:00Z", "version": "5.3"},
+                    "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "b",
+                               "session": msg_id, "date": "2026-01-01T00:00:00Z", "version": "5.3"},
                     "parent_header": {},
                     "metadata": {},
                     "content": {"code": "print(6 * 7)", "silent": False, "store_history": False,
@@ -238,7 +240,9 @@ def kernel_starts(mode: str, starts: int) -> float:
         total = 0.0
         for _ in range(starts):
             began = time.perf_counter()
-            response = requests.post(server.base + "/api/kernels", json={"name": "python3"}, headers=headers, timeout=60)
+            response = requests.post(
+                server.base + "/api/kernels", json={"name": "python3"}, headers=headers, timeout=60
+            )
             assert response.status_code == 201, response.text
             kernel_id = response.json()["id"]
             execute_once(base_ws, kernel_id)
@@ -248,7 +252,9 @@ def kernel_starts(mode: str, starts: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3, help="refills and launches per mode (median)")
     parser.add_argument("--starts", type=int, default=40, help="sequential kernel-mode starts")
     parser.add_argument("--setup-mb", type=int, default=400, help="MB the heavy notebook's setup holds")
@@ -274,13 +280,35 @@ def main() -> None:
         r = results[mode]
         if "pool_pss" in r:
             ratio = r["pool_pss"] / spawned_one if spawned_one else float("nan")
-            rows.append((mode, f"pool of 4, summed PSS (kernels + template)", f"{r['pool_pss'] / mib:.0f} MiB = {ratio:.2f}x one spawned kernel"))
-            rows.append((mode, "one kernel's PSS / the template's", f"{r['one_kernel_pss'] / mib:.0f} / {r['template_pss'] / mib:.0f} MiB"))
-            rows.append((mode, f"SIGKILL to pool full again (median of {args.rounds})", f"{r['refill']:.3f} s"))
+            rows.append(
+                (
+                    mode,
+                    "pool of 4, summed PSS (kernels + template)",
+                    f"{r['pool_pss'] / mib:.0f} MiB = {ratio:.2f}x one spawned kernel",
+                )
+            )
+            rows.append(
+                (
+                    mode,
+                    "one kernel's PSS / the template's",
+                    f"{r['one_kernel_pss'] / mib:.0f} / {r['template_pss'] / mib:.0f} MiB",
+                )
+            )
+            rows.append(
+                (mode, f"SIGKILL to pool full again (median of {args.rounds})", f"{r['refill']:.3f} s")
+            )
         if "launch" in r:
-            rows.append((mode, f"hello.ipynb launch to first answer (median of {args.rounds})", f"{r['launch']:.3f} s"))
+            rows.append(
+                (
+                    mode,
+                    f"hello.ipynb launch to first answer (median of {args.rounds})",
+                    f"{r['launch']:.3f} s",
+                )
+            )
         if "kernel_starts" in r:
-            rows.append((mode, f"{args.starts} kernel-mode starts + first execute", f"{r['kernel_starts']:.2f} s"))
+            rows.append(
+                (mode, f"{args.starts} kernel-mode starts + first execute", f"{r['kernel_starts']:.2f} s")
+            )
     width = max(len(r[1]) for r in rows) if rows else 0
     print(f"{'mode':6} {'measurement':{width}} value")
     for mode, what, value in rows:

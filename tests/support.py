@@ -94,7 +94,7 @@ def is_template(pid: int) -> bool:
 
 
 def is_kernel(pid: int) -> bool:
-    """A spawned ipykernel, or one forked from a template (it runs the template's script but leads its own group)."""
+    """A spawned ipykernel, or one forked from a template (the template's script, leading its own group)."""
     command = cmdline(pid)
     if "ipykernel" in command:
         return True

@@ -22,8 +22,8 @@ import nbformat
 import pytest
 import requests
 
-from tests.test_api_http import BEHAVIOUR
 from tests.support import Server, alive, is_kernel, parent_pid, wait_for
+from tests.test_api_http import BEHAVIOUR
 
 #: (method, path, requests keyword arguments): every kind of answer the contract gives.
 CASES: list[tuple[str, str, dict[str, Any]]] = [
@@ -93,7 +93,9 @@ def test_forked_and_spawned_kernels_give_the_same_answers(servers: dict[str, Ser
     assert json.loads(got["auto"][CASES.index(("GET", "/expr", {}))][3]) == {"text/plain": "2"}
 
 
-def test_a_killed_forked_kernel_is_replaced_by_a_fork_with_the_setup_state(servers: dict[str, Server]) -> None:
+def test_a_killed_forked_kernel_is_replaced_by_a_fork_with_the_setup_state(
+    servers: dict[str, Server],
+) -> None:
     server = servers["auto"]
     (kernel,) = server.find_kernels()
     template = parent_pid(kernel)
@@ -111,7 +113,9 @@ def test_a_killed_workers_template_and_kernels_are_stopped(tmp_path: Path) -> No
     path = tmp_path / "behaviour.ipynb"
     nbformat.write(BEHAVIOUR, path)
     tmp = Path(tempfile.mkdtemp(prefix="fk", dir="/tmp"))  # short: IPC socket paths hold at most 107 bytes
-    server = Server([str(path), "--pool-size", "2", "--kernel-start", "fork"], env={"TMPDIR": str(tmp)}, log_dir=tmp_path)
+    server = Server(
+        [str(path), "--pool-size", "2", "--kernel-start", "fork"], env={"TMPDIR": str(tmp)}, log_dir=tmp_path
+    )
     try:
         server.wait_ready()
         kernels = server.find_kernels()
@@ -121,7 +125,9 @@ def test_a_killed_workers_template_and_kernels_are_stopped(tmp_path: Path) -> No
         assert worker is not None and parent_pid(worker) == server.proc.pid
         server.kernel_pids |= kernels | {template}
         os.kill(worker, signal.SIGKILL)
-        wait_for(lambda: not any(alive(p) for p in kernels | {template}), 30, "the template and its kernels to go")
+        wait_for(
+            lambda: not any(alive(p) for p in kernels | {template}), 30, "the template and its kernels to go"
+        )
 
         def serves_again() -> bool:
             try:

@@ -40,12 +40,16 @@ def test_requested_kernels_fork_and_a_restart_forks_afresh(tmp_path: Path) -> No
             template = parent_pid(first)
             assert forked(first) and template in server.find_templates()
             assert "kernel spec 'python3': kernels fork from a template" in server.log()
-            got = client.execute("import os; x = 5; print(seeded, os.environ['KERNEL_COLOUR'], os.environ['NB2SVC'])")
+            got = client.execute(
+                "import os; x = 5; print(seeded, os.environ['KERNEL_COLOUR'], os.environ['NB2SVC'])"
+            )
             assert got.stdout == "7 teal 1\n"
 
             running = client.execute_request("import time; time.sleep(60)")
             client.wait_for(lambda m: m.msg_type == "status" and m.content["execution_state"] == "busy")
-            threading.Timer(0.2, lambda: server.request("POST", f"/api/kernels/{kid}/interrupt", headers=AUTH)).start()
+            threading.Timer(
+                0.2, lambda: server.request("POST", f"/api/kernels/{kid}/interrupt", headers=AUTH)
+            ).start()
             assert client.collect(running, timeout=30).reply["ename"] == "KeyboardInterrupt"
 
         restarted = server.request("POST", f"/api/kernels/{kid}/restart", headers=AUTH)

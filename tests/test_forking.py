@@ -61,7 +61,10 @@ def test_ipykernel_args_and_refusals() -> None:
 @pytest.mark.parametrize(
     ("setup", "left"),
     [
-        ("import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()", "thread "),
+        (
+            "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()",
+            "thread ",
+        ),
         ("import socket\nconnection = socket.socket()", "socket:["),
         ("handle = open(__import__('os').devnull)", "/dev/null"),
         ("import subprocess\nchild = subprocess.Popen(['sleep', '60'])", "process "),
@@ -80,7 +83,9 @@ def test_auto_spawns_when_setup_leaves_something_shared(
     assert f.refused is not None and left in f.refused
 
 
-def test_fork_mode_forks_anyway_with_a_warning(forkers: list[Forker], caplog: pytest.LogCaptureFixture) -> None:
+def test_fork_mode_forks_anyway_with_a_warning(
+    forkers: list[Forker], caplog: pytest.LogCaptureFixture
+) -> None:
     f = forker(forkers, [("nb.ipynb, cell 1", "import socket\nconnection = socket.socket()")], mode="fork")
     with caplog.at_level(logging.INFO, logger="nb2svc"):
         assert f.template(PYTHON) is not None
@@ -92,7 +97,8 @@ def green(scenario: str, timeout: float = 90) -> Any:
     prelude = (
         "from gevent import monkey; monkey.patch_all()\n"
         "import json, logging, os, sys\n"
-        "from nb2svc.runtime.kernel import KernelRecipe, SetupCell, SetupFailed, execute, kernel_env, start_kernel\n"
+        "from nb2svc.runtime.kernel import KernelRecipe, SetupCell, SetupFailed, execute, kernel_env\n"
+        "from nb2svc.runtime.kernel import start_kernel\n"
         "from nb2svc.runtime.kernel.forking import Forker\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
         "def out(result):\n    return ''.join(map(str, result.stdout_parts)).strip()\n"
@@ -130,9 +136,11 @@ def test_a_failing_setup_cell_is_the_same_error_as_when_spawned() -> None:
 def test_forked_kernels_hold_the_setup_state_and_their_own_process_group() -> None:
     ran = green(
         """
-        code = "import os\\ncounter = 0\\ndef bump():\\n    global counter\\n    counter += 1\\n    return counter"
+        code = "import os\\ncounter = 0\\n"
+        code += "def bump():\\n    global counter\\n    counter += 1\\n    return counter"
         forker = Forker("fork", "nb.ipynb", [("nb.ipynb, cell 1", code)], env=kernel_env())
-        recipe = KernelRecipe("python3", kernel_env(), setup=(SetupCell("nb.ipynb, cell 1", code),), forker=forker)
+        cells = (SetupCell("nb.ipynb, cell 1", code),)
+        recipe = KernelRecipe("python3", kernel_env(), setup=cells, forker=forker)
         first, second = start_kernel(recipe), start_kernel(recipe)
         probe = "bump(); print(bump(), counter, os.getpid(), os.getppid(), os.getpgid(0))"
         result = {
@@ -144,7 +152,8 @@ def test_forked_kernels_hold_the_setup_state_and_their_own_process_group() -> No
         }
         first.shutdown()
         second.shutdown()
-        result["template_alive_after_kernels_stop"] = forker.template(first.process.km.kernel_spec) is not None
+        spec = first.process.km.kernel_spec
+        result["template_alive_after_kernels_stop"] = forker.template(spec) is not None
         forker.close()
         """
     )
@@ -163,7 +172,8 @@ def test_a_fork_that_fails_spawns_that_kernel_with_a_warning() -> None:
         """
         cell = SetupCell("nb.ipynb, cell 1", "x = 41")
         forker = Forker("fork", "nb.ipynb", [(cell.where, cell.code)], env=kernel_env())
-        spec = __import__("jupyter_client.kernelspec").kernelspec.KernelSpecManager().get_kernel_spec("python3")
+        from jupyter_client.kernelspec import KernelSpecManager
+        spec = KernelSpecManager().get_kernel_spec("python3")
         template = forker.template(spec)
         template.stop()  # dies between the choice of provisioner and the launch
         forker.template = lambda spec: template

@@ -84,7 +84,9 @@ class ForkFailed(RuntimeError):
     """The template could not fork a working kernel (it died, or the child failed)."""
 
 
-def setup_failed(where: str, ename: str, evalue: str, traceback: Sequence[str], with_traceback: bool) -> SetupFailed:
+def setup_failed(
+    where: str, ename: str, evalue: str, traceback: Sequence[str], with_traceback: bool
+) -> SetupFailed:
     """The one error a failing setup cell gives, wherever it ran (a kernel or the template)."""
     message = f"{where}: setup cell raised {ename}: {evalue}"
     if with_traceback and traceback:
@@ -94,7 +96,8 @@ def setup_failed(where: str, ename: str, evalue: str, traceback: Sequence[str], 
 
 def setup_timed_out(where: str, timeout: float) -> SetupFailed:
     return SetupFailed(
-        f"{where}: setup did not finish within {timeout:g}s (raise --kernel-start-timeout or make the cell faster)"
+        f"{where}: setup did not finish within {timeout:g}s "
+        "(raise --kernel-start-timeout or make the cell faster)"
     )
 
 
@@ -247,7 +250,9 @@ class Template:
             raise
         if ready.get("event") == "setup_error":
             self.stop()
-            raise setup_failed(ready["cell"], ready["ename"], ready["evalue"], ready["traceback"], with_traceback)
+            raise setup_failed(
+                ready["cell"], ready["ename"], ready["evalue"], ready["traceback"], with_traceback
+            )
         self.threads, self.handles = ready["threads"], ready["handles"]
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -367,7 +372,9 @@ class ForkingProvisioner(LocalProvisioner):  # type: ignore[misc]
             env = kwargs.get("env") or dict(os.environ)
             process = await _settled(template.fork(argv, env, kwargs.get("cwd")), FORK_TIMEOUT)
         except (ForkFailed, TimeoutError) as exc:
-            log.warning("%s: a fork failed (%s); spawning this kernel instead", template.label, exc or "timed out")
+            log.warning(
+                "%s: a fork failed (%s); spawning this kernel instead", template.label, exc or "timed out"
+            )
             return await super().launch_kernel(cmd, **kwargs)
         self.forked = True
         self.process = process

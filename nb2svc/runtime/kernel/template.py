@@ -117,7 +117,11 @@ def _run_setup(shell: Any, cells: list[dict[str, str]], ctrl: socket.socket) -> 
         finally:
             sys.stdout, sys.stderr = out, err
         if not result.success:
-            error = shell.last_error or {"ename": "Error", "evalue": str(result.error_in_exec), "traceback": []}
+            error = shell.last_error or {
+                "ename": "Error",
+                "evalue": str(result.error_in_exec),
+                "traceback": [],
+            }
             _send(ctrl, {"event": "setup_error", "cell": cell["where"], **error})
             return False
     return True
@@ -137,7 +141,9 @@ def _children() -> list[int]:
 
 def _left_behind(baseline: dict[int, str]) -> tuple[list[str], list[str]]:
     """Threads running besides the main one; descriptors opened since ``baseline`` and child processes."""
-    threads = [f"thread {t.name!r} running" for t in threading.enumerate() if t is not threading.main_thread()]
+    threads = [
+        f"thread {t.name!r} running" for t in threading.enumerate() if t is not threading.main_thread()
+    ]
     now = _open_fds()
     handles = [f"fd {fd} open ({what})" for fd, what in sorted(now.items()) if baseline.get(fd) != what]
     handles += [f"process {pid} running" for pid in _children()]
