@@ -139,11 +139,10 @@ class Serve:
             time.sleep(interval)
         raise SystemExit(f"{path} did not answer 200 within {timeout}s")
 
-    def metric(self, name: str) -> float:
-        for line in requests.get(self.base + "/_api/metrics", timeout=5).text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.split()[-1])
-        raise KeyError(name)
+    def pool(self) -> tuple[int, int]:
+        """(live, idle) kernels, from the readiness body (cheap: polled every few ms)."""
+        body = requests.get(self.base + "/_api/health/ready", timeout=5).json()
+        return body["kernels"], body["idle"]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -182,13 +181,9 @@ def heavy(mode: str, notebook: Path, rounds: int, mb: int) -> dict[str, Any]:
             victim = kernel_processes(server.proc.pid)[0][0]
             began = time.perf_counter()
             os.kill(victim, signal.SIGKILL)
-            while True:  # dead seen, then live and idle back at 4
-                if server.metric("nb2svc_pool_kernels_live") < 4:
-                    break
+            while server.pool()[0] == 4:  # until the death is seen
                 time.sleep(0.002)
-            while (
-                server.metric("nb2svc_pool_kernels_live") < 4 or server.metric("nb2svc_pool_kernels_idle") < 4
-            ):
+            while server.pool() != (4, 4):
                 time.sleep(0.005)
             refills.append(time.perf_counter() - began)
         assert requests.get(server.base + "/size", timeout=10).text.strip() == str(mb << 20)

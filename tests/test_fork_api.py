@@ -22,7 +22,7 @@ import nbformat
 import pytest
 import requests
 
-from tests.support import Server, alive, is_kernel, parent_pid, wait_for
+from tests.support import EXAMPLES, Server, alive, is_kernel, parent_pid, wait_for
 from tests.test_api_http import BEHAVIOUR
 
 #: (method, path, requests keyword arguments): every kind of answer the contract gives.
@@ -162,3 +162,14 @@ def test_kernel_memory_is_reported_as_pss(servers: dict[str, Server]) -> None:
     pss = float(line.split()[-1])
     # PSS splits the pages the kernel shares with its template: less than their RSS added up.
     assert 0 < pss < sum(rss_bytes(p) for p in processes)
+
+
+def test_kernel_start_is_per_notebook(start_server: Any) -> None:
+    hello, todo = EXAMPLES / "hello.ipynb", EXAMPLES / "todo.ipynb"
+    server = start_server(str(hello), str(todo), "--pool-size", "1", env={"NB2SVC_KERNEL_START__TODO": "spawn"})
+    assert server.get("/hello/hello/ada").text == "hello, ada\n"
+    assert server.get("/todo/todos").status_code == 200
+    kernels = server.find_kernels()
+    assert sorted(forked(k) for k in kernels) == [False, True]
+    assert "hello.ipynb: kernels fork from a template" in server.log()
+    assert "todo.ipynb: kernels fork" not in server.log()

@@ -337,6 +337,9 @@ class Template:
 
     def stop(self) -> None:
         """Stop the template (its children are their kernels' to stop). Safe to call twice."""
+        reader = self._reader
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=False)  # _gone() runs as it exits: pending forks fail at once
         if self._sock is not None:
             self._sock.close()
             self._sock = None
