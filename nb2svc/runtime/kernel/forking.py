@@ -321,7 +321,10 @@ class Template:
             message = answer.get()
             if message.get("event") == "forked":
                 self._exited.setdefault(message["pid"], Event())
-                result.set(ForkedProcess(message["pid"], self))
+                try:
+                    result.set(ForkedProcess(message["pid"], self))
+                except OSError as exc:  # it exited, and was reaped, before we could hold it
+                    result.set_exception(ForkFailed(f"the child {message['pid']} is gone: {exc}"))
             else:
                 result.set_exception(ForkFailed(message.get("error", "the fork failed")))
 
