@@ -13,7 +13,7 @@ Measurements, each for ``--kernel-start fork`` and ``spawn`` (nb2svc from this t
      ``idle`` back at 4), median of ``--rounds`` (goal with fork: 0.3 s);
 2. launch to first answer: ``nb2svc serve examples/notebooks/hello.ipynb --pool-size 1``
    from the process start to the first 200 of ``GET /hello/bench`` (goal: 0.6 s);
-3. kernel mode: ``--starts`` sequential ``POST /api/kernels``, each followed by a
+3. kernel mode (``--warm``, default 0): ``--starts`` sequential ``POST /api/kernels``, each followed by a
    first ``execute_request`` over the websocket and its reply (goal: 2 s for 40);
    each kernel is deleted after its answer, outside the timing.
 
@@ -227,9 +227,9 @@ def execute_once(base_ws: str, kernel_id: str) -> None:
         ws.close()
 
 
-def kernel_starts(mode: str, starts: int) -> float:
+def kernel_starts(mode: str, starts: int, warm: int) -> float:
     headers = {"Authorization": f"token {TOKEN}"}
-    with Serve("--kernels", "--token", TOKEN, "--kernel-start", mode) as server:
+    with Serve("--kernels", "--token", TOKEN, "--kernel-start", mode, "--warm", str(warm)) as server:
         server.wait("/_api/health/ready")
         base_ws = server.base.replace("http://", "ws://")
         total = 0.0
@@ -254,6 +254,7 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=40, help="sequential kernel-mode starts")
     parser.add_argument("--setup-mb", type=int, default=400, help="MB the heavy notebook's setup holds")
     parser.add_argument("--setup-seconds", type=float, default=2.0, help="seconds the heavy setup sleeps")
+    parser.add_argument("--warm", type=int, default=0, help="kernel mode's --warm for the starts")
     parser.add_argument("--only", default="heavy,launch,kernels", help="which measurements (comma-separated)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -267,7 +268,7 @@ def main() -> None:
             if "launch" in only:
                 results[mode]["launch"] = launch(mode, args.rounds)
             if "kernels" in only:
-                results[mode]["kernel_starts"] = kernel_starts(mode, args.starts)
+                results[mode]["kernel_starts"] = kernel_starts(mode, args.starts, args.warm)
     mib = 1 << 20
     rows = []
     spawned_one = results["spawn"].get("one_kernel_pss")
@@ -302,7 +303,11 @@ def main() -> None:
             )
         if "kernel_starts" in r:
             rows.append(
-                (mode, f"{args.starts} kernel-mode starts + first execute", f"{r['kernel_starts']:.2f} s")
+                (
+                    mode,
+                    f"{args.starts} kernel-mode starts + first execute (--warm {args.warm})",
+                    f"{r['kernel_starts']:.2f} s",
+                )
             )
     width = max(len(r[1]) for r in rows) if rows else 0
     print(f"{'mode':6} {'measurement':{width}} value")
