@@ -166,7 +166,9 @@ def test_kernel_memory_is_reported_as_pss(servers: dict[str, Server]) -> None:
 
 def test_kernel_start_is_per_notebook(start_server: Any) -> None:
     hello, todo = EXAMPLES / "hello.ipynb", EXAMPLES / "todo.ipynb"
-    server = start_server(str(hello), str(todo), "--pool-size", "1", env={"NB2SVC_KERNEL_START__TODO": "spawn"})
+    server = start_server(
+        str(hello), str(todo), "--pool-size", "1", env={"NB2SVC_KERNEL_START__TODO": "spawn"}
+    )
     assert server.get("/hello/hello/ada").text == "hello, ada\n"
     assert server.get("/todo/todos").status_code == 200
     kernels = server.find_kernels()
