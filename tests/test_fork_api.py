@@ -22,6 +22,7 @@ import nbformat
 import pytest
 import requests
 
+from tests.notebooks import notebook
 from tests.support import EXAMPLES, Server, alive, is_kernel, parent_pid, wait_for
 from tests.test_api_http import BEHAVIOUR
 
@@ -175,3 +176,23 @@ def test_kernel_start_is_per_notebook(start_server: Any) -> None:
     assert sorted(forked(k) for k in kernels) == [False, True]
     assert "hello.ipynb: kernels fork from a template" in server.log()
     assert "todo.ipynb: kernels fork" not in server.log()
+
+
+def test_auto_spawns_and_says_why_once_when_setup_starts_a_thread(start_server: Any, tmp_path: Path) -> None:
+    path = tmp_path / "threaded.ipynb"
+    nbformat.write(
+        notebook(
+            "import threading, time\nticker = threading.Thread(target=time.sleep, args=(600,), daemon=True)\n"
+            "ticker.start()",
+            "# GET /alive\nprint(ticker.is_alive())",
+            kernel="python3",
+            language="python",
+        ),
+        path,
+    )
+    server = start_server(str(path), "--pool-size", "2")
+    assert server.get("/alive").text == "True\n"  # each spawned kernel ran setup, thread and all
+    assert [forked(k) for k in server.find_kernels()] == [False, False]
+    lines = [line for line in server.log().splitlines() if "spawn instead of forking" in line]
+    assert len(lines) == 1, lines
+    assert "threaded.ipynb: kernels spawn instead of forking: setup left thread 'Thread-" in lines[0]
