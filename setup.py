@@ -45,6 +45,7 @@ setup(
         "jinja2>=3.1",
         "click>=8.1",
         "swagger-ui-bundle-v2>=5.17",  # Swagger UI 5 (reads OpenAPI 3.1) for the offline docs page
+        "redis>=5",  # redis-py: the shared job store across replicas (--store redis://...)
     ],
     extras_require={
         "test": [

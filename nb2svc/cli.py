@@ -908,6 +908,27 @@ def _check_timing(settings: Settings, mode: str) -> None:
         )
 
 
+class StoreUnreachable(click.ClickException):
+    """The ``--store`` named cannot be used: a usage error (exit 2), one line."""
+
+    exit_code = 2
+
+
+def _check_store(settings: Settings) -> str:
+    """Contact a Redis store once before any worker starts (in a child process: see
+    ``runtime/store/check.py``); what the banner says of it, redacted. The embedded store
+    is the workers' to open, after the fork."""
+    from nb2svc.runtime.store.check import check_in_child
+    from nb2svc.store_url import redact
+
+    if not settings.store:
+        return "embedded store (shared by this server's workers)"
+    problem = check_in_child(settings.store, settings.store_password_file)
+    if problem is not None:
+        raise StoreUnreachable(f"--store: cannot use {problem}")
+    return f"store {redact(settings.store)}"
+
+
 def _check_port(settings: Settings) -> None:
     """Fail with one line if the address is taken (gunicorn would retry for 5 s, then exit)."""
     import errno
@@ -946,6 +967,7 @@ def _run_server(
     from nb2svc.runtime.server import Server
 
     _check_port(settings)
+    store = _check_store(settings)
     base = settings.base_url.rstrip("/")
     url = f"http://{settings.host}:{settings.port}{base}"
     if len(mounts) == 1 and not mounts[0].prefix:
@@ -966,7 +988,7 @@ def _run_server(
             )
         lines += [f"  docs:   {url}/_api/docs", f"  health: {url}/_api/health/ready"]
         banner = "\n".join(lines)
-    click.echo(banner, err=True)
+    click.echo(f"{banner}\n  jobs:      {store}", err=True)
     _run(Server(factory, settings))
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nb2svc.store_url import normalize_store_url
+
 
 @dataclass(frozen=True)
 class Option:
@@ -235,6 +237,63 @@ OPTIONS: tuple[Option, ...] = (
         "Requests that may wait for a kernel per worker; more get 503 (0: none wait).",
         modes=("api",),
         minimum=0,
+    ),
+    # --- async jobs and the shared store (issue 18) ---
+    Option(
+        "store",
+        str,
+        "",
+        "Where jobs (and other shared state) live: empty for the embedded store (SQLite, shared by "
+        "this server's workers), or redis://[:password@]host:port/db / rediss://... for several "
+        "replicas. Printed with the password redacted.",
+        modes=("api",),
+        normalize=normalize_store_url,
+        shown_default="embedded",
+        deploy=True,  # `build --k8s --store URL` reads it from a Secret; never baked (see bundle.py)
+    ),
+    Option(
+        "store_password_file",
+        str,
+        "",
+        "Read the store's password from this file (first line); keeps it out of the URL, the "
+        "command line and the environment.",
+        modes=("api",),
+    ),
+    Option(
+        "max_jobs_per_client",
+        int,
+        100,
+        "Async jobs one client (its address, and token when one is required) may have running or "
+        "not yet collected; one more is a 429.",
+        modes=("api",),
+        minimum=1,
+    ),
+    Option(
+        "job_result_max_bytes",
+        int,
+        16 * MiB,
+        "Largest answer a job keeps (status, headers and body); a larger one fails the job "
+        "with JobResultTooLarge instead of being truncated.",
+        modes=("api",),
+        minimum=1,
+        shown_default="16 MiB",
+    ),
+    Option(
+        "job_ttl",
+        float,
+        600.0,
+        "Seconds a finished job's answer is kept for its poller.",
+        modes=("api",),
+        above=0,
+    ),
+    Option(
+        "job_lease",
+        float,
+        10.0,
+        "Seconds after which a job whose worker or replica stopped renewing its lease "
+        "fails with reason 'replica lost'.",
+        modes=("api",),
+        minimum=1,
     ),
     Option(
         "max_body_size",

@@ -28,16 +28,22 @@ TOKEN_VARIABLES = ("NB2SVC_TOKEN", "KG_AUTH_TOKEN")
 _held = ""
 
 
-def read_token_file(path: str | os.PathLike[str]) -> str:
-    """The token in ``path``: its first line, stripped; an empty one is an error."""
+def read_secret_file(path: str | os.PathLike[str], flag: str = "--token-file") -> str:
+    """The secret in ``path`` (named by ``flag`` in errors): its first line, stripped; an
+    empty one is an error."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
-    token = (text.splitlines() or [""])[0].strip()
-    if not token:
-        raise ValueError(f"--token-file {path}: the file is empty")
-    return token
+        raise ValueError(f"{flag} {path}: {exc.strerror or exc}") from None
+    secret = (text.splitlines() or [""])[0].strip()
+    if not secret:
+        raise ValueError(f"{flag} {path}: the file is empty")
+    return secret
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The token in ``path``: its first line, stripped; an empty one is an error."""
+    return read_secret_file(path, "--token-file")
 
 
 def held() -> str:
@@ -52,8 +58,15 @@ def hide(token: str) -> bool:
     _held = token
     for name in TOKEN_VARIABLES:
         os.environ.pop(name, None)
-    if not token:
+    return erase(token)
+
+
+def erase(secret_text: str) -> bool:
+    """Overwrite every copy of ``secret_text`` in this process's original argv and environment
+    with ``*`` (what ``/proc/<pid>/cmdline`` and ``environ`` show); ``False`` if impossible."""
+    if not secret_text:
         return True
+    token = secret_text
     try:
         with open("/proc/self/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()

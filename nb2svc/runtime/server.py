@@ -75,6 +75,17 @@ def _reap_orphans(arbiter: Any) -> None:
         log.exception("error while stopping the kernels of a dead worker")
 
 
+def _on_exit(arbiter: Any) -> None:
+    """In the master, last: reap, then remove this server's embedded job store (no worker is left)."""
+    _reap_orphans(arbiter)
+    try:
+        from nb2svc.runtime.store import remove_server_directory
+
+        remove_server_directory()
+    except Exception:
+        log.exception("error while removing the embedded job store")
+
+
 def _child_exit(arbiter: Any, worker: Any) -> None:
     """In the master, for a worker that exited for any reason: kill what it left running."""
     _reap_orphans(arbiter)
@@ -121,7 +132,7 @@ def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict
         "worker_exit": _worker_exit,
         "on_starting": _reap_orphans,
         "child_exit": _child_exit,
-        "on_exit": _reap_orphans,
+        "on_exit": _on_exit,
         "proc_name": "nb2svc",
     }
 

@@ -22,6 +22,7 @@ from nb2svc.compiler.mounts import Mount
 from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.http_api.health import api_metrics, readiness
+from nb2svc.runtime.http_api.jobs import JobLimits, JobStore
 from nb2svc.runtime.http_api.kg_compat import keep_encoded_slashes
 from nb2svc.runtime.http_api.routes import (
     install_docs_routes,
@@ -31,6 +32,7 @@ from nb2svc.runtime.http_api.routes import (
 )
 from nb2svc.runtime.http_api.service import ApiService
 from nb2svc.runtime.server import on_worker_exit
+from nb2svc.runtime.store import open_store
 from nb2svc.runtime.webapp import base_path, create_webapp
 
 log = logging.getLogger("nb2svc")
@@ -69,6 +71,7 @@ def create_mounted_app(
     """
     mount_settings = mount_settings or {}
     services: list[ApiService] = []
+    jobs = job_store(settings)
 
     def all_ready() -> None:  # one "ready" line once every notebook's pool is warm
         if all(service.pool.ready for service in services):
@@ -88,6 +91,7 @@ def create_mounted_app(
             exit_on_failure=exit_on_failure,
             prefix=mount.prefix,
             on_ready=all_ready if len(mounts) > 1 else None,
+            jobs=jobs,
         )
         for mount, cwd in mounts
     ]
@@ -104,7 +108,7 @@ def create_mounted_app(
     app.extensions["nb2svc"] = services[0]
     app.extensions["nb2svc.services"] = services
     install_docs_routes(app, specs, base)
-    install_job_routes(app, services, base)
+    install_job_routes(app, jobs, base)
     install_kg_extras(app, settings, services[0], base)
     if register_routes:
         for service in services:
@@ -114,10 +118,26 @@ def create_mounted_app(
             for index in range(len(service.spec.endpoints)):
                 _add_route(blueprint, service, index)
             app.register_blueprint(blueprint)
+    on_worker_exit(jobs.store.close)  # runs last: hooks run in reverse order
+    on_worker_exit(jobs.shutdown)
     for service in services:
         on_worker_exit(service.shutdown)
         service.start()
     return app
+
+
+def job_store(settings: Settings) -> JobStore:
+    """The app's jobs in the store ``--store`` names (opened, not yet contacted: a Redis that
+    is down makes job routes 503, never the worker fail)."""
+    store = open_store(settings.store, settings.store_password_file)
+    limits = JobLimits(
+        per_client=settings.max_jobs_per_client,
+        ttl=settings.job_ttl,
+        result_max_bytes=settings.job_result_max_bytes,
+        lease=settings.job_lease,
+        max_run=settings.queue_timeout + settings.request_timeout + settings.job_lease,
+    )
+    return JobStore(store, limits)
 
 
 def add_endpoint(app: Flask, index: int) -> None:

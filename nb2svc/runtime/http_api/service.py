@@ -32,7 +32,7 @@ from flask import Request, Response, current_app, jsonify, request
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
-from nb2svc.runtime.http_api.jobs import JobLimit, JobStore
+from nb2svc.runtime.http_api.jobs import JobLimit, JobStore, client_identity
 from nb2svc.runtime.http_api.request import BadRequestBody, build_payload
 from nb2svc.runtime.http_api.responses import answer
 from nb2svc.runtime.http_api.streaming import EVENT_STREAM, OutputStream, wants_event_stream
@@ -51,6 +51,7 @@ from nb2svc.runtime.kernel import (
 from nb2svc.runtime.kernel.forking import Forker
 from nb2svc.runtime.kernel.invoke import EndpointCode, RequestPayload, invoker_for
 from nb2svc.runtime.kernel.memory import summed_pss
+from nb2svc.runtime.store import StoreUnavailable
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
@@ -72,9 +73,11 @@ class ApiService:
         exit_on_failure: bool = True,
         prefix: str = "",
         on_ready: Callable[[], None] | None = None,
+        jobs: JobStore | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
-        "warm" line; alone, the service says "ready" itself."""
+        "warm" line; alone, the service says "ready" itself. ``jobs`` is the app's job
+        store (shared by its notebooks); without one, requests for jobs are a 503."""
         self.invoker = invoker_for(spec.kernel.language)  # ValueError for a language it cannot serve
         self.spec = spec
         self.settings = settings
@@ -114,7 +117,7 @@ class ApiService:
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
-        self.jobs = JobStore()
+        self.jobs = jobs
         #: Every kernel this service started that still exists (for memory metrics).
         self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
 
@@ -235,16 +238,21 @@ class ApiService:
             with app.app_context():
                 return self._run(endpoint, payload, on_kernel=on_kernel)
 
+        if self.jobs is None:
+            return json_error(503, "ServiceUnavailable", "async jobs are not available in this app")
+        name = f"{endpoint.method} {endpoint.path}"
         try:
-            job = self.jobs.submit(f"{endpoint.method} {endpoint.path}", run)
+            job = self.jobs.submit(name, client_identity(request, bool(self._hidden_query)), run)
         except JobLimit as exc:
-            response = json_error(503, "ServiceUnavailable", str(exc))
+            response = json_error(429, "TooManyJobs", str(exc))
             response.headers["Retry-After"] = "1"
             return response
-        location = f"{self.base}/_api/jobs/{job.id}"
-        response = jsonify(
-            {"id": job.id, "status": job.status, "endpoint": job.endpoint, "location": location}
-        )
+        except StoreUnavailable as exc:
+            response = json_error(503, "ServiceUnavailable", f"the job store is unavailable: {exc}")
+            response.headers["Retry-After"] = "1"
+            return response
+        location = f"{self.base}/_api/jobs/{job['id']}"
+        response = jsonify({"id": job["id"], "status": job["status"], "endpoint": name, "location": location})
         response.status_code = 202
         response.headers["Location"] = location
         return response
