@@ -143,10 +143,6 @@ class ForkedProcess:
         self._template = template
         self._pidfd: int | None = os.pidfd_open(pid)
 
-    @property
-    def pidfd(self) -> int | None:
-        return self._pidfd
-
     def poll(self) -> int | None:
         if self.returncode is not None or self._pidfd is None:
             return self.returncode
