@@ -34,6 +34,8 @@ setup(
     include_package_data=True,
     install_requires=[
         "nbformat>=5.9",
+        "jsonschema>=4.18",  # typed contracts: Draft 2020-12, and every error of a request
+        "fastjsonschema>=2.19",  # typed contracts: the compiled "is it valid?" on each request
         "nbconvert>=7",
         "jupyter_client>=8.6",
         "ipykernel>=6.29",

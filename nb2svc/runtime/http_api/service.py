@@ -3,7 +3,9 @@
 Every endpoint view ends in :meth:`ApiService.handle`, and a request goes through each
 module once:
 
-1. :mod:`.request` builds ``REQUEST`` (a bad body is a 400);
+1. :mod:`.request` builds ``REQUEST`` (a bad body is a 400), and :mod:`.contract` checks
+   the endpoint's declared contract (a request that breaks it is a 400 listing every
+   violation, and no kernel is leased);
 2. the service leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time);
 3. the service's :class:`~nb2svc.runtime.kernel.invoke.Invoker`, picked once for the
    kernel's language, runs the endpoint's code with its request bound and its
@@ -32,6 +34,7 @@ from flask import Request, Response, current_app, jsonify, request
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
+from nb2svc.runtime.http_api.contract import Contracts
 from nb2svc.runtime.http_api.jobs import JobLimit, JobStore, client_identity
 from nb2svc.runtime.http_api.request import BadRequestBody, build_payload
 from nb2svc.runtime.http_api.responses import answer
@@ -118,6 +121,7 @@ class ApiService:
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
         self.jobs = jobs
+        self.contracts = Contracts(spec)
         #: Every kernel this service started that still exists (for memory metrics).
         self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
 
@@ -186,6 +190,9 @@ class ApiService:
             payload = build_payload(request, path_params, self._hidden_query, self.invoker.binary_body)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
+        payload = self.contracts.apply(endpoint, request, path_params, payload)
+        if isinstance(payload, Response):  # it breaks the endpoint's contract: no kernel is leased
+            return payload
         if endpoint.response == "job" or "respond-async" in request.headers.get("Prefer", ""):
             return self._submit_job(endpoint, payload)
         if endpoint.response == "stream":

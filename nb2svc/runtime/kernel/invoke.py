@@ -16,7 +16,7 @@ The implementations:
 - :class:`PythonAgent` (ipykernel): the bootstrap installs :mod:`.agent` (its source is
   sent; the kernel needs no nb2svc). The request travels out of band, beside the
   notebook's own code, as named globals in message buffers (:func:`request_globals`:
-  ``REQUEST``, ``REQUEST_BODY``, ``REQUEST_FILES``); large outputs come back as raw
+  ``REQUEST``, ``REQUEST_BODY``, ``REQUEST_FILES``, ``PARAMS``); large outputs come back as raw
   buffers; the ResponseInfo cell runs in the same execute, as a user expression; the
   agent reports a broken kernel in the reply (the executor retires it). A Python kernel
   whose start-up probe says it cannot bind out of band (xeus-python) gets REQUEST as a
@@ -47,6 +47,7 @@ from nb2svc.runtime.kernel.agent import (
     AGENT_NAME,
     BYTES,
     FILES,
+    JSON,
     LITERAL_PREFIX,
     PROBE_TOKEN,
     REQUEST_KEY,
@@ -69,6 +70,9 @@ class RequestPayload:
     json: str
     body: bytes = b""
     files: list[Upload] = field(default_factory=list)
+    #: ``PARAMS``: the typed values of the endpoint's checked contract
+    #: (:mod:`nb2svc.runtime.http_api.contract`), out of band only.
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ def request_globals(payload: RequestPayload) -> list[Global]:
         ("REQUEST", TEXT, None, [payload.json.encode("utf-8")]),  # json.dumps output: ASCII
         ("REQUEST_BODY", BYTES, None, [payload.body]),
         ("REQUEST_FILES", FILES, uploads, [data for *_, data in payload.files]),
+        ("PARAMS", JSON, None, [json.dumps(payload.params or {}).encode("utf-8")]),
     ]
 
 
