@@ -315,6 +315,14 @@ OPTIONS: tuple[Option, ...] = (
         deploy=True,
     ),
     Option(
+        "kernel_start",
+        str,
+        "auto",
+        "How pool kernels start: fork (from a template that ran the notebook's setup once; local "
+        "ipykernel only), spawn (each runs setup itself), or auto (fork where safe, else spawn and say why).",
+        choices=("auto", "fork", "spawn"),
+    ),
+    Option(
         "transport",
         str,
         "auto",
@@ -750,7 +758,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 #: Options a config file may set for one mounted notebook: what belongs to its own pool.
-MOUNT_OPTIONS = frozenset({"pool_size", "max_queue", "queue_timeout", "kernel_name"})
+MOUNT_OPTIONS = frozenset({"pool_size", "max_queue", "queue_timeout", "kernel_name", "kernel_start"})
 MOUNTS_KEY = "mounts"
 
 

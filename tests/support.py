@@ -18,6 +18,8 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "notebooks"
+#: What a forked kernel's and a template's command line hold (they never exec).
+TEMPLATE_SCRIPT = "nb2svc/runtime/kernel/template.py"
 
 
 def free_port() -> int:
@@ -83,6 +85,25 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def is_template(pid: int) -> bool:
+    """A kernel template (``--kernel-start fork``): the template script, in its worker's process group."""
+    try:
+        return TEMPLATE_SCRIPT in cmdline(pid) and os.getpgid(pid) != pid
+    except ProcessLookupError:
+        return False
+
+
+def is_kernel(pid: int) -> bool:
+    """A spawned ipykernel, or one forked from a template (the template's script, leading its own group)."""
+    command = cmdline(pid)
+    if "ipykernel" in command:
+        return True
+    try:
+        return TEMPLATE_SCRIPT in command and os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -139,7 +160,10 @@ class Server:
         self.kernel_pids = self.find_kernels()
 
     def find_kernels(self) -> set[int]:
-        return {p for p in descendants(self.proc.pid) if "ipykernel" in cmdline(p)}
+        return {p for p in descendants(self.proc.pid) if is_kernel(p)}
+
+    def find_templates(self) -> set[int]:
+        return {p for p in descendants(self.proc.pid) if is_template(p)}
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the master, wait for it, and return its exit code (kills on timeout)."""

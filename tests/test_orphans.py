@@ -175,3 +175,22 @@ def test_a_base_directory_others_can_read_is_refused(group: subprocess.Popen[byt
     owner.parent.chmod(0o755)
     assert reaper.reap() == []
     assert group.poll() is None and owner.exists()
+
+
+def test_a_template_record_kills_that_process_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A kernel template shares its worker's process group: its record kills it, never the group."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    template = subprocess.Popen(
+        ["sleep", "900"]
+    )  # in our own process group, as a template is in its worker's
+    try:
+        base = reaper._base()
+        assert base is not None
+        directory = Path(base, f"{os.getpid()}-1", "t1")  # our pid, another start time: a dead owner
+        directory.mkdir(parents=True)
+        reaper.record_process(str(directory), template.pid)
+        assert reaper.reap() == [template.pid]
+        assert template.wait(10) == -signal.SIGKILL  # and this test process, in the same group, lives
+    finally:
+        template.kill()
+        template.wait(10)

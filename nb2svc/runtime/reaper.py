@@ -15,7 +15,9 @@ How:
   once the kernel runs, a ``group`` record (:func:`record_group`): the process group it
   runs in on this host and the start time of that group's leader. A clean stop removes
   the kernel's directory; a clean exit kills whatever is still recorded and removes the
-  owner's.
+  owner's. A kernel template (:mod:`nb2svc.runtime.kernel.forking`) runs in the
+  worker's own process group, so its directory records the process alone
+  (:func:`record_process`), and only that process is killed.
 - gunicorn's master calls :func:`reap` when a worker exits for any reason
   (``child_exit``), when it starts (``on_starting``) and when it exits (``on_exit``):
   for every owner directory whose owner is dead, the recorded groups are killed and the
@@ -65,6 +67,8 @@ log = logging.getLogger("nb2svc")
 
 #: The record of a kernel's process group, in the kernel's own directory.
 GROUP_FILE = "group"
+#: The record of one process (a kernel template, which shares the worker's group).
+PROCESS_FILE = "process"
 
 
 def _process(pid: int) -> tuple[str, int] | None:
@@ -144,20 +148,32 @@ def record_group(kernel_dir: str, pgid: int) -> None:
     Nothing is recorded if the leader is already gone: its stop reaps it. A record that
     cannot be written (a full disk) is a warning, not a failed kernel start.
     """
-    started = _start_time(pgid)
+    _record(kernel_dir, GROUP_FILE, pgid, "kernel process group")
+
+
+def record_process(process_dir: str, pid: int) -> None:
+    """Record process ``pid`` (a kernel template) under ``process_dir``: the reaper kills it alone."""
+    _record(process_dir, PROCESS_FILE, pid, "kernel template")
+
+
+def _record(directory: str, name: str, pid: int, what: str) -> None:
+    started = _start_time(pid)
     if started is None:
         return
-    temporary = os.path.join(kernel_dir, GROUP_FILE + ".new")
+    temporary = os.path.join(directory, name + ".new")
     try:
         with open(temporary, "w") as f:
-            f.write(f"{pgid} {started}\n")
-        os.replace(temporary, os.path.join(kernel_dir, GROUP_FILE))
+            f.write(f"{pid} {started}\n")
+        os.replace(temporary, os.path.join(directory, name))
     except OSError as exc:
-        log.warning("kernel process group %d will not be reaped after a crash: %s", pgid, exc)
+        log.warning("%s %d will not be reaped after a crash: %s", what, pid, exc)
 
 
 def _kill_recorded(record: str) -> int | None:
-    """Kill the group of one record if it is still the one recorded; its pgid if it was killed."""
+    """Kill what one record names if it is still the one recorded; its pid or pgid if it was killed.
+
+    A group record kills the whole group; a process record (a template) that one process.
+    """
     try:
         with open(record) as f:
             pgid, started = (int(v) for v in f.read().split())
@@ -169,7 +185,10 @@ def _kill_recorded(record: str) -> int | None:
     if leader is not None and leader != started:
         return None  # the pid is another process's now: the group we started is gone
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        if os.path.basename(record) == PROCESS_FILE:
+            os.kill(pgid, signal.SIGKILL)
+        else:
+            os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         return None
     except OSError as exc:
@@ -181,7 +200,8 @@ def _kill_recorded(record: str) -> int | None:
 def _reap_dir(path: str) -> list[int]:
     """Kill every group recorded under the owner directory ``path``, then remove it."""
     killed = []
-    for record in sorted(glob.glob(os.path.join(glob.escape(path), "*", GROUP_FILE))):
+    records = [os.path.join(glob.escape(path), "*", name) for name in (GROUP_FILE, PROCESS_FILE)]
+    for record in sorted(r for pattern in records for r in glob.glob(pattern)):
         pgid = _kill_recorded(record)
         if pgid is not None:
             killed.append(pgid)

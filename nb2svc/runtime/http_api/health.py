@@ -82,7 +82,13 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family]:
         "Kernels replaced after dying or wedging.",
         [(labels(service), stat.replaced) for service, stat in stats],
     )
-    return [requests, seconds, *gauges, replaced]
+    memory = Family(
+        "nb2svc_kernel_memory_pss_bytes",
+        "gauge",
+        "Proportional set size of the pool's local kernels and their template (shared pages counted once).",
+        [(labels(service), service.memory_pss()) for service in services],
+    )
+    return [requests, seconds, *gauges, replaced, memory]
 
 
 __all__ = ["api_metrics", "readiness"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -50,8 +51,10 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.forking import Forker
 from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.invoke import EndpointCode, RequestPayload, invoker_for
+from nb2svc.runtime.kernel.memory import summed_pss
 from nb2svc.runtime.store import StoreUnavailable
 from nb2svc.runtime.webapp import base_path
 
@@ -87,15 +90,28 @@ class ApiService:
         self.prefix = prefix  # where the notebook is mounted ("" for the root)
         self._on_ready = on_ready
         self.kernel_name = settings.kernel_name or spec.kernel.name
+        setup = tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup)
+        env = kernel_env(settings.env_allow)
+        #: Where this notebook's kernels fork from (``--kernel-start``), after its setup ran once.
+        self.forker = Forker(
+            settings.kernel_start,
+            spec.notebook,
+            [(cell.where, cell.code) for cell in setup],
+            env=env,
+            host=host,
+            cwd=cwd,
+            timeout=settings.kernel_start_timeout,
+        )
         self.recipe = KernelRecipe(
             kernel_name=self.kernel_name,
-            env=kernel_env(settings.env_allow),
+            env=env,
             cwd=cwd,
             transport=settings.transport,
             start_timeout=settings.kernel_start_timeout,
             bootstrap=self.invoker.bootstrap,
-            setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+            setup=setup,
             host=host,
+            forker=self.forker,
         )
         self.pool = KernelPool(
             settings.pool_size,
@@ -111,10 +127,18 @@ class ApiService:
         self.base = base_path(settings)
         self.jobs = jobs
         self.contracts = Contracts(spec)
+        #: Every kernel this service started that still exists (for memory metrics).
+        self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
+
+    def memory_pss(self) -> int:
+        """Summed PSS (bytes) of this service's live local kernels and their template."""
+        pids = [k.process.pid for k in list(self._kernels) if k.is_alive()]
+        return summed_pss([*pids, self.forker.template_pid])
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel, prepared for the invocation protocol (none is left on failure)."""
         kernel = start_kernel(self.recipe)
+        self._kernels.add(kernel)
         try:
             self.invoker.prepare(kernel, self.recipe.start_timeout)
         except BaseException:
@@ -130,6 +154,7 @@ class ApiService:
         """
         log.critical("the service cannot start: %s", exc)
         self.pool.shutdown()
+        self.forker.close()
         logging.shutdown()
         os._exit(3)
 
@@ -151,6 +176,7 @@ class ApiService:
     def shutdown(self) -> None:
         stats = self.pool.stats()
         self.pool.shutdown()
+        self.forker.close()
         log.info("shut down %d kernels", stats.live)
 
     # --- requests ------------------------------------------------------------------

@@ -5,6 +5,9 @@
 - :mod:`.channels` — green sockets and message dispatch (:class:`Kernel`);
 - :mod:`.executor` — run code, collect its output, time out with an interrupt;
 - :mod:`.provision` — start and seed (:class:`KernelRecipe`, :func:`start_kernel`);
+- :mod:`.forking` — kernels forked from a template that ran setup once (``--kernel-start``),
+  with :mod:`.template`, the template's own side, run by the kernel spec's Python;
+- :mod:`.memory` — kernel memory as PSS;
 - :mod:`.pool` — the warm supply: leases for API mode, hand-over for kernel mode;
 - :mod:`.environment` — the environment whitelist;
 - :mod:`.invoke` — API mode's invocation protocol (how an endpoint runs with its request);

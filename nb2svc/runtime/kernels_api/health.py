@@ -53,6 +53,12 @@ def kernel_metrics(registry: KernelRegistry) -> list[Family]:
         Family(
             "nb2svc_kernel_replacements_total", "counter", "Warm kernels replaced after dying or wedging."
         ).add(warm.replaced),
+        Family(
+            "nb2svc_kernel_memory_pss_bytes",
+            "gauge",
+            "Proportional set size of the listed local kernels and their templates "
+            "(shared pages counted once).",
+        ).add(registry.memory_pss()),
     ]
 
 

@@ -19,6 +19,9 @@ Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
   kernel alike (:class:`SetupFailed`): at start-up (``--prespawn``/``--warm``) the server
   exits with the cell's error; later, readiness turns 503 and says why;
 - ``--prespawn N``: N kernels started and seeded at start-up, listed like any other;
+- ``--kernel-start``: a local ipykernel spec's kernels (warm, prespawned, requested,
+  restarted) fork from a template of that spec that ran no setup (forking.py); a
+  restart forks afresh;
 - ``--warm N`` (not in the reference): hidden kernels, started and seeded ahead of need, from
   the same warm supply as API mode's pool (:class:`~nb2svc.runtime.kernel.KernelPool`);
 - culling (Jupyter Server's rules): every ``--cull-interval`` seconds, kernels idle for
@@ -47,6 +50,8 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.forking import Forker
+from nb2svc.runtime.kernel.memory import summed_pss
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
 from nb2svc.runtime.server import stop_worker_for_good
@@ -91,6 +96,9 @@ class KernelRegistry:
         self.warm = KernelPool(
             settings.warm, lambda: start_kernel(self.recipe(self.warm_name)), on_fatal=self._warm_failed
         )
+        #: Per kernel spec, where its kernels fork from (``--kernel-start``): a template that
+        #: ran no setup (seed cells run on each kernel, forked or not), made on first use.
+        self._forkers: dict[str, Forker] = {}
         #: Why kernels cannot be made (a failing seed cell, a prespawn that failed); readiness says it.
         self.failure: str | None = None
         self._was_ready = False
@@ -159,6 +167,8 @@ class KernelRegistry:
         gevent.joinall(jobs, timeout=15)
         for kernel in kernels:  # whatever did not stop gracefully in time
             kernel.shutdown(now=True)
+        for forker in self._forkers.values():
+            forker.close()
         if kernels or warm:
             log.info("shut down %d kernels (%d warm)", len(kernels) + warm, warm)
 
@@ -230,7 +240,27 @@ class KernelRegistry:
             setup=setup,
             traceback_in_error=False,
             host=self.host,
+            forker=self._forker(name),
         )
+
+    def _forker(self, name: str) -> Forker:
+        forker = self._forkers.get(name)
+        if forker is None:
+            forker = Forker(
+                self.settings.kernel_start,
+                f"kernel spec {name!r}",
+                env=kernel_env(self.settings.env_allow),
+                host=self.host,
+                timeout=self.settings.kernel_start_timeout,
+                with_traceback=False,
+            )
+            self._forkers[name] = forker
+        return forker
+
+    def memory_pss(self) -> int:
+        """Summed PSS (bytes) of the listed local kernels and the templates they fork from."""
+        pids = [managed.kernel.process.pid for managed in list(self.kernels.values())]
+        return summed_pss([*pids, *(forker.template_pid for forker in self._forkers.values())])
 
     def get(self, kernel_id: str) -> ManagedKernel:
         try:
