@@ -652,6 +652,7 @@ class Settings:
     max_body_size: int = _default("max_body_size")
     kernel_name: str = _default("kernel_name")
     kernel_start_timeout: float = _default("kernel_start_timeout")
+    kernel_start: str = _default("kernel_start")
     transport: str = _default("transport")
     env_allow: tuple[str, ...] = _default("env_allow")
     log_level: str = _default("log_level")

@@ -103,6 +103,8 @@ def green(scenario: str, timeout: float = 90) -> Any:
         "from nb2svc.runtime.kernel import KernelRecipe, SetupCell, SetupFailed, execute, kernel_env\n"
         "from nb2svc.runtime.kernel import start_kernel\n"
         "from nb2svc.runtime.kernel.forking import Forker\n"
+        "from nb2svc.runtime.kernel.host import KernelHost\n"
+        "HOST = KernelHost()\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
         "def out(result):\n    return ''.join(map(str, result.stdout_parts)).strip()\n"
     )
