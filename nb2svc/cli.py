@@ -8,7 +8,6 @@ boot), 2 usage or compile error. Errors go to stderr without a traceback unless
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import os
 import sys
@@ -1015,16 +1014,6 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
     _run(KernelServer(_kernel_app_factory(settings, seed), settings))
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the port on this machine (``localhost``, 127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _kernel_auth_warning(settings: Settings) -> str | None:
     """Refuse a tokenless kernel server on a non-loopback address unless ``--no-auth``; the
     banner's warning when there is no token."""
@@ -1032,6 +1021,8 @@ def _kernel_auth_warning(settings: Settings) -> str | None:
         if not settings.auth:
             raise click.UsageError("--no-auth and a token contradict each other; drop one")
         return None
+    from nb2svc.runtime.auth import is_loopback
+
     if is_loopback(settings.host):
         return (
             "no --token: anyone on this machine (any user, any local process or container port "

@@ -373,6 +373,21 @@ OPTIONS: tuple[Option, ...] = (
         modes=("kernels",),
     ),
     Option(
+        "allow_remote_access",
+        bool,
+        False,
+        "Answer a tokenless server on a loopback --host whatever Host header a request names "
+        "(off: a Host that is not localhost, 127.0.0.0/8, ::1 or --allow-host gets 403, which stops "
+        "DNS rebinding).",
+    ),
+    Option(
+        "allow_host",
+        list,
+        (),
+        "More Host names a tokenless loopback server answers (comma-separated), e.g. a name in "
+        "/etc/hosts or a dev proxy's.",
+    ),
+    Option(
         "token_file",
         str,
         "",
