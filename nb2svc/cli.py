@@ -895,6 +895,18 @@ def _bundle_factory(bundle: Path) -> Callable[[], Any]:
     return factory
 
 
+def _check_public_paths(mounts: list[Any], settings: Settings) -> None:
+    """With ``--static-path``, refuse (one line, exit 2) a notebook that answers under ``/public``."""
+    from nb2svc.compiler import CompileError
+    from nb2svc.compiler.mounts import check_public_paths
+
+    if settings.static_path:
+        try:
+            check_public_paths(mounts)
+        except CompileError as exc:
+            raise CompileFailed(f"error: {exc}") from None
+
+
 def _check_timing(settings: Settings, mode: str) -> None:
     """Warn when an explicit ``--graceful-timeout`` cannot let a request run to its timeout."""
     timing = shutdown_timing(settings.request_timeout, settings.graceful_timeout)
@@ -944,6 +956,7 @@ def _run_server(
     (with its own pool settings from ``per_mount``, by prefix, where it has them)."""
     from nb2svc.runtime.server import Server
 
+    _check_public_paths(mounts, settings)
     _check_port(settings)
     base = settings.base_url.rstrip("/")
     url = f"http://{settings.host}:{settings.port}{base}"

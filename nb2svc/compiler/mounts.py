@@ -39,6 +39,9 @@ MOUNTS_FORMAT = 2
 
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 
+#: Where ``--static-path`` serves its files, without a token (Kernel Gateway's path).
+PUBLIC_PREFIX = "/public"
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -107,6 +110,29 @@ def check_mounts(mounts: Sequence[Mount]) -> None:
                         "change a mount prefix (--mount PREFIX=NOTEBOOK) or one of the paths",
                     )
                 )
+    if problems:
+        raise CompileError(problems)
+
+
+def _under_public(path: str) -> bool:
+    return path == PUBLIC_PREFIX or path.startswith(PUBLIC_PREFIX + "/")
+
+
+def check_public_paths(mounts: Sequence[Mount]) -> None:
+    """Raise :class:`CompileError` for a mount or endpoint under ``/public``, where
+    ``--static-path`` serves files without a token: a notebook there would either hide the
+    files or be taken for one of them (for a caller that serves static files)."""
+    problems: list[CompileProblem] = []
+    hint = "move it elsewhere, or serve without --static-path"
+    for mount in mounts:
+        if _under_public(mount.prefix):
+            message = f"mount prefix {mount.prefix} is where --static-path serves its files"
+            problems.append(CompileProblem(mount.spec.notebook, None, message, hint))
+            continue
+        for ep in mount.spec.endpoints:
+            if _under_public(mount.full_path(ep)):
+                message = f"{ep.method} {mount.full_path(ep)} is where --static-path serves its files"
+                problems.append(CompileProblem(mount.spec.notebook, ep.cells[0], message, hint))
     if problems:
         raise CompileError(problems)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response
 
-from nb2svc.compiler.mounts import Mount
+from nb2svc.compiler.mounts import Mount, check_public_paths
 from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.http_api.health import api_metrics, readiness
@@ -64,10 +64,14 @@ def create_mounted_app(
 ) -> Flask:
     """One app for one or several notebooks (``(mount, working directory)`` each).
 
+    With ``--static-path``, a mount or endpoint under ``/public`` raises
+    :class:`~nb2svc.compiler.CompileError` before any kernel starts.
     ``mount_settings`` (by prefix) gives a notebook's pool settings of its own (a config
     file's ``[mounts]`` table: pool size, queue, kernel spec); the others use ``settings``.
     """
     mount_settings = mount_settings or {}
+    if settings.static_path:
+        check_public_paths([mount for mount, _ in mounts])  # CompileError: nothing has started
     services: list[ApiService] = []
 
     def all_ready() -> None:  # one "ready" line once every notebook's pool is warm

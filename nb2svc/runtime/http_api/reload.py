@@ -131,7 +131,11 @@ class ReloadingApp:
         except ValueError as exc:  # not a notebook (e.g. saved half-way): wait for the next save
             log.error("%s cannot be read; still serving version %d: %s", self.notebook, self.version, exc)
             return False
-        candidate = self._build(spec, False)
+        try:
+            candidate = self._build(spec, False)
+        except CompileError as exc:  # e.g. an endpoint under /public with --static-path
+            log.error("%s cannot be served; still serving version %d:\n%s", self.notebook, self.version, exc)
+            return False
         service = candidate.extensions["nb2svc"]
         deadline = time.monotonic() + self._ready_timeout
         while not service.pool.ready and service.pool.failure is None and time.monotonic() < deadline:

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request, send_file, send_from_directory
 
-from nb2svc.compiler.mounts import Mount
+from nb2svc.compiler.mounts import PUBLIC_PREFIX, Mount
 from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document
 from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
@@ -28,16 +28,30 @@ def claims_root(mounts: Sequence[Mount]) -> bool:
     return any(mount.full_path(ep) == "/" for mount in mounts for ep in mount.spec.endpoints)
 
 
+#: The Flask endpoint name of the ``--static-path`` route: the only thing under
+#: ``/public/`` that skips the token.
+PUBLIC_FILES = "nb2svc_public_files"
+
+
 def public_paths(base: str, mounts: Sequence[Mount], static: bool = False) -> Callable[[str], bool]:
     """What API mode serves without a token beyond the two health checks: the docs page, its static
     files (Swagger UI's, nothing of the service's), when no endpoint claims ``/``, the
     redirect from ``/`` to the docs, and with ``static`` the ``--static-path`` files under
     ``/public/`` (Kernel Gateway serves them without a token too: a browser loads a page
     and its assets before its script can send one). The OpenAPI document, ``/_api/source``
-    and every endpoint need the token."""
+    and every endpoint need the token.
+
+    The ``/public/`` exemption is the static route's, not the path prefix's: a request is
+    exempt only when it routed to :data:`PUBLIC_FILES`, so whatever else a path under
+    ``/public`` could reach (a notebook endpoint or mount that slipped past
+    :func:`~nb2svc.compiler.mounts.check_public_paths`) still needs the token."""
     exact = {base + "/_api/docs"} | (set() if claims_root(mounts) else {base + "/", base or "/"})
-    prefixes = (base + "/_api/docs/static/",) + ((base + "/public/",) if static else ())
-    return lambda path: path in exact or path.startswith(prefixes)
+    docs = base + "/_api/docs/static/"
+
+    def public(path: str) -> bool:
+        return path in exact or path.startswith(docs) or (static and request.endpoint == PUBLIC_FILES)
+
+    return public
 
 
 def notebook_file(spec: ServiceSpec, cwd: str | Path | None) -> Path | None:
@@ -73,7 +87,7 @@ def install_kg_extras(app: Flask, settings: Settings, service: ApiService, base:
     if settings.static_path:
         folder = settings.static_path
 
-        @app.get(base + "/public/<path:name>")
+        @app.get(base + PUBLIC_PREFIX + "/<path:name>", endpoint=PUBLIC_FILES)
         def _public(name: str) -> Response:
             return send_from_directory(folder, name, max_age=0)
 
@@ -150,6 +164,7 @@ def install_job_routes(app: Flask, services: Sequence[ApiService], base: str) ->
 
 
 __all__ = [
+    "PUBLIC_FILES",
     "claims_root",
     "install_docs_routes",
     "install_job_routes",

@@ -1,0 +1,93 @@
+"""Issue 23, high: the ``/public/`` token exemption covers the static files and nothing else.
+
+The attack: with ``--static-path`` set, everything under ``/public/`` skipped the token, so
+a notebook endpoint at ``/public/...`` (or a notebook ``public.ipynb`` mounted at
+``/public``) answered anyone. Now such a notebook does not start, and the exemption
+belongs to the static-file route itself, so nothing else that routes under ``/public``
+can skip the token.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nb2svc.compiler import CompileError, compile_notebook
+from nb2svc.compiler.mounts import Mount
+from nb2svc.config import Settings
+from nb2svc.runtime.http_api.app import create_mounted_app
+from nb2svc.runtime.http_api.routes import install_kg_extras, public_paths
+from nb2svc.runtime.webapp import create_webapp
+from tests.notebooks import notebook
+from tests.support import REPO
+
+SHADOWING = notebook(
+    "x = 1",
+    "# GET /hello\nprint('hello')",
+    "# GET /public/secret\nprint('the secret')",
+    kernel="python3",
+    language="python",
+)
+PLAIN = notebook("# GET /hello\nprint('hello')", kernel="python3", language="python")
+
+
+def write(nb: nbformat.NotebookNode, path: Path) -> Path:
+    nbformat.write(nb, path)
+    return path
+
+
+def serve(*args: str) -> subprocess.CompletedProcess[str]:
+    """``nb2svc serve ARGS`` expected to refuse before it listens."""
+    command = [sys.executable, "-m", "nb2svc", "serve", *args, "--port", "0"]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_an_endpoint_under_public_with_static_path_does_not_start(tmp_path: Path) -> None:
+    path = write(SHADOWING, tmp_path / "svc.ipynb")
+    result = serve(str(path), "--static-path", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "svc.ipynb, cell 3: GET /public/secret is where --static-path serves its files" in lines[0]
+
+
+def test_a_notebook_named_public_mounted_at_public_does_not_start(tmp_path: Path) -> None:
+    public = write(PLAIN, tmp_path / "public.ipynb")
+    other = write(PLAIN, tmp_path / "other.ipynb")
+    result = serve(str(public), str(other), "--static-path", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "mount prefix /public is where --static-path serves its files" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bundle_app_with_an_endpoint_under_public_refuses_to_start(tmp_path: Path) -> None:
+    spec = compile_notebook(write(SHADOWING, tmp_path / "svc.ipynb"))
+    settings = Settings({"static_path": str(tmp_path)})
+    with pytest.raises(CompileError, match="cell 3: GET /public/secret"):
+        create_mounted_app([(Mount("", spec), tmp_path)], settings)
+    with pytest.raises(CompileError, match="mount prefix /public/v1"):
+        create_mounted_app(
+            [(Mount("/public/v1", compile_notebook(write(PLAIN, tmp_path / "p.ipynb"))), None)], settings
+        )
+
+
+def test_only_the_static_route_skips_the_token_under_public(tmp_path: Path) -> None:
+    """Should a route under /public slip past the checks, it still needs the token."""
+    (tmp_path / "page.html").write_text("<p>public</p>")
+    settings = Settings({"token": "s3cret", "static_path": str(tmp_path)})
+    app = create_webapp("t", settings, readiness=lambda: (True, {}), public=public_paths("", [], static=True))
+    install_kg_extras(app, settings, service=None, base="")  # type: ignore[arg-type]
+    app.add_url_rule("/public/secret", "shadow", lambda: "the secret")
+    app.add_url_rule("/public/<int:n>/x", "shadow_n", lambda n: "the secret")
+    client = app.test_client()
+    assert client.get("/public/page.html").data == b"<p>public</p>"
+    assert client.get("/public/missing.html").status_code == 404
+    for path in ("/public/secret", "/public/7/x"):
+        refused = client.get(path)
+        assert refused.status_code == 401, path
+        assert b"the secret" not in refused.data
+    assert client.get("/public/secret", headers={"Authorization": "token s3cret"}).data == b"the secret"
