@@ -7,6 +7,8 @@ line), never a sleep.
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,3 +67,64 @@ def test_a_stream_started_before_a_reload_finishes_on_its_version(
     )
     assert server.get("/stream").text.splitlines() == ["v2 started", "v2 finished"]
 
+
+SILENT = notebook(
+    "import json, os, time",
+    streamed("# GET /silent\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.05)"),
+    streamed("# GET /mark/:name\nopen(json.loads(REQUEST)['path']['name'], 'w').close()\nprint('marked')"),
+    "# GET /hold/:name\nwhile not os.path.exists(json.loads(REQUEST)['path']['name']):\n    time.sleep(0.05)",
+    "# GET /quick\nprint('quick')",
+    kernel="python3",
+    language="python",
+)
+
+
+def silent_server(start_server: StartServer, tmp_path: Path) -> Server:
+    path = tmp_path / "silent.ipynb"
+    nbformat.write(SILENT, path)
+    return start_server(str(path), "--pool-size", "1", "--request-timeout", "300", "--queue-timeout", "60")
+
+
+def gauge(server: Server, name: str) -> float:
+    """A gauge of ``/_api/metrics`` (one pool: one sample)."""
+    for line in server.get("/_api/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} in /_api/metrics")
+
+
+def open_stream(server: Server, path: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return sock
+
+
+def test_a_client_leaving_a_silent_stream_frees_its_kernel(start_server: StartServer, tmp_path: Path) -> None:
+    server = silent_server(start_server, tmp_path)
+    sock = open_stream(server, "/silent")
+    received = b""
+    while b"started" not in received:
+        received += sock.recv(4096)
+    sock.close()  # the cell prints nothing more: only the watcher can notice
+    wait_for(
+        lambda: "GET /silent: the client left; interrupting the cell" in server.log(), 30, "the departure"
+    )
+    assert server.get("/quick", timeout=60).text == "quick\n"  # the kernel is free again
+
+
+def test_a_stream_whose_client_left_while_queued_never_runs(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = silent_server(start_server, tmp_path)
+    release, marker = tmp_path / "release", tmp_path / "marker"  # the kernels' working directory
+    holder = threading.Thread(target=server.get, args=("/hold/release",), kwargs={"timeout": 120})
+    holder.start()
+    wait_for(lambda: gauge(server, "nb2svc_pool_kernels_busy") == 1, 30, "the kernel held")
+    sock = open_stream(server, "/mark/marker")
+    wait_for(lambda: gauge(server, "nb2svc_pool_waiting_requests") == 1, 30, "the stream queued")
+    sock.close()
+    wait_for(lambda: "GET /mark/marker: the client left; not running it" in server.log(), 30, "the departure")
+    release.write_text("go")
+    holder.join(60)
+    assert server.get("/quick", timeout=60).text == "quick\n"  # after anything queued before it
+    assert not marker.exists()

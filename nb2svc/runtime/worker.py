@@ -179,10 +179,12 @@ class DrainingHandler(WebSocketHandler):
             self._stop_header_timer()
 
     def get_environ(self) -> Any:
-        """gevent's environ, plus the raw path and header lines (see :mod:`.http_api.kg_compat`)."""
+        """gevent's environ, plus the raw path and header lines (see :mod:`.http_api.kg_compat`)
+        and the connection's socket (a stream watches it for the client leaving)."""
         environ = super().get_environ()
         environ["nb2svc.raw_path"] = self.path
         environ["nb2svc.header_lines"] = self.headers.items()
+        environ["nb2svc.socket"] = self.socket
         return environ
 
     def handle_one_request(self) -> Any:
