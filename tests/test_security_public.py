@@ -91,3 +91,24 @@ def test_only_the_static_route_skips_the_token_under_public(tmp_path: Path) -> N
         assert refused.status_code == 401, path
         assert b"the secret" not in refused.data
     assert client.get("/public/secret", headers={"Authorization": "token s3cret"}).data == b"the secret"
+
+
+def test_a_symlink_out_of_the_static_path_is_not_served(tmp_path: Path) -> None:
+    site, outside = tmp_path / "site", tmp_path / "outside"
+    site.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not public")
+    (site / "page.html").write_text("<p>public</p>")
+    (site / "host").symlink_to("/etc/hostname")
+    (site / "secret.txt").symlink_to(outside / "secret.txt")
+    (site / "up").symlink_to(outside, target_is_directory=True)
+    (site / "alias.html").symlink_to(site / "page.html")  # a link that stays inside is fine
+    settings = Settings({"token": "s3cret", "static_path": str(site)})
+    app = create_webapp("t", settings, readiness=lambda: (True, {}), public=public_paths("", [], static=True))
+    install_kg_extras(app, settings, service=None, base="")  # type: ignore[arg-type]
+    client = app.test_client()
+    for path in ("/public/host", "/public/secret.txt", "/public/up/secret.txt"):
+        refused = client.get(path, headers={"Authorization": "token s3cret"})
+        assert refused.status_code == 404, path
+        assert refused.json["error"] == "NotFound"
+    assert client.get("/public/alias.html").data == b"<p>public</p>"

@@ -7,11 +7,13 @@ token exemption of API mode beyond the health checks the skeleton already exempt
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request, send_file, send_from_directory
+from werkzeug.security import safe_join
 
 from nb2svc.compiler.mounts import PUBLIC_PREFIX, Mount
 from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document
@@ -73,7 +75,8 @@ def install_kg_extras(app: Flask, settings: Settings, service: ApiService, base:
     ``mimetypes`` knows no ``.ipynb``), with ``ETag`` and ``Last-Modified``; off, it is a 404.
     It describes the first notebook, as ``/_api/spec/swagger.json`` does.
     ``GET /public/<path>`` (``--static-path DIR``) serves files below DIR; a path that
-    leaves DIR (``..``, absolute, encoded) or names no file is a 404.
+    leaves DIR (``..``, absolute, encoded, or a symlink pointing out of DIR) or names no
+    file is a 404 (:func:`static_file`).
     """
     if settings.allow_notebook_download:
 
@@ -85,11 +88,27 @@ def install_kg_extras(app: Flask, settings: Settings, service: ApiService, base:
             return send_file(path, mimetype="application/octet-stream", max_age=0)
 
     if settings.static_path:
-        folder = settings.static_path
+        folder = os.path.realpath(settings.static_path)
 
         @app.get(base + PUBLIC_PREFIX + "/<path:name>", endpoint=PUBLIC_FILES)
         def _public(name: str) -> Response:
-            return send_from_directory(folder, name, max_age=0)
+            path = static_file(folder, name)
+            if path is None:
+                return json_error(404, "NotFound", "no such file")
+            return send_file(path, max_age=0)
+
+
+def static_file(folder: str, name: str) -> str | None:
+    """The file ``name`` names below ``folder`` (a real path), or ``None``: a path that leaves
+    it (``..``, absolute) or a symlink that points out of it is not there, nor is a directory.
+    The check is on the resolved path, so a link inside DIR to ``/etc`` serves nothing."""
+    joined = safe_join(folder, name)
+    if joined is None:
+        return None
+    real = os.path.realpath(joined)
+    if not real.startswith(folder + os.sep) or not os.path.isfile(real):
+        return None
+    return real
 
 
 def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str) -> None:
@@ -171,4 +190,5 @@ __all__ = [
     "install_kg_extras",
     "notebook_file",
     "public_paths",
+    "static_file",
 ]
