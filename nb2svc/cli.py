@@ -776,6 +776,8 @@ def _mounts(
             raise click.UsageError(f"--mount {item!r}: {notebook} is a folder; --mount takes one notebook")
         if not path.is_file():
             raise click.UsageError(f"--mount {item!r}: no such notebook {notebook}")
+        if any(segment in (".", "..") for segment in prefix.strip().split("/")):
+            raise CompileFailed(f"error: --mount {item!r}: a prefix with '.' or '..' segments is refused")
         chosen = [(p, nb) for p, nb in chosen if nb.resolve() != path.resolve()]
         chosen.append((normalise_prefix(prefix), path))
     mounts = []

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from nb2svc.compiler import CompileError, compile_notebook
-from nb2svc.compiler.mounts import Mount
+from nb2svc.compiler.mounts import Mount, check_mounts
 from nb2svc.config import Settings
 from nb2svc.runtime.http_api.app import create_mounted_app
 from nb2svc.runtime.http_api.routes import install_kg_extras, public_paths
@@ -112,3 +112,24 @@ def test_a_symlink_out_of_the_static_path_is_not_served(tmp_path: Path) -> None:
         assert refused.status_code == 404, path
         assert refused.json["error"] == "NotFound"
     assert client.get("/public/alias.html").data == b"<p>public</p>"
+
+
+@pytest.mark.parametrize("command", ["serve", "build"])
+def test_a_mount_prefix_with_dot_segments_is_refused(tmp_path: Path, command: str) -> None:
+    """``/a/../b`` would answer at paths every client normalises away (to ``/b``)."""
+    write(PLAIN, tmp_path / "svc.ipynb")
+    for prefix in ("/a/../b", "/./x", "/a/.."):
+        args = [sys.executable, "-m", "nb2svc", command, "--mount", f"{prefix}=svc.ipynb"]
+        args += ["--port", "0"] if command == "serve" else ["-o", str(tmp_path / "out")]
+        result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"error: --mount '{prefix}=svc.ipynb': a prefix with '.' or '..' segments is refused"
+        ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bundled_mount_prefix_with_dot_segments_does_not_compile() -> None:
+    spec = compile_notebook(PLAIN, name="svc")
+    with pytest.raises(CompileError, match="has a '.' or '..' segment"):
+        check_mounts([Mount("/a/../b", spec)])

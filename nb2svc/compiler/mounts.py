@@ -3,7 +3,8 @@
 ``nb2svc serve a.ipynb b.ipynb`` (or a folder of notebooks) mounts each notebook under
 ``/<its file stem>`` unless ``--mount PREFIX=NOTEBOOK`` says otherwise; each keeps its
 own kernel spec, setup cells and warm pool. The compiler checks what no single notebook
-can: prefixes must be plain paths (no ``:params``, nothing under ``/_api``), distinct,
+can: prefixes must be plain paths (no ``:params``, no ``.`` or ``..`` segments, nothing
+under ``/_api``), distinct,
 and no two endpoints of different mounts may answer the same request (``/a`` + ``/b/c``
 and ``/a/b`` + ``/c`` both make ``GET /a/b/c``).
 
@@ -79,6 +80,15 @@ def check_mounts(mounts: Sequence[Mount]) -> None:
             problems.append(
                 CompileProblem(
                     source, None, f"mount prefix {mount.prefix!r} is not a plain URL path", "e.g. /api/v1"
+                )
+            )
+        elif any(segment in (".", "..") for segment in mount.prefix.split("/")):
+            problems.append(
+                CompileProblem(
+                    source,
+                    None,
+                    f"mount prefix {mount.prefix!r} has a '.' or '..' segment, which clients resolve away",
+                    "write the path it means, e.g. /b for /a/../b",
                 )
             )
         elif mount.prefix == "/_api" or mount.prefix.startswith("/_api/"):
