@@ -820,11 +820,17 @@ def _serve_mounted(
 
 def _read_token(settings: Settings) -> str:
     """The token of ``--token`` or ``--token-file`` (``ValueError`` if both are given)."""
-    from nb2svc.runtime.secret import read_token_file
+    from nb2svc.runtime.secret import loose_permissions, read_token_file
 
     if settings.token and settings.token_file:
         raise ValueError("give either --token or --token-file, not both")
-    return read_token_file(settings.token_file) if settings.token_file else settings.token
+    if not settings.token_file:
+        return settings.token
+    token = read_token_file(settings.token_file)
+    warning = loose_permissions(settings.token_file)  # once, here in the master
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    return token
 
 
 def _take_token(settings: Settings) -> Settings:

@@ -56,7 +56,7 @@ from flask import Flask, Response, jsonify, request
 
 from nb2svc.config import Settings
 from nb2svc.runtime.logs import add_secret
-from nb2svc.runtime.secret import held, read_token_file
+from nb2svc.runtime.secret import held, loose_permissions, read_token_file
 
 log = logging.getLogger("nb2svc")
 
@@ -167,6 +167,10 @@ def install_auth(
     token = configured_token(settings) if token is None else token
     if not token:
         return
+    if settings.token_file and not settings.token:  # a bundle run by gunicorn: once per worker
+        warning = loose_permissions(settings.token_file)
+        if warning:
+            log.warning("%s", warning)
     add_secret(token)
 
     @app.before_request
