@@ -74,6 +74,9 @@ SILENT = notebook(
     streamed("# GET /mark/:name\nopen(json.loads(REQUEST)['path']['name'], 'w').close()\nprint('marked')"),
     "# GET /hold/:name\nwhile not os.path.exists(json.loads(REQUEST)['path']['name']):\n    time.sleep(0.05)",
     "# GET /quick\nprint('quick')",
+    streamed(
+        "# GET /flood\nfor i in range(64):\n    print(str(i) * (1 << 20), flush=True)\nprint('flood done')"
+    ),
     kernel="python3",
     language="python",
 )
@@ -128,3 +131,23 @@ def test_a_stream_whose_client_left_while_queued_never_runs(
     holder.join(60)
     assert server.get("/quick", timeout=60).text == "quick\n"  # after anything queued before it
     assert not marker.exists()
+
+
+def test_a_client_that_does_not_read_cannot_make_the_worker_buffer_everything(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """64 MiB printed to a client that reads nothing: at most 16 MiB wait, then the stream ends."""
+    server = silent_server(start_server, tmp_path)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(b"GET /flood HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    wait_for(lambda: "GET /flood: the client reads too slowly" in server.log(), 60, "the stream to be cut")
+    assert server.get("/quick", timeout=60).text == "quick\n"  # the cell was interrupted
+    received = bytearray()
+    while chunk := sock.recv(1 << 20):
+        received += chunk
+    sock.close()
+    assert len(received) < 40 * (1 << 20)  # not all of the 64 MiB were kept for it
+    assert received.endswith(b"so the cell was interrupted and the stream ended\n\r\n0\r\n\r\n")  # chunked
+    assert b"error: ClientTooSlow" in received and b"flood done" not in received

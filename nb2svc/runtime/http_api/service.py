@@ -232,6 +232,7 @@ class ApiService:
                     metadata=metadata,
                     buffers=buffers,
                     on_output=on_output,
+                    keep_output=on_output is None,  # a stream's output is sent, not kept
                 )
                 info_result = None
                 if result.error is None and info_cell is not None:

@@ -10,6 +10,11 @@ An endpoint whose cell metadata says ``"nb2svc": {"response": "stream"}`` answer
 - the end is an event ``done``; an error in the cell, a timeout or a dead kernel after
   the first byte ends the stream with an event ``error`` carrying the JSON error body
   (plain mode: a last line ``error: …``), since the status line was already sent;
+- backpressure: at most :data:`BUFFER_LIMIT` bytes wait for a client that reads slower
+  than the cell prints (the rest of the output is not kept anywhere else either). Past
+  that the cell is interrupted, what waits is dropped and the stream ends with an error
+  (pausing the kernel's output instead would make zmq drop messages, the end of the
+  execution among them);
 - a client that disconnects interrupts the cell, noticed at once even while the cell
   prints nothing: a watcher greenlet waits for the connection to become readable, and a
   read of 0 bytes (peeked, so nothing is consumed) means the client closed it. A stream
@@ -35,6 +40,8 @@ log = logging.getLogger("nb2svc")
 
 EVENT_STREAM = "text/event-stream"
 _END = object()
+#: Bytes of output that may wait for a slow client before the stream is ended.
+BUFFER_LIMIT = 16 * 1024 * 1024
 
 
 class ClientGone(Exception):
@@ -89,6 +96,8 @@ class OutputStream:
         self._done = False
         self._gone = False
         self._label = label
+        self._buffered = 0  # bytes queued and not yet taken by the server
+        self._overflowed = False
         self._greenlet = gevent.spawn(self._execute, run)
         self._watcher = gevent.spawn(self._watch, client.fileno()) if client is not None else None
 
@@ -127,6 +136,8 @@ class OutputStream:
             error = {"error": type(exc).__name__, "message": str(exc)}
         self._kernel = None
         self._done = True
+        if self._overflowed:
+            return  # the error and the end are queued already
         if error is not None:
             self._queue.put(self._error(error))
         elif self._sse:
@@ -138,13 +149,47 @@ class OutputStream:
             if content.get("name") != "stdout":
                 return
             text = content.get("text", "")
-            self._queue.put(event("message", text.rstrip("\n")) if self._sse else text.encode())
+            self._send(event("message", text.rstrip("\n")) if self._sse else text.encode())
         elif msg_type in ("display_data", "execute_result"):
             data = content.get("data", {})
             if self._sse:
-                self._queue.put(event("display", json.dumps(data)))
+                self._send(event("display", json.dumps(data)))
             elif "text/plain" in data:
-                self._queue.put((data["text/plain"] + "\n").encode())
+                self._send((data["text/plain"] + "\n").encode())
+
+    def _send(self, chunk: bytes) -> None:
+        """Queue ``chunk`` for the client, or end the stream if too much already waits."""
+        if self._overflowed or self._gone:
+            return
+        if self._buffered + len(chunk) > BUFFER_LIMIT and self._buffered:
+            self._overflow()
+            return
+        self._buffered += len(chunk)
+        self._queue.put(chunk)
+
+    def _overflow(self) -> None:
+        self._overflowed = True
+        log.warning(
+            "%s: the client reads too slowly (over %d bytes of output waiting); ending the stream",
+            self._label,
+            BUFFER_LIMIT,
+        )
+        while not self._queue.empty():  # dropped: the client gets the error next
+            self._queue.get_nowait()
+        self._buffered = 0
+        self._queue.put(
+            self._error(
+                {
+                    "error": "ClientTooSlow",
+                    "message": f"the client read too slowly: over {BUFFER_LIMIT} bytes of output waited "
+                    "for it, so the cell was interrupted and the stream ended",
+                }
+            )
+        )
+        self._queue.put(_END)
+        kernel = self._kernel
+        if kernel is not None:
+            gevent.spawn(kernel.interrupt)  # not from the kernel's reader greenlet itself
 
     def _error(self, body: dict[str, Any]) -> bytes:
         if self._sse:
@@ -157,6 +202,7 @@ class OutputStream:
                 item = self._queue.get()
                 if item is _END:
                     return
+                self._buffered = max(0, self._buffered - len(item))
                 yield item
         finally:
             if self._watcher is not None:  # before the server closes (or reuses) the socket
