@@ -28,6 +28,11 @@ body is framed before any WSGI code runs:
 - the request line and headers must arrive within ``header_timeout`` seconds, and a
   keep-alive connection may stay idle only ``keepalive_timeout`` seconds: slow or idle
   connections give their slot back, so a worker keeps answering;
+- under pressure (:data:`PRESSURE` of the worker's connection slots open) a connection
+  that starts waiting for a request gets only :data:`PRESSED_TIMEOUT` seconds for its
+  headers or idle keep-alive: a client that keeps opening slow connections then recycles
+  its slots every second instead of every ``header_timeout``, and others get one within
+  about a second. Not a per-client cap: behind a proxy every client has the proxy's address;
 - a body larger than ``max_body_size`` is a 413, chunked or not (a chunked body is read
   up to the limit here and handed on with its ``Content-Length``), and is not read further;
 - gevent's own error lines go through the nb2svc logger, whose formatter redacts tokens.
@@ -106,18 +111,35 @@ def _check_framing(headers: Any) -> None:
         raise BadFraming("conflicting or invalid Content-Length")
 
 
+#: Share of the connection slots open from which waits for a request are cut short.
+PRESSURE = 0.8
+#: Seconds a connection may wait for its request line and headers (or idle between
+#: requests) under pressure.
+PRESSED_TIMEOUT = 1.0
+
+
 class _Edge:
     """The limits the handler enforces; set once per worker from the settings."""
 
     header_timeout = 10.0
     keepalive_timeout = 5.0
     max_body_size = 10 * 1024 * 1024
+    capacity = 1000  # gunicorn's worker_connections
 
     @classmethod
-    def configure(cls, settings: Settings) -> None:
+    def configure(cls, settings: Settings, capacity: int | None = None) -> None:
         cls.header_timeout = settings.header_timeout
         cls.keepalive_timeout = settings.keepalive_timeout
         cls.max_body_size = settings.max_body_size
+        if capacity:
+            cls.capacity = capacity
+
+    @classmethod
+    def waits(cls, open_connections: int) -> tuple[float, float]:
+        """``(header timeout, keep-alive timeout)`` for a connection that starts waiting now."""
+        if open_connections >= cls.capacity * PRESSURE:
+            return min(cls.header_timeout, PRESSED_TIMEOUT), min(cls.keepalive_timeout, PRESSED_TIMEOUT)
+        return cls.header_timeout, cls.keepalive_timeout
 
 
 def on_drain(callback: Callable[[], None]) -> None:
@@ -133,21 +155,33 @@ class DrainingHandler(WebSocketHandler):
     draining = False
     idle: set[gevent.Greenlet] = set()
     in_flight = 0
+    connections = 0
     _served = 0
     _header_timer: gevent.Timeout | None = None
+    _header_timeout = 10.0
+
+    def handle(self) -> Any:
+        """One connection; counted, so that waits are cut short under pressure."""
+        DrainingHandler.connections += 1
+        try:
+            return super().handle()
+        finally:
+            DrainingHandler.connections -= 1
 
     def read_requestline(self) -> Any:
         if DrainingHandler.draining:
             return None
         current = gevent.getcurrent()
         DrainingHandler.idle.add(current)
+        header_timeout, keepalive_timeout = _Edge.waits(DrainingHandler.connections)
+        self._header_timeout = header_timeout
         timer = None
         try:
             if self._served:
-                timer = gevent.Timeout.start_new(_Edge.keepalive_timeout)
+                timer = gevent.Timeout.start_new(keepalive_timeout)
                 self.rfile.peek(1)  # idle until the next request's first byte (b"" at EOF)
                 timer.close()
-            timer = self._header_timer = gevent.Timeout.start_new(_Edge.header_timeout)
+            timer = self._header_timer = gevent.Timeout.start_new(header_timeout)
             self._served += 1
             return super().read_requestline()
         except gevent.Timeout as exc:
@@ -174,7 +208,7 @@ class DrainingHandler(WebSocketHandler):
             if exc is not timer:
                 raise
             self.close_connection = True
-            raise BadFraming(f"the request headers took longer than {_Edge.header_timeout:g}s") from None
+            raise BadFraming(f"the request headers took longer than {self._header_timeout:g}s") from None
         finally:
             self._stop_header_timer()
 
@@ -257,7 +291,7 @@ class Nb2svcWorker(GeventWebSocketWorker):
     wsgi_handler = DrainingHandler
 
     def init_process(self) -> None:
-        _Edge.configure(settings_from_env())
+        _Edge.configure(settings_from_env(), capacity=self.worker_connections)
         gevent.get_hub().exception_stream = RedactingStream(sys.stderr)
         graceful = self.cfg.graceful_timeout
         self.cfg.set("graceful_timeout", max(1, graceful - SHUTDOWN_RESERVE))
