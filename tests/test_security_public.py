@@ -20,7 +20,12 @@ from nb2svc.compiler import CompileError, compile_notebook
 from nb2svc.compiler.mounts import Mount, check_mounts
 from nb2svc.config import Settings
 from nb2svc.runtime.http_api.app import create_mounted_app
-from nb2svc.runtime.http_api.routes import install_kg_extras, public_paths
+from nb2svc.runtime.http_api.routes import (
+    install_docs_routes,
+    install_job_routes,
+    install_kg_extras,
+    public_paths,
+)
 from nb2svc.runtime.webapp import create_webapp
 from tests.notebooks import notebook
 from tests.support import REPO
@@ -133,3 +138,35 @@ def test_a_bundled_mount_prefix_with_dot_segments_does_not_compile() -> None:
     spec = compile_notebook(PLAIN, name="svc")
     with pytest.raises(CompileError, match="has a '.' or '..' segment"):
         check_mounts([Mount("/a/../b", spec)])
+
+
+def test_exactly_the_documented_paths_skip_the_token(tmp_path: Path) -> None:
+    """The README's Security table, checked: every API-mode route but these answers 401."""
+    (tmp_path / "page.html").write_text("<p>public</p>")
+    settings = Settings({"token": "s3cret", "static_path": str(tmp_path), "allow_notebook_download": True})
+    mounts = [Mount("", compile_notebook(PLAIN, name="svc"))]
+    app = create_webapp(
+        "t", settings, readiness=lambda: (True, {}), metrics=lambda: [], public=public_paths("", mounts, True)
+    )
+    install_docs_routes(app, mounts, "")
+    install_job_routes(app, [], "")
+    install_kg_extras(app, settings, service=None, base="")  # type: ignore[arg-type]
+    app.add_url_rule("/hello", "endpoint_0", lambda: "hello")
+    samples = {"name": "swagger-ui.css", "job_id": "j1"}
+    client = app.test_client()
+    open_paths = set()
+    for rule in app.url_map.iter_rules():
+        path = rule.rule.replace("<path:name>", "page.html")
+        for arg in rule.arguments:
+            path = path.replace(f"<{arg}>", samples.get(arg, "x"))
+        method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
+        if client.open(path, method=method).status_code != 401:
+            open_paths.add(path)
+    assert open_paths == {
+        "/_api/health/live",
+        "/_api/health/ready",
+        "/_api/docs",
+        "/_api/docs/static/swagger-ui.css",
+        "/",
+        "/public/page.html",
+    }

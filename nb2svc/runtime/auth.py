@@ -2,9 +2,11 @@
 
 Token: when configured, every request must carry it as ``Authorization: token T``,
 ``Authorization: Bearer T`` or ``?token=T`` (the query form is what browsers'
-websockets can send). Comparison is constant-time. Exactly the two health paths stay
-open (:func:`health_paths`), so that load balancers and Kubernetes probes need no secret.
-A failure is a 401 JSON body.
+websockets can send). Comparison is constant-time. The two health paths stay open in
+both modes (:func:`health_paths`), so that load balancers and Kubernetes probes need no
+secret; a mode may exempt more (API mode's docs page, its Swagger UI files, the ``/``
+redirect and the ``--static-path`` files: :func:`~nb2svc.runtime.http_api.routes.public_paths`),
+and ``OPTIONS`` preflights pass when CORS is on. A failure is a 401 JSON body.
 
 CORS is off unless ``allow_origin`` is set; then the configured headers are added to
 every response and ``OPTIONS`` preflights are answered before auth (browsers send
