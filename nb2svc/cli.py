@@ -280,6 +280,7 @@ def build(
         mounts, name, source = [], spec.name, str(targets[0])
     specs = [m.spec for m, _ in mounts] or [spec]
     _warn_missing_kernels(specs)
+    _warn_public_paths([m for m, _ in mounts] or [_root_mount(spec)])
     output = output or Path("build") / name
     deploy = {o.name: getattr(settings, o.name) for o in DEPLOY_OPTIONS}
     try:
@@ -901,6 +902,25 @@ def _bundle_factory(bundle: Path) -> Callable[[], Any]:
         return module.app
 
     return factory
+
+
+def _root_mount(spec: Any) -> Any:
+    from nb2svc.compiler.mounts import Mount
+
+    return Mount("", spec)
+
+
+def _warn_public_paths(mounts: list[Any]) -> None:
+    """``build`` cannot know the ``--static-path`` a bundle will run with: warn, naming the
+    cells, that a notebook under ``/public`` will refuse to start with one."""
+    from nb2svc.compiler import CompileError
+    from nb2svc.compiler.mounts import check_public_paths
+
+    try:
+        check_public_paths(mounts)
+    except CompileError as exc:
+        for problem in exc.problems:
+            click.echo(f"warning: {problem}; such a bundle does not start with --static-path", err=True)
 
 
 def _check_public_paths(mounts: list[Any], settings: Settings) -> None:

@@ -170,3 +170,14 @@ def test_exactly_the_documented_paths_skip_the_token(tmp_path: Path) -> None:
         "/",
         "/public/page.html",
     }
+
+
+def test_build_warns_that_an_endpoint_under_public_cannot_run_with_static_path(tmp_path: Path) -> None:
+    path = write(SHADOWING, tmp_path / "svc.ipynb")
+    command = [sys.executable, "-m", "nb2svc", "build", str(path), "-o", str(tmp_path / "out")]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "warning: svc.ipynb, cell 3: GET /public/secret is where --static-path serves its files "
+        "(move it elsewhere, or serve without --static-path); such a bundle does not start with --static-path"
+    ) in result.stderr
