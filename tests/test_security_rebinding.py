@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import nbformat
 import pytest
 import websocket
 from flask import Flask
@@ -19,7 +18,7 @@ from nb2svc.runtime.auth import host_name, host_refusal
 from nb2svc.runtime.webapp import create_webapp
 from tests.kernels_support import kernel_server
 from tests.notebooks import notebook
-from tests.support import Server
+from tests.support import Server, notebook_server
 
 
 def rebinding(server: Server) -> dict[str, str]:
@@ -36,14 +35,11 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = tmp_path_factory.mktemp("rebind-api") / "svc.ipynb"
-    nbformat.write(notebook("# POST /run\nprint('ran')", kernel="python3", language="python"), path)
-    server = Server([str(path), "--pool-size", "1"], log_dir=path.parent)
-    try:
-        server.wait_ready()
+    nb = notebook("# POST /run\nprint('ran')", kernel="python3", language="python")
+    with notebook_server(
+        nb, tmp_path_factory.mktemp("rebind-api") / "svc.ipynb", "--pool-size", "1"
+    ) as server:
         yield server
-    finally:
-        server.kill()
 
 
 def test_dns_rebinding_cannot_start_a_kernel(kernels: Server) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import nbformat
 import pytest
 
 from nb2svc.runtime.http_api.responses import ResponseInfoError, parse_response_info
 from tests.notebooks import notebook
-from tests.support import Server
+from tests.support import Server, notebook_server
 
 SERVICE = notebook(
     "import json",
@@ -29,14 +28,10 @@ SERVICE = notebook(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = tmp_path_factory.mktemp("headers") / "svc.ipynb"
-    nbformat.write(SERVICE, path)
-    srv = Server([str(path), "--pool-size", "1"], log_dir=path.parent)
-    try:
-        srv.wait_ready()
+    with notebook_server(
+        SERVICE, tmp_path_factory.mktemp("headers") / "svc.ipynb", "--pool-size", "1"
+    ) as srv:
         yield srv
-    finally:
-        srv.kill()
 
 
 def test_a_header_injection_through_response_info_is_a_clear_500(server: Server) -> None:
