@@ -19,7 +19,8 @@ import pytest
 from nb2svc.compiler import CompileError, compile_notebook
 from nb2svc.compiler.mounts import Mount, check_mounts
 from nb2svc.config import Settings
-from nb2svc.runtime.http_api.app import create_mounted_app
+from nb2svc.plan import api_plan
+from nb2svc.runtime.http_api.app import create_api_app, job_store
 from nb2svc.runtime.http_api.routes import (
     install_docs_routes,
     install_job_routes,
@@ -27,6 +28,7 @@ from nb2svc.runtime.http_api.routes import (
     public_paths,
 )
 from nb2svc.runtime.webapp import create_webapp
+from nb2svc.runtime.worker_runtime import WorkerRuntime
 from tests.notebooks import notebook
 from tests.support import REPO
 
@@ -71,19 +73,18 @@ def test_a_notebook_named_public_mounted_at_public_does_not_start(tmp_path: Path
 
 def test_a_bundle_app_with_an_endpoint_under_public_refuses_to_start(tmp_path: Path) -> None:
     spec = compile_notebook(write(SHADOWING, tmp_path / "svc.ipynb"))
-    settings = Settings({"static_path": str(tmp_path)})
+    settings = Settings(static_path=str(tmp_path))
     with pytest.raises(CompileError, match="cell 3: GET /public/secret"):
-        create_mounted_app([(Mount("", spec), tmp_path)], settings)
+        create_api_app(api_plan(settings, [(Mount("", spec), tmp_path)]), WorkerRuntime())
+    other = Mount("/public/v1", compile_notebook(write(PLAIN, tmp_path / "p.ipynb")))
     with pytest.raises(CompileError, match="mount prefix /public/v1"):
-        create_mounted_app(
-            [(Mount("/public/v1", compile_notebook(write(PLAIN, tmp_path / "p.ipynb"))), None)], settings
-        )
+        create_api_app(api_plan(settings, [(other, None)]), WorkerRuntime())
 
 
 def test_only_the_static_route_skips_the_token_under_public(tmp_path: Path) -> None:
     """Should a route under /public slip past the checks, it still needs the token."""
     (tmp_path / "page.html").write_text("<p>public</p>")
-    settings = Settings({"token": "s3cret", "static_path": str(tmp_path)})
+    settings = Settings(token="s3cret", static_path=str(tmp_path))
     app = create_webapp("t", settings, readiness=lambda: (True, {}), public=public_paths("", [], static=True))
     install_kg_extras(app, settings, service=None, base="")  # type: ignore[arg-type]
     app.add_url_rule("/public/secret", "shadow", lambda: "the secret")
@@ -108,7 +109,7 @@ def test_a_symlink_out_of_the_static_path_is_not_served(tmp_path: Path) -> None:
     (site / "secret.txt").symlink_to(outside / "secret.txt")
     (site / "up").symlink_to(outside, target_is_directory=True)
     (site / "alias.html").symlink_to(site / "page.html")  # a link that stays inside is fine
-    settings = Settings({"token": "s3cret", "static_path": str(site)})
+    settings = Settings(token="s3cret", static_path=str(site))
     app = create_webapp("t", settings, readiness=lambda: (True, {}), public=public_paths("", [], static=True))
     install_kg_extras(app, settings, service=None, base="")  # type: ignore[arg-type]
     client = app.test_client()
@@ -143,13 +144,13 @@ def test_a_bundled_mount_prefix_with_dot_segments_does_not_compile() -> None:
 def test_exactly_the_documented_paths_skip_the_token(tmp_path: Path) -> None:
     """The README's Security table, checked: every API-mode route but these answers 401."""
     (tmp_path / "page.html").write_text("<p>public</p>")
-    settings = Settings({"token": "s3cret", "static_path": str(tmp_path), "allow_notebook_download": True})
+    settings = Settings(token="s3cret", static_path=str(tmp_path), allow_notebook_download=True)
     mounts = [Mount("", compile_notebook(PLAIN, name="svc"))]
     app = create_webapp(
         "t", settings, readiness=lambda: (True, {}), metrics=lambda: [], public=public_paths("", mounts, True)
     )
     install_docs_routes(app, mounts, "")
-    install_job_routes(app, [], "")
+    install_job_routes(app, job_store(settings), "")
     install_kg_extras(app, settings, service=None, base="")  # type: ignore[arg-type]
     app.add_url_rule("/hello", "endpoint_0", lambda: "hello")
     samples = {"name": "swagger-ui.css", "job_id": "j1"}

@@ -80,7 +80,7 @@ def test_dns_rebinding_cannot_call_a_tokenless_api_endpoint(api: Server) -> None
 
 
 def skeleton(**values: object) -> Flask:
-    return create_webapp("t", Settings({"host": "127.0.0.1", **values}), readiness=lambda: (True, {}))
+    return create_webapp("t", Settings(**{"host": "127.0.0.1", **values}), readiness=lambda: (True, {}))
 
 
 def status(app: Flask, host: str, **headers: str) -> int:
@@ -106,10 +106,10 @@ def test_host_names_parse_ports_brackets_and_case() -> None:
     assert host_name("[::1]:8888") == "::1"
     assert host_name("[::1]") == "::1"
     assert host_name("rebind.example") == "rebind.example"
-    check = host_refusal(Settings({"host": "localhost"}), token="")
+    check = host_refusal(Settings(host="localhost"), token="")
     assert check is not None
     assert check("localhost.:1") is None
     assert check("127.1.2.3") is None
     assert check("0.0.0.0:1") is not None
     assert check("localhost.rebind.example") is not None
-    assert host_refusal(Settings({"host": "localhost"}), token="t") is None
+    assert host_refusal(Settings(host="localhost"), token="t") is None

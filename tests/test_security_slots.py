@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from nb2svc.config import Settings
-from nb2svc.runtime.worker import PRESSED_TIMEOUT, PRESSURE, _Edge
+from nb2svc.runtime.worker import PRESSED_TIMEOUT, PRESSURE, waits
+from nb2svc.runtime.worker_runtime import EdgeLimits
 from tests.support import REPO, free_port, wait_for
 
 SLOTS = 20
@@ -28,16 +28,18 @@ import sys
 from gevent import monkey; monkey.patch_all()
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
-from nb2svc.config import Settings
-from nb2svc.runtime.worker import DrainingHandler, _Edge
+from nb2svc.runtime.worker import DrainingHandler, bind_handler
+from nb2svc.runtime.worker_runtime import EdgeLimits, WorkerRuntime
 
-_Edge.configure(Settings({{"header_timeout": 60.0, "keepalive_timeout": 60.0}}), capacity={SLOTS})
+runtime = WorkerRuntime(edge=EdgeLimits(header_timeout=60.0, keepalive_timeout=60.0))
+runtime.connections.capacity = {SLOTS}
 
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]
 
-WSGIServer(("127.0.0.1", int(sys.argv[1])), app, spawn=Pool({SLOTS}), handler_class=DrainingHandler,
+handler = bind_handler(DrainingHandler, runtime)
+WSGIServer(("127.0.0.1", int(sys.argv[1])), app, spawn=Pool({SLOTS}), handler_class=handler,
            log=None).serve_forever()
 """
 
@@ -82,12 +84,8 @@ def test_slow_header_connections_cannot_hold_every_slot(port: int) -> None:
 
 
 def test_waits_are_cut_short_only_under_pressure() -> None:
-    saved = (_Edge.header_timeout, _Edge.keepalive_timeout, _Edge.capacity)
-    try:
-        _Edge.configure(Settings({"header_timeout": 10.0, "keepalive_timeout": 5.0}), capacity=100)
-        assert _Edge.waits(int(100 * PRESSURE) - 1) == (10.0, 5.0)
-        assert _Edge.waits(int(100 * PRESSURE)) == (PRESSED_TIMEOUT, PRESSED_TIMEOUT)
-        _Edge.configure(Settings({"header_timeout": 0.5, "keepalive_timeout": 5.0}), capacity=100)
-        assert _Edge.waits(100) == (0.5, PRESSED_TIMEOUT)  # never longer than configured
-    finally:
-        _Edge.header_timeout, _Edge.keepalive_timeout, _Edge.capacity = saved
+    edge = EdgeLimits(header_timeout=10.0, keepalive_timeout=5.0)
+    assert waits(edge, int(100 * PRESSURE) - 1, 100) == (10.0, 5.0)
+    assert waits(edge, int(100 * PRESSURE), 100) == (PRESSED_TIMEOUT, PRESSED_TIMEOUT)
+    short = EdgeLimits(header_timeout=0.5, keepalive_timeout=5.0)
+    assert waits(short, 100, 100) == (0.5, PRESSED_TIMEOUT)  # never longer than configured

@@ -57,8 +57,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify, request
 
 from nb2svc.config import Settings
-from nb2svc.runtime.logs import add_secret
-from nb2svc.runtime.secret import held, loose_permissions, read_token_file
+from nb2svc.runtime.secret import read_token_file
 
 log = logging.getLogger("nb2svc")
 
@@ -97,13 +96,13 @@ def health_paths(base: str) -> Callable[[str], bool]:
 
 
 def configured_token(settings: Settings) -> str:
-    """The token in force: ``--token``, else ``--token-file``'s, else the one ``nb2svc serve``
-    took out of its environment before the workers forked (:mod:`nb2svc.runtime.secret`)."""
+    """The token in force: ``--token``, else ``--token-file``'s. A serve plan holds it
+    resolved already (``nb2svc serve`` read it before hiding it, see :mod:`nb2svc.plan`)."""
     if settings.token:
         return settings.token
     if settings.token_file:
         return read_token_file(settings.token_file)
-    return held()
+    return ""
 
 
 def is_loopback(host: str) -> bool:
@@ -169,11 +168,6 @@ def install_auth(
     token = configured_token(settings) if token is None else token
     if not token:
         return
-    if settings.token_file and not settings.token:  # a bundle run by gunicorn: once per worker
-        warning = loose_permissions(settings.token_file)
-        if warning:
-            log.warning("%s", warning)
-    add_secret(token)
 
     @app.before_request
     def _require_token() -> Response | None:

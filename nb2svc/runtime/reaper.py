@@ -9,7 +9,8 @@ under an ipykernel that exited), would run forever.
 How:
 
 - a process that starts kernels (a worker) owns a private directory,
-  ``$TMPDIR/nb2svc-<uid>-<host>/<pid>-<start time>/`` (mode 700, :func:`owner_dir`).
+  ``$TMPDIR/nb2svc-<uid>-<host>/<pid>-<start time>/`` (mode 700, :func:`make_owner_dir`;
+  the worker's kernel host keeps it).
   Each kernel's directory in it holds the kernel's connection file and IPC sockets and,
   once the kernel runs, a ``group`` record (:func:`record_group`): the process group it
   runs in on this host and the start time of that group's leader. A clean stop removes
@@ -65,8 +66,6 @@ log = logging.getLogger("nb2svc")
 #: The record of a kernel's process group, in the kernel's own directory.
 GROUP_FILE = "group"
 
-_owner: str | None = None
-
 
 def _process(pid: int) -> tuple[str, int] | None:
     """``pid``'s state and start time (clock ticks after boot), or None if no such process (or no /proc)."""
@@ -121,23 +120,21 @@ def _base() -> str | None:
     return path
 
 
-def owner_dir() -> str:
+def make_owner_dir() -> str:
     """This process's private directory for its kernels (connection files, IPC, records).
 
-    Created on first use (after fork, in the worker). Without /proc or a usable base it
-    is a plain private temporary directory, and nothing in it is ever reaped.
+    Made once per worker, after fork, by its kernel host
+    (:class:`~nb2svc.runtime.kernel.host.KernelHost`), which keeps it. Without /proc or a
+    usable base it is a plain private temporary directory, and nothing in it is ever reaped.
     """
-    global _owner
-    if _owner is None:
-        base, started = _base(), _start_time(os.getpid())
-        if base is not None and started is not None:
-            path = os.path.join(base, f"{os.getpid()}-{started}")
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        else:
-            path = tempfile.mkdtemp(prefix="nb2svc-")
-        atexit.register(_release, path, os.getpid())
-        _owner = path
-    return _owner
+    base, started = _base(), _start_time(os.getpid())
+    if base is not None and started is not None:
+        path = os.path.join(base, f"{os.getpid()}-{started}")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    else:
+        path = tempfile.mkdtemp(prefix="nb2svc-")
+    atexit.register(_release, path, os.getpid())
+    return path
 
 
 def record_group(kernel_dir: str, pgid: int) -> None:

@@ -13,8 +13,10 @@ kernels down) never runs. Here, when the worker is told to stop:
   clients reconnect (to another worker or replica) instead of finding the socket shut
   under their next request.
 
-``on_drain`` callbacks (e.g. kernel mode closing its websockets) run when draining
-starts.
+The worker runtime's drain hooks (e.g. kernel mode closing its websockets) run when
+draining starts. The limits and the connection state live in the worker's
+:class:`~nb2svc.runtime.worker_runtime.WorkerRuntime`, bound to the handler class once
+the app is loaded (:meth:`Nb2svcWorker.load_wsgi`): nothing here is module state.
 
 The handler is also the strict HTTP edge (issue 8), since it decides how a request's
 body is framed before any WSGI code runs:
@@ -30,9 +32,10 @@ body is framed before any WSGI code runs:
   connections give their slot back, so a worker keeps answering;
 - under pressure (:data:`PRESSURE` of the worker's connection slots open) a connection
   that starts waiting for a request gets only :data:`PRESSED_TIMEOUT` seconds for its
-  headers or idle keep-alive: a client that keeps opening slow connections then recycles
-  its slots every second instead of every ``header_timeout``, and others get one within
-  about a second. Not a per-client cap: behind a proxy every client has the proxy's address;
+  headers or idle keep-alive (:func:`waits`): a client that keeps opening slow
+  connections then recycles its slots every second instead of every ``header_timeout``,
+  and others get one within about a second. Not a per-client cap: behind a proxy every
+  client has the proxy's address;
 - a body larger than ``max_body_size`` is a 413, chunked or not (a chunked body is read
   up to the limit here and handed on with its ``Content-Length``), and is not read further;
 - gevent's own error lines go through the nb2svc logger, whose formatter redacts tokens.
@@ -45,7 +48,6 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -53,12 +55,11 @@ from gevent import pywsgi
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
-from nb2svc.config import SHUTDOWN_RESERVE, Settings, settings_from_env
-from nb2svc.runtime.logs import RedactingStream
+from nb2svc.config import SHUTDOWN_RESERVE
+from nb2svc.runtime.logs import RedactingStream, Redactor
+from nb2svc.runtime.worker_runtime import EdgeLimits, WorkerRuntime, runtime_of
 
 log = logging.getLogger("nb2svc")
-
-_drain_callbacks: list[Callable[[], None]] = []
 
 #: RFC 9110 ``token``: what a header name may be (no spaces, no separators).
 HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -118,62 +119,42 @@ PRESSURE = 0.8
 PRESSED_TIMEOUT = 1.0
 
 
-class _Edge:
-    """The limits the handler enforces; set once per worker from the settings."""
-
-    header_timeout = 10.0
-    keepalive_timeout = 5.0
-    max_body_size = 10 * 1024 * 1024
-    capacity = 1000  # gunicorn's worker_connections
-
-    @classmethod
-    def configure(cls, settings: Settings, capacity: int | None = None) -> None:
-        cls.header_timeout = settings.header_timeout
-        cls.keepalive_timeout = settings.keepalive_timeout
-        cls.max_body_size = settings.max_body_size
-        if capacity:
-            cls.capacity = capacity
-
-    @classmethod
-    def waits(cls, open_connections: int) -> tuple[float, float]:
-        """``(header timeout, keep-alive timeout)`` for a connection that starts waiting now."""
-        if open_connections >= cls.capacity * PRESSURE:
-            return min(cls.header_timeout, PRESSED_TIMEOUT), min(cls.keepalive_timeout, PRESSED_TIMEOUT)
-        return cls.header_timeout, cls.keepalive_timeout
-
-
-def on_drain(callback: Callable[[], None]) -> None:
-    """Run ``callback`` (in a greenlet) when this worker starts draining."""
-    _drain_callbacks.append(callback)
+def waits(edge: EdgeLimits, open_connections: int, capacity: int) -> tuple[float, float]:
+    """``(header timeout, keep-alive timeout)`` for a connection that starts waiting now,
+    with ``open_connections`` of the worker's ``capacity`` slots open."""
+    if open_connections >= capacity * PRESSURE:
+        return min(edge.header_timeout, PRESSED_TIMEOUT), min(edge.keepalive_timeout, PRESSED_TIMEOUT)
+    return edge.header_timeout, edge.keepalive_timeout
 
 
 class DrainingHandler(WebSocketHandler):
     """Tracks connections that are idle between requests, refuses new requests when
     draining, and writes the access log.
+
+    ``runtime`` is the worker's, set on a per-worker subclass by :func:`bind_handler`.
     """
 
-    draining = False
-    idle: set[gevent.Greenlet] = set()
-    in_flight = 0
-    connections = 0
+    runtime: WorkerRuntime
     _served = 0
     _header_timer: gevent.Timeout | None = None
     _header_timeout = 10.0
 
     def handle(self) -> Any:
         """One connection; counted, so that waits are cut short under pressure."""
-        DrainingHandler.connections += 1
+        connections = self.runtime.connections
+        connections.open += 1
         try:
             return super().handle()
         finally:
-            DrainingHandler.connections -= 1
+            connections.open -= 1
 
     def read_requestline(self) -> Any:
-        if DrainingHandler.draining:
+        connections = self.runtime.connections
+        if connections.draining:
             return None
         current = gevent.getcurrent()
-        DrainingHandler.idle.add(current)
-        header_timeout, keepalive_timeout = _Edge.waits(DrainingHandler.connections)
+        connections.idle.add(current)
+        header_timeout, keepalive_timeout = waits(self.runtime.edge, connections.open, connections.capacity)
         self._header_timeout = header_timeout
         timer = None
         try:
@@ -190,7 +171,7 @@ class DrainingHandler(WebSocketHandler):
             self._stop_header_timer()
             return None
         finally:
-            DrainingHandler.idle.discard(current)
+            connections.idle.discard(current)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -229,7 +210,7 @@ class DrainingHandler(WebSocketHandler):
 
     def run_application(self) -> Any:
         """413 for a body over ``max_body_size`` (chunked too) before the app sees it."""
-        limit = _Edge.max_body_size
+        limit = self.runtime.edge.max_body_size
         if self.content_length is not None and int(self.content_length) > limit:
             return self._too_large(limit)
         if self.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
@@ -260,17 +241,18 @@ class DrainingHandler(WebSocketHandler):
         log.warning("%s", text)
 
     def handle_one_response(self) -> Any:
-        if DrainingHandler.draining:
+        connections = self.runtime.connections
+        if connections.draining:
             self.close_connection = True
-        DrainingHandler.in_flight += 1
+        connections.in_flight += 1
         try:
             return super().handle_one_response()
         finally:
-            DrainingHandler.in_flight -= 1
+            connections.in_flight -= 1
 
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         """Say ``Connection: close`` on a response written while draining (not on a 101)."""
-        if DrainingHandler.draining and not status.startswith("101"):
+        if self.runtime.connections.draining and not status.startswith("101"):
             self.close_connection = True
             if not any(name.lower() == "connection" for name, _ in headers):
                 headers = [*headers, ("Connection", "close")]
@@ -287,12 +269,24 @@ class DrainingHandler(WebSocketHandler):
         log.info("%s %s %s %.1fms", self.command or "-", self.path or "-", abs(self.code or 0), took)
 
 
+def bind_handler(handler: type[DrainingHandler], runtime: WorkerRuntime) -> type[DrainingHandler]:
+    """A subclass of ``handler`` for one worker, whose connections share ``runtime``."""
+    return type(handler.__name__, (handler,), {"runtime": runtime, "__module__": handler.__module__})
+
+
 class Nb2svcWorker(GeventWebSocketWorker):
     wsgi_handler = DrainingHandler
 
+    def load_wsgi(self) -> None:
+        """Load the app, then bind its runtime (edge limits, connections) to the handler."""
+        super().load_wsgi()
+        self.runtime = runtime_of(self.wsgi) or WorkerRuntime()
+        self.runtime.connections.capacity = self.worker_connections
+        self.wsgi_handler = bind_handler(type(self).wsgi_handler, self.runtime)
+        gevent.get_hub().exception_stream = RedactingStream(sys.stderr, self.runtime.redactor)
+
     def init_process(self) -> None:
-        _Edge.configure(settings_from_env(), capacity=self.worker_connections)
-        gevent.get_hub().exception_stream = RedactingStream(sys.stderr)
+        gevent.get_hub().exception_stream = RedactingStream(sys.stderr, Redactor())  # until the app loads
         graceful = self.cfg.graceful_timeout
         self.cfg.set("graceful_timeout", max(1, graceful - SHUTDOWN_RESERVE))
         super().init_process()
@@ -304,17 +298,14 @@ class Nb2svcWorker(GeventWebSocketWorker):
             gevent.spawn(self._drain)
 
     def _drain(self) -> None:
-        DrainingHandler.draining = True
+        connections = self.runtime.connections
+        connections.draining = True
         log.info(
             "draining: %d request(s) in flight get up to %ds to finish, then the kernels stop (worker %d)",
-            DrainingHandler.in_flight,
+            connections.in_flight,
             self.cfg.graceful_timeout,
             self.pid,
         )
-        for greenlet in list(DrainingHandler.idle):
+        for greenlet in list(connections.idle):
             greenlet.kill(block=False)
-        for callback in _drain_callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("error while draining")
+        self.runtime.drain()

@@ -9,7 +9,8 @@ unseeded recipe for its restarts; nothing calls back into the registry.
 Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
 
 - kernel name: ``--force-kernel`` if set, else the request's, else ``--default-kernel``
-  (else the seed notebook's, else jupyter_client's default);
+  (else the seed notebook's, else jupyter_client's default), decided once in
+  :func:`nb2svc.plan.kernel_names`;
 - ``--max-kernels``: listed kernels, those starting included; one more is refused;
 - environment: the server's whitelisted variables (:func:`kernel_env`), plus those of
   the request's ``env`` that start with ``KERNEL_`` or are in ``--env-allow``;
@@ -31,10 +32,10 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
-from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from nb2svc.config import Settings
 from nb2svc.runtime.kernel import (
@@ -49,6 +50,10 @@ from nb2svc.runtime.kernel import (
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
 from nb2svc.runtime.server import stop_worker_for_good
+
+if TYPE_CHECKING:
+    from nb2svc.plan import KernelNames
+    from nb2svc.runtime.kernel.host import KernelHost
 
 log = logging.getLogger("nb2svc")
 
@@ -68,7 +73,7 @@ class KernelLimitReached(RuntimeError):
 class KernelRegistry:
     """Every kernel of the (single) kernel-mode worker, by id."""
 
-    def __init__(self, settings: Settings, seed: Seed | None = None) -> None:
+    def __init__(self, settings: Settings, seed: Seed | None, names: KernelNames, host: KernelHost) -> None:
         self.settings = settings
         self.seed = seed
         self.specs = KernelSpecManager()
@@ -77,14 +82,10 @@ class KernelRegistry:
         self._prespawning = 0
         self._culler: gevent.Greenlet | None = None
         self._closed = False
-        self.default_name = (
-            settings.force_kernel
-            or settings.default_kernel
-            or settings.kernel_name
-            or (seed.kernel_name if seed else "")
-            or NATIVE_KERNEL_NAME
-        )
-        self.warm_name = settings.force_kernel or (seed.kernel_name if seed else self.default_name)
+        self.names = names  # decided once, by nb2svc.plan.kernel_names
+        self.host = host  # the worker's lifecycle loop, zmq context and records directory
+        self.default_name = names.default
+        self.warm_name = names.warm
         #: ``--warm N``: hidden kernels, already started and seeded, that ``POST /api/kernels``
         #: hands out at once; not listed, not counted against ``--max-kernels``, never culled.
         self.warm = KernelPool(
@@ -171,7 +172,7 @@ class KernelRegistry:
 
     def kernel_name_for(self, requested: str | None) -> str:
         """The kernel spec to start; raises :class:`UnknownKernelSpec`."""
-        name = self.settings.force_kernel or requested or self.default_name
+        name = self.names.for_request(requested)
         try:
             self.specs.get_kernel_spec(name)
         except NoSuchKernel:
@@ -228,6 +229,7 @@ class KernelRegistry:
             start_timeout=self.settings.kernel_start_timeout,
             setup=setup,
             traceback_in_error=False,
+            host=self.host,
         )
 
     def get(self, kernel_id: str) -> ManagedKernel:
