@@ -442,6 +442,21 @@ OPTIONS: tuple[Option, ...] = (
         modes=("kernels",),
     ),
     Option(
+        "allow_remote_access",
+        bool,
+        False,
+        "Answer a tokenless server on a loopback --host whatever Host header a request names "
+        "(off: a Host that is not localhost, 127.0.0.0/8, ::1 or --allow-host gets 403, which stops "
+        "DNS rebinding).",
+    ),
+    Option(
+        "allow_host",
+        list,
+        (),
+        "More Host names a tokenless loopback server answers (comma-separated), e.g. a name in "
+        "/etc/hosts or a dev proxy's.",
+    ),
+    Option(
         "token_file",
         str,
         "",
@@ -669,6 +684,8 @@ class Settings:
     seed: str = _default("seed")
     warm: int = _default("warm")
     auth: bool = _default("auth")
+    allow_remote_access: bool = _default("allow_remote_access")
+    allow_host: tuple[str, ...] = _default("allow_host")
     token_file: str = _default("token_file")
     error_detail: str = _default("error_detail")
     header_timeout: float = _default("header_timeout")

@@ -147,6 +147,8 @@ def notebook_mounts(
             raise click.UsageError(f"--mount {item!r}: {notebook} is a folder; --mount takes one notebook")
         if not path.is_file():
             raise click.UsageError(f"--mount {item!r}: no such notebook {notebook}")
+        if any(segment in (".", "..") for segment in prefix.strip().split("/")):
+            raise CompileFailed(f"error: --mount {item!r}: a prefix with '.' or '..' segments is refused")
         chosen = [(p, nb) for p, nb in chosen if nb.resolve() != path.resolve()]
         chosen.append((normalise_prefix(prefix), path))
     mounts = []
@@ -181,3 +183,16 @@ def cell_parser_setting(flag: str | None) -> str:
         return parse_value(option, raw)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def public_path_problems(mounts: list[Any]) -> list[str]:
+    """Each endpoint or mount under ``/public``, where ``--static-path`` serves files without
+    a token (a compile problem line naming the cell; empty when there is none)."""
+    from nb2svc.compiler import CompileError
+    from nb2svc.compiler.mounts import check_public_paths
+
+    try:
+        check_public_paths(mounts)
+    except CompileError as exc:
+        return [str(problem) for problem in exc.problems]
+    return []

@@ -11,9 +11,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -202,3 +204,15 @@ class Server:
                 pass
         if not self._log.closed:
             self._log.close()
+
+
+@contextmanager
+def notebook_server(nb: nbformat.NotebookNode, path: Path, *args: str) -> Iterator[Server]:
+    """``nb`` written to ``path`` and served (``nb2svc serve path ARGS``) until the block ends."""
+    nbformat.write(nb, path)
+    server = Server([str(path), *args], log_dir=path.parent)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.kill()

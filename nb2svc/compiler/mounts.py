@@ -3,7 +3,8 @@
 ``nb2svc serve a.ipynb b.ipynb`` (or a folder of notebooks) mounts each notebook under
 ``/<its file stem>`` unless ``--mount PREFIX=NOTEBOOK`` says otherwise; each keeps its
 own kernel spec, setup cells and warm pool. The compiler checks what no single notebook
-can: prefixes must be plain paths (no ``:params``, nothing under ``/_api``), distinct,
+can: prefixes must be plain paths (no ``:params``, no ``.`` or ``..`` segments, nothing
+under ``/_api``), distinct,
 and no two endpoints of different mounts may answer the same request (``/a`` + ``/b/c``
 and ``/a/b`` + ``/c`` both make ``GET /a/b/c``).
 
@@ -38,6 +39,9 @@ from nb2svc.compiler.spec import SPEC_FORMAT, Endpoint, ServiceSpec
 MOUNTS_FORMAT = 2
 
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
+
+#: Where ``--static-path`` serves its files, without a token (Kernel Gateway's path).
+PUBLIC_PREFIX = "/public"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,15 @@ def check_mounts(mounts: Sequence[Mount]) -> None:
                     source, None, f"mount prefix {mount.prefix!r} is not a plain URL path", "e.g. /api/v1"
                 )
             )
+        elif any(segment in (".", "..") for segment in mount.prefix.split("/")):
+            problems.append(
+                CompileProblem(
+                    source,
+                    None,
+                    f"mount prefix {mount.prefix!r} has a '.' or '..' segment, which clients resolve away",
+                    "write the path it means, e.g. /b for /a/../b",
+                )
+            )
         elif mount.prefix == "/_api" or mount.prefix.startswith("/_api/"):
             problems.append(CompileProblem(source, None, f"mount prefix {mount.prefix} is the server's own"))
         other = owners.setdefault(mount.prefix, mount)
@@ -107,6 +120,29 @@ def check_mounts(mounts: Sequence[Mount]) -> None:
                         "change a mount prefix (--mount PREFIX=NOTEBOOK) or one of the paths",
                     )
                 )
+    if problems:
+        raise CompileError(problems)
+
+
+def _under_public(path: str) -> bool:
+    return path == PUBLIC_PREFIX or path.startswith(PUBLIC_PREFIX + "/")
+
+
+def check_public_paths(mounts: Sequence[Mount]) -> None:
+    """Raise :class:`CompileError` for a mount or endpoint under ``/public``, where
+    ``--static-path`` serves files without a token: a notebook there would either hide the
+    files or be taken for one of them (for a caller that serves static files)."""
+    problems: list[CompileProblem] = []
+    hint = "move it elsewhere, or serve without --static-path"
+    for mount in mounts:
+        if _under_public(mount.prefix):
+            message = f"mount prefix {mount.prefix} is where --static-path serves its files"
+            problems.append(CompileProblem(mount.spec.notebook, None, message, hint))
+            continue
+        for ep in mount.spec.endpoints:
+            if _under_public(mount.full_path(ep)):
+                message = f"{ep.method} {mount.full_path(ep)} is where --static-path serves its files"
+                problems.append(CompileProblem(mount.spec.notebook, ep.cells[0], message, hint))
     if problems:
         raise CompileError(problems)
 

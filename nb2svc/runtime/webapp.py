@@ -2,6 +2,8 @@
 
 :func:`create_webapp` returns a Flask app that already has, in this order:
 
+0. for a tokenless server on a loopback address, the DNS-rebinding check of the ``Host``
+   header (:func:`~nb2svc.runtime.auth.install_host_check`), before anything else,
 1. CORS (:func:`~nb2svc.runtime.auth.install_cors`; nothing unless ``--allow-origin``),
 2. with ``check_origin`` (kernel mode), Jupyter Server's origin check for websocket
    upgrades and state-changing requests, before auth so a hostile page learns nothing,
@@ -28,7 +30,15 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import health_paths, install_auth, install_cors, install_origin_check, json_error
+from nb2svc.runtime.auth import (
+    configured_token,
+    health_paths,
+    install_auth,
+    install_cors,
+    install_host_check,
+    install_origin_check,
+    json_error,
+)
 from nb2svc.runtime.metrics import CONTENT_TYPE, Family, exposition
 
 log = logging.getLogger("nb2svc")
@@ -64,11 +74,14 @@ def create_webapp(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     base = base_path(settings)
     app.config["NB2SVC_BASE"] = base
+    token = configured_token(settings)
+    install_host_check(app, settings, token)
     install_cors(app, settings)
     if check_origin:
         install_origin_check(app, settings)
     health = health_paths(base)
-    install_auth(app, settings, is_exempt=(lambda path: health(path) or public(path)) if public else health)
+    exempt = (lambda path: health(path) or public(path)) if public else health
+    install_auth(app, settings, is_exempt=exempt, token=token)
     install_json_errors(app)
     _install_health(app, base, readiness, metrics)
     return app

@@ -30,6 +30,12 @@ body is framed before any WSGI code runs:
 - the request line and headers must arrive within ``header_timeout`` seconds, and a
   keep-alive connection may stay idle only ``keepalive_timeout`` seconds: slow or idle
   connections give their slot back, so a worker keeps answering;
+- under pressure (:data:`PRESSURE` of the worker's connection slots open) a connection
+  that starts waiting for a request gets only :data:`PRESSED_TIMEOUT` seconds for its
+  headers or idle keep-alive (:func:`waits`): a client that keeps opening slow
+  connections then recycles its slots every second instead of every ``header_timeout``,
+  and others get one within about a second. Not a per-client cap: behind a proxy every
+  client has the proxy's address;
 - a body larger than ``max_body_size`` is a 413, chunked or not (a chunked body is read
   up to the limit here and handed on with its ``Content-Length``), and is not read further;
 - gevent's own error lines go through the nb2svc logger, whose formatter redacts tokens.
@@ -51,7 +57,7 @@ from geventwebsocket.handler import WebSocketHandler
 
 from nb2svc.config import SHUTDOWN_RESERVE
 from nb2svc.runtime.logs import RedactingStream, Redactor
-from nb2svc.runtime.worker_runtime import WorkerRuntime, runtime_of
+from nb2svc.runtime.worker_runtime import EdgeLimits, WorkerRuntime, runtime_of
 
 log = logging.getLogger("nb2svc")
 
@@ -106,6 +112,21 @@ def _check_framing(headers: Any) -> None:
         raise BadFraming("conflicting or invalid Content-Length")
 
 
+#: Share of the connection slots open from which waits for a request are cut short.
+PRESSURE = 0.8
+#: Seconds a connection may wait for its request line and headers (or idle between
+#: requests) under pressure.
+PRESSED_TIMEOUT = 1.0
+
+
+def waits(edge: EdgeLimits, open_connections: int, capacity: int) -> tuple[float, float]:
+    """``(header timeout, keep-alive timeout)`` for a connection that starts waiting now,
+    with ``open_connections`` of the worker's ``capacity`` slots open."""
+    if open_connections >= capacity * PRESSURE:
+        return min(edge.header_timeout, PRESSED_TIMEOUT), min(edge.keepalive_timeout, PRESSED_TIMEOUT)
+    return edge.header_timeout, edge.keepalive_timeout
+
+
 class DrainingHandler(WebSocketHandler):
     """Tracks connections that are idle between requests, refuses new requests when
     draining, and writes the access log.
@@ -116,6 +137,16 @@ class DrainingHandler(WebSocketHandler):
     runtime: WorkerRuntime
     _served = 0
     _header_timer: gevent.Timeout | None = None
+    _header_timeout = 10.0
+
+    def handle(self) -> Any:
+        """One connection; counted, so that waits are cut short under pressure."""
+        connections = self.runtime.connections
+        connections.open += 1
+        try:
+            return super().handle()
+        finally:
+            connections.open -= 1
 
     def read_requestline(self) -> Any:
         connections = self.runtime.connections
@@ -123,13 +154,15 @@ class DrainingHandler(WebSocketHandler):
             return None
         current = gevent.getcurrent()
         connections.idle.add(current)
+        header_timeout, keepalive_timeout = waits(self.runtime.edge, connections.open, connections.capacity)
+        self._header_timeout = header_timeout
         timer = None
         try:
             if self._served:
-                timer = gevent.Timeout.start_new(self.runtime.edge.keepalive_timeout)
+                timer = gevent.Timeout.start_new(keepalive_timeout)
                 self.rfile.peek(1)  # idle until the next request's first byte (b"" at EOF)
                 timer.close()
-            timer = self._header_timer = gevent.Timeout.start_new(self.runtime.edge.header_timeout)
+            timer = self._header_timer = gevent.Timeout.start_new(header_timeout)
             self._served += 1
             return super().read_requestline()
         except gevent.Timeout as exc:
@@ -156,16 +189,17 @@ class DrainingHandler(WebSocketHandler):
             if exc is not timer:
                 raise
             self.close_connection = True
-            took = self.runtime.edge.header_timeout
-            raise BadFraming(f"the request headers took longer than {took:g}s") from None
+            raise BadFraming(f"the request headers took longer than {self._header_timeout:g}s") from None
         finally:
             self._stop_header_timer()
 
     def get_environ(self) -> Any:
-        """gevent's environ, plus the raw path and header lines (see :mod:`.http_api.kg_compat`)."""
+        """gevent's environ, plus the raw path and header lines (see :mod:`.http_api.kg_compat`)
+        and the connection's socket (a stream watches it for the client leaving)."""
         environ = super().get_environ()
         environ["nb2svc.raw_path"] = self.path
         environ["nb2svc.header_lines"] = self.headers.items()
+        environ["nb2svc.socket"] = self.socket
         return environ
 
     def handle_one_request(self) -> Any:
@@ -247,6 +281,7 @@ class Nb2svcWorker(GeventWebSocketWorker):
         """Load the app, then bind its runtime (edge limits, connections) to the handler."""
         super().load_wsgi()
         self.runtime = runtime_of(self.wsgi) or WorkerRuntime()
+        self.runtime.connections.capacity = self.worker_connections
         self.wsgi_handler = bind_handler(type(self).wsgi_handler, self.runtime)
         gevent.get_hub().exception_stream = RedactingStream(sys.stderr, self.runtime.redactor)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response
 
+from nb2svc.compiler.mounts import check_public_paths
 from nb2svc.config import Settings
 from nb2svc.runtime.http_api.health import api_metrics, readiness
 from nb2svc.runtime.http_api.jobs import JobLimits, JobStore
@@ -49,9 +50,12 @@ def create_api_app(
     worker's one job store (``runtime.jobs``). Called by :func:`nb2svc.runtime.entry.build_app`, which
     registers the services' shutdown once; with ``exit_on_failure=False`` (a ``--reload``
     candidate) a pool that cannot start only sets ``pool.failure`` instead of stopping the
-    worker.
+    worker. With ``--static-path``, a mount or endpoint under ``/public`` raises
+    :class:`~nb2svc.compiler.CompileError` before any kernel starts.
     """
     settings = plan.settings
+    if settings.static_path:
+        check_public_paths([mounted.mount for mounted in plan.mounts])  # nothing has started
     services: list[ApiService] = []
     jobs = runtime.jobs(settings)
 

@@ -278,7 +278,8 @@ class ApiService:
                 response = self._run(endpoint, payload, on_output=on_output, on_kernel=on_kernel)
             return response.get_json(silent=True) if response.status_code >= 400 else None
 
-        stream = OutputStream(run, sse=sse)
+        client = request.environ.get("nb2svc.socket")  # watched for the client leaving
+        stream = OutputStream(run, sse=sse, client=client, label=f"{request.method} {request.path}")
         mimetype = EVENT_STREAM if sse else "text/plain"
         response = Response(iter(stream), mimetype=mimetype)
         response.headers["Cache-Control"] = "no-cache"

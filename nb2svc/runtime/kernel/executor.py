@@ -117,10 +117,11 @@ OutputHandler = Callable[[str, dict[str, Any]], None]
 class _Collector:
     """Accumulates one request's messages; ``done`` fires on reply + idle (or death)."""
 
-    __slots__ = ("result", "done", "_reply", "_idle", "died", "on_output")
+    __slots__ = ("result", "done", "_reply", "_idle", "died", "on_output", "keep")
 
-    def __init__(self, on_output: OutputHandler | None = None) -> None:
+    def __init__(self, on_output: OutputHandler | None = None, keep: bool = True) -> None:
         self.on_output = on_output
+        self.keep = keep  # False: output the handler sees is not collected too
         self.result = ExecutionResult()
         self.done = gevent.event.Event()
         self._reply = False
@@ -141,17 +142,19 @@ class _Collector:
         else:
             msg_type = msg["header"]["msg_type"]
             raw = _raw_buffers(msg)
-            if self.on_output is not None and msg_type in STREAMED:
+            handled = self.on_output is not None and msg_type in STREAMED
+            if handled:
                 self.on_output(msg_type, _standard(msg_type, content, raw) if raw else content)
+            keep = self.keep or not handled
             if msg_type == "stream":
                 text = raw.get("text", content.get("text", ""))
-                if content.get("name") == "stdout":
-                    self.result.stdout_parts.append(text)
-                else:
+                if content.get("name") != "stdout":
                     self.result.stderr_parts.append(text if isinstance(text, str) else _text(text))
-            elif msg_type == "execute_result":
+                elif keep:
+                    self.result.stdout_parts.append(text)
+            elif msg_type == "execute_result" and keep:
                 self.result.result = {**content.get("data", {}), **raw}
-            elif msg_type == "display_data":
+            elif msg_type == "display_data" and keep:
                 self.result.displays.append({**content.get("data", {}), **raw})
             elif msg_type == "error":
                 self.result.error = ExecutionError(
@@ -176,6 +179,7 @@ def execute(
     metadata: dict[str, Any] | None = None,
     buffers: list[bytes] | None = None,
     on_output: OutputHandler | None = None,
+    keep_output: bool = True,
 ) -> ExecutionResult:
     """Execute ``code`` and wait for all of its output.
 
@@ -191,9 +195,11 @@ def execute(
     (API mode's out-of-band REQUEST: see :mod:`nb2svc.runtime.kernel.invoke`).
 
     ``on_output(msg_type, content)`` sees each output message as it arrives (streaming
-    answers); the result still collects all of them.
+    answers); the result still collects all of them unless ``keep_output`` is false (then
+    it keeps no stdout, displays or execute result a handler saw: a long stream is not
+    held in memory a second time; errors and stderr are kept).
     """
-    collector = _Collector(on_output)
+    collector = _Collector(on_output, keep_output)
     content = {
         "code": code,
         "silent": False,
