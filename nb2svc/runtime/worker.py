@@ -31,6 +31,11 @@ body is framed before any WSGI code runs:
 - a body larger than ``max_body_size`` is a 413, chunked or not (a chunked body is read
   up to the limit here and handed on with its ``Content-Length``), and is not read further;
 - gevent's own error lines go through the nb2svc logger, whose formatter redacts tokens.
+
+Every request gets an id (:func:`request_id`): the client's ``X-Request-Id`` when it is a
+short token (a proxy's), else a new random one. It is in the environ for the app's own
+log lines, echoed in the answer's ``X-Request-Id`` and in the request log, so an error a
+client saw can be found in the log.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import json
 import logging
 import re
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +55,7 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
 from nb2svc.config import SHUTDOWN_RESERVE, Settings, settings_from_env
-from nb2svc.runtime.logs import RedactingStream
+from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, RedactingStream
 
 log = logging.getLogger("nb2svc")
 
@@ -57,6 +63,10 @@ _drain_callbacks: list[Callable[[], None]] = []
 
 #: RFC 9110 ``token``: what a header name may be (no spaces, no separators).
 HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A client's ``X-Request-Id`` kept as it is: a short token, never free text in the log.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: Paths logged at DEBUG, not INFO: probes every few seconds would drown the log.
+PROBE_PATH = "/_api/health/"
 MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
 
@@ -118,6 +128,13 @@ class _Edge:
         cls.header_timeout = settings.header_timeout
         cls.keepalive_timeout = settings.keepalive_timeout
         cls.max_body_size = settings.max_body_size
+
+
+def request_id(environ: dict[str, Any]) -> str:
+    """The id of the request of ``environ``: the client's ``X-Request-Id`` if it is a short
+    token, else a new random one (set once per request by the worker's handler)."""
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def on_drain(callback: Callable[[], None]) -> None:
@@ -183,6 +200,7 @@ class DrainingHandler(WebSocketHandler):
         environ = super().get_environ()
         environ["nb2svc.raw_path"] = self.path
         environ["nb2svc.header_lines"] = self.headers.items()
+        environ[REQUEST_ID_KEY] = request_id(environ)
         return environ
 
     def handle_one_request(self) -> Any:
@@ -233,22 +251,44 @@ class DrainingHandler(WebSocketHandler):
             DrainingHandler.in_flight -= 1
 
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
-        """Say ``Connection: close`` on a response written while draining (not on a 101)."""
+        """Say ``Connection: close`` on a response written while draining (not on a 101);
+        echo the request's id."""
         if DrainingHandler.draining and not status.startswith("101"):
             self.close_connection = True
             if not any(name.lower() == "connection" for name, _ in headers):
                 headers = [*headers, ("Connection", "close")]
+        rid = self.environ.get(REQUEST_ID_KEY) if self.environ else None
+        if rid and not status.startswith("101"):
+            headers = [*headers, ("X-Request-Id", rid)]
         return super().start_response(status, headers, exc_info)
 
     def log_request(self) -> None:
-        """One INFO line per request (``GET /hello/x 200 3.1ms``); tokens are redacted by the
-        formatter. Here rather than in the Flask app: it covers every answer, costs less,
-        and replaces gevent-websocket's own line, which is formatted and then thrown away.
+        """One INFO line per request (``GET /hello/x 200 3.1ms``), with its fields for JSON
+        lines (see :mod:`nb2svc.runtime.logs`); tokens are redacted by the formatter.
+        Health probes are logged at DEBUG. Here rather than in the Flask app: it covers
+        every answer, measured to its last byte (a stream too), costs less, and replaces
+        gevent-websocket's own line, which is formatted and then thrown away.
         """
-        if self.code == 101 or not log.isEnabledFor(logging.INFO):
-            return
+        environ = self.environ or {}
         took = (self.time_finish - self.time_start) * 1000 if self.time_finish else 0.0
-        log.info("%s %s %s %.1fms", self.command or "-", self.path or "-", abs(self.code or 0), took)
+        status = abs(self.code or 0)
+        observer = environ.get(OBSERVER_KEY)
+        if observer is not None:
+            observer(status, took / 1000)
+        path = self.path or "-"
+        level = logging.DEBUG if PROBE_PATH in path else logging.INFO
+        if self.code == 101 or not log.isEnabledFor(level):
+            return
+        fields = {
+            "method": self.command or "-",
+            "path": path,
+            "route": environ.get(ROUTE_KEY),
+            "status": status,
+            "duration_ms": round(took, 3),
+            "bytes": self.response_length,
+            "request_id": environ.get(REQUEST_ID_KEY),
+        }
+        log.log(level, "%s %s %s %.1fms", fields["method"], path, status, took, extra=fields)
 
 
 class Nb2svcWorker(GeventWebSocketWorker):

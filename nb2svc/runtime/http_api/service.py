@@ -69,12 +69,17 @@ from nb2svc.runtime.kernel import (
     start_kernel,
 )
 from nb2svc.runtime.kernel.executor import expression_result
+from nb2svc.runtime.logs import REQUEST_ID_KEY, ROUTE_KEY, plain
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
 
 #: ``Kernel.traits`` key: the kernel binds REQUEST from the execute request's buffers.
 OUT_OF_BAND = "request_out_of_band"
+
+
+def _reported_by_reload(exc: BaseException) -> None:
+    """A ``--reload`` candidate's pool failed: the reloader logs why, once."""
 
 
 class ApiService:
@@ -112,7 +117,8 @@ class ApiService:
             settings.pool_size,
             self._start_kernel,
             max_waiting=settings.max_queue,
-            on_fatal=self._fatal if exit_on_failure else None,  # --reload keeps the old version
+            # --reload keeps the old version and logs why the new one failed
+            on_fatal=self._fatal if exit_on_failure else _reported_by_reload,
             on_ready=self._ready,
         )
         self.requests: Counter[tuple[str, int]] = Counter()
@@ -175,9 +181,14 @@ class ApiService:
 
     # --- requests ------------------------------------------------------------------
 
+    def route(self, endpoint: Endpoint) -> str:
+        """The endpoint's path with its mount (``/orders/:id``): how logs and metrics name it."""
+        return self.prefix + endpoint.path
+
     def handle(self, index: int, path_params: dict[str, str]) -> Response:
         endpoint = self.spec.endpoints[index]
         started = time.perf_counter()
+        request.environ[ROUTE_KEY] = self.route(endpoint)
         response = conditional(request, self._answer(endpoint, kg_path_params(request.environ, path_params)))
         key = f"{endpoint.method} {endpoint.path}"
         self.requests[(key, response.status_code)] += 1
@@ -189,11 +200,12 @@ class ApiService:
             payload = build_payload(request, path_params, self._hidden_query, binary_ok=self._python)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
+        request_id = request.environ.get(REQUEST_ID_KEY, "-")
         if endpoint.response == "job" or "respond-async" in request.headers.get("Prefer", ""):
-            return self._submit_job(endpoint, payload)
+            return self._submit_job(endpoint, payload, request_id)
         if endpoint.response == "stream":
-            return self._stream(endpoint, payload)
-        return self._run(endpoint, payload)
+            return self._stream(endpoint, payload, request_id)
+        return self._run(endpoint, payload, request_id=request_id)
 
     def _run(
         self,
@@ -201,11 +213,13 @@ class ApiService:
         payload: Any,
         on_output: Callable[[str, dict[str, Any]], None] | None = None,
         on_kernel: Callable[[Kernel], None] | None = None,
+        request_id: str = "-",
     ) -> Response:
         """Lease a kernel, run the endpoint with ``payload`` and make its response.
 
         ``on_output`` sees output as it is produced (streaming); ``on_kernel`` is told the
-        leased kernel (so that a job or stream can be cancelled by interrupting it).
+        leased kernel (so that a job or stream can be cancelled by interrupting it);
+        ``request_id`` names the request in the log line of a failed cell.
         """
         language = self.spec.kernel.language
         info_cell = endpoint.response_info
@@ -256,8 +270,11 @@ class ApiService:
         except KernelDied as exc:
             return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
         if result.error is not None:
+            self._log_cell_error(endpoint, endpoint.cells, result, injected, request_id)
             return self._cell_error(result, injected)
         if info_result is not None and info_result.error is not None:
+            assert info_cell is not None
+            self._log_cell_error(endpoint, info_cell.cells, info_result, injected, request_id)
             return self._cell_error(info_result, injected)
         try:
             info = parse_response_info(info_result.stdout if info_result else "")
@@ -267,12 +284,12 @@ class ApiService:
 
     # --- async jobs and streams ------------------------------------------------------
 
-    def _submit_job(self, endpoint: Endpoint, payload: Any) -> Response:
+    def _submit_job(self, endpoint: Endpoint, payload: Any, request_id: str) -> Response:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
 
         def run(on_kernel: Callable[[Kernel], None]) -> Response:
             with app.app_context():
-                return self._run(endpoint, payload, on_kernel=on_kernel)
+                return self._run(endpoint, payload, on_kernel=on_kernel, request_id=request_id)
 
         try:
             job = self.jobs.submit(f"{endpoint.method} {endpoint.path}", run)
@@ -288,13 +305,15 @@ class ApiService:
         response.headers["Location"] = location
         return response
 
-    def _stream(self, endpoint: Endpoint, payload: Any) -> Response:
+    def _stream(self, endpoint: Endpoint, payload: Any, request_id: str) -> Response:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         sse = wants_event_stream(request.headers.get("Accept", ""))
 
         def run(on_output: Any, on_kernel: Any) -> dict[str, Any] | None:
             with app.app_context():
-                response = self._run(endpoint, payload, on_output=on_output, on_kernel=on_kernel)
+                response = self._run(
+                    endpoint, payload, on_output=on_output, on_kernel=on_kernel, request_id=request_id
+                )
             return response.get_json(silent=True) if response.status_code >= 400 else None
 
         stream = OutputStream(run, sse=sse)
@@ -303,6 +322,38 @@ class ApiService:
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
         return response
+
+    def _log_cell_error(
+        self,
+        endpoint: Endpoint,
+        cells: tuple[int, ...],
+        result: ExecutionResult,
+        injected: str,
+        request_id: str,
+    ) -> None:
+        """The operator's side of a 500: the exception and its traceback at ERROR, whatever
+        ``--error-detail`` lets the client see, without the injected request."""
+        payload = error_payload(result, hide=injected, detail="full")
+        route = self.route(endpoint)
+        numbers = ", ".join(map(str, cells))
+        log.error(
+            "%s %s (%s, cell %s, request %s) raised %s: %s\n%s",
+            endpoint.method,
+            route,
+            self.spec.notebook,
+            numbers,
+            request_id,
+            payload["error"],
+            payload["message"],
+            plain("\n".join(payload["traceback"])),
+            extra={
+                "method": endpoint.method,
+                "route": route,
+                "notebook": self.spec.notebook,
+                "cells": list(cells),
+                "request_id": request_id,
+            },
+        )
 
     def _cell_error(self, result: ExecutionResult, injected: str) -> Response:
         """500 for a failed cell; ``injected`` (a REQUEST literal's assignment) never goes back.

@@ -116,6 +116,9 @@ class KernelRegistry:
             self._prespawning -= 1
 
     def _warm_failed(self, exc: BaseException) -> None:
+        """The warm pool gave up: a seed failure stops the server, anything else is logged."""
+        if not isinstance(exc, SetupFailed):
+            log.error("could not start a kernel: %s", exc)
         self._seed_failed(exc)
 
     def _seed_failed(self, exc: BaseException) -> None:
