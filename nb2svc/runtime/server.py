@@ -12,8 +12,8 @@ server.
 
 A worker that dies without its hook (SIGKILL, the OOM killer, gunicorn's timeout kill,
 a segfault) leaves records of its local kernels' process groups; the master kills them
-when it reaps the worker (``child_exit``), and sweeps records of dead processes when it
-starts and exits (see :mod:`nb2svc.runtime.reaper`).
+when it reaps the worker (``child_exit``) and when it exits, and sweeps what dead servers
+left when it starts (see :mod:`nb2svc.runtime.reaper`).
 
 A worker that cannot boot (its app factory raises) stops the whole server: the error
 becomes gunicorn's ``AppImportError``, whose worker prints one line and exits with
@@ -65,7 +65,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 
 def _reap_orphans(arbiter: Any) -> None:
-    """In the master (``on_starting``, ``on_exit``): kill the kernels of dead workers.
+    """In the master (``child_exit``): kill the kernels of this server's dead workers.
 
     Never raises: a failure to reap must not stop the master from respawning workers.
     """
@@ -73,6 +73,22 @@ def _reap_orphans(arbiter: Any) -> None:
         reaper.reap()
     except Exception:
         log.exception("error while stopping the kernels of a dead worker")
+
+
+def _on_exit(arbiter: Any) -> None:
+    """In the master, last: kill what dead workers left, and remove the server's directory."""
+    try:
+        reaper.reap(final=True)
+    except Exception:
+        log.exception("error while stopping the kernels of a dead worker")
+
+
+def _sweep_dead_servers(arbiter: Any) -> None:
+    """In the master (``on_starting``): kill the kernels of servers that died whole."""
+    try:
+        reaper.sweep()
+    except Exception:
+        log.exception("error while stopping the kernels of a dead server")
 
 
 def _child_exit(arbiter: Any, worker: Any) -> None:
@@ -119,9 +135,9 @@ def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict
         "preload_app": False,  # zmq contexts and kernels must be created after fork
         "post_worker_init": _post_worker_init,
         "worker_exit": _worker_exit,
-        "on_starting": _reap_orphans,
+        "on_starting": _sweep_dead_servers,
         "child_exit": _child_exit,
-        "on_exit": _reap_orphans,
+        "on_exit": _on_exit,
         "proc_name": "nb2svc",
     }
 
