@@ -160,6 +160,16 @@ OPTIONS: tuple[Option, ...] = (
         deploy=True,
     ),
     Option(
+        "metrics_port",
+        int,
+        0,
+        "A second port on --host that serves only /_api/metrics and the health checks, "
+        "without the token: for a Prometheus scraper when a token is set (0: none; the main "
+        "port's /_api/metrics then needs the token).",
+        minimum=0,
+        maximum=65535,
+    ),
+    Option(
         "workers",
         int,
         1,

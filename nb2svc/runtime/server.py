@@ -120,7 +120,8 @@ WORKER_BOOT_ERROR = Arbiter.WORKER_BOOT_ERROR
 def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict[str, Any]:
     """gunicorn settings for ``settings`` (``workers`` overrides, e.g. 1 in kernel mode)."""
     return {
-        "bind": [f"{settings.host}:{settings.port}"],
+        "bind": [f"{settings.host}:{settings.port}"]
+        + ([f"{settings.host}:{settings.metrics_port}"] if settings.metrics_port else []),
         "workers": workers if workers is not None else settings.workers,
         "worker_class": WORKER_CLASS,
         "worker_connections": 1000,

@@ -38,6 +38,7 @@ from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoS
 
 from nb2svc.config import Settings
 from nb2svc.runtime.kernel import (
+    Kernel,
     KernelPool,
     KernelRecipe,
     KernelStartError,
@@ -48,6 +49,7 @@ from nb2svc.runtime.kernel import (
 )
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
+from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
 from nb2svc.runtime.server import stop_worker_for_good
 
 log = logging.getLogger("nb2svc")
@@ -87,8 +89,13 @@ class KernelRegistry:
         self.warm_name = settings.force_kernel or (seed.kernel_name if seed else self.default_name)
         #: ``--warm N``: hidden kernels, already started and seeded, that ``POST /api/kernels``
         #: hands out at once; not listed, not counted against ``--max-kernels``, never culled.
+        self.kernel_starts = Histogram(
+            "nb2svc_kernel_start_seconds",
+            "Kernel starts: seconds to a started and seeded kernel (seed cells included).",
+            KERNEL_START_BUCKETS,
+        )
         self.warm = KernelPool(
-            settings.warm, lambda: start_kernel(self.recipe(self.warm_name)), on_fatal=self._warm_failed
+            settings.warm, lambda: self._timed_start(self.recipe(self.warm_name)), on_fatal=self._warm_failed
         )
         #: Why kernels cannot be made (a failing seed cell, a prespawn that failed); readiness says it.
         self.failure: str | None = None
@@ -114,6 +121,12 @@ class KernelRegistry:
             self._seed_failed(exc)
         finally:
             self._prespawning -= 1
+
+    def _timed_start(self, recipe: KernelRecipe) -> Kernel:
+        started = time.monotonic()
+        kernel = start_kernel(recipe)
+        self.kernel_starts.observe(time.monotonic() - started)
+        return kernel
 
     def _warm_failed(self, exc: BaseException) -> None:
         """The warm pool gave up: a seed failure stops the server, anything else is logged."""
@@ -206,7 +219,7 @@ class KernelRegistry:
         try:
             kernel = self.warm.take() if name == self.warm_name and not extra else None
             if kernel is None:
-                kernel = start_kernel(recipe)
+                kernel = self._timed_start(recipe)
         except SetupFailed as exc:
             self.failure = f"the seed notebook fails: {exc}"
             raise
