@@ -167,7 +167,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--comment-prefix", default=None, help="Annotation comment prefix (default: from the kernel language)."
 )
-@click.option("--force", is_flag=True, help="Replace an existing non-empty output directory.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing output directory, even one holding files this build would not write again.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the list of written files as JSON on stdout.")
 @click.option("--base-image", default=None, help="FROM image of the Dockerfile.  [default: a slim Python]")
 @click.option(
@@ -749,7 +753,7 @@ def _mounts(
     """``(Mount, notebook)`` for every notebook named, found in a folder, or given by --mount,
     checked together (prefixes, routes that clash across notebooks: exit 2)."""
     from nb2svc.compiler import CompileError
-    from nb2svc.compiler.mounts import Mount, check_mounts, default_prefix, normalise_prefix
+    from nb2svc.compiler.mounts import Mount, check_mounts, default_mount, normalise_prefix
 
     chosen: list[tuple[str | None, Path]] = []
     for target in targets:
@@ -782,9 +786,8 @@ def _mounts(
     mounts = []
     for prefix, notebook in chosen:
         spec = _compile(notebook, comment_prefix, cell_parser)
-        mounts.append(
-            (Mount(prefix if prefix is not None else default_prefix(notebook.stem), spec), notebook)
-        )
+        mount = Mount(prefix, spec) if prefix is not None else default_mount(notebook.stem, spec)
+        mounts.append((mount, notebook))
     try:
         check_mounts([m for m, _ in mounts])
     except CompileError as exc:

@@ -191,7 +191,9 @@ def _endpoint_context(
         "path": mount.full_path(ep) if mount else ep.path,
         "cells": ep.cells,
         "response_info": ep.response_info,
-        "rule": prefix + ep.flask_rule,
+        "rule": prefix
+        if prefix and ep.flask_rule == "/"
+        else prefix + ep.flask_rule,  # /orders, not /orders/
         "view": (f"{ident}_" if ident else "") + _view_name(index, ep),
         "args": ", ".join(f"{p}: str" for p in ep.params),
         "params_dict": "{" + ", ".join(f"{json.dumps(p)}: {p}" for p in ep.params) + "}",

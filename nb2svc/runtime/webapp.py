@@ -25,6 +25,7 @@ Server REST API and the channels websocket (:mod:`nb2svc.runtime.kernels_api`).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -63,7 +64,9 @@ def create_webapp(
     ``public(path)`` widens the token exemption beyond the two health paths (API mode's
     docs page); ``app.config["NB2SVC_BASE"]`` holds the route prefix for the mode's routes.
     """
-    app = app_class(name)
+    # root_path given: Flask would otherwise look ``name`` up as a module, and a folder of that
+    # name in the working directory (``nb2svc``, a notebook's stem) would be found instead
+    app = app_class(name, root_path=os.path.dirname(os.path.abspath(__file__)))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     base = base_path(settings)

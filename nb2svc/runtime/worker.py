@@ -47,6 +47,7 @@ import re
 import sys
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import gevent
@@ -228,7 +229,9 @@ class DrainingHandler(WebSocketHandler):
         self.close_connection = True
         self.wsgi_input = pywsgi.Input(self.rfile, 0)  # the rest of the body is never read
         message = f"the request body is larger than the limit of {limit} bytes (--max-body-size)"
-        body = json.dumps({"error": "RequestEntityTooLarge", "message": message}).encode()
+        body = json.dumps(
+            {"error": "RequestEntityTooLarge", "message": message, "reason": HTTPStatus(413).phrase}
+        ).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         self.start_response("413 Request Entity Too Large", headers)
         self.write(body)

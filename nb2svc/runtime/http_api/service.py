@@ -318,6 +318,8 @@ class ApiService:
         )
         response.status_code = 202
         response.headers["Location"] = location
+        if "respond-async" in request.headers.get("Prefer", ""):
+            response.headers["Preference-Applied"] = "respond-async"  # RFC 7240: the client asked
         return response
 
     def _stream(self, endpoint: Endpoint, payload: Any, request_id: str) -> Response:
