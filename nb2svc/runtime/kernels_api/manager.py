@@ -4,7 +4,8 @@ Kernels start through :func:`nb2svc.runtime.kernel.start_kernel` with a
 :class:`~nb2svc.runtime.kernel.KernelRecipe`, that is through jupyter_client's
 ``KernelManager(kernel_name=...)`` and the kernel spec's provisioner, so any
 provisioner (including remote ones) works unchanged. A :class:`ManagedKernel` gets the
-unseeded recipe for its restarts; nothing calls back into the registry.
+unseeded recipe for its restarts; the one call back into the registry unlists a kernel
+that a client shut down over its websocket (``shutdown_request``).
 
 Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
 
@@ -229,6 +230,7 @@ class KernelRegistry:
             kernel.shutdown(now=True)
             raise KernelStartError("the server is shutting down")
         managed = ManagedKernel(str(uuid.uuid4()), kernel, recipe.unseeded())
+        managed.on_requested_shutdown = self._unlist
         self.kernels[managed.id] = managed
         log.info("kernel %s started (%s)", managed.id, kernel.label)
         return managed
@@ -261,6 +263,11 @@ class KernelRegistry:
             raise KernelNotFound(kernel_id)
         managed.shutdown(now=now)
         log.info("kernel %s shut down", kernel_id)
+
+    def _unlist(self, managed: ManagedKernel) -> None:
+        """A kernel that a client shut down over its websocket: removed, as Jupyter Server does."""
+        if self.kernels.get(managed.id) is managed:
+            self.shutdown_kernel(managed.id, now=True)
 
     # --- culling -----------------------------------------------------------------------
 
