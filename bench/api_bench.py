@@ -748,7 +748,7 @@ def format_report(
 
     servers = [
         s
-        for s in ("nb2svc", "reference")
+        for s in ("nb2svc", "baseline", "reference")
         if any(r["server"] == s for r in rows) or any(i["server"] == s for i in launches)
     ]
     if launches:
@@ -801,13 +801,16 @@ def format_report(
                         f"{sc:<9} {c:>4} {s:<16} {r['rps']:>9.1f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} "
                         f"{r['errors']:>7} {r['cpu_ms_per_req']:>10.2f}"
                     )
-            a, b = idx.get((sc, c, "nb2svc")), idx.get((sc, c, "reference"))
-            if a and b:
-                out.append(
-                    f"{sc:<9} {c:>4} {'nb2svc/reference':<16} {_ratio(a['rps'], b['rps']):>8.2f}x "
-                    f"{_ratio(a['p50_ms'], b['p50_ms']):>8.2f}x {_ratio(a['p99_ms'], b['p99_ms']):>8.2f}x "
-                    f"{'':>7} {_ratio(a['cpu_ms_per_req'], b['cpu_ms_per_req']):>9.2f}x"
-                )
+            for other in ("baseline", "reference"):
+                a, b = idx.get((sc, c, "nb2svc")), idx.get((sc, c, other))
+                if a and b:
+                    label = f"nb2svc/{other}"
+                    p50, p99 = _ratio(a["p50_ms"], b["p50_ms"]), _ratio(a["p99_ms"], b["p99_ms"])
+                    out.append(
+                        f"{sc:<9} {c:>4} {label:<16} {_ratio(a['rps'], b['rps']):>8.2f}x "
+                        f"{p50:>8.2f}x {p99:>8.2f}x "
+                        f"{'':>7} {_ratio(a['cpu_ms_per_req'], b['cpu_ms_per_req']):>9.2f}x"
+                    )
 
     if floor_rows and rows:
         nan = float("nan")
@@ -896,7 +899,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "prints floor, launch and load tables. Setup: bash bench/setup_reference.sh",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    ap.add_argument("--only", choices=["reference", "nb2svc"], help="benchmark a single server")
+    ap.add_argument(
+        "--only", choices=["reference", "nb2svc"], help="benchmark a single server (and --baseline-cmd's)"
+    )
     ap.add_argument("--concurrency", default="1,8,32", help="comma-separated wrk connection counts")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; server order alternates per round")
@@ -911,6 +916,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="nb2svc command template; placeholders {notebook} {port} {pool} {python} "
         f"(default: 'nb2svc {DEFAULT_NB2SVC_ARGS}' or '{{python}} -m nb2svc ...')",
+    )
+    ap.add_argument(
+        "--baseline-cmd",
+        default=None,
+        help="A/B of two nb2svc trees in one run: a 'baseline' nb2svc command template (e.g. another "
+        "tree's venv: '/path/.venv/bin/nb2svc serve ...'), run beside nb2svc with its own environment; "
+        "placeholders {notebook} {port} {pool} {python}",
     )
     ap.add_argument(
         "--reference-cmd",
@@ -973,6 +985,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "nb2svc"):
         nb_env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
         specs.append(ServerSpec("nb2svc", resolve_nb2svc_cmd(args.nb2svc_cmd), nb_env, "/_api/health/ready"))
+        if args.baseline_cmd:  # its own tree: nothing of this repository on its path
+            base_env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+            specs.append(ServerSpec("baseline", args.baseline_cmd, base_env, "/_api/health/ready"))
     if args.only in (None, "reference"):
         if not (KG_VENV / "bin" / "jupyter").exists() and args.reference_cmd == DEFAULT_REFERENCE_CMD:
             print("reference venv missing; run: bash bench/setup_reference.sh", file=sys.stderr)

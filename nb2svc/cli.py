@@ -683,7 +683,7 @@ def _export_mount_settings(per_mount: dict[str, Settings], given: frozenset[str]
 
 def _check_languages(mounts: list[Any]) -> None:
     """Refuse (exit 2) a notebook whose language API mode cannot bind REQUEST in."""
-    from nb2svc.runtime.http_api.request import supports_language
+    from nb2svc.runtime.kernel.invoke import supports_language
 
     for mount in mounts:
         if not supports_language(mount.spec.kernel.language):

@@ -64,7 +64,7 @@ ENDPOINTS = (
     "# GET /image/:n\ndisplay(png(size()))",
     "# ResponseInfo GET /image/:n\n"
     "print(json.dumps({'status': 203, 'headers': {'Content-Type': 'image/png'}}))",
-    "# GET /raw\nprint(_nb2svc_raw_parent[0] is not None)",
+    "# GET /raw\nprint(_nb2svc.raw_parent is not None)",
     # with display metadata, as a subclass with its own bundle, and as a JPEG
     "# GET /sized/:n\nimg = png(size())\nimg.width = 10\ndisplay(img)",
     "# ResponseInfo GET /sized/:n\nprint(json.dumps({'headers': {'Content-Type': 'image/png'}}))",
@@ -80,12 +80,7 @@ ENDPOINTS = (
     _stream("# GET /live/:n\nprint('before')\ndisplay(png(size()))"),
 )
 
-LITERAL_SETUP = (
-    "ip = get_ipython()\n"
-    "for hook in list(ip.events.callbacks['pre_run_cell']):\n"
-    "    if getattr(hook, '__name__', '') == '_nb2svc_bind_request':\n"
-    "        ip.events.unregister('pre_run_cell', hook)"
-)
+LITERAL_SETUP = "get_ipython().events.unregister('pre_run_cell', _nb2svc.bind_request)"
 
 
 def _serve(tmp_path_factory: pytest.TempPathFactory, name: str, *setup: str) -> Server:

@@ -34,12 +34,7 @@ ENDPOINTS = (
     "# GET /mode\nprint('REQUEST_BODY' in globals())",
 )
 
-LITERAL_SETUP = (
-    "ip = get_ipython()\n"
-    "for hook in list(ip.events.callbacks['pre_run_cell']):\n"
-    "    if getattr(hook, '__name__', '') == '_nb2svc_bind_request':\n"
-    "        ip.events.unregister('pre_run_cell', hook)"
-)
+LITERAL_SETUP = "get_ipython().events.unregister('pre_run_cell', _nb2svc.bind_request)"
 
 
 def _multipart(fields: list[tuple[str, object]]) -> dict:

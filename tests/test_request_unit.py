@@ -10,14 +10,15 @@ import subprocess
 import pytest
 from flask import Flask, request
 
-from nb2svc.runtime.http_api.request import BadRequestBody, build_request, code_with_request
+from nb2svc.runtime.http_api.request import BadRequestBody, build_request
 from nb2svc.runtime.http_api.responses import (
     ResponseInfo,
     ResponseInfoError,
     make_response,
     parse_response_info,
 )
-from nb2svc.runtime.kernel.executor import ExecutionError, ExecutionResult, expression_result
+from nb2svc.runtime.kernel.executor import ExecutionResult
+from nb2svc.runtime.kernel.invoke import code_with_request
 
 APP = Flask(__name__)
 TRICKY = "quote \" backslash \\ dollar $HOME $(id) `id` newline \n unicode ü \u2028 single ' end"
@@ -136,21 +137,4 @@ def test_rich_output_matching_the_content_type_is_the_body() -> None:
     assert response_body(html, ResponseInfo(headers={"content-type": "text/html"})) == (
         b"<b>hi</b>",
         "text/html",
-    )
-
-
-def test_expression_result_reports() -> None:
-    ok = {"status": "ok", "data": {"text/plain": repr(json.dumps({"stdout": '{"status": 201}'}))}}
-    assert expression_result(ok).stdout == '{"status": 201}'
-    failed = {
-        "status": "ok",
-        "data": {
-            "text/plain": repr(json.dumps({"ename": "KeyError", "evalue": "'x'", "traceback": ["line"]}))
-        },
-    }
-    assert expression_result(failed).error == ExecutionError("KeyError", "'x'", ["line"])
-    assert expression_result(None).error is not None
-    assert (
-        expression_result({"status": "error", "ename": "E", "evalue": "v", "traceback": []}).error.ename
-        == "E"
     )

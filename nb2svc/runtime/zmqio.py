@@ -53,7 +53,7 @@ def _raw_recv_rest(sock: Any, parts: list[Any], flags: int) -> list[Any]:
     """Receive the rest of a message whose first frames are ``parts``.
 
     A message's buffers (the frames after the delimiter and the five signed parts: a
-    large answer, see :mod:`nb2svc.runtime.http_api.request`) arrive as views (``memoryview``)
+    large answer, see :mod:`nb2svc.runtime.kernel.agent`) arrive as views (``memoryview``)
     of the zmq message when large: copying a 50 MB image into ``bytes`` would double
     the worker's memory for it. Everything else is ``bytes``.
     """

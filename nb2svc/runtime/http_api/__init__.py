@@ -21,9 +21,9 @@ from typing import Any
 
 __all__ = ["ApiService", "add_endpoint", "create_app", "create_mounted_app"]
 
-# Resolved on first use, not at import: the CLI reads light modules of this package
-# (REQUEST's language table) in gunicorn's master, which must not import jupyter_client,
-# zmq or gevent before the workers fork (RUNTIME-NOTES: Popen breaks in the worker).
+# Resolved on first use, not at import: importing a light module of this package must not
+# import jupyter_client, zmq or gevent, which gunicorn's master must not do before the
+# workers fork (RUNTIME-NOTES: Popen breaks in the worker).
 _HOMES = {
     "ApiService": "nb2svc.runtime.http_api.service",
     "add_endpoint": "nb2svc.runtime.http_api.app",

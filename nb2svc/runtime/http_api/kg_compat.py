@@ -10,11 +10,7 @@
 - **Repeated request headers** become a list in ``REQUEST["headers"]``
   (:func:`header_lists`), as Kernel Gateway's ``headers_to_dict`` does; a header sent
   once stays a string.
-- **ETag and 304.** A 200 answer to ``GET`` (or ``HEAD``) gets an ``ETag`` (a hash of
-  the body) unless the notebook set one, and ``If-None-Match`` with that tag is a 304
-  without a body, as Tornado does for every Kernel Gateway handler
-  (:func:`conditional`). A large answer is hashed over its parts in place, and above
-  :data:`~nb2svc.runtime.http_api.responses.ETAG_LIMIT` gets no ``ETag``.
+- **ETag and 304** belong to the answer: :func:`nb2svc.runtime.http_api.responses.conditional`.
 """
 
 from __future__ import annotations
@@ -23,9 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
-from flask import Request, Response
-
-from nb2svc.runtime.http_api.responses import SlicedResponse
+from flask import Request
 
 #: WSGI environ keys set by nb2svc's worker (absent under other servers: then these
 #: helpers leave the request as the server decoded it).
@@ -83,18 +77,3 @@ def header_lists(req: Request, headers: dict[str, Any]) -> dict[str, Any]:
         if len(found) > 1 and name in headers:
             headers[name] = found
     return headers
-
-
-def conditional(req: Request, response: Response) -> Response:
-    """ETag on a 200 to GET/HEAD (unless set), and 304 when ``If-None-Match`` matches.
-
-    Streamed answers are left alone: hashing them would hold the whole stream back. A
-    :class:`SlicedResponse` is complete already, so it hashes its parts (up to a size).
-    """
-    if req.method not in ("GET", "HEAD") or response.status_code != 200:
-        return response
-    if response.is_streamed and not isinstance(response, SlicedResponse):
-        return response
-    if "ETag" not in response.headers:
-        response.add_etag()
-    return response.make_conditional(req)

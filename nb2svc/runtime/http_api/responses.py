@@ -1,4 +1,7 @@
-"""Turn an execution into an HTTP response (Kernel Gateway's rules, plus binary bodies).
+"""Turn an endpoint's run into an HTTP response (Kernel Gateway's rules, plus binary bodies).
+
+:func:`answer` is the one way back from the kernel layer: it takes the
+:class:`~nb2svc.runtime.kernel.invoke.Invocation` and applies the rules below.
 
 - Body: the cell's stdout verbatim; if there is none, the ``execute_result``
   mime bundle serialised as JSON (a cell ending in ``1+1`` answers
@@ -10,7 +13,13 @@
   ``execute_result``, e.g. ``image/png`` from ``display(Image(...))``), that
   representation is the body, base64-decoded for binary types.
 - A cell error is a 500 with ``{"error": ename, "message": evalue, "traceback": [...]}``,
-  without the injected request and size-capped (:func:`error_payload`).
+  without the injected request and size-capped (:func:`error_payload`); so is a failing
+  ResponseInfo cell, and one that prints something else than its JSON is a 500
+  ``ResponseInfoError``.
+- **ETag and 304** (:func:`conditional`, Kernel Gateway's behaviour): a 200 answer to
+  ``GET`` (or ``HEAD``) gets an ``ETag`` (a hash of the body) unless the notebook set one,
+  and ``If-None-Match`` with that tag is a 304 without a body, as Tornado does for every
+  Kernel Gateway handler.
 
 Large answers (:func:`make_response`): the status comes from the whole cell (its error,
 its ResponseInfo), so an answer is complete in the worker before its first byte goes
@@ -33,12 +42,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Response
+from flask import Request, Response
+
+from nb2svc.runtime.auth import json_error
+from nb2svc.runtime.kernel.agent import TEXT_TYPES
 
 if TYPE_CHECKING:  # the executor pulls in zmq and jupyter_client, which must wait for the fork
     from nb2svc.runtime.kernel.executor import ExecutionResult
-
-TEXT_TYPES = ("text/", "application/json", "application/javascript", "image/svg+xml")
+    from nb2svc.runtime.kernel.invoke import Invocation
 
 
 class ResponseInfoError(ValueError):
@@ -226,7 +237,7 @@ def error_payload(result: ExecutionResult, *, hide: str = "", detail: str = "ful
     """The 500 body of a failed cell: ``{"error": ename, "message": evalue, "traceback": [...]}``.
 
     The kernel reports the cell's source around the failing line, and the request's data
-    rides on the cell's first line (see :mod:`nb2svc.runtime.http_api.request`); ``hide`` is that
+    may ride on the cell's first line (see :mod:`nb2svc.runtime.kernel.invoke`); ``hide`` is that
     injected text, and it never reaches the client: it is cut out of every line, and a line
     that still shows its start (however the kernel rendered it) is dropped. So the client
     gets the notebook's own lines, never its own headers (cookies, upstream credentials)
@@ -252,3 +263,36 @@ def error_payload(result: ExecutionResult, *, hide: str = "", detail: str = "ful
         room -= len(entry)
     payload["traceback"] = lines
     return payload
+
+
+def answer(done: Invocation, detail: str = "full", req: Request | None = None) -> Response:
+    """The HTTP response of an endpoint's run: a 500 for a failed cell or ResponseInfo cell,
+    else the body and ResponseInfo's status and headers (``detail``: see :func:`error_payload`).
+
+    ``req``: the request being answered now (not a job's), for :func:`conditional`.
+    """
+    for failed in (done.result, done.response_info):
+        if failed is not None and failed.error is not None:
+            payload = error_payload(failed, hide=done.hide, detail=detail)
+            return json_error(500, payload.pop("error"), payload.pop("message"), **payload)
+    try:
+        info = parse_response_info(done.response_info.stdout if done.response_info else "")
+    except ResponseInfoError as exc:
+        return json_error(500, "ResponseInfoError", str(exc))
+    response = make_response(done.result, info)
+    return response if req is None else conditional(req, response)
+
+
+def conditional(req: Request, response: Response) -> Response:
+    """ETag on a 200 to GET/HEAD (unless set), and 304 when ``If-None-Match`` matches.
+
+    Streamed answers are left alone: hashing them would hold the whole stream back. A
+    :class:`SlicedResponse` is complete already, so it hashes its parts (up to a size).
+    """
+    if req.method not in ("GET", "HEAD") or response.status_code != 200:
+        return response
+    if response.is_streamed and not isinstance(response, SlicedResponse):
+        return response
+    if "ETag" not in response.headers:
+        response.add_etag()
+    return response.make_conditional(req)

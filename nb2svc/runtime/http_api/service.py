@@ -1,15 +1,16 @@
 """One mounted notebook's service: its spec, warm kernel pool, counters and jobs.
 
-Every endpoint view ends in :meth:`ApiService.handle`, which:
+Every endpoint view ends in :meth:`ApiService.handle`, and a request goes through each
+module once:
 
-1. builds ``REQUEST`` (see :mod:`nb2svc.runtime.http_api.request`; a bad body is a 400),
-2. leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time),
-3. runs the endpoint's code with ``REQUEST`` bound in the same execute (out of band
-   on Python kernels, a literal on the annotation line elsewhere),
-4. runs the ResponseInfo code, if any, and applies its status and headers,
-5. answers per :mod:`nb2svc.runtime.http_api.responses`; a cell error is a 500, a timeout a
-   504 (the kernel is interrupted, or replaced if the interrupt fails), a dead
-   kernel a 502 (it is replaced).
+1. :mod:`.request` builds ``REQUEST`` (a bad body is a 400);
+2. the service leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time);
+3. the service's :class:`~nb2svc.runtime.kernel.invoke.Invoker`, picked once for the
+   kernel's language, runs the endpoint's code with its request bound and its
+   ResponseInfo cell (:mod:`nb2svc.runtime.kernel.invoke`); a timeout is a 504 (the
+   kernel is interrupted, or replaced if the interrupt fails), a dead kernel a 502 (it
+   is replaced);
+4. :mod:`.responses` makes the answer (a cell error is a 500).
 
 Endpoints marked ``"response": "stream"`` answer while the cell runs
 (:mod:`nb2svc.runtime.http_api.streaming`); ``"job"`` endpoints and ``Prefer: respond-async``
@@ -25,37 +26,16 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Request, Response, current_app, jsonify, request
 
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
 from nb2svc.runtime.http_api.jobs import JobLimit, JobStore
-from nb2svc.runtime.http_api.kg_compat import conditional
-from nb2svc.runtime.http_api.kg_compat import path_params as kg_path_params
-from nb2svc.runtime.http_api.request import (
-    PROBE_BUFFERS,
-    PROBE_EXPRESSION,
-    PROBE_KEY,
-    PROBE_METADATA,
-    PYTHON_BOOTSTRAP,
-    RESPONSE_INFO_KEY,
-    BadRequestBody,
-    build_payload,
-    code_with_request,
-    out_of_band,
-    response_info_expressions,
-    supports_language,
-)
-from nb2svc.runtime.http_api.responses import (
-    ResponseInfoError,
-    error_payload,
-    make_response,
-    parse_response_info,
-)
+from nb2svc.runtime.http_api.request import BadRequestBody, build_payload
+from nb2svc.runtime.http_api.responses import answer, error_payload
 from nb2svc.runtime.http_api.streaming import EVENT_STREAM, OutputStream, wants_event_stream
 from nb2svc.runtime.kernel import (
-    ExecutionResult,
     ExecutionTimeout,
     Kernel,
     KernelDied,
@@ -64,19 +44,20 @@ from nb2svc.runtime.kernel import (
     PoolBusy,
     PoolFailed,
     SetupCell,
-    execute,
     kernel_env,
     start_kernel,
 )
-from nb2svc.runtime.kernel.executor import expression_result
+from nb2svc.runtime.kernel.invoke import EndpointCode, Invocation, RequestPayload, invoker_for
 from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, plain
 from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
 
-#: ``Kernel.traits`` key: the kernel binds REQUEST from the execute request's buffers.
-OUT_OF_BAND = "request_out_of_band"
+
+def _endpoint_code(endpoint: Endpoint) -> EndpointCode:
+    info = endpoint.response_info
+    return EndpointCode.of(endpoint.code, info.code if info else None, info.cells if info else ())
 
 
 def _reported_by_reload(exc: BaseException) -> None:
@@ -97,21 +78,19 @@ class ApiService:
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
         "warm" line; alone, the service says "ready" itself."""
-        if not supports_language(spec.kernel.language):
-            raise ValueError(f"API mode does not know how to set REQUEST in {spec.kernel.language!r} kernels")
+        self.invoker = invoker_for(spec.kernel.language)  # ValueError for a language it cannot serve
         self.spec = spec
         self.settings = settings
         self.prefix = prefix  # where the notebook is mounted ("" for the root)
         self._on_ready = on_ready
         self.kernel_name = settings.kernel_name or spec.kernel.name
-        self._python = spec.kernel.language.lower() == "python"
         self.recipe = KernelRecipe(
             kernel_name=self.kernel_name,
             env=kernel_env(settings.env_allow),
             cwd=cwd,
             transport=settings.transport,
             start_timeout=settings.kernel_start_timeout,
-            bootstrap=PYTHON_BOOTSTRAP if self._python else "",
+            bootstrap=self.invoker.bootstrap,
             setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
         )
         self.pool = KernelPool(
@@ -140,25 +119,15 @@ class ApiService:
         self.jobs = JobStore()
 
     def _start_kernel(self) -> Kernel:
-        """A seeded kernel; a Python one is asked once whether it binds REQUEST out of band."""
+        """A seeded kernel, prepared for the invocation protocol (none is left on failure)."""
         started = time.monotonic()
         kernel = start_kernel(self.recipe)
         self.kernel_starts.observe(time.monotonic() - started)
-        if self._python:
-            try:
-                probe = execute(
-                    kernel,
-                    "pass",
-                    timeout=self.recipe.start_timeout,
-                    user_expressions={PROBE_KEY: PROBE_EXPRESSION},
-                    metadata=PROBE_METADATA,
-                    buffers=PROBE_BUFFERS,
-                )
-            except BaseException:
-                kernel.shutdown(now=True)
-                raise
-            answer = (probe.user_expressions.get(PROBE_KEY) or {}).get("data", {}).get("text/plain")
-            kernel.traits[OUT_OF_BAND] = answer == "True"
+        try:
+            self.invoker.prepare(kernel, self.recipe.start_timeout)
+        except BaseException:
+            kernel.shutdown(now=True)
+            raise
         return kernel
 
     def _fatal(self, exc: BaseException) -> None:
@@ -206,13 +175,13 @@ class ApiService:
             self.durations.observe(seconds, method=endpoint.method, route=route, status=str(status))
 
         request.environ[OBSERVER_KEY] = observe
-        response = conditional(request, self._answer(endpoint, kg_path_params(request.environ, path_params)))
+        response = self._answer(endpoint, path_params)
         self.requests[(f"{endpoint.method} {endpoint.path}", response.status_code)] += 1
         return response
 
     def _answer(self, endpoint: Endpoint, path_params: dict[str, str]) -> Response:
         try:
-            payload = build_payload(request, path_params, self._hidden_query, binary_ok=self._python)
+            payload = build_payload(request, path_params, self._hidden_query, self.invoker.binary_body)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
         request_id = request.environ.get(REQUEST_ID_KEY, "-")
@@ -220,55 +189,30 @@ class ApiService:
             return self._submit_job(endpoint, payload, request_id)
         if endpoint.response == "stream":
             return self._stream(endpoint, payload, request_id)
-        return self._run(endpoint, payload, request_id=request_id)
+        return self._run(endpoint, payload, answering=request, request_id=request_id)
 
     def _run(
         self,
         endpoint: Endpoint,
-        payload: Any,
+        payload: RequestPayload,
         on_output: Callable[[str, dict[str, Any]], None] | None = None,
         on_kernel: Callable[[Kernel], None] | None = None,
+        answering: Request | None = None,
         request_id: str = "-",
     ) -> Response:
         """Lease a kernel, run the endpoint with ``payload`` and make its response.
 
         ``on_output`` sees output as it is produced (streaming); ``on_kernel`` is told the
         leased kernel (so that a job or stream can be cancelled by interrupting it);
+        ``answering`` is the HTTP request when it is answered now (ETag and 304);
         ``request_id`` names the request in the log line of a failed cell.
         """
-        language = self.spec.kernel.language
-        info_cell = endpoint.response_info
-        expressions = (
-            response_info_expressions(language, info_cell.code, info_cell.cells) if info_cell else None
-        )
-        timeout = self.settings.request_timeout
+        code, timeout = _endpoint_code(endpoint), self.settings.request_timeout
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
                 if on_kernel is not None:
                     on_kernel(kernel)
-                deadline = time.monotonic() + timeout
-                if kernel.traits.get(OUT_OF_BAND):
-                    code, injected = endpoint.code, ""
-                    metadata, buffers = out_of_band(payload)
-                else:
-                    code = code_with_request(language, endpoint.code, payload.json)
-                    injected, metadata, buffers = code[: len(code) - len(endpoint.code)], None, None
-                result = execute(
-                    kernel,
-                    code,
-                    timeout=timeout,
-                    user_expressions=expressions,
-                    metadata=metadata,
-                    buffers=buffers,
-                    on_output=on_output,
-                )
-                info_result = None
-                if result.error is None and info_cell is not None:
-                    if self._python:
-                        info_result = expression_result(result.user_expressions.get(RESPONSE_INFO_KEY))
-                    else:
-                        remaining = max(0.1, deadline - time.monotonic())
-                        info_result = execute(kernel, info_cell.code, timeout=remaining)
+                done = self.invoker.invoke(kernel, code, payload, timeout=timeout, on_output=on_output)
         except PoolBusy as exc:
             response = json_error(503, "ServiceUnavailable", f"all kernels are busy: {exc}")
             response.headers["Retry-After"] = "1"
@@ -284,22 +228,41 @@ class ApiService:
             )
         except KernelDied as exc:
             return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
-        if result.error is not None:
-            self._log_cell_error(endpoint, endpoint.cells, result, injected, request_id)
-            return self._cell_error(result, injected)
-        if info_result is not None and info_result.error is not None:
-            assert info_cell is not None
-            self._log_cell_error(endpoint, info_cell.cells, info_result, injected, request_id)
-            return self._cell_error(info_result, injected)
-        try:
-            info = parse_response_info(info_result.stdout if info_result else "")
-        except ResponseInfoError as exc:
-            return json_error(500, "ResponseInfoError", str(exc))
-        return make_response(result, info)
+        self._log_cell_error(endpoint, done, request_id)
+        return answer(done, self.settings.error_detail, answering)
+
+    def _log_cell_error(self, endpoint: Endpoint, done: Invocation, request_id: str) -> None:
+        """The operator's side of a 500: the exception and its traceback at ERROR, whatever
+        ``--error-detail`` lets the client see, without the injected request."""
+        info_cells = endpoint.response_info.cells if endpoint.response_info else ()
+        for failed, cells in ((done.result, endpoint.cells), (done.response_info, info_cells)):
+            if failed is None or failed.error is None:
+                continue
+            payload = error_payload(failed, hide=done.hide, detail="full")
+            route = self.route(endpoint)
+            log.error(
+                "%s %s (%s, cell %s, request %s) raised %s: %s\n%s",
+                endpoint.method,
+                route,
+                self.spec.notebook,
+                ", ".join(map(str, cells)),
+                request_id,
+                payload["error"],
+                payload["message"],
+                plain("\n".join(payload["traceback"])),
+                extra={
+                    "method": endpoint.method,
+                    "route": route,
+                    "notebook": self.spec.notebook,
+                    "cells": list(cells),
+                    "request_id": request_id,
+                },
+            )
+            return
 
     # --- async jobs and streams ------------------------------------------------------
 
-    def _submit_job(self, endpoint: Endpoint, payload: Any, request_id: str) -> Response:
+    def _submit_job(self, endpoint: Endpoint, payload: RequestPayload, request_id: str) -> Response:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
 
         def run(on_kernel: Callable[[Kernel], None]) -> Response:
@@ -322,7 +285,7 @@ class ApiService:
             response.headers["Preference-Applied"] = "respond-async"  # RFC 7240: the client asked
         return response
 
-    def _stream(self, endpoint: Endpoint, payload: Any, request_id: str) -> Response:
+    def _stream(self, endpoint: Endpoint, payload: RequestPayload, request_id: str) -> Response:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         sse = wants_event_stream(request.headers.get("Accept", ""))
 
@@ -340,45 +303,5 @@ class ApiService:
         response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
         return response
 
-    def _log_cell_error(
-        self,
-        endpoint: Endpoint,
-        cells: tuple[int, ...],
-        result: ExecutionResult,
-        injected: str,
-        request_id: str,
-    ) -> None:
-        """The operator's side of a 500: the exception and its traceback at ERROR, whatever
-        ``--error-detail`` lets the client see, without the injected request."""
-        payload = error_payload(result, hide=injected, detail="full")
-        route = self.route(endpoint)
-        numbers = ", ".join(map(str, cells))
-        log.error(
-            "%s %s (%s, cell %s, request %s) raised %s: %s\n%s",
-            endpoint.method,
-            route,
-            self.spec.notebook,
-            numbers,
-            request_id,
-            payload["error"],
-            payload["message"],
-            plain("\n".join(payload["traceback"])),
-            extra={
-                "method": endpoint.method,
-                "route": route,
-                "notebook": self.spec.notebook,
-                "cells": list(cells),
-                "request_id": request_id,
-            },
-        )
 
-    def _cell_error(self, result: ExecutionResult, injected: str) -> Response:
-        """500 for a failed cell; ``injected`` (a REQUEST literal's assignment) never goes back.
-
-        Out of band there is nothing to hide: the kernel only ever saw the notebook's code.
-        """
-        payload = error_payload(result, hide=injected, detail=self.settings.error_detail)
-        return json_error(500, payload.pop("error"), payload.pop("message"), **payload)
-
-
-__all__ = ["OUT_OF_BAND", "ApiService"]
+__all__ = ["ApiService"]

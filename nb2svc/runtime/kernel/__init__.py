@@ -6,34 +6,43 @@
 - :mod:`.executor` — run code, collect its output, time out with an interrupt;
 - :mod:`.provision` — start and seed (:class:`KernelRecipe`, :func:`start_kernel`);
 - :mod:`.pool` — the warm supply: leases for API mode, hand-over for kernel mode;
-- :mod:`.environment` — the environment whitelist.
+- :mod:`.environment` — the environment whitelist;
+- :mod:`.invoke` — API mode's invocation protocol (how an endpoint runs with its request);
+- :mod:`.agent` — its kernel side in Python kernels (sent as source, no nb2svc needed there).
 """
 
 from __future__ import annotations
 
-from nb2svc.runtime.kernel.channels import Kernel, KernelDied
-from nb2svc.runtime.kernel.environment import kernel_env
-from nb2svc.runtime.kernel.executor import ExecutionResult, ExecutionTimeout, execute
-from nb2svc.runtime.kernel.pool import KernelPool, PoolBusy, PoolFailed, RetryPolicy
-from nb2svc.runtime.kernel.process import TRANSPORTS, KernelProcess, KernelStartError
-from nb2svc.runtime.kernel.provision import KernelRecipe, SetupCell, SetupFailed, start_kernel
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "TRANSPORTS",
-    "ExecutionResult",
-    "ExecutionTimeout",
-    "Kernel",
-    "KernelDied",
-    "KernelPool",
-    "KernelProcess",
-    "KernelRecipe",
-    "KernelStartError",
-    "PoolBusy",
-    "PoolFailed",
-    "RetryPolicy",
-    "SetupCell",
-    "SetupFailed",
-    "execute",
-    "kernel_env",
-    "start_kernel",
-]
+# Resolved on first use, not at import: the CLI reads the light modules of this package
+# (``invoke.supports_language``) in gunicorn's master, which must not import zmq, gevent or
+# jupyter_client before the workers fork (RUNTIME-NOTES: Popen breaks in the worker).
+_HOMES = {
+    "TRANSPORTS": "nb2svc.runtime.kernel.process",
+    "ExecutionResult": "nb2svc.runtime.kernel.executor",
+    "ExecutionTimeout": "nb2svc.runtime.kernel.executor",
+    "Kernel": "nb2svc.runtime.kernel.channels",
+    "KernelDied": "nb2svc.runtime.kernel.channels",
+    "KernelPool": "nb2svc.runtime.kernel.pool",
+    "KernelProcess": "nb2svc.runtime.kernel.process",
+    "KernelRecipe": "nb2svc.runtime.kernel.provision",
+    "KernelStartError": "nb2svc.runtime.kernel.process",
+    "PoolBusy": "nb2svc.runtime.kernel.pool",
+    "PoolFailed": "nb2svc.runtime.kernel.pool",
+    "RetryPolicy": "nb2svc.runtime.kernel.pool",
+    "SetupCell": "nb2svc.runtime.kernel.provision",
+    "SetupFailed": "nb2svc.runtime.kernel.provision",
+    "execute": "nb2svc.runtime.kernel.executor",
+    "kernel_env": "nb2svc.runtime.kernel.environment",
+    "start_kernel": "nb2svc.runtime.kernel.provision",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_HOMES[name]), name)

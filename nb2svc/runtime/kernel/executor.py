@@ -7,9 +7,9 @@ Output rules (Kernel Gateway compatible, used by :mod:`nb2svc.runtime.http_api`)
 - the ``execute_result`` mime bundle (``{"text/plain": "2"}``) is kept in ``result``;
   ``display_data`` bundles are kept in order in ``displays``.
 - **Raw buffers.** A message whose metadata lists :data:`RAW_BUFFERS` carries those
-  values as message buffers instead of in its JSON content (API mode's Python
-  bootstrap does this for large stdout and binary rich output, see
-  :mod:`nb2svc.runtime.http_api.request`): a stream's ``"text"`` as UTF-8 bytes, a mime type's
+  values as message buffers instead of in its JSON content (API mode's Python agent
+  does this for large stdout and binary rich output, see
+  :mod:`nb2svc.runtime.kernel.agent`): a stream's ``"text"`` as UTF-8 bytes, a mime type's
   value as its decoded bytes (base64 in JSON otherwise). They are kept as they arrived
   (``bytes``, or a ``memoryview`` of the zmq message when large), never copied or
   decoded here; an ``on_output`` handler still sees the standard message (text
@@ -23,9 +23,7 @@ output of the request has been published.
 
 from __future__ import annotations
 
-import ast
 import base64
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from typing import Any
 import gevent
 import gevent.event
 
+from nb2svc.runtime.kernel.agent import RAW_BUFFERS, UNHEALTHY
 from nb2svc.runtime.kernel.channels import Kernel, KernelDied
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -72,7 +71,7 @@ class ExecutionResult:
     user_expressions: dict[str, Any] = field(default_factory=dict)
     #: Why the kernel must not take another request, though this answer stands: its
     #: code asked it to exit (IPython's ``exit()``: an ``ask_exit`` payload), or a
-    #: bootstrap reported it broken (an ``nb2svc_unhealthy`` payload, e.g. closed stdout).
+    #: Python agent reported it broken (an :data:`~.agent.UNHEALTHY` payload, e.g. closed stdout).
     retire_reason: str | None = None
 
     @property
@@ -88,14 +87,9 @@ def _retire_reason(payloads: Any) -> str | None:
     for payload in payloads:
         if payload.get("source") == "ask_exit" and not payload.get("keepkernel"):
             return "the code asked the kernel to exit"
-        if payload.get("source") == "nb2svc_unhealthy":
+        if payload.get("source") == UNHEALTHY:
             return str(payload.get("reason", "the kernel reported itself broken"))
     return None
-
-
-#: Message metadata key: the names whose values travel as the message's buffers, in order
-#: (``"text"`` for a stream, mime types for display data and execute results).
-RAW_BUFFERS = "nb2svc_buffers"
 
 
 def _text(data: bytes | memoryview) -> str:
@@ -199,7 +193,7 @@ def execute(
     Raises :class:`KernelDied` when the kernel exits mid-execution.
 
     ``metadata`` and ``buffers`` ride beside the code in the ``execute_request``
-    (API mode's out-of-band REQUEST: see :mod:`nb2svc.runtime.http_api.request`).
+    (API mode's out-of-band REQUEST: see :mod:`nb2svc.runtime.kernel.invoke`).
 
     ``on_output(msg_type, content)`` sees each output message as it arrives (streaming
     answers); the result still collects all of them.
@@ -238,34 +232,6 @@ def execute(
             [],
         )
     return collector.result
-
-
-def expression_result(value: dict[str, Any] | None) -> ExecutionResult:
-    """The ResponseInfo fast path's ``user_expressions`` entry, as an :class:`ExecutionResult`.
-
-    ipykernel reports an expression as ``{"status": "ok", "data": {"text/plain": repr}}``
-    or ``{"status": "error", "ename", "evalue", "traceback"}``; the repr is of the JSON
-    report that :data:`nb2svc.runtime.http_api.request.PYTHON_BOOTSTRAP` returns.
-    """
-    if not value:
-        return ExecutionResult(
-            status="error", error=ExecutionError("Error", "expression was not evaluated", [])
-        )
-    if value.get("status") != "ok":
-        error = ExecutionError(
-            value.get("ename", "Error"),
-            value.get("evalue", ""),
-            [ANSI_ESCAPE.sub("", line) for line in value.get("traceback", [])],
-        )
-        return ExecutionResult(status="error", error=error)
-    try:
-        report = json.loads(ast.literal_eval(value.get("data", {}).get("text/plain", "''")))
-    except (ValueError, SyntaxError, TypeError):
-        report = {"ename": "Error", "evalue": "unreadable ResponseInfo result", "traceback": []}
-    if "stdout" in report:
-        return ExecutionResult(stdout_parts=[report["stdout"]])
-    error = ExecutionError(report["ename"], report["evalue"], report["traceback"])
-    return ExecutionResult(status="error", error=error)
 
 
 def _interrupt_and_wait(kernel: Kernel, collector: _Collector, grace: float) -> bool:

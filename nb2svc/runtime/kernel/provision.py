@@ -2,7 +2,7 @@
 
 A :class:`KernelRecipe` says which kernel spec to start, with what environment,
 working directory and transport, and which code to run on it before anyone uses it:
-a bootstrap (API mode's Python helpers) and the setup cells (API mode's non-annotated
+a bootstrap (API mode's Python agent) and the setup cells (API mode's non-annotated
 cells, kernel mode's ``--seed`` notebook). A setup cell that raises or runs past the
 start timeout fails the start with :class:`SetupFailed`, naming the notebook and cell;
 it is permanent (pools stop retrying), since every kernel would fail the same way.
