@@ -47,7 +47,11 @@ setup(
         "swagger-ui-bundle-v2>=5.17",  # Swagger UI 5 (reads OpenAPI 3.1) for the offline docs page
     ],
     extras_require={
+        # OpenTelemetry tracing (nb2svc/runtime/tracing.py), on when OTEL_EXPORTER_OTLP_* says so
+        "otel": ["opentelemetry-sdk>=1.20", "opentelemetry-exporter-otlp-proto-http>=1.20"],
         "test": [
+            "opentelemetry-sdk>=1.20",  # the tracing test reads spans through a real OTLP receiver
+            "opentelemetry-exporter-otlp-proto-http>=1.20",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "requests>=2.31",

@@ -44,6 +44,8 @@ FIELDS = (
 REQUEST_ID_KEY = "nb2svc.request_id"
 ROUTE_KEY = "nb2svc.route"
 OBSERVER_KEY = "nb2svc.observe"
+#: The request's trace id, when tracing is on (:mod:`nb2svc.runtime.tracing`).
+TRACE_ID_KEY = "nb2svc.trace_id"
 
 QUERY_PARAMETER = re.compile(r"([?&;])([^=&;\s\"'?]+)=([^&;\s\"']*)")
 #: Secrets shorter than this are not searched for in free text (they would mangle it).

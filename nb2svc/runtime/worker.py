@@ -56,7 +56,7 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
 from nb2svc.config import SHUTDOWN_RESERVE, Settings, settings_from_env
-from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, RedactingStream
+from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, TRACE_ID_KEY, RedactingStream
 
 log = logging.getLogger("nb2svc")
 
@@ -290,6 +290,7 @@ class DrainingHandler(WebSocketHandler):
             "duration_ms": round(took, 3),
             "bytes": self.response_length,
             "request_id": environ.get(REQUEST_ID_KEY),
+            "trace_id": environ.get(TRACE_ID_KEY),
         }
         log.log(level, "%s %s %s %.1fms", fields["method"], path, status, took, extra=fields)
 

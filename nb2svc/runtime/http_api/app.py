@@ -116,6 +116,7 @@ def create_mounted_app(
                 _add_route(blueprint, service, index)
             app.register_blueprint(blueprint)
     for service in services:
+        service.tracer = app.extensions["nb2svc.tracing"].tracer
         on_worker_exit(service.shutdown)
         service.start()
     return app

@@ -50,6 +50,7 @@ from nb2svc.runtime.kernel import (
 from nb2svc.runtime.kernel.invoke import EndpointCode, Invocation, RequestPayload, invoker_for
 from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, plain
 from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
+from nb2svc.runtime.tracing import record, span
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
@@ -117,6 +118,8 @@ class ApiService:
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
         self.jobs = JobStore()
+        #: The worker's OpenTelemetry tracer (None: tracing is off; see :mod:`..tracing`).
+        self.tracer: Any = None
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel, prepared for the invocation protocol (none is left on failure)."""
@@ -208,11 +211,14 @@ class ApiService:
         ``request_id`` names the request in the log line of a failed cell.
         """
         code, timeout = _endpoint_code(endpoint), self.settings.request_timeout
+        waited_from = time.time_ns() if self.tracer is not None else 0
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
+                record(self.tracer, "nb2svc.pool.wait", waited_from, {"nb2svc.notebook": self.spec.notebook})
                 if on_kernel is not None:
                     on_kernel(kernel)
-                done = self.invoker.invoke(kernel, code, payload, timeout=timeout, on_output=on_output)
+                with span(self.tracer, "nb2svc.kernel.execute", self._execute_attributes(kernel, endpoint)):
+                    done = self.invoker.invoke(kernel, code, payload, timeout=timeout, on_output=on_output)
         except PoolBusy as exc:
             response = json_error(503, "ServiceUnavailable", f"all kernels are busy: {exc}")
             response.headers["Retry-After"] = "1"
@@ -230,6 +236,16 @@ class ApiService:
             return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
         self._log_cell_error(endpoint, done, request_id)
         return answer(done, self.settings.error_detail, answering)
+
+    def _execute_attributes(self, kernel: Kernel, endpoint: Endpoint) -> dict[str, Any]:
+        if self.tracer is None:
+            return {}
+        return {
+            "nb2svc.kernel.label": kernel.label,
+            "nb2svc.kernel.name": kernel.kernel_name,
+            "nb2svc.notebook": self.spec.notebook,
+            "nb2svc.cells": list(endpoint.cells),
+        }
 
     def _log_cell_error(self, endpoint: Endpoint, done: Invocation, request_id: str) -> None:
         """The operator's side of a 500: the exception and its traceback at ERROR, whatever
