@@ -31,6 +31,7 @@ from nb2svc.compiler.bundle import (
     source_paths,
 )
 from nb2svc.compiler.mounts import Mount, mounts_from_json
+from nb2svc.compiler.openapi import without_security
 from nb2svc.distribution import templates_dir
 from tests.notebooks import notebook, shell_notebook
 from tests.support import EXAMPLES, Server
@@ -216,7 +217,9 @@ def test_serve_the_bundle(start_server: StartServer, bundle: Path, bash_env: dic
         "hello": True,
         "shell": True,
     }
-    assert server.get("/openapi.json").json() == json.loads((bundle / "openapi.json").read_text())
+    built = json.loads((bundle / "openapi.json").read_text())
+    assert server.get("/openapi.json").json() == without_security(built)  # served without a token
+    assert "token" in built["components"]["securitySchemes"]  # the file describes a token when there is one
     assert server.get("/_api/source").content == HELLO.read_bytes()  # the first notebook, as served
     metrics = server.get("/_api/metrics").text
     assert 'nb2svc_requests_total{notebook="shell",route="GET /greet/:name",status="200"} 1' in metrics

@@ -4,7 +4,6 @@ restarted."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ import nbformat
 
 from tests.kernels_support import AUTH, KernelClient, kernel_server, start_kernel
 from tests.notebooks import notebook
-from tests.support import Server, alive, wait_for
+from tests.support import Server, alive, kernel_spec_env, wait_for
 
 StartServer = Callable[..., Server]
 
@@ -42,15 +41,7 @@ IPKernelApp.launch_instance(kernel_class=AbortingKernel)
 def aborting_spec(root: Path) -> dict[str, str]:
     script = root / "aborting_kernel.py"
     script.write_text(ABORTING_KERNEL)
-    spec_dir = root / "share" / "kernels" / "aborting"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, str(script), "-f", "{connection_file}"],
-        "display_name": "aborting",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return {"JUPYTER_PATH": str(root / "share")}
+    return kernel_spec_env(root, "aborting", [sys.executable, str(script), "-f", "{connection_file}"])
 
 
 def test_an_aborted_request_is_an_error_and_the_kernel_is_replaced(

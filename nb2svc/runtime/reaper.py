@@ -236,15 +236,20 @@ def _reap_server(server: str) -> tuple[list[int], bool]:
         if state:
             live = True  # it stops its own kernels
             continue
-        groups = _reap_dir(os.path.join(server, name))
-        if groups:
-            log.warning(
-                "process %s died without stopping its kernels: killed kernel process group(s) %s",
-                name.partition("-")[0],
-                ", ".join(map(str, groups)),
-            )
-        killed += groups
+        killed += _reap_owner(server, name)
     return killed, live
+
+
+def _reap_owner(parent: str, name: str) -> list[int]:
+    """Reap the dead owner ``name`` (``<pid>-<start time>``) under ``parent`` and say what was killed."""
+    groups = _reap_dir(os.path.join(parent, name))
+    if groups:
+        log.warning(
+            "process %s died without stopping its kernels: killed kernel process group(s) %s",
+            name.partition("-")[0],
+            ", ".join(map(str, groups)),
+        )
+    return groups
 
 
 def reap(final: bool = False) -> list[int]:
@@ -283,16 +288,8 @@ def sweep() -> list[int]:
     for name in os.listdir(base):
         if _alive(name) is not False:
             continue  # a live server (or not ours to read)
-        server = os.path.join(base, name)
-        groups, live = _reap_server(server)
+        groups, live = _reap_server(os.path.join(base, name))
         killed += groups
-        if not live:
-            leftover = _reap_dir(server)  # kernel directories of an old-layout owner
-            if leftover:
-                log.warning(
-                    "process %s died without stopping its kernels: killed kernel process group(s) %s",
-                    name.partition("-")[0],
-                    ", ".join(map(str, leftover)),
-                )
-            killed += leftover
+        if not live:  # then the directory goes, with any kernels of an old-layout owner
+            killed += _reap_owner(base, name)
     return killed
