@@ -34,6 +34,8 @@ setup(
     include_package_data=True,
     install_requires=[
         "nbformat>=5.9",
+        "jsonschema>=4.18",  # typed contracts: Draft 2020-12, and every error of a request
+        "fastjsonschema>=2.19",  # typed contracts: the compiled "is it valid?" on each request
         "nbconvert>=7",
         "jupyter_client>=8.6",
         "ipykernel>=6.29",
@@ -45,6 +47,7 @@ setup(
         "jinja2>=3.1",
         "click>=8.1",
         "swagger-ui-bundle-v2>=5.17",  # Swagger UI 5 (reads OpenAPI 3.1) for the offline docs page
+        "redis>=5",  # redis-py: the shared job store across replicas (--store redis://...)
     ],
     extras_require={
         # OpenTelemetry tracing (nb2svc/runtime/tracing.py), on when OTEL_EXPORTER_OTLP_* says so

@@ -3,17 +3,19 @@
 Every runtime option is declared once in :data:`OPTIONS`: its name, its ``NB2SVC_*``
 environment variable, the Kernel Gateway ``KG_*`` alias where the reference has one,
 its type, default and help. From that table come the click options of ``nb2svc
-serve`` (with ``show_default`` and ``show_envvar``), :func:`settings_from_env` (used by
-generated bundles inside containers) and the docs. A test fails when an option is
-missing from the README.
+serve`` (with ``show_default`` and ``show_envvar``), the typed :class:`Settings` (one
+field per option, checked against the table at import), :func:`settings_from_env`,
+config-file keys and the docs. A test fails when an option is missing from the README.
 
-``nb2svc serve`` resolves flags, then exports the result as ``NB2SVC_*`` variables
-before gunicorn loads the app, so a generated ``app.py`` and ``nb2svc serve`` read
-their settings the same way: from the environment.
+Settings are resolved once, where a server is planned (:mod:`nb2svc.plan`): by ``nb2svc
+serve`` in gunicorn's master from flags, variables and the config file, or by a generated
+bundle's ``app.py`` from its environment. Workers get them inside the plan and read no
+variable again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,6 +26,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from nb2svc.store_url import normalize_store_url
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,63 @@ OPTIONS: tuple[Option, ...] = (
         "Requests that may wait for a kernel per worker; more get 503 (0: none wait).",
         modes=("api",),
         minimum=0,
+    ),
+    # --- async jobs and the shared store (issue 18) ---
+    Option(
+        "store",
+        str,
+        "",
+        "Where jobs (and other shared state) live: empty for the embedded store (SQLite, shared by "
+        "this server's workers), or redis://[:password@]host:port/db / rediss://... for several "
+        "replicas. Printed with the password redacted.",
+        modes=("api",),
+        normalize=normalize_store_url,
+        shown_default="embedded",
+        deploy=True,  # `build --k8s --store URL` reads it from a Secret; never baked (see bundle.py)
+    ),
+    Option(
+        "store_password_file",
+        str,
+        "",
+        "Read the store's password from this file (first line); keeps it out of the URL, the "
+        "command line and the environment.",
+        modes=("api",),
+    ),
+    Option(
+        "max_jobs_per_client",
+        int,
+        100,
+        "Async jobs one client (its address, and token when one is required) may have running or "
+        "not yet collected; one more is a 429.",
+        modes=("api",),
+        minimum=1,
+    ),
+    Option(
+        "job_result_max_bytes",
+        ByteSize,
+        16 * MiB,
+        "Largest answer a job keeps (status, headers and body); a larger one fails the job "
+        "with JobResultTooLarge instead of being truncated.",
+        modes=("api",),
+        minimum=1,
+        shown_default="16 MiB",
+    ),
+    Option(
+        "job_ttl",
+        float,
+        600.0,
+        "Seconds a finished job's answer is kept for its poller.",
+        modes=("api",),
+        above=0,
+    ),
+    Option(
+        "job_lease",
+        float,
+        10.0,
+        "Seconds after which a job whose worker or replica stopped renewing its lease "
+        "fails with reason 'replica lost'.",
+        modes=("api",),
+        minimum=1,
     ),
     Option(
         "max_body_size",
@@ -577,19 +638,81 @@ def parse_value(option: Option, raw: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+def _default(name: str) -> Any:
+    return OPTIONS_BY_NAME[name].default
+
+
+#: How each option type reads as a :class:`Settings` field annotation.
+_FIELD_TYPES = {
+    str: "str",
+    int: "int",
+    ByteSize: "int",
+    float: "float",
+    bool: "bool",
+    list: "tuple[str, ...]",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Resolved settings: one value per :data:`OPTIONS` entry."""
+    """Resolved settings: one typed field per :data:`OPTIONS` entry, in the table's order.
 
-    values: Mapping[str, Any] = field(default_factory=dict)
+    Written out (rather than generated) so readers and type checkers see each field;
+    :func:`_check_settings_fields` keeps it and the table in step at import, so the
+    table stays the one source of names, types and defaults.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            if name in OPTIONS_BY_NAME:
-                return OPTIONS_BY_NAME[name].default
-            raise AttributeError(name) from None
+    host: str = _default("host")
+    port: int = _default("port")
+    metrics_port: int = _default("metrics_port")
+    workers: int = _default("workers")
+    base_url: str = _default("base_url")
+    token: str = _default("token")
+    allow_origin: str = _default("allow_origin")
+    allow_credentials: str = _default("allow_credentials")
+    allow_headers: str = _default("allow_headers")
+    allow_methods: str = _default("allow_methods")
+    expose_headers: str = _default("expose_headers")
+    max_age: str = _default("max_age")
+    pool_size: int = _default("pool_size")
+    request_timeout: float = _default("request_timeout")
+    queue_timeout: float = _default("queue_timeout")
+    max_queue: int = _default("max_queue")
+    store: str = _default("store")
+    store_password_file: str = _default("store_password_file")
+    max_jobs_per_client: int = _default("max_jobs_per_client")
+    job_result_max_bytes: int = _default("job_result_max_bytes")
+    job_ttl: float = _default("job_ttl")
+    job_lease: float = _default("job_lease")
+    max_body_size: int = _default("max_body_size")
+    kernel_name: str = _default("kernel_name")
+    kernel_start_timeout: float = _default("kernel_start_timeout")
+    transport: str = _default("transport")
+    env_allow: tuple[str, ...] = _default("env_allow")
+    log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
+    graceful_timeout: float | None = _default("graceful_timeout")
+    max_kernels: int = _default("max_kernels")
+    default_kernel: str = _default("default_kernel")
+    force_kernel: str = _default("force_kernel")
+    list_kernels: bool = _default("list_kernels")
+    cull_idle_timeout: float = _default("cull_idle_timeout")
+    cull_interval: float = _default("cull_interval")
+    cull_connected: bool = _default("cull_connected")
+    prespawn: int = _default("prespawn")
+    seed: str = _default("seed")
+    warm: int = _default("warm")
+    auth: bool = _default("auth")
+    token_file: str = _default("token_file")
+    error_detail: str = _default("error_detail")
+    header_timeout: float = _default("header_timeout")
+    keepalive_timeout: float = _default("keepalive_timeout")
+    max_message_size: int = _default("max_message_size")
+    reload: bool = _default("reload")
+    reload_extra: tuple[str, ...] = _default("reload_extra")
+    allow_notebook_download: bool = _default("allow_notebook_download")
+    static_path: str = _default("static_path")
+    cell_parser: str = _default("cell_parser")
 
     @property
     def url(self) -> str:
@@ -598,11 +721,19 @@ class Settings:
         return f"http://{host}:{self.port}{self.base_url}"
 
     def replace(self, **changes: Any) -> Settings:
-        return Settings({**self.values, **changes})
+        return dataclasses.replace(self, **changes)
 
-    def to_env(self) -> dict[str, str]:
-        """The ``NB2SVC_*`` variables that reproduce these settings in another process."""
-        return {option.env: env_value(option, getattr(self, option.name)) for option in OPTIONS}
+
+def _check_settings_fields(options: Sequence[Option] = OPTIONS, settings: type = Settings) -> None:
+    """Fail at import when :class:`Settings` and :data:`OPTIONS` disagree (a name, order or type)."""
+    expected = [(o.name, _FIELD_TYPES[o.type] + (" | None" if o.default is None else "")) for o in options]
+    actual = [(f.name, str(f.type)) for f in dataclasses.fields(settings)]
+    if actual != expected:
+        extra = sorted(set(actual) ^ set(expected))
+        raise TypeError(f"Settings does not match OPTIONS (name, type, or order): {extra or actual}")
+
+
+_check_settings_fields()
 
 
 def env_value(option: Option, value: Any) -> str:
@@ -808,7 +939,7 @@ def settings_from_env(
     for name, value in overrides.items():
         if value is not None:
             values[name] = parse_value(OPTIONS_BY_NAME[name], value)
-    return Settings(values)
+    return Settings(**values)
 
 
 def settings_or_exit(

@@ -17,6 +17,10 @@ has no parameters; it must route to this endpoint), ``headers``, and a body as e
 ``body`` (text, sent as is) or ``json`` (any JSON value, sent as application/json). The
 method is the endpoint's.
 
+A 200 answer of an endpoint that declares what it returns (``# returns NAME: TYPE``
+lines or ``nb2svc.returns``, see :mod:`nb2svc.compiler.declarations`) must also be JSON
+that keeps that schema; each violation is reported with its JSON pointer.
+
 ``response``: ``status`` (default 200), ``content_type`` (compared as a media type,
 ``text/plain`` matches ``text/plain; charset=utf-8``, unless it has parameters
 itself), ``headers`` (each named header must have this value), and ``body`` (the body
@@ -68,6 +72,8 @@ class Example:
     expect_headers: Mapping[str, str] = field(default_factory=dict)
     expect_body: str | None = None
     expect_json: Any = _MISSING
+    #: The endpoint's declared ``returns`` JSON Schema: a 200 answer must be JSON keeping it.
+    returns: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def request_line(self) -> str:
@@ -163,6 +169,7 @@ def _example(declared: Mapping[str, Any], endpoint: Endpoint) -> Example:
         expect_headers=dict(response.get("headers", {})),
         expect_body=response.get("body"),
         expect_json=response.get("json", _MISSING),
+        returns=endpoint.contract.get("returns"),
     )
 
 
@@ -223,7 +230,23 @@ def check_response(example: Example, status: int, headers: Mapping[str, str], bo
             if not json_equal(value, example.expect_json):
                 expected = json.dumps(example.expect_json)
                 problems.append(f"JSON body {_short(json.dumps(value))}, expected {_short(expected)}")
+    if example.returns is not None and status == 200:
+        problems += _contract_problems(example.returns, text)
     return problems
+
+
+def _contract_problems(returns: Mapping[str, Any], text: str) -> list[str]:
+    """How a 200 answer breaks the endpoint's declared ``returns`` schema."""
+    from nb2svc.compiler.validation import Contract
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [f"the answer is not JSON, but the endpoint declares what it returns: {_short(text)}"]
+    return [
+        f"the answer breaks the declared returns schema at {error['pointer']}: {error['message']}"
+        for error in Contract({"returns": returns}).check_answer(value)
+    ]
 
 
 def json_equal(a: Any, b: Any) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.scaleout import RedisServer
 from tests.support import Server
 
 
@@ -57,3 +58,11 @@ def browser() -> Iterator[object]:
         yield session
     finally:
         session.quit()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A throwaway redis-server per test module (skips where it is not installed)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

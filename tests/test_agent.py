@@ -245,6 +245,8 @@ def test_cells_with_a_request_literal_leave_linecache(shell: InteractiveShell, a
 
 
 def test_captured_outputs_are_forgotten(shell: InteractiveShell, agent: Agent) -> None:
+    if not hasattr(shell.history_manager, "outputs"):
+        pytest.skip("this IPython keeps no outputs in its history (IPython < 9): nothing to forget")
     shell.history_manager.outputs[0].append("an answer")
     run(shell, "pass")
     assert not shell.history_manager.outputs

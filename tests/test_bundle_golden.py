@@ -1,7 +1,8 @@
 """Golden files: every template nb2svc renders into a bundle, compared byte for byte.
 
 Three bundles cover every branch of the templates: ``hello`` with the default options
-(no Kubernetes), ``todo-k8s`` with ``k8s=True`` and non-default sizes and base image, and
+(no Kubernetes), ``todo-k8s`` with ``k8s=True``, non-default sizes and base image and a
+Redis store (wired from a Secret: its password is never written), and
 ``mounted-k8s``: two notebooks in one bundle (hello.ipynb at /hello, a bash notebook at
 /shell, whose kernel the image lacks), with ``k8s=True``.
 The runtime (dependency pins, wheel) is fixed here, so the files do not change when
@@ -53,6 +54,7 @@ CASES = {
             request_timeout=20,
             replicas=3,
             requirements=("numpy==2.1.3", "pandas>=2.2,<3"),
+            store="redis://:never-written@redis.example:6379/0",
         ),
     ),
     "mounted-k8s": (
@@ -116,3 +118,17 @@ def test_golden_cases_cover_every_template() -> None:
     # app.py.j2 → app.py, ci/Makefile.j2 → Makefile, dockerignore.j2 → .dockerignore, ...
     stems = {Path(t).name.removesuffix(".j2") for t in templates}
     assert stems <= {Path(name).name.lstrip(".") for name in rendered}
+
+
+def test_a_store_url_is_wired_from_a_secret_and_never_written() -> None:
+    """The store's URL may hold a password: the Deployment reads it from a Secret, and no
+    file of the bundle (image, manifests, README) holds it (issue 18)."""
+    notebook, options = CASES["todo-k8s"]
+    path = EXAMPLES / notebook
+    files = render_bundle(compile_notebook(path), path.read_bytes(), options, FIXED_RUNTIME)
+    assert not [name for name, data in files.items() if b"never-written" in data]
+    assert b"NB2SVC_STORE" not in files["Dockerfile"]
+    assert (
+        b"name: NB2SVC_STORE\n              valueFrom:\n                secretKeyRef:"
+        in files["k8s/deployment.yaml"]
+    )

@@ -289,11 +289,14 @@ def test_markdown_right_before_first_cell_documents_the_endpoint() -> None:
 
 
 def test_javascript_kernel_uses_double_slash() -> None:
-    nb = notebook("// GET /js/:id\nconsole.log(1)", "# GET /py", kernel="javascript", language="javascript")
+    nb = notebook("// GET /js/:id\nconsole.log(1)", "var x = 1", kernel="javascript", language="javascript")
     spec = compile_notebook(nb)
     assert paths(spec) == ["GET /js/:id"]
-    assert spec.setup == (SetupCell(2, "# GET /py"),)
+    assert spec.setup == (SetupCell(2, "var x = 1"),)
     assert spec.kernel == KernelInfo("javascript", "javascript")
+    # a Python-style annotation in a JavaScript notebook is a near miss, not setup code
+    err = compile_error(notebook("// GET /js", "# GET /py", kernel="javascript", language="javascript"))
+    assert [(p.cell, p.hint) for p in err.problems] == [(2, 'did you mean "// GET /py"?')]
 
 
 def test_language_falls_back_to_language_info() -> None:
@@ -304,8 +307,8 @@ def test_language_falls_back_to_language_info() -> None:
 
 
 def test_explicit_prefix_overrides_the_language() -> None:
-    spec = compile_notebook(notebook("// GET /x", "# GET /y"), comment_prefix="//")
-    assert paths(spec) == ["GET /x"]
+    spec = compile_notebook(notebook("// GET /x", "// GET /y"), comment_prefix="//")
+    assert paths(spec) == ["GET /x", "GET /y"]
 
 
 def test_unknown_language_asks_for_comment_prefix() -> None:

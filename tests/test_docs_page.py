@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -60,6 +61,20 @@ def test_a_notebook_that_claims_root_keeps_it(start_server: StartServer, tmp_pat
     assert server.get("/", headers={"Authorization": f"token {TOKEN}"}).text == "mine\n"
 
 
+def execute_and_read(wait: Any, operation: Any, expected: str) -> None:
+    """Press the operation's Execute button and wait for ``expected`` in the answer shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    answer = wait.until(
+        ec.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, ".live-responses-table .response .response-col_description"), expected
+        )
+    )
+    assert answer
+
+
 def test_try_an_endpoint_from_the_page_with_the_token(
     server: Server, browser: object, tmp_path: Path
 ) -> None:
@@ -76,15 +91,55 @@ def test_try_an_endpoint_from_the_page_with_the_token(
     operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
     field = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[placeholder='name']")))
     field.send_keys("world")
-    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
-    answer = wait.until(
-        ec.text_to_be_present_in_element(
-            (By.CSS_SELECTOR, ".live-responses-table .response .response-col_description"), "hello, world"
-        )
-    )
-    assert answer
+    execute_and_read(wait, operation, "hello, world")
     shot = SCREENSHOT if os.environ.get("NB2SVC_UPDATE_SCREENSHOT") else tmp_path / "docs-page.png"
     browser.save_screenshot(str(shot))  # type: ignore[attr-defined]
     assert shot.stat().st_size > 10_000
     # The page sent the token it was opened with: the server answered the endpoint, not a 401.
     assert requests.get(server.url("/hello/world"), timeout=10).status_code == 401
+
+
+CONTRACT_NOTEBOOK = (
+    "import json",
+    "# GET /orders\n"
+    "# param qty: integer, minimum 1 - how many\n"
+    "# param color: string, enum red|green, default green - paint\n"
+    "print(json.dumps(PARAMS))",
+)
+
+
+def test_the_page_shows_a_contract_and_checks_try_it_out_input(
+    start_server: StartServer, browser: object, tmp_path: Path
+) -> None:
+    """Swagger UI reads the declared schemas: the query parameter's type and description, the
+    enum as a choice with its default, and a value below the minimum refused in the page."""
+    import nbformat
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.notebooks import notebook
+
+    path = tmp_path / "orders.ipynb"
+    nbformat.write(notebook(*CONTRACT_NOTEBOOK, kernel="python3", language="python"), path)
+    server = start_server(str(path), "--pool-size", "1")
+    wait = WebDriverWait(browser, 30)
+    browser.get(server.url("/_api/docs"))  # type: ignore[attr-defined]
+    operation = wait.until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, "[id^='operations-'][id$='get_orders']"))
+    )
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    table = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".parameters")))
+    text = table.text
+    assert "qty" in text and "integer" in text and "how many" in text and "paint" in text
+    choice = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "select")))
+    options = [o.text for o in choice.find_elements(By.TAG_NAME, "option")]
+    assert "red" in options and "green" in options
+    qty = operation.find_element(By.CSS_SELECTOR, "input[placeholder='qty']")
+    qty.send_keys("0")
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    wait.until(lambda _: "invalid" in (qty.get_attribute("class") or ""))
+    assert not operation.find_elements(By.CSS_SELECTOR, ".live-responses-table .response")
+    qty.clear()
+    qty.send_keys("2")
+    execute_and_read(wait, operation, '"qty": 2')

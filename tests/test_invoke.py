@@ -83,11 +83,12 @@ def test_out_of_band_names_each_global_and_its_buffers_in_order() -> None:
                 ["REQUEST", "text"],
                 ["REQUEST_BODY", "bytes"],
                 ["REQUEST_FILES", "files", [["f", "a.txt", "text/plain"], ["f", "b", ""]]],
+                ["PARAMS", "json"],
             ],
             "raw_outputs": True,
         }
     }
-    assert buffers == [b'{"body": "x"}', b"raw", b"A", b"B"]
+    assert buffers == [b'{"body": "x"}', b"raw", b"A", b"B", b"{}"]
 
 
 def test_literal_assignment_runs_response_info_as_a_second_execute() -> None:

@@ -202,3 +202,90 @@ def test_examples_survive_service_json() -> None:
     again = ServiceSpec.from_json(spec.to_json())
     assert [ep.examples for ep in again.endpoints] == [ep.examples for ep in spec.endpoints]
     assert any(ep.examples for ep in again.endpoints)
+
+
+# --- typed contracts (issue 21) ---------------------------------------------------------------
+
+CONTRACT_CELL = """# POST /orders/:id
+# param id: integer, minimum 1 - the order number
+# param qty: integer, minimum 1, maximum 100, default 1 - how many
+# param color: string, enum red|green
+# header X-Api-Version: string, required, pattern ^v[0-9]+$
+# body sku: string, required - stock keeping unit
+# returns total: number, required
+print(PARAMS)"""
+
+
+def test_contracts_carry_into_the_openapi_document_which_validates() -> None:
+    spec = compile_notebook(notebook(CONTRACT_CELL, "# GET /plain\nprint(1)"))
+    doc = openapi_document(spec)
+    pytest.importorskip("openapi_spec_validator").validate(doc)
+    item = doc["paths"]["/orders/{id}"]
+    assert item["parameters"] == [
+        {
+            "name": "id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "the order number",
+        }
+    ]
+    op = item["post"]
+    assert op["parameters"] == [
+        {
+            "name": "qty",
+            "in": "query",
+            "required": False,
+            "description": "how many",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
+        },
+        {
+            "name": "color",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["red", "green"]},
+        },
+        {
+            "name": "X-Api-Version",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^v[0-9]+$"},
+        },
+    ]
+    assert op["requestBody"]["required"] is True
+    assert op["requestBody"]["content"] == {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"sku": {"type": "string", "description": "stock keeping unit"}},
+                "required": ["sku"],
+            }
+        }
+    }
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["required"] == ["total"]
+    assert op["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ContractError"
+    }
+    assert "ContractError" in doc["components"]["schemas"]
+    # an endpoint without a contract is documented as before
+    plain = doc["paths"]["/plain"]["get"]
+    assert "parameters" not in plain and "400" not in plain["responses"]
+
+
+def test_a_notebook_without_contracts_keeps_its_document() -> None:
+    doc = openapi_document(compile_notebook(notebook("# GET /a/:x\nprint(1)")))
+    assert "ContractError" not in doc["components"]["schemas"]
+    assert doc["paths"]["/a/{x}"]["parameters"][0]["schema"] == {"type": "string"}
+
+
+def test_contracts_survive_service_json() -> None:
+    spec = compile_notebook(notebook(CONTRACT_CELL))
+    again = ServiceSpec.from_json(spec.to_json())
+    assert again.endpoints[0].contract == spec.endpoints[0].contract
+    assert json.loads(spec.to_json())["endpoints"][0]["contract"]["params"]["$schema"].endswith(
+        "2020-12/schema"
+    )
+    # a service.json written before contracts existed still loads, with none
+    old = json.loads(compile_notebook(notebook("# GET /a\nprint(1)")).to_json())
+    assert "contract" not in old["endpoints"][0]
+    assert ServiceSpec.from_dict(old).endpoints[0].contract == {}

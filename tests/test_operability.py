@@ -22,7 +22,7 @@ import yaml
 from nb2svc.config import OPTIONS_BY_NAME, parse_value, render_readme, shutdown_timing
 from nb2svc.runtime.server import gunicorn_settings
 from tests.notebooks import notebook
-from tests.support import EXAMPLES, REPO, Server, free_port, wait_for
+from tests.support import EXAMPLES, REPO, Server, alive, free_port, wait_for
 
 HELLO = str(EXAMPLES / "hello.ipynb")
 
@@ -212,7 +212,7 @@ def test_the_graceful_timeout_covers_the_request_timeout_everywhere() -> None:
     assert timing.covers_requests and timing.drain >= 45 - 3
     from nb2svc.config import Settings
 
-    assert gunicorn_settings(Settings({"request_timeout": 40.0}))["graceful_timeout"] == timing.graceful
+    assert gunicorn_settings(Settings(request_timeout=40.0))["graceful_timeout"] == timing.graceful
     assert not shutdown_timing(40, 10).covers_requests
 
 
@@ -334,3 +334,50 @@ def test_nb2svc_test_shares_the_serve_options() -> None:
     text = nb2svc("test", "--help").stdout
     for flag in ("--pool-size", "--request-timeout", "--token", "--token-file", "NB2SVC_TOKEN_FILE"):
         assert flag in text
+
+
+class PlainGunicorn(Server):
+    """A bundle run as its image runs it: plain gunicorn with the bundle's config, settings
+    from NB2SVC_* variables only (no nb2svc CLI, so no plan handed over)."""
+
+    def __init__(self, bundle: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = bundle.parent / f"gunicorn-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        variables = {"NB2SVC_HOST": "127.0.0.1", "NB2SVC_PORT": str(self.port), **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:app"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **variables},
+            cwd=bundle,
+            start_new_session=True,
+        )
+        self.kernel_pids: set[int] = set()
+
+
+def test_a_bundle_run_by_gunicorn_itself_plans_from_its_environment(tmp_path: Path) -> None:
+    """The generated app.py reads its plan once from the environment: the token (from a
+    token file), the pool size and the body limit apply; SIGTERM stops every kernel."""
+    bundle = tmp_path / "hello"
+    assert nb2svc("build", HELLO, "-o", str(bundle)).returncode == 0
+    (tmp_path / "token").write_text("plain-gunicorn-token\n")
+    env = {
+        "NB2SVC_POOL_SIZE": "1",
+        "NB2SVC_TOKEN_FILE": str(tmp_path / "token"),
+        "NB2SVC_MAX_BODY_SIZE": "64",
+    }
+    server = PlainGunicorn(bundle, env)
+    try:
+        server.wait_ready()
+        assert len(server.kernel_pids) == 1
+        headers = {"Authorization": "token plain-gunicorn-token"}
+        assert server.get("/hello/world").status_code == 401
+        answer = server.get("/hello/world", headers=headers)
+        assert answer.status_code == 200 and "world" in answer.text
+        assert server.request("POST", "/hello", data=b"x" * 65, headers=headers).status_code == 413
+        assert server.stop() == 0
+        assert not [pid for pid in server.kernel_pids if alive(pid)]
+    finally:
+        server.kill()

@@ -12,12 +12,13 @@ import zmq.green as zmq
 from jupyter_client.session import Session
 
 from nb2svc.runtime import zmqio
+from nb2svc.runtime.kernel.host import KernelHost
 
 
 @pytest.fixture(params=[True, False], ids=["c-level", "green-fallback"])
 def pair(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
     monkeypatch.setattr(zmqio, "_RAW_IO", request.param)
-    ctx = zmqio.green_context()
+    ctx = KernelHost().zmq_context  # a worker's context, as its kernels' sockets use
     router = ctx.socket(zmq.ROUTER)
     dealer = ctx.socket(zmq.DEALER)
     url = f"ipc://{tmp_path}/sock"
@@ -26,6 +27,7 @@ def pair(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     yield dealer, router
     dealer.close(linger=0)
     router.close(linger=0)
+    ctx.term()
 
 
 def receive(sock: object, count: int, timeout: float = 5.0) -> list[list[bytes]]:

@@ -45,6 +45,7 @@ from nb2svc.compiler.openapi import mounted_openapi_document, openapi_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import DEPLOY_OPTIONS, OPTIONS_BY_NAME, env_value, mount_variable, shutdown_timing
 from nb2svc.distribution import Runtime, current_runtime, templates_dir
+from nb2svc.store_url import redact
 
 #: The default FROM image, for the Python (``major.minor``) the dependency pins came from.
 DEFAULT_BASE_IMAGE = "python:{python}-slim"
@@ -71,6 +72,10 @@ DEFAULT_METRICS_PORT = 9090
 
 class BundleError(Exception):
     """The bundle cannot be written (e.g. the output directory is not ours to replace)."""
+
+
+#: Deploy options that may hold credentials: wired from a Secret, never baked into files.
+SECRET_OPTIONS = frozenset({"store"})
 
 
 def _default(name: str) -> Any:
@@ -109,6 +114,9 @@ class BundleOptions:
     request_timeout: float = field(default_factory=lambda: _default("request_timeout"))
     kernel_start_timeout: float = field(default_factory=lambda: _default("kernel_start_timeout"))
     graceful_timeout: float | None = field(default_factory=lambda: _default("graceful_timeout"))
+    #: A shared store (``redis://...``): the Deployment reads ``NB2SVC_STORE`` from the
+    #: Secret ``<name>-store`` (key ``url``); the URL itself is never written to a file.
+    store: str = field(default_factory=lambda: _default("store"))
     requirements: tuple[str, ...] = ()
     #: Several notebooks: a mount's own pool settings (``{prefix: {option: value}}``, of
     #: :data:`~nb2svc.config.MOUNT_OPTIONS`), baked as ``NB2SVC_POOL_SIZE__<MOUNT>`` and the like.
@@ -262,7 +270,7 @@ def _deploy_env(options: BundleOptions) -> list[tuple[str, str]]:
     """
     graceful = shutdown_timing(options.request_timeout, options.graceful_timeout).graceful
     values = {o.name: getattr(options, o.name) for o in DEPLOY_OPTIONS} | {"graceful_timeout": graceful}
-    lines = [(o.env, env_value(o, values[o.name])) for o in DEPLOY_OPTIONS]
+    lines = [(o.env, env_value(o, values[o.name])) for o in DEPLOY_OPTIONS if o.name not in SECRET_OPTIONS]
     for prefix, own in sorted(options.mounts.items()):
         lines += [(mount_variable(n, prefix), env_value(OPTIONS_BY_NAME[n], own[n])) for n in sorted(own)]
     return lines
@@ -403,6 +411,7 @@ def _render(
         "uneven_pools": any("pool_size" in own for own in options.mounts.values()),
         "resources": _resources(options, pools),
         "deploy_env": _deploy_env(options),
+        "store_hint": redact(options.store),
         "base": options.base_url,
         **_timing(options),
         **specific,

@@ -13,8 +13,16 @@ Rules (Kernel Gateway's, plus checks it does not make):
   only in parameter names (``/items/:id`` and ``/items/:key``), whatever their methods;
   no endpoints at all (reported only when no annotation was malformed, since fixing
   those is then the fix).
+- Near misses (:mod:`nb2svc.compiler.near_miss`) are errors too: an annotation-shaped
+  first line that does not parse (``# GET/x``, ``## GET /x``, ``# ResponceInfo GET /ok``,
+  another language's comment marker) and an annotation below a cell's first line. A
+  Python setup cell that does not parse (:mod:`nb2svc.compiler.syntax`) is an error with
+  its line; malformed contract declarations (:mod:`nb2svc.compiler.declarations`) and
+  examples that break their endpoint's contract are errors.
 - Warnings (in ``spec.warnings``, never fatal): paths that overlap but resolve because
-  literal segments win over parameters (``/users/me`` and ``/users/:id``).
+  literal segments win over parameters (``/users/me`` and ``/users/:id``); where Kernel
+  Gateway serves the notebook anyway, a syntax error in an endpoint cell and a second
+  annotation inside an endpoint cell.
 - Endpoint order: by path segments, a literal before a parameter at the first
   differing position (so ``/users/me`` precedes ``/users/:id``), literals
   alphabetically, shorter paths first; then by method in :data:`METHODS` order.
@@ -35,8 +43,10 @@ from itertools import combinations
 from nbformat import NotebookNode
 
 from nb2svc.compiler.annotations import METHODS, Annotation, AnnotationError, parse_annotation, route_pattern
+from nb2svc.compiler.declarations import check_examples, declared_contracts
 from nb2svc.compiler.errors import CompileError, CompileProblem
 from nb2svc.compiler.examples import declared_examples
+from nb2svc.compiler.near_miss import first_line_near_miss, later_annotation
 from nb2svc.compiler.notebook import LoadedNotebook, NotebookSource, load_notebook
 from nb2svc.compiler.spec import RESPONSE_MODES, Endpoint, ResponseInfo, ServiceSpec, SetupCell
 from nb2svc.compiler.swagger_parser import (
@@ -44,7 +54,9 @@ from nb2svc.compiler.swagger_parser import (
     operation_line,
     response_info_line,
     swagger_annotations,
+    swagger_contracts,
 )
+from nb2svc.compiler.syntax import CellSyntax, checks_language
 
 #: ``compile_notebook``'s ``cell_parser`` values (``--cell-parser``).
 CELL_PARSERS = ("default", "swagger")
@@ -94,11 +106,18 @@ def compile_notebook(
     nb, prefix = loaded.notebook, loaded.comment_prefix
     problems: list[CompileProblem] = []
 
-    def problem(cell: int | None, message: str, hint: str = "") -> None:
-        problems.append(CompileProblem(loaded.source, cell, message, hint))
+    notes: list[CompileProblem] = []
+
+    def problem(cell: int | None, message: str, hint: str = "", line: int | None = None) -> None:
+        problems.append(CompileProblem(loaded.source, cell, message, hint, line))
+
+    def warn(cell: int | None, message: str, hint: str = "", line: int | None = None) -> None:
+        notes.append(CompileProblem(loaded.source, cell, message, hint, line))
 
     swagger = swagger_annotations(nb.cells, prefix, problem, _source) if cell_parser == "swagger" else None
     annotate = swagger or _default_annotations(prefix)
+    python = checks_language(loaded.kernel.language)
+    syntax = CellSyntax() if python else None
     setup: list[SetupCell] = []
     endpoints: dict[tuple[str, str], _Route] = {}
     response_infos: dict[tuple[str, str], _Route] = {}
@@ -115,6 +134,11 @@ def compile_notebook(
             problem(number, exc.message, exc.hint)
             malformed = True
             continue
+        if swagger is None and _near_miss(number, code, annotation, prefix, python, problem, warn):
+            malformed = True
+            continue
+        if syntax is not None:
+            _check_syntax(number, code, annotation, syntax, problem, warn)
         if annotation is None:
             setup.append(SetupCell(number, code))
             continue
@@ -135,8 +159,7 @@ def compile_notebook(
     if not endpoints and not malformed and not problems:
         wanted = f"{prefix} operationId: NAME" if swagger else f"{prefix} GET /path"
         problem(None, "no endpoints found", f"annotate a code cell's first line with `{wanted}`")
-    if problems:
-        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
+    _raise_if_any(problems)
 
     specs = [_endpoint(route, response_infos.get(key), nb) for key, route in endpoints.items()]
     if swagger is not None:
@@ -144,12 +167,21 @@ def compile_notebook(
     specs.sort(key=lambda ep: (_order_key(ep.path), METHODS.index(ep.method), ep.path))
     examples = declared_examples(nb.cells, specs, problem)
     modes = {(ep.method, ep.path): _response_mode(nb, ep.cells[0], problem) for ep in specs}
-    if problems:
-        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
+    contracts = declared_contracts(nb.cells, specs, prefix, problem)
+    if swagger is not None:
+        contracts = swagger_contracts(specs, swagger, contracts)
+    _raise_if_any(problems)
     specs = [
-        replace(ep, examples=examples.get((ep.method, ep.path), ()), response=modes[ep.method, ep.path])
+        replace(
+            ep,
+            examples=examples.get((ep.method, ep.path), ()),
+            response=modes[ep.method, ep.path],
+            contract=contracts.get((ep.method, ep.path), {}),
+        )
         for ep in specs
     ]
+    check_examples(specs, problem)
+    _raise_if_any(problems)
     service_name = name or loaded.stem
     return ServiceSpec(
         name=service_name,
@@ -157,9 +189,91 @@ def compile_notebook(
         kernel=loaded.kernel,
         setup=tuple(setup),
         endpoints=tuple(specs),
-        warnings=tuple(_overlap_warnings(endpoints, loaded)) + _unused_operations(swagger, loaded),
+        warnings=tuple(_overlap_warnings(endpoints, loaded))
+        + _unused_operations(swagger, loaded)
+        + tuple(str(note) for note in notes),
         swagger=swagger.found.document if swagger is not None else None,
     )
+
+
+def _raise_if_any(problems: list[CompileProblem]) -> None:
+    """Every problem found so far, in cell order, as one :class:`CompileError`."""
+    if problems:
+        raise CompileError(sorted(problems, key=lambda p: (p.cell is None, p.cell or 0)))
+
+
+def _near_miss(
+    number: int,
+    code: str,
+    annotation: Annotation | None,
+    prefix: str,
+    python: bool,
+    problem: _Report,
+    warn: _Report,
+) -> bool:
+    """Report a cell meant as an endpoint that is not one; ``True`` when it is such a cell.
+
+    Kernel Gateway would run it as setup code and serve no endpoint for it, so that is an
+    error. An endpoint cell with a second annotation further down is served by Kernel
+    Gateway as the first one (the rest is a comment): a warning, and the cell compiles.
+    """
+    first = code.splitlines()[0]
+    if annotation is not None:
+        later = later_annotation(code, prefix, python)
+        if later is not None:
+            warn(
+                number,
+                f"`{later[1]}` on line {later[0]} is only a comment: this cell answers "
+                f"{annotation.method} {annotation.path}, its first line",
+                "start a new cell with it to make it an endpoint",
+                later[0],
+            )
+        return False
+    miss = first_line_near_miss(first, prefix)
+    if miss is not None:
+        problem(
+            number,
+            f"`{miss.line}` looks like an annotation but is not one ({miss.problem}); "
+            "as written this cell is setup code that runs at start",
+            miss.hint,
+        )
+        return True
+    later = later_annotation(code, prefix, python)
+    if later is not None:
+        line, text = later
+        problem(
+            number,
+            f"the annotation `{text}` is on line {line}, not on the cell's first line, so this cell "
+            "is setup code that runs at start, not an endpoint",
+            f"move `{text}` to the top of the cell, above `{first.strip()}`",
+            line,
+        )
+        return True
+    return False
+
+
+def _check_syntax(
+    number: int,
+    code: str,
+    annotation: Annotation | None,
+    syntax: CellSyntax,
+    problem: _Report,
+    warn: _Report,
+) -> None:
+    """A syntax error in a setup cell stops every kernel from starting: an error. In an
+    endpoint cell Kernel Gateway serves the notebook and each request answers 500 with
+    the error (its own test notebooks do that on purpose): a warning."""
+    found = syntax.problem(code)
+    if found is None:
+        return
+    if annotation is None:
+        problem(number, found.message, "fix the cell: it runs on every kernel at start", found.line)
+    else:
+        warn(
+            number,
+            f"{found.message}; every request to {annotation.method} {annotation.path} will answer 500",
+            line=found.line,
+        )
 
 
 def _default_annotations(prefix: str) -> Callable[[str], Annotation | None]:

@@ -10,16 +10,20 @@ class CompileProblem:
     """One problem found in a notebook.
 
     ``cell`` is the 1-based cell number (``None`` when the problem concerns the whole
-    notebook); ``hint`` says what to change.
+    notebook); ``hint`` says what to change; ``line`` is the 1-based line in the cell
+    when one line is at fault.
     """
 
     source: str
     cell: int | None
     message: str
     hint: str = ""
+    line: int | None = None
 
     def __str__(self) -> str:
         where = f"{self.source}, cell {self.cell}" if self.cell is not None else self.source
+        if self.cell is not None and self.line is not None:
+            where += f", line {self.line}"
         text = f"{where}: {self.message}"
         return f"{text} ({self.hint})" if self.hint else text
 

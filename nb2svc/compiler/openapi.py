@@ -45,8 +45,11 @@ def without_security(doc: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dict[str, Any]:
     """An OpenAPI 3.1.0 document for ``spec``.
 
-    Paths use OpenAPI syntax (``/items/:id`` → ``/items/{id}``) with every parameter
-    declared as a required string. Each operation answers 200 with the cell's output
+    Paths use OpenAPI syntax (``/items/:id`` → ``/items/{id}``) with every path
+    parameter required, a string unless the endpoint's contract types it. A declared
+    contract (:mod:`nb2svc.compiler.declarations`) adds its query and header parameters
+    and its JSON body schema, its ``returns`` schema as the 200 JSON answer, and a 400
+    listing every violation. Each operation answers 200 with the cell's output
     (``text/plain``; any type and status when a ResponseInfo cell sets them) and 500 with
     the JSON error body ``{"error", "message", "traceback"}``. POST, PUT and PATCH
     accept an optional JSON, form or text body (the cell sees it as ``REQUEST["body"]``).
@@ -60,7 +63,8 @@ def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dic
         if endpoints[0].params:
             values = _path_examples(endpoints)
             item["parameters"] = [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": name, "in": "path", "required": True}
+                | _declared_parameter(endpoints, name)
                 | ({"example": values[name]} if name in values else {})
                 for name in endpoints[0].params
             ]
@@ -100,6 +104,8 @@ def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dic
         # A token is required only when the server was started with one.
         "security": [{}, {"token": []}],
     }
+    if any(_checks_request(ep) for ep in spec.endpoints):
+        doc["components"]["schemas"]["ContractError"] = _CONTRACT_ERROR
     if spec.swagger is not None:
         _merge_notebook_document(doc, spec)
     if server_url:
@@ -187,7 +193,18 @@ def _operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
         op["summary"] = plain_summary(ep.summary)
     if ep.description:
         op["description"] = ep.description
-    if ep.method in _BODY_METHODS:
+    parameters = _contract_parameters(ep)
+    if parameters:
+        op["parameters"] = parameters
+    body_schema = _schema(ep.contract.get("body"))
+    if body_schema is not None:
+        op["requestBody"] = {
+            "required": not _accepts_no_body(ep.contract["body"]),
+            "description": "A JSON body, checked against this schema before the cell runs; "
+            "the cell sees it as PARAMS['body'] (defaults filled in) and REQUEST['body'].",
+            "content": {"application/json": {"schema": body_schema}},
+        }
+    elif ep.method in _BODY_METHODS:
         op["requestBody"] = {
             "required": False,
             "description": "Passed to the cell as REQUEST['body']: JSON parsed, forms as {name: [values]}.",
@@ -205,6 +222,9 @@ def _operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
             " text/event-stream, else chunked text."
         )
         ok["content"] = {**ok["content"], "text/event-stream": {"schema": {"type": "string"}}}
+    returns = _schema(ep.contract.get("returns"))
+    if returns is not None:
+        ok["content"] = {"application/json": {"schema": returns}, **ok["content"]}
     responses: dict[str, Any] = {"200": ok}
     responses["202"] = {
         "description": (
@@ -219,7 +239,14 @@ def _operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
         "headers": {"Location": {"schema": {"type": "string"}, "description": "The job's URL."}},
         "content": {"application/json": {"schema": {"type": "object"}}},
     }
-    if ep.method in _BODY_METHODS:
+    if _checks_request(ep):
+        responses["400"] = _error(
+            "The request breaks the endpoint's contract (its declared parameters, headers or body); "
+            "`errors` lists every violation. No kernel ran."
+            + (" Or the body does not match its Content-Type." if ep.method in _BODY_METHODS else ""),
+            "ContractError",
+        )
+    elif ep.method in _BODY_METHODS:
         responses["400"] = _error("The body does not match its Content-Type (e.g. invalid JSON).")
         responses["413"] = _error("The body is larger than the server's limit.")
     responses["500"] = _error("The cell raised an error; the body carries its traceback.")
@@ -296,11 +323,89 @@ def _example_key(example: dict[str, Any], index: int) -> str:
     return f"{index + 1}_{words}" if words else str(index + 1)
 
 
-def _error(description: str) -> dict[str, Any]:
+def _schema(declared: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A declared JSON Schema as an OpenAPI 3.1 schema object (its dialect is the document's)."""
+    if declared is None:
+        return None
+    return copy.deepcopy({k: v for k, v in declared.items() if k != "$schema"})
+
+
+def _checks_request(ep: Endpoint) -> bool:
+    return any(key in ep.contract for key in ("params", "headers", "body"))
+
+
+def _accepts_no_body(schema: dict[str, Any]) -> bool:
+    """Whether a request without a body passes (it is then checked as ``{}``)."""
+    return (
+        schema.get("type") in (None, "object")
+        and not schema.get("required")
+        and "minProperties" not in schema
+    )
+
+
+def _declared_parameter(endpoints: list[Endpoint], name: str) -> dict[str, Any]:
+    """A path parameter's schema and description from the first endpoint that declares it."""
+    for ep in endpoints:
+        declared = ((ep.contract.get("params") or {}).get("properties") or {}).get(name)
+        if isinstance(declared, dict):
+            schema = copy.deepcopy(declared)
+            description = schema.pop("description", None)
+            return {"schema": schema} | ({"description": description} if description else {})
+    return {"schema": {"type": "string"}}
+
+
+def _contract_parameters(ep: Endpoint) -> list[dict[str, Any]]:
+    """The declared query arguments and headers of an operation as OpenAPI parameters."""
+    out = []
+    for key, where in (("params", "query"), ("headers", "header")):
+        schema = ep.contract.get(key) or {}
+        required = set(schema.get("required") or ())
+        for name, declared in (schema.get("properties") or {}).items():
+            if where == "query" and name in ep.params:
+                continue  # a path parameter, declared on the path item
+            prop = copy.deepcopy(declared) if isinstance(declared, dict) else {}
+            description = prop.pop("description", None)
+            parameter: dict[str, Any] = {"name": name, "in": where, "required": name in required}
+            if description:
+                parameter["description"] = description
+            parameter["schema"] = prop
+            out.append(parameter)
+    return out
+
+
+def _error(description: str, schema: str = "Error") -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
     }
+
+
+#: The body of a 400 for a request that breaks its endpoint's contract.
+_CONTRACT_ERROR: dict[str, Any] = {
+    "type": "object",
+    "description": "A request that breaks its endpoint's declared contract: every violation.",
+    "properties": {
+        "error": {"type": "string", "const": "BadRequest"},
+        "message": {"type": "string", "description": "The first violation, and how many more"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "pointer": {
+                        "type": "string",
+                        "description": "JSON pointer into PARAMS (headers: /headers/…)",
+                    },
+                    "expected": {"type": "string"},
+                    "got": {"description": "The offending value (an object or array only by its kind)"},
+                    "message": {"type": "string"},
+                },
+                "required": ["pointer", "expected", "message"],
+            },
+        },
+    },
+    "required": ["error", "message"],
+}
 
 
 def _operation_ids(endpoints: tuple[Endpoint, ...]) -> dict[tuple[str, str], str]:

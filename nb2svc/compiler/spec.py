@@ -20,13 +20,18 @@ annotations.
          "summary": "...", "description": "...",
          "examples": [...],                           # see nb2svc.compiler.examples
          "response": "sync" | "stream" | "job",
-         "operation_id": "..."}                       # only with the swagger cell parser
+         "operation_id": "...",                       # only with the swagger cell parser
+         "contract": {"params": {...}, "headers": {...},   # only when declared: JSON Schema
+                      "body": {...}, "returns": {...}}}    # 2020-12, see compiler.declarations
       ],
       "swagger": {...}                                # only with the swagger cell parser:
     }                                                 # the notebook's own document
 
 Cell numbers are 1-based positions in the notebook's ``cells`` list (markdown cells
 count), matching what a user sees when counting cells in Jupyter.
+
+``contract`` is optional and read with a default, so a ``service.json`` written before
+contracts existed still serves (its endpoints accept any request, as they did).
 """
 
 from __future__ import annotations
@@ -84,6 +89,9 @@ class Endpoint:
     response: str = "sync"
     #: The document's ``operationId`` (swagger cell parser; empty otherwise).
     operation_id: str = ""
+    #: Declared JSON Schemas: ``params``, ``headers``, ``body``, ``returns`` (see
+    #: :mod:`nb2svc.compiler.declarations`); empty when nothing is declared.
+    contract: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def flask_rule(self) -> str:
@@ -153,6 +161,7 @@ class ServiceSpec:
                     "response": ep.response,
                 }
                 | ({"operation_id": ep.operation_id} if ep.operation_id else {})
+                | ({"contract": ep.contract} if ep.contract else {})
                 for ep in self.endpoints
             ],
         } | ({"swagger": self.swagger} if self.swagger is not None else {})
@@ -184,6 +193,7 @@ class ServiceSpec:
                     examples=tuple(ep.get("examples", ())),
                     response=ep.get("response", "sync"),
                     operation_id=ep.get("operation_id", ""),
+                    contract=dict(ep.get("contract") or {}),
                 )
             )
         return cls(

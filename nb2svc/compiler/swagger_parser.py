@@ -248,4 +248,71 @@ def swagger_annotations(
     return SwaggerAnnotations(found, prefix)
 
 
-__all__ = ["KG_MODULE", "SwaggerAnnotations", "find_documents", "swagger_annotations"]
+#: Swagger 2.0 keeps a parameter's schema keywords on the parameter itself.
+_SWAGGER2_SCHEMA_KEYS = (
+    "type", "format", "items", "default", "enum", "pattern", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
+    "multipleOf", "description",
+)  # fmt: skip
+
+
+def swagger_contracts(
+    endpoints: Iterable[Any], swagger: SwaggerAnnotations, declared: dict[tuple[str, str], dict[str, Any]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Contracts from the document's parameter and request body schemas, for the endpoints
+    whose cells declare none of their own (a notebook's own declaration wins). Every named
+    parameter is a path parameter of the route (Kernel Gateway's rule), so each is required.
+    A schema that refers elsewhere (``$ref``) is left out: the parameter stays text."""
+    from nb2svc.compiler.declarations import SCHEMA_DIALECT
+
+    found = dict(declared)
+    for ep in endpoints:
+        key = (ep.method, ep.path)
+        op_id = swagger.ids.get(key)
+        if op_id is None or op_id not in swagger.found.operations:
+            continue
+        details = swagger.found.operations[op_id].details
+        contract = dict(found.get(key, {}))
+        properties: dict[str, Any] = {}
+        for parameter in details.get("parameters") or ():
+            if not isinstance(parameter, dict) or "name" not in parameter:
+                continue
+            if parameter.get("in") == "body":
+                schema = parameter.get("schema")
+                if isinstance(schema, dict) and "$ref" not in json.dumps(schema) and "body" not in contract:
+                    contract["body"] = {"$schema": SCHEMA_DIALECT, **schema}
+                continue
+            schema = parameter.get("schema")
+            if not isinstance(schema, dict):
+                schema = {k: parameter[k] for k in _SWAGGER2_SCHEMA_KEYS if k in parameter}
+            if schema and "$ref" not in json.dumps(schema):
+                properties[str(parameter["name"])] = schema
+        if properties and "params" not in contract:
+            required = [name for name in properties if name in ep.params]
+            contract["params"] = {"$schema": SCHEMA_DIALECT, "type": "object", "properties": properties}
+            if required:
+                contract["params"]["required"] = required
+        media = ((details.get("requestBody") or {}).get("content") or {}).get("application/json") or {}
+        schema = media.get("schema") if isinstance(media, dict) else None
+        if isinstance(schema, dict) and "$ref" not in json.dumps(schema) and "body" not in contract:
+            contract["body"] = {"$schema": SCHEMA_DIALECT, **schema}
+        contract = {k: v for k, v in contract.items() if k in found.get(key, {}) or _usable(v)}
+        if contract:
+            found[key] = contract
+    return found
+
+
+def _usable(schema: dict[str, Any]) -> bool:
+    """Whether a schema from the document is valid JSON Schema 2020-12 (Swagger 2.0's
+    boolean ``exclusiveMinimum``, for one, is not): an unusable one is left out."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError:
+        return False
+    return True
+
+
+__all__ = ["KG_MODULE", "SwaggerAnnotations", "find_documents", "swagger_annotations", "swagger_contracts"]

@@ -36,8 +36,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify, request
 
 from nb2svc.config import Settings
-from nb2svc.runtime.logs import add_secret
-from nb2svc.runtime.secret import held, read_token_file
+from nb2svc.runtime.secret import read_token_file
 
 
 def presented_token() -> str | None:
@@ -74,13 +73,13 @@ def health_paths(base: str) -> Callable[[str], bool]:
 
 
 def configured_token(settings: Settings) -> str:
-    """The token in force: ``--token``, else ``--token-file``'s, else the one ``nb2svc serve``
-    took out of its environment before the workers forked (:mod:`nb2svc.runtime.secret`)."""
+    """The token in force: ``--token``, else ``--token-file``'s. A serve plan holds it
+    resolved already (``nb2svc serve`` read it before hiding it, see :mod:`nb2svc.plan`)."""
     if settings.token:
         return settings.token
     if settings.token_file:
         return read_token_file(settings.token_file)
-    return held()
+    return ""
 
 
 def install_auth(app: Flask, settings: Settings, is_exempt: Callable[[str], bool]) -> None:
@@ -88,7 +87,6 @@ def install_auth(app: Flask, settings: Settings, is_exempt: Callable[[str], bool
     token = configured_token(settings)
     if not token:
         return
-    add_secret(token)
 
     @app.before_request
     def _require_token() -> Response | None:

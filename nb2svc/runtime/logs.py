@@ -10,7 +10,9 @@ Loggers pass them as ``extra``.
 Tokens are redacted from every line, whichever logger wrote it (gunicorn's, gevent's
 malformed-request lines, exception tracebacks): a query parameter whose name, once
 percent-decoded and in any case, is ``token`` (``?token=``, ``?%74oken=``, ``?TOKEN=``),
-and the server's own token wherever it appears (:func:`add_secret`).
+and the server's own token wherever it appears. The token is known to the worker's
+runtime, which hands its :class:`Redactor` to the formatters of the server's loggers
+(:func:`use_redactor`) and to gevent's error stream: nothing here is module state.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -50,13 +53,8 @@ TRACE_ID_KEY = "nb2svc.trace_id"
 QUERY_PARAMETER = re.compile(r"([?&;])([^=&;\s\"'?]+)=([^&;\s\"']*)")
 #: Secrets shorter than this are not searched for in free text (they would mangle it).
 MIN_SECRET = 6
-_secrets: set[str] = set()
-
-
-def add_secret(value: str) -> None:
-    """Redact ``value`` (the server's token) wherever it appears in a log line."""
-    if len(value) >= MIN_SECRET:
-        _secrets.add(value)
+#: The loggers whose formatters redact the worker's secrets (see :func:`gunicorn_logconfig`).
+REDACTING_LOGGERS = ("nb2svc", "gunicorn.error", "gunicorn.access", "")
 
 
 def _parameter(match: re.Match[str]) -> str:
@@ -74,38 +72,68 @@ def plain(text: str) -> str:
     return ANSI.sub("", text)
 
 
-def redact(text: str) -> str:
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without ``?token=`` values and without any of ``secrets``."""
     text = QUERY_PARAMETER.sub(_parameter, text)
-    for secret in _secrets:
+    for secret in secrets:
         text = text.replace(secret, "[secret]")
     return text
 
 
-class JupyterFormatter(logging.Formatter):
+class Redactor:
+    """Redacts ``?token=`` values and the secrets it was given (the server's token)."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+
+    def add(self, value: str) -> None:
+        """Redact ``value`` wherever it appears (unless it is too short to search for)."""
+        if len(value) >= MIN_SECRET:
+            self.secrets.add(value)
+
+    def __call__(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.redactor = Redactor()
+
+
+def use_redactor(redactor: Redactor) -> None:
+    """Make the formatters of the server's loggers redact with ``redactor`` (the worker's)."""
+    for name in REDACTING_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler.formatter, _RedactingFormatter):
+                handler.formatter.redactor = redactor
+
+
+class JupyterFormatter(_RedactingFormatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
         head = f"[{record.levelname[:1]} {stamp}.{int(record.msecs):03d} nb2svc]"
         text = f"{head} {record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return redact(text)
+        return self.redactor(text)
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_RedactingFormatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": self.redactor(record.getMessage()),
         }
         for name in FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                payload[name] = redact(value) if isinstance(value, str) else value
+                payload[name] = self.redactor(value) if isinstance(value, str) else value
         if record.exc_info:
-            payload["exception"] = redact(self.formatException(record.exc_info))
+            payload["exception"] = self.redactor(self.formatException(record.exc_info))
         return json.dumps(payload)
 
 
@@ -161,11 +189,12 @@ def gunicorn_logconfig(settings: Settings) -> dict[str, Any]:
 class RedactingStream:
     """A text stream that redacts what it writes (gevent's hub prints errors to stderr)."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, redactor: Redactor) -> None:
         self._stream = stream
+        self._redactor = redactor
 
     def write(self, text: str) -> int:
-        return self._stream.write(redact(text))
+        return self._stream.write(self._redactor(text))
 
     def flush(self) -> None:
         self._stream.flush()

@@ -11,11 +11,12 @@ How:
 - a process that starts kernels (a worker) owns a private directory inside its
   parent's (its server's, gunicorn's master):
   ``$TMPDIR/nb2svc-<uid>-<host>/<server pid>-<start time>/<pid>-<start time>/`` (mode
-  700, :func:`owner_dir`). Each kernel's directory in it holds the kernel's connection
-  file and IPC sockets and, once the kernel runs, a ``group`` record
-  (:func:`record_group`): the process group it runs in on this host and the start time
-  of that group's leader. A clean stop removes the kernel's directory; a clean exit
-  kills whatever is still recorded and removes the owner's.
+  700, :func:`make_owner_dir`; the worker's kernel host keeps it). Each kernel's
+  directory in it holds the kernel's connection file and IPC sockets and, once the
+  kernel runs, a ``group`` record (:func:`record_group`): the process group it runs in
+  on this host and the start time of that group's leader. A clean stop removes the
+  kernel's directory; a clean exit kills whatever is still recorded and removes the
+  owner's.
 - gunicorn's master calls :func:`reap` when a worker exits for any reason
   (``child_exit``) and when it exits (``on_exit``): for every owner directory *in its
   own server directory* whose owner is dead, the recorded groups are killed and the
@@ -70,8 +71,6 @@ log = logging.getLogger("nb2svc")
 
 #: The record of a kernel's process group, in the kernel's own directory.
 GROUP_FILE = "group"
-
-_owner: str | None = None
 
 
 def _process(pid: int) -> tuple[str, int] | None:
@@ -142,24 +141,22 @@ def _alive(name: str) -> bool | None:
     return process is not None and process[0] != "Z" and process[1] == int(started)  # a zombie never stops
 
 
-def owner_dir() -> str:
+def make_owner_dir() -> str:
     """This process's private directory for its kernels (connection files, IPC, records),
     inside its server's (its parent's) directory.
 
-    Created on first use (after fork, in the worker). Without /proc or a usable base it
-    is a plain private temporary directory, and nothing in it is ever reaped.
+    Made once per worker, after fork, by its kernel host
+    (:class:`~nb2svc.runtime.kernel.host.KernelHost`), which keeps it. Without /proc or a
+    usable base it is a plain private temporary directory, and nothing in it is ever reaped.
     """
-    global _owner
-    if _owner is None:
-        base, me, server = _base(), _name(os.getpid()), _name(os.getppid())
-        if base is not None and me is not None and server is not None:
-            path = os.path.join(base, server, me)
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        else:
-            path = tempfile.mkdtemp(prefix="nb2svc-")
-        atexit.register(_release, path, os.getpid())
-        _owner = path
-    return _owner
+    base, me, server = _base(), _name(os.getpid()), _name(os.getppid())
+    if base is not None and me is not None and server is not None:
+        path = os.path.join(base, server, me)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    else:
+        path = tempfile.mkdtemp(prefix="nb2svc-")
+    atexit.register(_release, path, os.getpid())
+    return path
 
 
 def record_group(kernel_dir: str, pgid: int) -> None:

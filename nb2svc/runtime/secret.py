@@ -11,7 +11,8 @@ deleting a variable is not enough. :func:`hide` therefore:
   with ``*`` through ``/proc/self/mem``, before gunicorn forks the workers, so the master
   and every worker show ``--token ******``.
 
-The token itself is kept in memory for the workers (:func:`held`). What stays visible to
+The token itself crosses the fork inside the serve plan (:mod:`nb2svc.plan`), which the
+workers build their apps from. What stays visible to
 code running as the same user: the token file, if one is used (give it mode 600 and run
 kernels as another user, or in containers, for real isolation); the server's memory
 through ``/proc/<pid>/mem`` or a debugger where ptrace is allowed; the token in requests
@@ -25,35 +26,39 @@ from pathlib import Path
 
 TOKEN_VARIABLES = ("NB2SVC_TOKEN", "KG_AUTH_TOKEN")
 
-_held = ""
+
+def read_secret_file(path: str | os.PathLike[str], flag: str = "--token-file") -> str:
+    """The secret in ``path`` (named by ``flag`` in errors): its first line, stripped; an
+    empty one is an error."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror or exc}") from None
+    secret = (text.splitlines() or [""])[0].strip()
+    if not secret:
+        raise ValueError(f"{flag} {path}: the file is empty")
+    return secret
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
     """The token in ``path``: its first line, stripped; an empty one is an error."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
-    token = (text.splitlines() or [""])[0].strip()
-    if not token:
-        raise ValueError(f"--token-file {path}: the file is empty")
-    return token
-
-
-def held() -> str:
-    """The token :func:`hide` took (inherited by forked workers), or ``""``."""
-    return _held
+    return read_secret_file(path, "--token-file")
 
 
 def hide(token: str) -> bool:
-    """Hold ``token`` and erase it from the environment and the process's argv/environ
-    memory; ``False`` if ``/proc/self/mem`` could not be written (then it stays visible)."""
-    global _held
-    _held = token
+    """Erase ``token`` from the environment and the process's argv/environ memory;
+    ``False`` if ``/proc/self/mem`` could not be written (then it stays visible)."""
     for name in TOKEN_VARIABLES:
         os.environ.pop(name, None)
-    if not token:
+    return erase(token)
+
+
+def erase(secret_text: str) -> bool:
+    """Overwrite every copy of ``secret_text`` in this process's original argv and environment
+    with ``*`` (what ``/proc/<pid>/cmdline`` and ``environ`` show); ``False`` if impossible."""
+    if not secret_text:
         return True
+    token = secret_text
     try:
         with open("/proc/self/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()

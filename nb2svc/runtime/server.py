@@ -1,4 +1,4 @@
-"""gunicorn with the gevent-websocket worker, configured from :class:`Settings`.
+"""gunicorn with the gevent-websocket worker, configured from a serve plan's :class:`Settings`.
 
 :func:`gunicorn_settings` is the single mapping from nb2svc settings to gunicorn
 settings; both ``nb2svc serve`` (through :class:`Server`) and a bundle's
@@ -7,15 +7,16 @@ settings; both ``nb2svc serve`` (through :class:`Server`) and a bundle's
 Shutdown contract: SIGTERM *and* Ctrl-C stop gracefully: workers stop accepting,
 in-flight requests finish (up to the drain of :func:`nb2svc.config.shutdown_timing`,
 which covers ``--request-timeout`` unless ``--graceful-timeout`` says otherwise), then
-the ``worker_exit`` hook shuts every kernel of the worker down. No kernel outlives the
-server.
+the ``worker_exit`` hook runs the exit hooks of the worker's runtime
+(:mod:`nb2svc.runtime.worker_runtime`), which shut every kernel of the worker down. No
+kernel outlives the server.
 
 A worker that dies without its hook (SIGKILL, the OOM killer, gunicorn's timeout kill,
 a segfault) leaves records of its local kernels' process groups; the master kills them
 when it reaps the worker (``child_exit``) and when it exits, and sweeps what dead servers
 left when it starts (see :mod:`nb2svc.runtime.reaper`).
 
-A worker that cannot boot (its app factory raises) stops the whole server: the error
+A worker that cannot boot (building its app from the plan raises) stops the whole server: the error
 becomes gunicorn's ``AppImportError``, whose worker prints one line and exits with
 "app failed to load", which halts the master instead of respawning the worker.
 """
@@ -26,7 +27,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -35,19 +36,14 @@ from gunicorn.errors import AppImportError
 from nb2svc.config import Settings, shutdown_timing
 from nb2svc.runtime import reaper
 from nb2svc.runtime.logs import gunicorn_logconfig
+from nb2svc.runtime.worker_runtime import runtime_of
+
+if TYPE_CHECKING:
+    from nb2svc.plan import ServePlan
 
 log = logging.getLogger("nb2svc")
 
 WORKER_CLASS = "nb2svc.runtime.worker.Nb2svcWorker"
-
-#: Objects with a ``shutdown()`` that must run when the worker exits (kernel pools,
-#: kernel managers). Registered by the app factories inside the worker.
-_shutdown_hooks: list[Callable[[], None]] = []
-
-
-def on_worker_exit(callback: Callable[[], None]) -> None:
-    """Run ``callback`` when this worker exits (after in-flight requests finished)."""
-    _shutdown_hooks.append(callback)
 
 
 def _post_worker_init(worker: Any) -> None:
@@ -56,12 +52,10 @@ def _post_worker_init(worker: Any) -> None:
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
-    while _shutdown_hooks:
-        callback = _shutdown_hooks.pop()
-        try:
-            callback()
-        except Exception:
-            log.exception("error while shutting down")
+    """Stop what the worker's runtime holds (its kernels), once; nothing if the app never loaded."""
+    runtime = runtime_of(getattr(worker, "wsgi", None))
+    if runtime is not None:
+        runtime.exit()
 
 
 def _reap_orphans(arbiter: Any) -> None:
@@ -76,11 +70,18 @@ def _reap_orphans(arbiter: Any) -> None:
 
 
 def _on_exit(arbiter: Any) -> None:
-    """In the master, last: kill what dead workers left, and remove the server's directory."""
+    """In the master, last: kill what dead workers left, remove the server's directory, then
+    this server's embedded job store (no worker is left)."""
     try:
         reaper.reap(final=True)
     except Exception:
         log.exception("error while stopping the kernels of a dead worker")
+    try:
+        from nb2svc.runtime.store import remove_server_directory
+
+        remove_server_directory()
+    except Exception:
+        log.exception("error while removing the embedded job store")
 
 
 def _sweep_dead_servers(arbiter: Any) -> None:
@@ -156,23 +157,23 @@ class _GracefulArbiter(Arbiter):
 
 
 class Server(BaseApplication):
-    """Run a WSGI app factory under gunicorn; the factory is called in each worker."""
+    """Serve a :class:`~nb2svc.plan.ServePlan` under gunicorn: each worker builds its app
+    from the plan (:func:`nb2svc.runtime.entry.load_app`, imported there, after fork)."""
 
-    def __init__(
-        self, app_factory: Callable[[], Any], settings: Settings, *, workers: int | None = None
-    ) -> None:
-        self._factory = app_factory
-        self._settings = settings
+    def __init__(self, plan: ServePlan, *, workers: int | None = None) -> None:
+        self._plan = plan
         self._workers = workers
         super().__init__()
 
     def load_config(self) -> None:
-        for key, value in gunicorn_settings(self._settings, workers=self._workers).items():
+        for key, value in gunicorn_settings(self._plan.settings, workers=self._workers).items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:
         try:
-            return self._factory()
+            from nb2svc.runtime.entry import load_app
+
+            return load_app(self._plan)
         except Exception as exc:
             log.debug("the app could not be created", exc_info=True)
             raise AppImportError(f"error: the server cannot start: {_one_line(exc)}") from exc

@@ -35,7 +35,6 @@ from werkzeug.exceptions import HTTPException
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import health_paths, install_auth, install_cors, install_origin_check, json_error
 from nb2svc.runtime.metrics import CONTENT_TYPE, Family, Histogram, exposition
-from nb2svc.runtime.server import on_worker_exit
 from nb2svc.runtime.tracing import Tracing
 
 log = logging.getLogger("nb2svc")
@@ -82,10 +81,8 @@ def create_webapp(
     install_auth(app, settings, is_exempt=lambda path: scrape_only() or open_path(path))
     install_json_errors(app)
     _install_health(app, base, readiness, metrics)
-    tracing = app.extensions["nb2svc.tracing"] = Tracing(name)
-    if tracing.tracer is not None:  # OTEL_* variables ask for traces: a server span per request
-        app.wsgi_app = tracing.wrap(app.wsgi_app)  # type: ignore[method-assign]
-        on_worker_exit(tracing.shutdown)
+    tracing = app.extensions["nb2svc.tracing"] = Tracing(name)  # flushed by the worker's exit hooks
+    app.wsgi_app = tracing.wrap(app.wsgi_app)  # type: ignore[method-assign]  # itself when off
     return app
 
 

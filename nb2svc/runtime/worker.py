@@ -13,8 +13,10 @@ kernels down) never runs. Here, when the worker is told to stop:
   clients reconnect (to another worker or replica) instead of finding the socket shut
   under their next request.
 
-``on_drain`` callbacks (e.g. kernel mode closing its websockets) run when draining
-starts.
+The worker runtime's drain hooks (e.g. kernel mode closing its websockets) run when
+draining starts. The limits and the connection state live in the worker's
+:class:`~nb2svc.runtime.worker_runtime.WorkerRuntime`, bound to the handler class once
+the app is loaded (:meth:`Nb2svcWorker.load_wsgi`): nothing here is module state.
 
 The handler is also the strict HTTP edge (issue 8), since it decides how a request's
 body is framed before any WSGI code runs:
@@ -46,7 +48,6 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -55,12 +56,18 @@ from gevent import pywsgi
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
-from nb2svc.config import SHUTDOWN_RESERVE, Settings, settings_from_env
-from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, TRACE_ID_KEY, RedactingStream
+from nb2svc.config import SHUTDOWN_RESERVE
+from nb2svc.runtime.logs import (
+    OBSERVER_KEY,
+    REQUEST_ID_KEY,
+    ROUTE_KEY,
+    TRACE_ID_KEY,
+    RedactingStream,
+    Redactor,
+)
+from nb2svc.runtime.worker_runtime import WorkerRuntime, runtime_of
 
 log = logging.getLogger("nb2svc")
-
-_drain_callbacks: list[Callable[[], None]] = []
 
 #: RFC 9110 ``token``: what a header name may be (no spaces, no separators).
 HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -117,20 +124,6 @@ def _check_framing(headers: Any) -> None:
         raise BadFraming("conflicting or invalid Content-Length")
 
 
-class _Edge:
-    """The limits the handler enforces; set once per worker from the settings."""
-
-    header_timeout = 10.0
-    keepalive_timeout = 5.0
-    max_body_size = 10 * 1024 * 1024
-
-    @classmethod
-    def configure(cls, settings: Settings) -> None:
-        cls.header_timeout = settings.header_timeout
-        cls.keepalive_timeout = settings.keepalive_timeout
-        cls.max_body_size = settings.max_body_size
-
-
 def request_id(environ: dict[str, Any]) -> str:
     """The id of the request of ``environ``: the client's ``X-Request-Id`` if it is a short
     token, else a new random one (set once per request by the worker's handler)."""
@@ -138,34 +131,30 @@ def request_id(environ: dict[str, Any]) -> str:
     return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
-def on_drain(callback: Callable[[], None]) -> None:
-    """Run ``callback`` (in a greenlet) when this worker starts draining."""
-    _drain_callbacks.append(callback)
-
-
 class DrainingHandler(WebSocketHandler):
     """Tracks connections that are idle between requests, refuses new requests when
     draining, and writes the access log.
+
+    ``runtime`` is the worker's, set on a per-worker subclass by :func:`bind_handler`.
     """
 
-    draining = False
-    idle: set[gevent.Greenlet] = set()
-    in_flight = 0
+    runtime: WorkerRuntime
     _served = 0
     _header_timer: gevent.Timeout | None = None
 
     def read_requestline(self) -> Any:
-        if DrainingHandler.draining:
+        connections = self.runtime.connections
+        if connections.draining:
             return None
         current = gevent.getcurrent()
-        DrainingHandler.idle.add(current)
+        connections.idle.add(current)
         timer = None
         try:
             if self._served:
-                timer = gevent.Timeout.start_new(_Edge.keepalive_timeout)
+                timer = gevent.Timeout.start_new(self.runtime.edge.keepalive_timeout)
                 self.rfile.peek(1)  # idle until the next request's first byte (b"" at EOF)
                 timer.close()
-            timer = self._header_timer = gevent.Timeout.start_new(_Edge.header_timeout)
+            timer = self._header_timer = gevent.Timeout.start_new(self.runtime.edge.header_timeout)
             self._served += 1
             return super().read_requestline()
         except gevent.Timeout as exc:
@@ -174,7 +163,7 @@ class DrainingHandler(WebSocketHandler):
             self._stop_header_timer()
             return None
         finally:
-            DrainingHandler.idle.discard(current)
+            connections.idle.discard(current)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -192,7 +181,8 @@ class DrainingHandler(WebSocketHandler):
             if exc is not timer:
                 raise
             self.close_connection = True
-            raise BadFraming(f"the request headers took longer than {_Edge.header_timeout:g}s") from None
+            took = self.runtime.edge.header_timeout
+            raise BadFraming(f"the request headers took longer than {took:g}s") from None
         finally:
             self._stop_header_timer()
 
@@ -212,7 +202,7 @@ class DrainingHandler(WebSocketHandler):
 
     def run_application(self) -> Any:
         """413 for a body over ``max_body_size`` (chunked too) before the app sees it."""
-        limit = _Edge.max_body_size
+        limit = self.runtime.edge.max_body_size
         if self.content_length is not None and int(self.content_length) > limit:
             return self._too_large(limit)
         if self.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
@@ -245,18 +235,19 @@ class DrainingHandler(WebSocketHandler):
         log.warning("%s", text)
 
     def handle_one_response(self) -> Any:
-        if DrainingHandler.draining:
+        connections = self.runtime.connections
+        if connections.draining:
             self.close_connection = True
-        DrainingHandler.in_flight += 1
+        connections.in_flight += 1
         try:
             return super().handle_one_response()
         finally:
-            DrainingHandler.in_flight -= 1
+            connections.in_flight -= 1
 
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         """Say ``Connection: close`` on a response written while draining (not on a 101);
         echo the request's id."""
-        if DrainingHandler.draining and not status.startswith("101"):
+        if self.runtime.connections.draining and not status.startswith("101"):
             self.close_connection = True
             if not any(name.lower() == "connection" for name, _ in headers):
                 headers = [*headers, ("Connection", "close")]
@@ -295,12 +286,23 @@ class DrainingHandler(WebSocketHandler):
         log.log(level, "%s %s %s %.1fms", fields["method"], path, status, took, extra=fields)
 
 
+def bind_handler(handler: type[DrainingHandler], runtime: WorkerRuntime) -> type[DrainingHandler]:
+    """A subclass of ``handler`` for one worker, whose connections share ``runtime``."""
+    return type(handler.__name__, (handler,), {"runtime": runtime, "__module__": handler.__module__})
+
+
 class Nb2svcWorker(GeventWebSocketWorker):
     wsgi_handler = DrainingHandler
 
+    def load_wsgi(self) -> None:
+        """Load the app, then bind its runtime (edge limits, connections) to the handler."""
+        super().load_wsgi()
+        self.runtime = runtime_of(self.wsgi) or WorkerRuntime()
+        self.wsgi_handler = bind_handler(type(self).wsgi_handler, self.runtime)
+        gevent.get_hub().exception_stream = RedactingStream(sys.stderr, self.runtime.redactor)
+
     def init_process(self) -> None:
-        _Edge.configure(settings_from_env())
-        gevent.get_hub().exception_stream = RedactingStream(sys.stderr)
+        gevent.get_hub().exception_stream = RedactingStream(sys.stderr, Redactor())  # until the app loads
         graceful = self.cfg.graceful_timeout
         self.cfg.set("graceful_timeout", max(1, graceful - SHUTDOWN_RESERVE))
         super().init_process()
@@ -312,17 +314,14 @@ class Nb2svcWorker(GeventWebSocketWorker):
             gevent.spawn(self._drain)
 
     def _drain(self) -> None:
-        DrainingHandler.draining = True
+        connections = self.runtime.connections
+        connections.draining = True
         log.info(
             "draining: %d request(s) in flight get up to %ds to finish, then the kernels stop (worker %d)",
-            DrainingHandler.in_flight,
+            connections.in_flight,
             self.cfg.graceful_timeout,
             self.pid,
         )
-        for greenlet in list(DrainingHandler.idle):
+        for greenlet in list(connections.idle):
             greenlet.kill(block=False)
-        for callback in _drain_callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("error while draining")
+        self.runtime.drain()

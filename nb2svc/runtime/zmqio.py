@@ -18,17 +18,6 @@ import zmq.backend as zmq_backend
 import zmq.green as zmq
 from jupyter_client.session import Session
 
-
-def green_context() -> zmq.Context:
-    """One green context per process, created lazily after fork."""
-    global _context
-    if _context is None:
-        _context = zmq.Context()
-    return _context
-
-
-_context: zmq.Context | None = None
-
 DELIMITER = b"<IDS|MSG>"
 #: Raw C-level socket calls need zmq.green's (private) state hook to keep waiting
 #: greenlets woken; without it (a future pyzmq), use the green calls throughout.

@@ -1,8 +1,8 @@
 """API mode: notebook endpoints on warm kernel pools, on the shared app skeleton.
 
-- :mod:`.app`: :func:`create_app` (one notebook) and :func:`create_mounted_app` (one or
-  several, each a blueprint at its prefix), on :mod:`nb2svc.runtime.webapp`;
-  :func:`add_endpoint` for generated ``app.py`` files that declare their routes.
+- :mod:`.app`: :func:`create_api_app` (one notebook or several, each a blueprint at its
+  prefix, from a serve plan), on :mod:`nb2svc.runtime.webapp`; :func:`add_endpoint` for
+  generated ``app.py`` files that declare their routes.
 - :mod:`.service`: :class:`ApiService`, one notebook's pool and the request path
   (REQUEST, lease, execute, ResponseInfo, response; streams and jobs).
 - :mod:`.routes`: ``/_api/spec/swagger.json`` (Kernel Gateway compatible),
@@ -17,19 +17,21 @@
 from __future__ import annotations
 
 from importlib import import_module
+from types import MappingProxyType
 from typing import Any
 
-__all__ = ["ApiService", "add_endpoint", "create_app", "create_mounted_app"]
+__all__ = ["ApiService", "add_endpoint", "create_api_app"]
 
 # Resolved on first use, not at import: importing a light module of this package must not
 # import jupyter_client, zmq or gevent, which gunicorn's master must not do before the
 # workers fork (RUNTIME-NOTES: Popen breaks in the worker).
-_HOMES = {
-    "ApiService": "nb2svc.runtime.http_api.service",
-    "add_endpoint": "nb2svc.runtime.http_api.app",
-    "create_app": "nb2svc.runtime.http_api.app",
-    "create_mounted_app": "nb2svc.runtime.http_api.app",
-}
+_HOMES = MappingProxyType(
+    {
+        "ApiService": "nb2svc.runtime.http_api.service",
+        "add_endpoint": "nb2svc.runtime.http_api.app",
+        "create_api_app": "nb2svc.runtime.http_api.app",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:

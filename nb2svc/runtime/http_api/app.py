@@ -1,6 +1,6 @@
 """API mode's app: the shared skeleton plus one Flask blueprint per mounted notebook.
 
-:func:`create_mounted_app` stands on :func:`nb2svc.runtime.webapp.create_webapp` (CORS,
+:func:`create_api_app` stands on :func:`nb2svc.runtime.webapp.create_webapp` (CORS,
 token, JSON errors, health, metrics), adds the service routes of
 :mod:`nb2svc.runtime.http_api.routes` (OpenAPI, docs page, jobs, Kernel Gateway's extras)
 and mounts each notebook as a blueprint at its prefix with its own
@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response
 
-from nb2svc.compiler.mounts import Mount
-from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token
 from nb2svc.runtime.http_api.health import api_metrics, readiness
+from nb2svc.runtime.http_api.jobs import JobLimits, JobStore
 from nb2svc.runtime.http_api.kg_compat import keep_encoded_slashes
 from nb2svc.runtime.http_api.routes import (
     install_docs_routes,
@@ -31,45 +29,32 @@ from nb2svc.runtime.http_api.routes import (
     public_paths,
 )
 from nb2svc.runtime.http_api.service import ApiService
-from nb2svc.runtime.server import on_worker_exit
+from nb2svc.runtime.store import open_store
 from nb2svc.runtime.webapp import base_path, create_webapp
+from nb2svc.runtime.worker_runtime import WorkerRuntime
+
+if TYPE_CHECKING:
+    from nb2svc.plan import ServePlan
 
 log = logging.getLogger("nb2svc")
 
 
-def create_app(
-    spec: ServiceSpec,
-    settings: Settings,
-    *,
-    register_routes: bool = True,
-    cwd: str | Path | None = None,
-    exit_on_failure: bool = True,
-) -> Flask:
-    """The API-mode Flask app of one notebook at the root. A generated ``app.py`` passes
-    ``register_routes=False`` and declares each endpoint itself with :meth:`ApiService.handle`.
-    With ``exit_on_failure=False`` (a ``--reload`` candidate) a pool that cannot start only
-    sets ``pool.failure`` instead of stopping the worker.
-    """
-    return create_mounted_app(
-        [(Mount("", spec), cwd)], settings, register_routes=register_routes, exit_on_failure=exit_on_failure
-    )
-
-
-def create_mounted_app(
-    mounts: Sequence[tuple[Mount, str | Path | None]],
-    settings: Settings,
+def create_api_app(
+    plan: ServePlan,
+    runtime: WorkerRuntime,
     *,
     register_routes: bool = True,
     exit_on_failure: bool = True,
-    mount_settings: Mapping[str, Settings] | None = None,
 ) -> Flask:
-    """One app for one or several notebooks (``(mount, working directory)`` each).
-
-    ``mount_settings`` (by prefix) gives a notebook's pool settings of its own (a config
-    file's ``[mounts]`` table: pool size, queue, kernel spec); the others use ``settings``.
+    """The API-mode app of ``plan``'s notebooks, each with its own settings, all with the
+    worker's one job store (``runtime.jobs``). Called by :func:`nb2svc.runtime.entry.build_app`, which
+    registers the services' shutdown once; with ``exit_on_failure=False`` (a ``--reload``
+    candidate) a pool that cannot start only sets ``pool.failure`` instead of stopping the
+    worker.
     """
-    mount_settings = mount_settings or {}
+    settings = plan.settings
     services: list[ApiService] = []
+    jobs = runtime.jobs(settings)
 
     def all_ready() -> None:  # one "ready" line once every notebook's pool is warm
         if all(service.pool.ready for service in services):
@@ -83,16 +68,18 @@ def create_mounted_app(
 
     services += [
         ApiService(
-            mount.spec,
-            mount_settings.get(mount.prefix, settings),
-            cwd=str(cwd) if cwd else None,
+            mounted.mount.spec,
+            mounted.settings,
+            cwd=str(mounted.cwd) if mounted.cwd else None,
             exit_on_failure=exit_on_failure,
-            prefix=mount.prefix,
-            on_ready=all_ready if len(mounts) > 1 else None,
+            prefix=mounted.mount.prefix,
+            on_ready=all_ready if plan.several else None,
+            jobs=jobs,
+            host=runtime.kernel_host,
         )
-        for mount, cwd in mounts
+        for mounted in plan.mounts
     ]
-    specs = [mount for mount, _ in mounts]
+    specs = [mounted.mount for mounted in plan.mounts]
     base = base_path(settings)
     app = create_webapp(
         specs[0].name if len(specs) == 1 else "nb2svc",
@@ -105,7 +92,7 @@ def create_mounted_app(
     app.extensions["nb2svc"] = services[0]
     app.extensions["nb2svc.services"] = services
     install_docs_routes(app, specs, base, token=bool(configured_token(settings)))
-    install_job_routes(app, services, base)
+    install_job_routes(app, jobs, base)
     install_kg_extras(app, settings, services[0], base)
     if register_routes:
         for service in services:
@@ -117,9 +104,22 @@ def create_mounted_app(
             app.register_blueprint(blueprint)
     for service in services:
         service.tracer = app.extensions["nb2svc.tracing"].tracer
-        on_worker_exit(service.shutdown)
         service.start()
     return app
+
+
+def job_store(settings: Settings) -> JobStore:
+    """The app's jobs in the store ``--store`` names (opened, not yet contacted: a Redis that
+    is down makes job routes 503, never the worker fail)."""
+    store = open_store(settings.store, settings.store_password_file)
+    limits = JobLimits(
+        per_client=settings.max_jobs_per_client,
+        ttl=settings.job_ttl,
+        result_max_bytes=settings.job_result_max_bytes,
+        lease=settings.job_lease,
+        max_run=settings.queue_timeout + settings.request_timeout + settings.job_lease,
+    )
+    return JobStore(store, limits)
 
 
 def add_endpoint(app: Flask, index: int) -> None:
@@ -146,4 +146,4 @@ def _add_route(target: Flask | Blueprint, service: ApiService, index: int, prefi
     )
 
 
-__all__ = ["add_endpoint", "create_app", "create_mounted_app"]
+__all__ = ["add_endpoint", "create_api_app", "job_store"]

@@ -11,7 +11,10 @@ only when that pool is warm swaps the reference. So:
 - no request is answered by a half-seeded kernel: the new version serves only when
   every setup cell has run on every kernel of its pool;
 - a compile error or a failing setup cell is logged with its cell number and the old
-  version keeps serving.
+  version keeps serving;
+- versions register nothing with the worker: the worker runtime holds one exit hook,
+  :meth:`ReloadingApp.shutdown`, which stops every version still running, so reloading
+  a hundred times leaves one hook, not a hundred.
 
 Polling (every :data:`POLL` seconds, a ``stat`` per file) rather than inotify: a few
 files, no extra dependency, and it works on every filesystem a notebook may live on.
@@ -69,7 +72,9 @@ class ReloadingApp:
         self._ready_timeout = ready_timeout
         self._drain_timeout = drain_timeout
         self._stamp = self._read_stamp()
-        self.current = build(first or self._compile(), True)
+        #: Versions whose pools run (serving, warming or retiring), stopped by :meth:`shutdown`.
+        self.live: list[Any] = []
+        self.current = self._start(first or self._compile(), True)
         self._inflight: dict[int, int] = {}
         self.version = 1
         self._watcher = gevent.spawn(self._watch)
@@ -131,7 +136,7 @@ class ReloadingApp:
         except ValueError as exc:  # not a notebook (e.g. saved half-way): wait for the next save
             log.error("%s cannot be read; still serving version %d: %s", self.notebook, self.version, exc)
             return False
-        candidate = self._build(spec, False)
+        candidate = self._start(spec, False)
         service = candidate.extensions["nb2svc"]
         deadline = time.monotonic() + self._ready_timeout
         while not service.pool.ready and service.pool.failure is None and time.monotonic() < deadline:
@@ -139,7 +144,7 @@ class ReloadingApp:
         if not service.pool.ready:
             reason = service.pool.failure or f"not warm within {self._ready_timeout:g}s"
             log.error("the new version cannot start; still serving version %d: %s", self.version, reason)
-            gevent.spawn(service.shutdown)
+            gevent.spawn(self._stop, candidate)
             return False
         old, self.current = self.current, candidate
         self.version += 1
@@ -160,4 +165,21 @@ class ReloadingApp:
         while self._inflight.get(key, 0) > 0 and time.monotonic() < deadline:
             gevent.sleep(0.05)
         self._inflight.pop(key, None)
-        app.extensions["nb2svc"].shutdown()
+        self._stop(app)
+
+    def _start(self, spec: ServiceSpec, first: bool) -> Any:
+        app = self._build(spec, first)
+        self.live.append(app)
+        return app
+
+    def _stop(self, app: Any) -> None:
+        if app in self.live:
+            self.live.remove(app)
+        for service in app.extensions["nb2svc.services"]:
+            service.shutdown()
+
+    def shutdown(self) -> None:
+        """The worker exits: stop watching, and stop every version still running."""
+        self._watcher.kill(block=False)
+        for app in list(self.live):
+            self._stop(app)

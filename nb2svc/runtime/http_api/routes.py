@@ -21,7 +21,9 @@ from nb2svc.runtime.auth import json_error
 from nb2svc.runtime.http_api.docs_page import STATIC_DIR as DOCS_STATIC_DIR
 from nb2svc.runtime.http_api.docs_page import STATIC_FILES as DOCS_STATIC_FILES
 from nb2svc.runtime.http_api.docs_page import render_docs_page
+from nb2svc.runtime.http_api.jobs import JobStore
 from nb2svc.runtime.http_api.service import ApiService
+from nb2svc.runtime.store import StoreUnavailable
 
 
 def claims_root(mounts: Sequence[Mount]) -> bool:
@@ -115,39 +117,51 @@ def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str, token: b
             app.add_url_rule(rule, endpoint=f"home{len(rule)}", view_func=_home, methods=["GET"])
 
 
-def install_job_routes(app: Flask, services: Sequence[ApiService], base: str) -> None:
-    """``GET`` and ``DELETE /_api/jobs/{id}`` for jobs of every mounted notebook (jobs live
-    in the memory of the worker that took them: another worker or replica answers 404)."""
+def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
+    """``GET`` and ``DELETE /_api/jobs/{id}`` for jobs of every mounted notebook; jobs live in
+    the shared store, so any worker or replica answers. A store that does not answer is a
+    503 here, while the synchronous endpoints keep serving."""
 
-    def find_job(job_id: str) -> tuple[ApiService, Any] | None:
-        for service in services:
-            job = service.jobs.get(job_id)
-            if job is not None:
-                return service, job
-        return None
+    def unavailable(exc: StoreUnavailable) -> Response:
+        response = json_error(503, "ServiceUnavailable", f"the job store is unavailable: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.get(base + "/_api/jobs/<job_id>")
     def _job(job_id: str) -> Response:
-        found = find_job(job_id)
-        if found is None:
-            return json_error(
-                404, "NotFound", f"no job {job_id} here (finished jobs expire; jobs live in one worker)"
-            )
-        job = found[1]
-        if job.response is None:
-            response = jsonify({"id": job.id, "status": job.status, "endpoint": job.endpoint})
+        try:
+            job = jobs.get(job_id)
+        except StoreUnavailable as exc:
+            return unavailable(exc)
+        if job is None:
+            kept = f"finished jobs are kept {jobs.limits.ttl:g}s"
+            return json_error(404, "NotFound", f"no job {job_id} ({kept})")
+        record = job.record
+        if job.status == "running":
+            response = jsonify({"id": job_id, "status": job.status, "endpoint": record["endpoint"]})
             response.headers["Retry-After"] = "1"
             return response
-        done = job.response
-        answer = Response(done.get_data(), status=done.status_code, headers=list(done.headers.items()))
+        if job.status == "cancelled":
+            return json_error(410, "Gone", f"job {job_id} was cancelled")
+        if job.result is None:  # failed: the reason in a JSON error
+            response = json_error(
+                int(record["code"]), record["error"], record["message"], reason=record["reason"], id=job_id
+            )
+            response.headers["Nb2svc-Job"] = "failed"
+            return response
+        status, headers, body = job.result
+        answer = Response(body, status=status, headers=headers)
         answer.headers["Nb2svc-Job"] = "done"
         return answer
 
     @app.delete(base + "/_api/jobs/<job_id>")
     def _cancel_job(job_id: str) -> Response:
-        found = find_job(job_id)
-        if found is None or not found[0].jobs.cancel(job_id):
-            return json_error(404, "NotFound", f"no job {job_id} here")
+        try:
+            known = jobs.cancel(job_id)
+        except StoreUnavailable as exc:
+            return unavailable(exc)
+        if not known:
+            return json_error(404, "NotFound", f"no job {job_id}")
         return Response(status=204)
 
 

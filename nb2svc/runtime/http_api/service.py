@@ -3,7 +3,9 @@
 Every endpoint view ends in :meth:`ApiService.handle`, and a request goes through each
 module once:
 
-1. :mod:`.request` builds ``REQUEST`` (a bad body is a 400);
+1. :mod:`.request` builds ``REQUEST`` (a bad body is a 400), and :mod:`.contract` checks
+   the endpoint's declared contract (a request that breaks it is a 400 listing every
+   violation, and no kernel is leased);
 2. the service leases a kernel (FIFO; 503 with ``Retry-After`` when none comes in time);
 3. the service's :class:`~nb2svc.runtime.kernel.invoke.Invoker`, picked once for the
    kernel's language, runs the endpoint's code with its request bound and its
@@ -31,7 +33,8 @@ from flask import Request, Response, current_app, jsonify, request
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
-from nb2svc.runtime.http_api.jobs import JobLimit, JobStore
+from nb2svc.runtime.http_api.contract import Contracts
+from nb2svc.runtime.http_api.jobs import JobLimit, JobStore, client_identity
 from nb2svc.runtime.http_api.request import BadRequestBody, build_payload
 from nb2svc.runtime.http_api.responses import answer, error_payload
 from nb2svc.runtime.http_api.streaming import EVENT_STREAM, OutputStream, wants_event_stream
@@ -47,9 +50,11 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.invoke import EndpointCode, Invocation, RequestPayload, invoker_for
 from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, plain
 from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
+from nb2svc.runtime.store import StoreUnavailable
 from nb2svc.runtime.tracing import record, span
 from nb2svc.runtime.webapp import base_path
 
@@ -76,9 +81,13 @@ class ApiService:
         exit_on_failure: bool = True,
         prefix: str = "",
         on_ready: Callable[[], None] | None = None,
+        jobs: JobStore | None = None,
+        host: KernelHost | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
-        "warm" line; alone, the service says "ready" itself."""
+        "warm" line; alone, the service says "ready" itself. ``jobs`` is the app's job
+        store (shared by its notebooks); without one, requests for jobs are a 503.
+        ``host``: the worker's kernel host (its runtime's), which every kernel of the pool uses."""
         self.invoker = invoker_for(spec.kernel.language)  # ValueError for a language it cannot serve
         self.spec = spec
         self.settings = settings
@@ -93,6 +102,7 @@ class ApiService:
             start_timeout=settings.kernel_start_timeout,
             bootstrap=self.invoker.bootstrap,
             setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+            host=host,
         )
         self.pool = KernelPool(
             settings.pool_size,
@@ -117,7 +127,8 @@ class ApiService:
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
-        self.jobs = JobStore()
+        self.jobs = jobs
+        self.contracts = Contracts(spec)
         #: The worker's OpenTelemetry tracer (None: tracing is off; see :mod:`..tracing`).
         self.tracer: Any = None
 
@@ -187,6 +198,9 @@ class ApiService:
             payload = build_payload(request, path_params, self._hidden_query, self.invoker.binary_body)
         except BadRequestBody as exc:
             return json_error(400, "BadRequest", str(exc))
+        payload = self.contracts.apply(endpoint, request, path_params, payload)
+        if isinstance(payload, Response):  # it breaks the endpoint's contract: no kernel is leased
+            return payload
         request_id = request.environ.get(REQUEST_ID_KEY, "-")
         if endpoint.response == "job" or "respond-async" in request.headers.get("Prefer", ""):
             return self._submit_job(endpoint, payload, request_id)
@@ -285,16 +299,21 @@ class ApiService:
             with app.app_context():
                 return self._run(endpoint, payload, on_kernel=on_kernel, request_id=request_id)
 
+        if self.jobs is None:
+            return json_error(503, "ServiceUnavailable", "async jobs are not available in this app")
+        name = f"{endpoint.method} {endpoint.path}"
         try:
-            job = self.jobs.submit(f"{endpoint.method} {endpoint.path}", run)
+            job = self.jobs.submit(name, client_identity(request, bool(self._hidden_query)), run)
         except JobLimit as exc:
-            response = json_error(503, "ServiceUnavailable", str(exc))
+            response = json_error(429, "TooManyJobs", str(exc))
             response.headers["Retry-After"] = "1"
             return response
-        location = f"{self.base}/_api/jobs/{job.id}"
-        response = jsonify(
-            {"id": job.id, "status": job.status, "endpoint": job.endpoint, "location": location}
-        )
+        except StoreUnavailable as exc:
+            response = json_error(503, "ServiceUnavailable", f"the job store is unavailable: {exc}")
+            response.headers["Retry-After"] = "1"
+            return response
+        location = f"{self.base}/_api/jobs/{job['id']}"
+        response = jsonify({"id": job["id"], "status": job["status"], "endpoint": name, "location": location})
         response.status_code = 202
         response.headers["Location"] = location
         if "respond-async" in request.headers.get("Prefer", ""):

@@ -14,30 +14,33 @@
 from __future__ import annotations
 
 from importlib import import_module
+from types import MappingProxyType
 from typing import Any
 
 # Resolved on first use, not at import: the CLI reads the light modules of this package
 # (``invoke.supports_language``) in gunicorn's master, which must not import zmq, gevent or
 # jupyter_client before the workers fork (RUNTIME-NOTES: Popen breaks in the worker).
-_HOMES = {
-    "TRANSPORTS": "nb2svc.runtime.kernel.process",
-    "ExecutionResult": "nb2svc.runtime.kernel.executor",
-    "ExecutionTimeout": "nb2svc.runtime.kernel.executor",
-    "Kernel": "nb2svc.runtime.kernel.channels",
-    "KernelDied": "nb2svc.runtime.kernel.channels",
-    "KernelPool": "nb2svc.runtime.kernel.pool",
-    "KernelProcess": "nb2svc.runtime.kernel.process",
-    "KernelRecipe": "nb2svc.runtime.kernel.provision",
-    "KernelStartError": "nb2svc.runtime.kernel.process",
-    "PoolBusy": "nb2svc.runtime.kernel.pool",
-    "PoolFailed": "nb2svc.runtime.kernel.pool",
-    "RetryPolicy": "nb2svc.runtime.kernel.pool",
-    "SetupCell": "nb2svc.runtime.kernel.provision",
-    "SetupFailed": "nb2svc.runtime.kernel.provision",
-    "execute": "nb2svc.runtime.kernel.executor",
-    "kernel_env": "nb2svc.runtime.kernel.environment",
-    "start_kernel": "nb2svc.runtime.kernel.provision",
-}
+_HOMES = MappingProxyType(
+    {
+        "TRANSPORTS": "nb2svc.runtime.kernel.process",
+        "ExecutionResult": "nb2svc.runtime.kernel.executor",
+        "ExecutionTimeout": "nb2svc.runtime.kernel.executor",
+        "Kernel": "nb2svc.runtime.kernel.channels",
+        "KernelDied": "nb2svc.runtime.kernel.channels",
+        "KernelPool": "nb2svc.runtime.kernel.pool",
+        "KernelProcess": "nb2svc.runtime.kernel.process",
+        "KernelRecipe": "nb2svc.runtime.kernel.provision",
+        "KernelStartError": "nb2svc.runtime.kernel.process",
+        "PoolBusy": "nb2svc.runtime.kernel.pool",
+        "PoolFailed": "nb2svc.runtime.kernel.pool",
+        "RetryPolicy": "nb2svc.runtime.kernel.pool",
+        "SetupCell": "nb2svc.runtime.kernel.provision",
+        "SetupFailed": "nb2svc.runtime.kernel.provision",
+        "execute": "nb2svc.runtime.kernel.executor",
+        "kernel_env": "nb2svc.runtime.kernel.environment",
+        "start_kernel": "nb2svc.runtime.kernel.provision",
+    }
+)
 
 __all__ = sorted(_HOMES)
 

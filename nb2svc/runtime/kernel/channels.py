@@ -27,8 +27,9 @@ import gevent
 import gevent.event
 import zmq.green as zmq
 
+from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.process import KernelProcess, KernelStartError
-from nb2svc.runtime.zmqio import DELIMITER, MessageDecoder, green_context, recv_batch, send_frames
+from nb2svc.runtime.zmqio import DELIMITER, MessageDecoder, recv_batch, send_frames
 
 log = logging.getLogger("nb2svc")
 
@@ -54,11 +55,13 @@ class Kernel:
         self,
         kernel_name: str,
         env: Mapping[str, str],
+        host: KernelHost,
         cwd: str | None = None,
         transport: str = "auto",
     ) -> None:
         self.kernel_name = kernel_name
-        self.process = KernelProcess(kernel_name, env, cwd=cwd, transport=transport)
+        self.host = host
+        self.process = KernelProcess(kernel_name, env, host, cwd=cwd, transport=transport)
         self._handlers: dict[str, MessageHandler] = {}
         self._greenlets: list[gevent.Greenlet] = []
         self._sockets: dict[str, Any] = {}
@@ -107,7 +110,7 @@ class Kernel:
     def _open(self, channels: tuple[tuple[str, int], ...]) -> None:
         info = self.process.connection_info()
         for channel, kind in channels:
-            sock = green_context().socket(kind)
+            sock = self.host.zmq_context.socket(kind)
             sock.linger = 0
             if kind == zmq.DEALER:  # one identity: the kernel routes input_request to the shell requester
                 sock.identity = self.session.bsession

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 from nb2svc.config import KERNEL_ENV_ALLOW as BASE_ENV_ALLOW  # one list, shown in --help too
 from nb2svc.config import KERNEL_ENV_PREFIXES as BASE_ENV_PREFIXES
 
 #: Set in every kernel's environment, whatever the request or server environment says.
-MARKERS = {"KERNEL_GATEWAY": "1", "NB2SVC": "1"}
+MARKERS = MappingProxyType({"KERNEL_GATEWAY": "1", "NB2SVC": "1"})
 
 
 def kernel_env(

@@ -16,7 +16,7 @@ The implementations:
 - :class:`PythonAgent` (ipykernel): the bootstrap installs :mod:`.agent` (its source is
   sent; the kernel needs no nb2svc). The request travels out of band, beside the
   notebook's own code, as named globals in message buffers (:func:`request_globals`:
-  ``REQUEST``, ``REQUEST_BODY``, ``REQUEST_FILES``); large outputs come back as raw
+  ``REQUEST``, ``REQUEST_BODY``, ``REQUEST_FILES``, ``PARAMS``); large outputs come back as raw
   buffers; the ResponseInfo cell runs in the same execute, as a user expression; the
   agent reports a broken kernel in the reply (the executor retires it). A Python kernel
   whose start-up probe says it cannot bind out of band (xeus-python) gets REQUEST as a
@@ -38,15 +38,17 @@ import json
 import shlex
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from nb2svc.runtime.kernel.agent import (
     AGENT_NAME,
     BYTES,
     FILES,
+    JSON,
     LITERAL_PREFIX,
     PROBE_TOKEN,
     REQUEST_KEY,
@@ -69,6 +71,9 @@ class RequestPayload:
     json: str
     body: bytes = b""
     files: list[Upload] = field(default_factory=list)
+    #: ``PARAMS``: the typed values of the endpoint's checked contract
+    #: (:mod:`nb2svc.runtime.http_api.contract`), out of band only.
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,15 +115,17 @@ def _julia_literal(value: str) -> str:
 
 #: How each kernel language assigns the REQUEST string; the result goes before the
 #: annotation comment on the cell's first line.
-ASSIGNMENTS: dict[str, Callable[[str], str]] = {
-    "python": lambda s: f"{LITERAL_PREFIX}{_double_quoted(s)}; ",
-    "r": lambda s: f"REQUEST <- {_double_quoted(s)}; ",
-    "julia": lambda s: f"REQUEST = {_julia_literal(s)}; ",
-    "javascript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
-    "typescript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
-    "scala": lambda s: f"val REQUEST = {_double_quoted(s)}; ",
-    "bash": lambda s: f"REQUEST={shlex.quote(s)}; ",
-}
+ASSIGNMENTS: Mapping[str, Callable[[str], str]] = MappingProxyType(
+    {
+        "python": lambda s: f"{LITERAL_PREFIX}{_double_quoted(s)}; ",
+        "r": lambda s: f"REQUEST <- {_double_quoted(s)}; ",
+        "julia": lambda s: f"REQUEST = {_julia_literal(s)}; ",
+        "javascript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
+        "typescript": lambda s: f"var REQUEST = {_double_quoted(s)}; ",
+        "scala": lambda s: f"val REQUEST = {_double_quoted(s)}; ",
+        "bash": lambda s: f"REQUEST={shlex.quote(s)}; ",
+    }
+)
 
 
 def supports_language(language: str) -> bool:
@@ -145,6 +152,7 @@ def request_globals(payload: RequestPayload) -> list[Global]:
         ("REQUEST", TEXT, None, [payload.json.encode("utf-8")]),  # json.dumps output: ASCII
         ("REQUEST_BODY", BYTES, None, [payload.body]),
         ("REQUEST_FILES", FILES, uploads, [data for *_, data in payload.files]),
+        ("PARAMS", JSON, None, [json.dumps(payload.params or {}).encode("utf-8")]),
     ]
 
 

@@ -8,8 +8,8 @@ event loop per calling greenlet and collide when two greenlets call at once
 (RUNTIME-NOTES.md, items 3 and 4), and a remote provisioner's shutdown can take
 seconds: serialising every call behind it would stall every other kernel's start.
 
-So the process has one asyncio loop, run forever by one long-lived greenlet (under
-gevent's monkey-patching its selector waits on the gevent hub, so the hub keeps
+So the worker has one asyncio loop (its kernel host's, :mod:`.host`), run forever by
+one long-lived greenlet (under gevent's monkey-patching its selector waits on the gevent hub, so the hub keeps
 serving requests). Any greenlet hands a coroutine over with :meth:`Lifecycle.run` and
 waits cooperatively for its result; coroutines run *concurrently* on the loop, so ten
 kernels shut down in the time of the slowest, not of all ten added up.
@@ -66,14 +66,3 @@ class Lifecycle:
         except gevent.Timeout:
             self._loop.call_soon_threadsafe(lambda: [t.cancel() for t in tasks])
             raise
-
-
-_lifecycle: Lifecycle | None = None
-
-
-def lifecycle() -> Lifecycle:
-    """The process's lifecycle loop, created on first use (after fork, in the worker)."""
-    global _lifecycle
-    if _lifecycle is None:
-        _lifecycle = Lifecycle()
-    return _lifecycle

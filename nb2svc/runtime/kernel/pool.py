@@ -192,10 +192,19 @@ class KernelPool:
         try:
             return waiter.get(timeout=timeout)
         except gevent.Timeout:
+            self._give_back(waiter)
             raise PoolBusy(f"no kernel became free within {timeout:g}s") from None
+        except BaseException:  # killed while waiting (a cancelled job): it never takes a kernel
+            self._give_back(waiter)
+            raise
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+    def _give_back(self, waiter: AsyncResult) -> None:
+        """A kernel handed to a waiter that stopped waiting in the same instant goes back."""
+        if waiter.ready() and waiter.successful():
+            self.release(waiter.value)
 
     def release(self, kernel: Kernel) -> None:
         """Return a leased kernel; a dead or retired one is replaced instead of reused."""

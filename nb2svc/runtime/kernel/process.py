@@ -47,8 +47,7 @@ from jupyter_client.session import Session
 from traitlets import Instance
 
 from nb2svc.runtime import reaper
-from nb2svc.runtime.kernel.lifecycle import lifecycle
-from nb2svc.runtime.zmqio import green_context
+from nb2svc.runtime.kernel.host import KernelHost
 
 log = logging.getLogger("nb2svc")
 
@@ -129,11 +128,13 @@ class KernelProcess:
         self,
         kernel_name: str,
         env: Mapping[str, str],
+        host: KernelHost,
         *,
         cwd: str | None = None,
         transport: str = "auto",
     ) -> None:
         self.kernel_name = kernel_name
+        self._host = host
         self._env = dict(env)
         self._cwd = cwd
         self._transport = transport
@@ -183,7 +184,7 @@ class KernelProcess:
 
     def start(self, timeout: float) -> None:
         """Start the kernel; raises :class:`KernelStartError` with one clear line."""
-        km = GreenKernelManager(kernel_name=self.kernel_name, context=green_context(), log=client_log)
+        km = GreenKernelManager(kernel_name=self.kernel_name, context=self._host.zmq_context, log=client_log)
         try:
             spec = km.kernel_spec
         except NoSuchKernel:
@@ -191,7 +192,7 @@ class KernelProcess:
         assert spec is not None
         provisioner = spec.metadata.get("kernel_provisioner", {}).get("provisioner_name", LOCAL_PROVISIONER)
         transport = choose_transport(self._transport, provisioner, spec.argv)
-        self._dir = tempfile.mkdtemp(prefix="k", dir=reaper.owner_dir())
+        self._dir = tempfile.mkdtemp(prefix="k", dir=self._host.owner_dir)
         km.connection_file = os.path.join(self._dir, "kernel.json")
         km.transport = transport
         if transport == "ipc":
@@ -205,7 +206,7 @@ class KernelProcess:
         if self._cwd:
             kwargs["cwd"] = self._cwd
         try:
-            lifecycle().run(km.start_kernel(**kwargs), timeout=timeout)
+            self._host.lifecycle.run(km.start_kernel(**kwargs), timeout=timeout)
         except gevent.Timeout:
             self.stop(now=True)
             raise KernelStartError(
@@ -240,7 +241,7 @@ class KernelProcess:
         if self._popen is not None or self.stopped or self.km is None:
             return self.alive()
         try:
-            self._alive = bool(lifecycle().run(self.km.is_alive(), timeout=timeout))
+            self._alive = bool(self._host.lifecycle.run(self.km.is_alive(), timeout=timeout))
         except BaseException as exc:  # noqa: B036 - a failing poll is not a death; the next one decides
             if isinstance(exc, gevent.GreenletExit):
                 raise
@@ -251,7 +252,7 @@ class KernelProcess:
         """Interrupt the running code, as the kernel spec's ``interrupt_mode`` says."""
         if self.km is None or self.stopped:
             raise KernelStartError(f"kernel {self.kernel_name!r} is not running")
-        lifecycle().run(self.km.interrupt_kernel(), timeout=timeout)
+        self._host.lifecycle.run(self.km.interrupt_kernel(), timeout=timeout)
 
     def stop(self, now: bool = False) -> None:
         """Stop the kernel through its provisioner, then reap what is left. Safe to call twice.
@@ -269,14 +270,14 @@ class KernelProcess:
         elif km is not None and km.has_kernel:
             km.shutdown_wait_time = STOP_WAIT
             try:
-                lifecycle().run(km.shutdown_kernel(now=now), timeout=STOP_WAIT + 6)
+                self._host.lifecycle.run(km.shutdown_kernel(now=now), timeout=STOP_WAIT + 6)
             except BaseException as exc:  # noqa: B036 - fall through to the hard kill below
                 if isinstance(exc, gevent.GreenletExit):
                     raise
                 log.warning("kernel %s did not shut down cleanly: %s", self.label, exc)
                 if not now:
                     try:
-                        lifecycle().run(km.shutdown_kernel(now=True), timeout=6)
+                        self._host.lifecycle.run(km.shutdown_kernel(now=True), timeout=6)
                     except Exception as again:
                         log.warning("kernel %s could not be killed: %s", self.label, again)
         self._kill_group()
@@ -329,7 +330,7 @@ class KernelProcess:
         launcher = self._launcher()
         if not now:
             try:
-                lifecycle().run(km.request_shutdown(), timeout=5)
+                self._host.lifecycle.run(km.request_shutdown(), timeout=5)
                 with gevent.Timeout(LAUNCHER_GRACE, False):
                     while launcher.poll() is None:
                         gevent.sleep(0.05)
@@ -338,7 +339,7 @@ class KernelProcess:
         self._pgid = self._local_group()
         self._kill_group()
         try:
-            lifecycle().run(km.shutdown_kernel(now=True), timeout=STOP_WAIT + 6)
+            self._host.lifecycle.run(km.shutdown_kernel(now=True), timeout=STOP_WAIT + 6)
         except Exception as exc:
             log.warning("kernel %s did not shut down cleanly: %s", self.label, exc)
         # The killed launcher cannot remove its connection file (it holds the key):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from nb2svc.runtime.kernel.channels import Kernel
 from nb2svc.runtime.kernel.executor import ExecutionTimeout, execute
+from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.process import KernelStartError
 
 log = logging.getLogger("nb2svc")
@@ -51,6 +52,9 @@ class KernelRecipe:
     #: Include the traceback of a failing setup cell in the error (API mode shows it
     #: once at start-up; kernel mode returns the error to a client and keeps it short).
     traceback_in_error: bool = True
+    #: The worker's :class:`~nb2svc.runtime.kernel.host.KernelHost` (lifecycle loop, zmq
+    #: context, records directory) every kernel of this recipe uses.
+    host: KernelHost | None = None
 
     def unseeded(self) -> KernelRecipe:
         """The same kernel without the bootstrap and setup cells (a restart loses state)."""
@@ -65,7 +69,9 @@ def start_kernel(recipe: KernelRecipe) -> Kernel:
     """
     timeout = recipe.start_timeout
     deadline = time.monotonic() + timeout
-    kernel = Kernel(recipe.kernel_name, recipe.env, cwd=recipe.cwd, transport=recipe.transport)
+    if recipe.host is None:
+        raise ValueError("a KernelRecipe needs the worker's kernel host to start a kernel")
+    kernel = Kernel(recipe.kernel_name, recipe.env, recipe.host, cwd=recipe.cwd, transport=recipe.transport)
     kernel.start(timeout=timeout)
     try:
         log.debug("kernel %s started in %.3fs", kernel.label, time.monotonic() - kernel.started_at)

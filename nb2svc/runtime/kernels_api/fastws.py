@@ -43,8 +43,14 @@ def _skip_separate_utf8_pass(self: Any, payload: bytes | bytearray) -> None:
     return None
 
 
-class _Limit:
-    max_message_size = 64 * 1024 * 1024
+#: The limit when the handler carries no worker runtime (a plain gevent-websocket server).
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+def _message_limit(handler: Any) -> int:
+    """The worker runtime's ``--max-message-size``, read from the handler that owns the socket."""
+    runtime = getattr(handler, "runtime", None)
+    return runtime.edge.max_message_size if runtime is not None else DEFAULT_MAX_MESSAGE_SIZE
 
 
 class _TooBig(ProtocolError):
@@ -62,8 +68,9 @@ def _read_frame_within_limit(self: Any) -> Any:
         size = 0 if header.length <= 125 else header.length  # control frames: at most 125 bytes
     if header.opcode in (WebSocket.OPCODE_CONTINUATION, WebSocket.OPCODE_TEXT, WebSocket.OPCODE_BINARY):
         self.handler.nb2svc_message_size = size  # the WebSocket has __slots__; its handler has not
-    if size > _Limit.max_message_size:
-        reason = f"message larger than {_Limit.max_message_size} bytes".encode()
+    limit = _message_limit(self.handler)
+    if size > limit:
+        reason = f"message larger than {limit} bytes".encode()
         try:
             self.send_frame(struct.pack("!H", MESSAGE_TOO_BIG) + reason, WebSocket.OPCODE_CLOSE)
         finally:
@@ -85,10 +92,8 @@ def _finish_frame(self: Any, header: Any) -> Any:
     return header, payload
 
 
-def install(max_message_size: int | None = None) -> None:
+def install() -> None:
     """Patch gevent-websocket's classes in this process (idempotent)."""
-    if max_message_size is not None:
-        _Limit.max_message_size = max_message_size
     WebSocket.read_frame = _read_frame_within_limit  # type: ignore[method-assign]
     Header.mask_payload = _xor_mask  # type: ignore[method-assign]
     Header.unmask_payload = _xor_mask  # type: ignore[method-assign]

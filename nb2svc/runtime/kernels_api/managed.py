@@ -30,7 +30,6 @@ from typing import Any, Protocol
 import gevent
 import gevent.event
 import gevent.lock
-from jupyter_client.session import Session
 
 from nb2svc.runtime.kernel import Kernel, KernelDied, KernelRecipe, start_kernel
 from nb2svc.runtime.kernels_api.wire import ClientMessage
@@ -118,7 +117,7 @@ class ManagedKernel:
     def pack(self) -> Callable[[Any], bytes]:
         """The session packer, to serialise legacy clients' messages like the kernel would."""
         session = self.kernel.session
-        return session.pack if session is not None else _fallback_session().pack
+        return session.pack if session is not None else self.kernel.host.fallback_session.pack
 
     @property
     def raw_json(self) -> bool:
@@ -172,7 +171,7 @@ class ManagedKernel:
 
     def broadcast_status(self, state: str) -> None:
         """Send a status the server made up (``restarting``, ``dead``) to every client."""
-        session = self.kernel.session or _fallback_session()
+        session = self.kernel.session or self.kernel.host.fallback_session
         msg = session.msg("status", {"execution_state": state})
         parts = session.serialize(msg)[2:]  # drop the delimiter and the signature
         self._to_clients("iopub", msg, parts)
@@ -320,21 +319,10 @@ class ManagedKernel:
         self._usable.set()
 
 
-def _asks_restart(message: ClientMessage, session: Session | None) -> bool:
+def _asks_restart(message: ClientMessage, session: Any) -> bool:
     """Whether a client's ``shutdown_request`` asks for a restart (``content.restart``)."""
     try:
         content = (session.unpack if session is not None else json.loads)(message.parts[3])
     except Exception:  # an unreadable content: the kernel reads it as no restart too
         return False
     return isinstance(content, dict) and bool(content.get("restart"))
-
-
-_session: Session | None = None
-
-
-def _fallback_session() -> Session:
-    """A keyless session for status messages when the kernel has none (it never started)."""
-    global _session
-    if _session is None:
-        _session = Session()
-    return _session

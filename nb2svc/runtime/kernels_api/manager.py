@@ -10,7 +10,8 @@ that a client shut down over its websocket (``shutdown_request``).
 Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
 
 - kernel name: ``--force-kernel`` if set, else the request's, else ``--default-kernel``
-  (else the seed notebook's, else jupyter_client's default);
+  (else the seed notebook's, else jupyter_client's default), decided once in
+  :func:`nb2svc.plan.kernel_names`;
 - ``--max-kernels``: listed kernels, those starting included; one more is refused;
 - environment: the server's whitelisted variables (:func:`kernel_env`), plus those of
   the request's ``env`` that start with ``KERNEL_`` or are in ``--env-allow``;
@@ -32,10 +33,10 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
-from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from nb2svc.config import Settings
 from nb2svc.runtime.kernel import (
@@ -52,6 +53,10 @@ from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
 from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
 from nb2svc.runtime.server import stop_worker_for_good
+
+if TYPE_CHECKING:
+    from nb2svc.plan import KernelNames
+    from nb2svc.runtime.kernel.host import KernelHost
 
 log = logging.getLogger("nb2svc")
 
@@ -71,7 +76,7 @@ class KernelLimitReached(RuntimeError):
 class KernelRegistry:
     """Every kernel of the (single) kernel-mode worker, by id."""
 
-    def __init__(self, settings: Settings, seed: Seed | None = None) -> None:
+    def __init__(self, settings: Settings, seed: Seed | None, names: KernelNames, host: KernelHost) -> None:
         self.settings = settings
         self.seed = seed
         self.specs = KernelSpecManager()
@@ -80,14 +85,10 @@ class KernelRegistry:
         self._prespawning = 0
         self._culler: gevent.Greenlet | None = None
         self._closed = False
-        self.default_name = (
-            settings.force_kernel
-            or settings.default_kernel
-            or settings.kernel_name
-            or (seed.kernel_name if seed else "")
-            or NATIVE_KERNEL_NAME
-        )
-        self.warm_name = settings.force_kernel or (seed.kernel_name if seed else self.default_name)
+        self.names = names  # decided once, by nb2svc.plan.kernel_names
+        self.host = host  # the worker's lifecycle loop, zmq context and records directory
+        self.default_name = names.default
+        self.warm_name = names.warm
         #: ``--warm N``: hidden kernels, already started and seeded, that ``POST /api/kernels``
         #: hands out at once; not listed, not counted against ``--max-kernels``, never culled.
         self.kernel_starts = Histogram(
@@ -188,7 +189,7 @@ class KernelRegistry:
 
     def kernel_name_for(self, requested: str | None) -> str:
         """The kernel spec to start; raises :class:`UnknownKernelSpec`."""
-        name = self.settings.force_kernel or requested or self.default_name
+        name = self.names.for_request(requested)
         try:
             self.specs.get_kernel_spec(name)
         except NoSuchKernel:
@@ -246,6 +247,7 @@ class KernelRegistry:
             start_timeout=self.settings.kernel_start_timeout,
             setup=setup,
             traceback_in_error=False,
+            host=self.host,
         )
 
     def get(self, kernel_id: str) -> ManagedKernel:

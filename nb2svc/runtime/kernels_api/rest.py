@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from flask import Flask, Response, request, send_from_directory
@@ -49,13 +49,14 @@ from nb2svc.runtime.kernels_api.manager import (
     KernelRegistry,
     UnknownKernelSpec,
 )
-from nb2svc.runtime.kernels_api.seed import Seed
 from nb2svc.runtime.kernels_api.server_info import install_server_info
 from nb2svc.runtime.kernels_api.sessions import SessionNotFound, SessionRegistry
 from nb2svc.runtime.kernels_api.wire import V1_PROTOCOL
-from nb2svc.runtime.server import on_worker_exit
 from nb2svc.runtime.webapp import create_webapp
-from nb2svc.runtime.worker import on_drain
+from nb2svc.runtime.worker_runtime import WorkerRuntime
+
+if TYPE_CHECKING:
+    from nb2svc.plan import ServePlan
 
 log = logging.getLogger("nb2svc")
 
@@ -97,11 +98,13 @@ class KernelModeApp(Flask):
             return self.process_response(self.make_response(rv))
 
 
-def create_app(settings: Settings, seed: Seed | None = None) -> KernelModeApp:
-    """The kernel-mode app on the shared skeleton (:mod:`nb2svc.runtime.webapp`: CORS,
-    origin check, token, JSON errors, health, metrics); starts prespawned and warm
-    kernels in the background."""
-    registry = KernelRegistry(settings, seed)
+def create_app(plan: ServePlan, runtime: WorkerRuntime) -> KernelModeApp:
+    """The kernel-mode app of ``plan`` on the shared skeleton (:mod:`nb2svc.runtime.webapp`:
+    CORS, origin check, token, JSON errors, health, metrics); starts prespawned and warm
+    kernels in the background. The registry is the runtime's supervisor: it stops on the
+    worker's exit and closes its websockets when the worker drains."""
+    settings = plan.settings
+    registry = KernelRegistry(settings, plan.seed, plan.kernels, runtime.kernel_host)
     sessions = SessionRegistry(registry)
     app = create_webapp(
         "nb2svc.kernels",
@@ -118,8 +121,8 @@ def create_app(settings: Settings, seed: Seed | None = None) -> KernelModeApp:
     _install_session_routes(app, sessions, settings, base)
     _install_misc_routes(app, registry, base)
     install_server_info(app, registry, base)
-    on_worker_exit(registry.shutdown_all)
-    on_drain(registry.close_connections)
+    runtime.supervise(registry, registry.shutdown_all)
+    runtime.on_drain(registry.close_connections)
     registry.start()
     gevent.spawn(_announce_ready, registry, settings)
     return app

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import MappingProxyType
 from typing import Any
 
 from flask import Flask, Response, request
@@ -26,14 +27,16 @@ from nb2svc.runtime.kernels_api.managed import isoformat
 from nb2svc.runtime.kernels_api.manager import KernelRegistry
 
 #: Kernel Gateway's anonymous user (one shared token identifies no one).
-IDENTITY = {
-    "username": "anonymous",
-    "name": "Anonymous",
-    "display_name": "Anonymous",
-    "initials": "An",
-    "avatar_url": None,
-    "color": None,
-}
+IDENTITY = MappingProxyType(
+    {
+        "username": "anonymous",
+        "name": "Anonymous",
+        "display_name": "Anonymous",
+        "initials": "An",
+        "avatar_url": None,
+        "color": None,
+    }
+)
 
 
 def _permissions(raw: str) -> dict[str, list[str]] | None:
@@ -77,4 +80,4 @@ def install_server_info(app: Flask, registry: KernelRegistry, base: str) -> None
                 "BadRequest",
                 f'permissions should be a JSON dict of {{"resource": ["action",]}}, got {raw!r}',
             )
-        return {"identity": IDENTITY, "permissions": {**permissions, "updatable_fields": []}}
+        return {"identity": dict(IDENTITY), "permissions": {**permissions, "updatable_fields": []}}

@@ -14,12 +14,14 @@ including draining on shutdown, is the shared worker's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nb2svc.config import Settings, settings_from_env
 from nb2svc.runtime.kernels_api import fastws
 from nb2svc.runtime.server import Server
 from nb2svc.runtime.worker import DrainingHandler, Nb2svcWorker
+
+if TYPE_CHECKING:
+    from nb2svc.plan import ServePlan
 
 
 class KernelModeHandler(DrainingHandler):
@@ -36,15 +38,15 @@ class KernelModeWorker(Nb2svcWorker):
     wsgi_handler = KernelModeHandler
 
     def init_process(self) -> None:
-        fastws.install(settings_from_env().max_message_size)
+        fastws.install()  # the message limit is the runtime's (the handler's ``runtime.edge``)
         super().init_process()
 
 
 class KernelServer(Server):
     """One worker (kernel ids must resolve in one process) with :class:`KernelModeWorker`."""
 
-    def __init__(self, app_factory: Any, settings: Settings) -> None:
-        super().__init__(app_factory, settings, workers=1)
+    def __init__(self, plan: ServePlan) -> None:
+        super().__init__(plan, workers=1)
 
     def load_config(self) -> None:
         super().load_config()

@@ -5,22 +5,19 @@ Each notebook is mounted at its prefix with its own kernels, as `nb2svc serve` m
 several notebooks; each route below runs the cells listed in its docstring on the warm
 kernel pool of its notebook (see nb2svc.runtime). Settings come from NB2SVC_*
 environment variables, one notebook's pool also from NB2SVC_POOL_SIZE__<MOUNT> and the
-like (see README.md).
+like (see README.md), read once into the serve plan below.
 """
 
 from pathlib import Path
 
-from nb2svc.compiler.mounts import mounts_from_json
-from nb2svc.config import settings_for_mounts, settings_from_env
-from nb2svc.runtime.http_api import create_mounted_app
+from nb2svc.plan import bundle_plan
+from nb2svc.runtime.entry import build_app
 
 HERE = Path(__file__).resolve().parent
-# (mount, source) for each notebook; its kernels work in the folder of its source.
-MOUNTS = mounts_from_json((HERE / "service.json").read_text(encoding="utf-8"))
-MOUNTED = [(mount, (HERE / source).parent) for mount, source in MOUNTS]
-SETTINGS = settings_from_env()
-OWN = settings_for_mounts(SETTINGS, {}, [(mount.prefix, Path(source).stem) for mount, source in MOUNTS])
-app = create_mounted_app(MOUNTED, SETTINGS, register_routes=False, mount_settings=OWN)
+# The serve plan: the one `nb2svc serve` resolved, or else read once from this
+# process's environment (plain gunicorn); each notebook's kernels work in its folder.
+PLAN = globals().get("PLAN") or bundle_plan(HERE)
+app = build_app(PLAN, register_routes=False)
 SERVICES = app.extensions["nb2svc.services"]
 BASE = app.config["NB2SVC_BASE"]
 hello_service = SERVICES[0]  # /hello: hello.ipynb (python3 kernel)

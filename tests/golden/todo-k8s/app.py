@@ -2,18 +2,20 @@
 
 Do not edit: rebuild with `nb2svc build todo.ipynb`. Each route below runs the
 notebook cells listed in its docstring on a warm kernel pool (see nb2svc.runtime).
-Settings come from NB2SVC_* environment variables (see README.md).
+Settings come from NB2SVC_* environment variables (see README.md), read once into the
+serve plan below.
 """
 
 from pathlib import Path
 
-from nb2svc.compiler.spec import ServiceSpec
-from nb2svc.config import settings_from_env
-from nb2svc.runtime.http_api import create_app
+from nb2svc.plan import bundle_plan
+from nb2svc.runtime.entry import build_app
 
 HERE = Path(__file__).resolve().parent
-SPEC = ServiceSpec.from_json((HERE / "service.json").read_text(encoding="utf-8"))
-app = create_app(SPEC, settings_from_env(), register_routes=False, cwd=HERE)
+# The serve plan: the one `nb2svc serve` resolved, or else read once from this
+# process's environment (plain gunicorn).
+PLAN = globals().get("PLAN") or bundle_plan(HERE)
+app = build_app(PLAN, register_routes=False)
 service = app.extensions["nb2svc"]
 BASE = app.config["NB2SVC_BASE"]
 
