@@ -119,7 +119,7 @@ def notebook_mounts(
     """``(Mount, notebook)`` for every notebook named, found in a folder, or given by --mount,
     checked together (prefixes, routes that clash across notebooks: exit 2)."""
     from nb2svc.compiler import CompileError
-    from nb2svc.compiler.mounts import Mount, check_mounts, default_prefix, normalise_prefix
+    from nb2svc.compiler.mounts import Mount, check_mounts, default_mount, normalise_prefix
 
     chosen: list[tuple[str | None, Path]] = []
     for target in targets:
@@ -154,9 +154,8 @@ def notebook_mounts(
     mounts = []
     for prefix, notebook in chosen:
         spec = compile_target(notebook, comment_prefix, cell_parser)
-        mounts.append(
-            (Mount(prefix if prefix is not None else default_prefix(notebook.stem), spec), notebook)
-        )
+        mount = Mount(prefix, spec) if prefix is not None else default_mount(notebook.stem, spec)
+        mounts.append((mount, notebook))
     try:
         check_mounts([m for m, _ in mounts])
     except CompileError as exc:

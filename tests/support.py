@@ -5,6 +5,7 @@ No sleeps as synchronisation: every wait polls a condition against a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -216,3 +217,12 @@ def notebook_server(nb: nbformat.NotebookNode, path: Path, *args: str) -> Iterat
         yield server
     finally:
         server.kill()
+
+
+def kernel_spec_env(root: Path, name: str, argv: list[str], language: str = "python") -> dict[str, str]:
+    """Install kernel spec ``name`` (running ``argv``) under ``root``; the ``JUPYTER_PATH`` that finds it."""
+    spec_dir = root / "share" / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": argv, "display_name": name, "language": language}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return {"JUPYTER_PATH": str(root / "share")}

@@ -39,6 +39,11 @@ body is framed before any WSGI code runs:
 - a body larger than ``max_body_size`` is a 413, chunked or not (a chunked body is read
   up to the limit here and handed on with its ``Content-Length``), and is not read further;
 - gevent's own error lines go through the nb2svc logger, whose formatter redacts tokens.
+
+Every request gets an id (:func:`request_id`): the client's ``X-Request-Id`` when it is a
+short token (a proxy's), else a new random one. It is in the environ for the app's own
+log lines, echoed in the answer's ``X-Request-Id`` and in the request log, so an error a
+client saw can be found in the log.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ import json
 import logging
 import re
 import sys
+import uuid
+from http import HTTPStatus
 from typing import Any
 
 import gevent
@@ -56,13 +63,24 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
 from nb2svc.config import SHUTDOWN_RESERVE
-from nb2svc.runtime.logs import RedactingStream, Redactor
+from nb2svc.runtime.logs import (
+    OBSERVER_KEY,
+    REQUEST_ID_KEY,
+    ROUTE_KEY,
+    TRACE_ID_KEY,
+    RedactingStream,
+    Redactor,
+)
 from nb2svc.runtime.worker_runtime import EdgeLimits, WorkerRuntime, runtime_of
 
 log = logging.getLogger("nb2svc")
 
 #: RFC 9110 ``token``: what a header name may be (no spaces, no separators).
 HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A client's ``X-Request-Id`` kept as it is: a short token, never free text in the log.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: Paths logged at DEBUG, not INFO: probes every few seconds would drown the log.
+PROBE_PATH = "/_api/health/"
 MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
 
@@ -125,6 +143,13 @@ def waits(edge: EdgeLimits, open_connections: int, capacity: int) -> tuple[float
     if open_connections >= capacity * PRESSURE:
         return min(edge.header_timeout, PRESSED_TIMEOUT), min(edge.keepalive_timeout, PRESSED_TIMEOUT)
     return edge.header_timeout, edge.keepalive_timeout
+
+
+def request_id(environ: dict[str, Any]) -> str:
+    """The id of the request of ``environ``: the client's ``X-Request-Id`` if it is a short
+    token, else a new random one (set once per request by the worker's handler)."""
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 class DrainingHandler(WebSocketHandler):
@@ -200,6 +225,7 @@ class DrainingHandler(WebSocketHandler):
         environ["nb2svc.raw_path"] = self.path
         environ["nb2svc.header_lines"] = self.headers.items()
         environ["nb2svc.socket"] = self.socket
+        environ[REQUEST_ID_KEY] = request_id(environ)
         return environ
 
     def handle_one_request(self) -> Any:
@@ -227,7 +253,9 @@ class DrainingHandler(WebSocketHandler):
         self.close_connection = True
         self.wsgi_input = pywsgi.Input(self.rfile, 0)  # the rest of the body is never read
         message = f"the request body is larger than the limit of {limit} bytes (--max-body-size)"
-        body = json.dumps({"error": "RequestEntityTooLarge", "message": message}).encode()
+        body = json.dumps(
+            {"error": "RequestEntityTooLarge", "message": message, "reason": HTTPStatus(413).phrase}
+        ).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         self.start_response("413 Request Entity Too Large", headers)
         self.write(body)
@@ -251,22 +279,45 @@ class DrainingHandler(WebSocketHandler):
             connections.in_flight -= 1
 
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
-        """Say ``Connection: close`` on a response written while draining (not on a 101)."""
+        """Say ``Connection: close`` on a response written while draining (not on a 101);
+        echo the request's id."""
         if self.runtime.connections.draining and not status.startswith("101"):
             self.close_connection = True
             if not any(name.lower() == "connection" for name, _ in headers):
                 headers = [*headers, ("Connection", "close")]
+        rid = self.environ.get(REQUEST_ID_KEY) if self.environ else None
+        if rid and not status.startswith("101"):
+            headers = [*headers, ("X-Request-Id", rid)]
         return super().start_response(status, headers, exc_info)
 
     def log_request(self) -> None:
-        """One INFO line per request (``GET /hello/x 200 3.1ms``); tokens are redacted by the
-        formatter. Here rather than in the Flask app: it covers every answer, costs less,
-        and replaces gevent-websocket's own line, which is formatted and then thrown away.
+        """One INFO line per request (``GET /hello/x 200 3.1ms``), with its fields for JSON
+        lines (see :mod:`nb2svc.runtime.logs`); tokens are redacted by the formatter.
+        Health probes are logged at DEBUG. Here rather than in the Flask app: it covers
+        every answer, measured to its last byte (a stream too), costs less, and replaces
+        gevent-websocket's own line, which is formatted and then thrown away.
         """
-        if self.code == 101 or not log.isEnabledFor(logging.INFO):
-            return
+        environ = self.environ or {}
         took = (self.time_finish - self.time_start) * 1000 if self.time_finish else 0.0
-        log.info("%s %s %s %.1fms", self.command or "-", self.path or "-", abs(self.code or 0), took)
+        status = abs(self.code or 0)
+        observer = environ.get(OBSERVER_KEY)
+        if observer is not None:
+            observer(status, took / 1000)
+        path = self.path or "-"
+        level = logging.DEBUG if PROBE_PATH in path else logging.INFO
+        if self.code == 101 or not log.isEnabledFor(level):
+            return
+        fields = {
+            "method": self.command or "-",
+            "path": path,
+            "route": environ.get(ROUTE_KEY),
+            "status": status,
+            "duration_ms": round(took, 3),
+            "bytes": self.response_length,
+            "request_id": environ.get(REQUEST_ID_KEY),
+            "trace_id": environ.get(TRACE_ID_KEY),
+        }
+        log.log(level, "%s %s %s %.1fms", fields["method"], path, status, took, extra=fields)
 
 
 def bind_handler(handler: type[DrainingHandler], runtime: WorkerRuntime) -> type[DrainingHandler]:

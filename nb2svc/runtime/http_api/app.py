@@ -19,6 +19,7 @@ from flask import Blueprint, Flask, Response
 
 from nb2svc.compiler.mounts import check_public_paths
 from nb2svc.config import Settings
+from nb2svc.runtime.auth import configured_token
 from nb2svc.runtime.http_api.health import api_metrics, readiness
 from nb2svc.runtime.http_api.jobs import JobLimits, JobStore
 from nb2svc.runtime.http_api.kg_compat import keep_encoded_slashes
@@ -94,7 +95,7 @@ def create_api_app(
     app.wsgi_app = keep_encoded_slashes(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["nb2svc"] = services[0]
     app.extensions["nb2svc.services"] = services
-    install_docs_routes(app, specs, base)
+    install_docs_routes(app, specs, base, token=bool(configured_token(settings)))
     install_job_routes(app, jobs, base)
     install_kg_extras(app, settings, services[0], base)
     if register_routes:
@@ -106,6 +107,7 @@ def create_api_app(
                 _add_route(blueprint, service, index)
             app.register_blueprint(blueprint)
     for service in services:
+        service.tracer = app.extensions["nb2svc.tracing"].tracer
         service.start()
     return app
 
@@ -137,8 +139,11 @@ def _add_route(target: Flask | Blueprint, service: ApiService, index: int, prefi
     def view(**path_params: str) -> Response:
         return service.handle(index, path_params)
 
+    rule = prefix + endpoint.flask_rule
+    if rule == "/" and isinstance(target, Blueprint) and target.url_prefix:
+        rule = ""  # the mount's own path (/orders), as its OpenAPI says, not /orders/
     target.add_url_rule(
-        prefix + endpoint.flask_rule,
+        rule,
         endpoint=f"endpoint_{index}",
         view_func=view,
         methods=[endpoint.method],

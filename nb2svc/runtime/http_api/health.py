@@ -3,8 +3,10 @@
 Ready means every mounted notebook's pool is warm. With one notebook the body is that
 pool's numbers (``ready``, ``kernels``, ``idle``, ``size``, and ``error`` when it cannot
 start); with several, ``{"ready", "notebooks": {name: those numbers}}``. Metrics count
-requests and their time per route and describe each pool; with several notebooks every
-series carries a ``notebook`` label. All of it is per worker.
+requests per route and status, time them to their last byte
+(``nb2svc_request_duration_seconds``, a histogram by method, route with its mount and
+status), time kernel starts (``nb2svc_kernel_start_seconds``) and describe each pool;
+with several notebooks every series carries a ``notebook`` label. All of it is per worker.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from nb2svc.runtime.http_api.service import ApiService
 from nb2svc.runtime.kernel.pool import PoolStats
-from nb2svc.runtime.metrics import Family
+from nb2svc.runtime.metrics import Family, Histogram
 
 
 def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
@@ -53,7 +55,7 @@ POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
 )
 
 
-def api_metrics(services: Sequence[ApiService]) -> list[Family]:
+def api_metrics(services: Sequence[ApiService]) -> list[Family | Histogram]:
     """The API-mode ``/_api/metrics`` families."""
     several = len(services) > 1
 
@@ -63,14 +65,9 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family]:
     requests = Family(
         "nb2svc_requests_total", "counter", "Endpoint requests answered by this worker, by status."
     )
-    seconds = Family(
-        "nb2svc_request_seconds_sum", "counter", "Total seconds spent answering endpoint requests."
-    )
     for service in services:
         for (route, status), count in sorted(service.requests.items()):
             requests.add(count, **labels(service, route=route, status=str(status)))
-        for route, total in sorted(service.duration_sum.items()):
-            seconds.add(total, **labels(service, route=route))
     stats = [(service, service.pool.stats()) for service in services]
     gauges = [
         Family(name, "gauge", help_text, [(labels(service), value(stat)) for service, stat in stats])
@@ -88,7 +85,14 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family]:
         "Proportional set size of the pool's local kernels and their template (shared pages counted once).",
         [(labels(service), service.memory_pss()) for service in services],
     )
-    return [requests, seconds, *gauges, replaced, memory]
+    return [
+        requests,
+        Histogram.combined([(service.durations, labels(service)) for service in services]),
+        Histogram.combined([(service.kernel_starts, labels(service)) for service in services]),
+        *gauges,
+        replaced,
+        memory,
+    ]
 
 
 __all__ = ["api_metrics", "readiness"]

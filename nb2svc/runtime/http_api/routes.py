@@ -16,7 +16,7 @@ from flask import Flask, Response, jsonify, redirect, request, send_file, send_f
 from werkzeug.security import safe_join
 
 from nb2svc.compiler.mounts import PUBLIC_PREFIX, Mount
-from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document
+from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document, without_security
 from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import json_error
@@ -113,10 +113,11 @@ def static_file(folder: str, name: str) -> str | None:
     return real
 
 
-def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str) -> None:
+def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str, token: bool = True) -> None:
     """``/_api/spec/swagger.json`` (Kernel Gateway's document, of the first notebook),
-    ``/openapi.json`` (every mount), the docs page and its static files, and unless an
-    endpoint claims it, ``/`` redirecting to the docs (the first URL the banner prints)."""
+    ``/openapi.json`` (every mount; without its token scheme when the server has no
+    ``token``), the docs page and its static files, and unless an endpoint claims it,
+    ``/`` redirecting to the docs (the first URL the banner prints)."""
     first = mounts[0].spec
 
     @app.get(base + "/_api/spec/swagger.json")
@@ -125,7 +126,8 @@ def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str) -> None:
 
     @app.get(base + "/openapi.json")
     def _openapi() -> Any:
-        return mounted_openapi_document(mounts, server_url=base or None)
+        doc = mounted_openapi_document(mounts, server_url=base or None)
+        return doc if token else without_security(doc)
 
     @app.get(base + "/_api/docs")
     def _docs() -> Response:

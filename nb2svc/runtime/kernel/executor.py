@@ -38,6 +38,11 @@ from nb2svc.runtime.kernel.channels import Kernel, KernelDied
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+#: ``execute_reply`` statuses of a request the kernel did not run (the protocol's ``abort``;
+#: ipykernel says ``aborted``).
+ABORTED = frozenset({"abort", "aborted"})
+
+
 class ExecutionTimeout(TimeoutError):
     """The code ran past its deadline. ``recovered`` tells whether an interrupt stopped it."""
 
@@ -56,7 +61,7 @@ class ExecutionError:
 
 @dataclass
 class ExecutionResult:
-    status: str = "ok"  # ok | error | aborted
+    status: str = "ok"  # ok | error | abort (aborted: it gets an ExecutionAborted error)
     #: ``str`` parts from JSON content, UTF-8 ``bytes`` or ``memoryview`` parts from raw buffers.
     stdout_parts: list[str | bytes | memoryview] = field(default_factory=list)
     stderr_parts: list[str] = field(default_factory=list)
@@ -223,6 +228,15 @@ def execute(
         kernel.retire(collector.result.retire_reason)
     if collector.result.status == "error" and collector.result.error is None:
         collector.result.error = ExecutionError("Error", "the kernel reported an error without details", [])
+    if collector.result.status in ABORTED and collector.result.error is None:
+        # Some kernels (tslab) abort every request after one error: never answer that as a
+        # success, and let the pool replace the kernel.
+        kernel.retire("it aborted a request instead of running it")
+        collector.result.error = ExecutionError(
+            "ExecutionAborted",
+            "the kernel aborted the request instead of running it; it is being replaced",
+            [],
+        )
     return collector.result
 
 

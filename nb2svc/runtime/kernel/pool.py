@@ -129,10 +129,12 @@ class KernelPool:
             if isinstance(exc, gevent.GreenletExit) or self._closed:
                 return
             self._failures += 1
-            log.error("could not start a kernel: %s", exc)
             if self._retry.gives_up(exc, self._failures, self._warmed > 0):
-                self._fail(exc)
+                if self._on_fatal is None and self.failure is None:
+                    log.error("could not start a kernel: %s", exc)
+                self._fail(exc)  # on_fatal reports it: the error is printed once
             else:
+                log.error("could not start a kernel: %s", exc)
                 delay = self._retry.delay(self._failures)
                 log.info("retrying the kernel start in %gs", delay)
                 self._refill(delay)

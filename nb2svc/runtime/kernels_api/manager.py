@@ -4,7 +4,8 @@ Kernels start through :func:`nb2svc.runtime.kernel.start_kernel` with a
 :class:`~nb2svc.runtime.kernel.KernelRecipe`, that is through jupyter_client's
 ``KernelManager(kernel_name=...)`` and the kernel spec's provisioner, so any
 provisioner (including remote ones) works unchanged. A :class:`ManagedKernel` gets the
-unseeded recipe for its restarts; nothing calls back into the registry.
+unseeded recipe for its restarts; the one call back into the registry unlists a kernel
+that a client shut down over its websocket (``shutdown_request``).
 
 Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
 
@@ -42,6 +43,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from nb2svc.config import Settings
 from nb2svc.runtime.kernel import (
+    Kernel,
     KernelPool,
     KernelRecipe,
     KernelStartError,
@@ -54,6 +56,7 @@ from nb2svc.runtime.kernel.forking import Forker
 from nb2svc.runtime.kernel.memory import summed_pss
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
+from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
 from nb2svc.runtime.server import stop_worker_for_good
 
 if TYPE_CHECKING:
@@ -93,8 +96,13 @@ class KernelRegistry:
         self.warm_name = names.warm
         #: ``--warm N``: hidden kernels, already started and seeded, that ``POST /api/kernels``
         #: hands out at once; not listed, not counted against ``--max-kernels``, never culled.
+        self.kernel_starts = Histogram(
+            "nb2svc_kernel_start_seconds",
+            "Kernel starts: seconds to a started and seeded kernel (seed cells included).",
+            KERNEL_START_BUCKETS,
+        )
         self.warm = KernelPool(
-            settings.warm, lambda: start_kernel(self.recipe(self.warm_name)), on_fatal=self._warm_failed
+            settings.warm, lambda: self._timed_start(self.recipe(self.warm_name)), on_fatal=self._warm_failed
         )
         #: Per kernel spec, where its kernels fork from (``--kernel-start``): a template that
         #: ran no setup (seed cells run on each kernel, forked or not), made on first use.
@@ -124,7 +132,16 @@ class KernelRegistry:
         finally:
             self._prespawning -= 1
 
+    def _timed_start(self, recipe: KernelRecipe) -> Kernel:
+        started = time.monotonic()
+        kernel = start_kernel(recipe)
+        self.kernel_starts.observe(time.monotonic() - started)
+        return kernel
+
     def _warm_failed(self, exc: BaseException) -> None:
+        """The warm pool gave up: a seed failure stops the server, anything else is logged."""
+        if not isinstance(exc, SetupFailed):
+            log.error("could not start a kernel: %s", exc)
         self._seed_failed(exc)
 
     def _seed_failed(self, exc: BaseException) -> None:
@@ -214,7 +231,7 @@ class KernelRegistry:
         try:
             kernel = self.warm.take() if name == self.warm_name and not extra else None
             if kernel is None:
-                kernel = start_kernel(recipe)
+                kernel = self._timed_start(recipe)
         except SetupFailed as exc:
             self.failure = f"the seed notebook fails: {exc}"
             raise
@@ -224,6 +241,7 @@ class KernelRegistry:
             kernel.shutdown(now=True)
             raise KernelStartError("the server is shutting down")
         managed = ManagedKernel(str(uuid.uuid4()), kernel, recipe.unseeded())
+        managed.on_requested_shutdown = self._unlist
         self.kernels[managed.id] = managed
         log.info("kernel %s started (%s)", managed.id, kernel.label)
         return managed
@@ -277,6 +295,11 @@ class KernelRegistry:
             raise KernelNotFound(kernel_id)
         managed.shutdown(now=now)
         log.info("kernel %s shut down", kernel_id)
+
+    def _unlist(self, managed: ManagedKernel) -> None:
+        """A kernel that a client shut down over its websocket: removed, as Jupyter Server does."""
+        if self.kernels.get(managed.id) is managed:
+            self.shutdown_kernel(managed.id, now=True)
 
     # --- culling -----------------------------------------------------------------------
 
