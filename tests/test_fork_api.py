@@ -170,7 +170,7 @@ def test_kernel_start_is_per_notebook(start_server: Any) -> None:
     server = start_server(
         str(hello), str(todo), "--pool-size", "1", env={"NB2SVC_KERNEL_START__TODO": "spawn"}
     )
-    assert server.get("/hello/hello/ada").text == "hello, ada\n"
+    assert server.get("/hello/ada").text == "hello, ada\n"
     assert server.get("/todo/todos").status_code == 200
     kernels = server.find_kernels()
     assert sorted(forked(k) for k in kernels) == [False, True]
