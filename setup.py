@@ -50,7 +50,11 @@ setup(
         "redis>=5",  # redis-py: the shared job store across replicas (--store redis://...)
     ],
     extras_require={
+        # OpenTelemetry tracing (nb2svc/runtime/tracing.py), on when OTEL_EXPORTER_OTLP_* says so
+        "otel": ["opentelemetry-sdk>=1.20", "opentelemetry-exporter-otlp-proto-http>=1.20"],
         "test": [
+            "opentelemetry-sdk>=1.20",  # the tracing test reads spans through a real OTLP receiver
+            "opentelemetry-exporter-otlp-proto-http>=1.20",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "requests>=2.31",

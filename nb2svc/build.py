@@ -3,8 +3,8 @@
 The compiler renders a bundle as ``{relative path: bytes}`` without touching a file
 (:mod:`nb2svc.compiler.bundle`); this module is where the notebook files are read and
 the result is written, under one rule: an existing directory is replaced only if it is
-empty, an earlier bundle (it has ``service.json``), or ``force`` says so, so nothing of
-the user's is lost.
+empty, an earlier bundle (it has ``service.json``) of which this build writes every file
+again, or ``force`` says so, so nothing of the user's is lost.
 """
 
 from __future__ import annotations
@@ -55,7 +55,12 @@ def write_mounted_bundle(
 
 def write_files(files: dict[str, bytes], output: Path, *, force: bool = False) -> list[Path]:
     """Write rendered bundle ``files`` into ``output`` (see :func:`write_bundle` for when an
-    existing directory may be replaced); returns the written paths."""
+    existing directory may be replaced); returns the written paths.
+
+    An earlier bundle is replaced only if every file in it is one this build writes again
+    (Python's ``__pycache__`` aside): a file the user added, or ``k8s/`` of a build with
+    ``--k8s`` rebuilt without it, makes a one-line refusal unless ``force``.
+    """
     if output.exists():
         if not output.is_dir():
             raise BundleError(f"{output} exists and is not a directory")
@@ -63,6 +68,13 @@ def write_files(files: dict[str, bytes], output: Path, *, force: bool = False) -
         if any(output.iterdir()) and not (is_bundle or force):
             raise BundleError(
                 f"{output} is not empty and is not an nb2svc bundle; pass --force to replace it"
+            )
+        lost = [] if force else _not_rewritten(output, files)
+        if lost:
+            more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
+            raise BundleError(
+                f"{output} holds files this build would delete ({', '.join(lost[:3])}{more}); "
+                "pass --force to replace them, or build into another directory"
             )
         shutil.rmtree(output)
     written = []
@@ -72,6 +84,18 @@ def write_files(files: dict[str, bytes], output: Path, *, force: bool = False) -
         path.write_bytes(content)
         written.append(path)
     return written
+
+
+def _not_rewritten(output: Path, files: dict[str, bytes]) -> list[str]:
+    """Files under ``output`` that ``files`` does not write again (sorted, relative)."""
+    lost = []
+    for path in output.rglob("*"):
+        relative = path.relative_to(output)
+        if "__pycache__" in relative.parts or path.is_dir():
+            continue
+        if relative.as_posix() not in files:
+            lost.append(relative.as_posix())
+    return sorted(lost)
 
 
 __all__ = ["write_bundle", "write_files", "write_mounted_bundle"]

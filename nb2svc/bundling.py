@@ -72,6 +72,10 @@ def build_bundle(
         mounts, name, source = [], spec.name, str(targets[0])
     specs = [m.spec for m, _ in mounts] or [spec]
     _warn_missing_kernels(specs)
+    from nb2svc.compiler.mounts import Mount
+
+    for problem in target_files.public_path_problems([m for m, _ in mounts] or [Mount("", spec)]):
+        click.echo(f"warning: {problem}; such a bundle does not start with --static-path", err=True)
     output = output or Path("build") / name
     deploy = {o.name: getattr(settings, o.name) for o in DEPLOY_OPTIONS}
     try:

@@ -111,7 +111,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--comment-prefix", default=None, help="Annotation comment prefix (default: from the kernel language)."
 )
-@click.option("--force", is_flag=True, help="Replace an existing non-empty output directory.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing output directory, even one holding files this build would not write again.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the list of written files as JSON on stdout.")
 @click.option("--base-image", default=None, help="FROM image of the Dockerfile.  [default: a slim Python]")
 @click.option(

@@ -85,7 +85,7 @@ class Option:
 
     def check(self, value: Any) -> None:
         """Raise ``ValueError`` (the reason, without the option's name) for an out-of-range number."""
-        if self.type not in (int, float) or value is None:
+        if self.type not in (int, float, ByteSize) or value is None:
             return
         if not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value!r}")
@@ -98,6 +98,29 @@ class Option:
 
 
 MiB = 1024 * 1024
+
+#: Units a size in bytes may carry (case-insensitive; a bare number is bytes). ``MiB`` is
+#: what ``--help`` prints; ``MB`` is read as MiB too, as people mean it for a body limit.
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MiB, "mb": MiB, "mib": MiB}
+SIZE_UNITS |= {"g": 1024 * MiB, "gb": 1024 * MiB, "gib": 1024 * MiB}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+class ByteSize(int):
+    """A size in bytes, written as ``10485760``, ``10MiB``, ``10 MiB`` or ``10MB``: an
+    option's type where ``--help`` shows a size with its unit, so what it prints is accepted."""
+
+    description = "a size such as 10MiB or 1048576"
+
+    def __new__(cls, value: Any) -> ByteSize:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return super().__new__(cls, value)
+        match = _SIZE.match(str(value))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in SIZE_UNITS:
+            raise ValueError(value)
+        return super().__new__(cls, int(float(match.group(1)) * SIZE_UNITS[unit]))
+
 
 #: Seconds a drain waits beyond ``--request-timeout``: the 504 (or the late answer) of a
 #: request that started just before SIGTERM still has to be written.
@@ -194,6 +217,16 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
         maximum=65535,
         deploy=True,
+    ),
+    Option(
+        "metrics_port",
+        int,
+        0,
+        "A second port on --host that serves only /_api/metrics and the health checks, "
+        "without the token: for a Prometheus scraper when a token is set (0: none; the main "
+        "port's /_api/metrics then needs the token).",
+        minimum=0,
+        maximum=65535,
     ),
     Option(
         "workers",
@@ -330,7 +363,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "job_result_max_bytes",
-        int,
+        ByteSize,
         16 * MiB,
         "Largest answer a job keeps (status, headers and body); a larger one fails the job "
         "with JobResultTooLarge instead of being truncated.",
@@ -357,9 +390,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "max_body_size",
-        int,
+        ByteSize,
         10 * MiB,
-        "Largest request body in bytes; larger gets 413.",
+        "Largest request body, in bytes or with a unit (10MiB, 512KiB); larger gets 413.",
         minimum=0,
         shown_default="10 MiB",
     ),
@@ -371,6 +404,14 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a kernel may take to start and run its setup.",
         above=0,
         deploy=True,
+    ),
+    Option(
+        "kernel_start",
+        str,
+        "auto",
+        "How pool kernels start: fork (from a template that ran the notebook's setup once; local "
+        "ipykernel only), spawn (each runs setup itself), or auto (fork where safe, else spawn and say why).",
+        choices=("auto", "fork", "spawn"),
     ),
     Option(
         "transport",
@@ -492,6 +533,21 @@ OPTIONS: tuple[Option, ...] = (
         modes=("kernels",),
     ),
     Option(
+        "allow_remote_access",
+        bool,
+        False,
+        "Answer a tokenless server on a loopback --host whatever Host header a request names "
+        "(off: a Host that is not localhost, 127.0.0.0/8, ::1 or --allow-host gets 403, which stops "
+        "DNS rebinding).",
+    ),
+    Option(
+        "allow_host",
+        list,
+        (),
+        "More Host names a tokenless loopback server answers (comma-separated), e.g. a name in "
+        "/etc/hosts or a dev proxy's.",
+    ),
+    Option(
         "token_file",
         str,
         "",
@@ -522,9 +578,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "max_message_size",
-        int,
+        ByteSize,
         64 * MiB,
-        "Largest websocket message in bytes; a larger one closes the socket with 1009.",
+        "Largest websocket message, in bytes or with a unit (64MiB); a larger one closes the socket "
+        "with 1009.",
         modes=("kernels",),
         minimum=1,
         shown_default="64 MiB",
@@ -644,12 +701,13 @@ def parse_value(option: Option, raw: Any) -> Any:
             if isinstance(raw, (list, tuple)):
                 return tuple(str(v) for v in raw)
             return tuple(v.strip() for v in str(raw).split(",") if v.strip())
-        if option.type is int and isinstance(raw, (bool, float)):
+        if option.type in (int, ByteSize) and isinstance(raw, (bool, float)):
             raise ValueError(raw)
         value = option.type(raw.strip() if isinstance(raw, str) and option.type is not str else raw)
     except (TypeError, ValueError):
         words = "".join(f" or {w!r}" for w in option.words)
-        raise ValueError(f"{where}: expected {option.type.__name__}{words}, got {raw!r}") from None
+        kind = getattr(option.type, "description", option.type.__name__)
+        raise ValueError(f"{where}: expected {kind}{words}, got {raw!r}") from None
     if option.choices and value not in option.choices:
         raise ValueError(f"{where}: {value!r} is not one of {', '.join(option.choices)}")
     try:
@@ -666,7 +724,14 @@ def _default(name: str) -> Any:
 
 
 #: How each option type reads as a :class:`Settings` field annotation.
-_FIELD_TYPES = {str: "str", int: "int", float: "float", bool: "bool", list: "tuple[str, ...]"}
+_FIELD_TYPES = {
+    str: "str",
+    int: "int",
+    ByteSize: "int",
+    float: "float",
+    bool: "bool",
+    list: "tuple[str, ...]",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -680,6 +745,7 @@ class Settings:
 
     host: str = _default("host")
     port: int = _default("port")
+    metrics_port: int = _default("metrics_port")
     workers: int = _default("workers")
     base_url: str = _default("base_url")
     token: str = _default("token")
@@ -705,6 +771,7 @@ class Settings:
     max_body_size: int = _default("max_body_size")
     kernel_name: str = _default("kernel_name")
     kernel_start_timeout: float = _default("kernel_start_timeout")
+    kernel_start: str = _default("kernel_start")
     transport: str = _default("transport")
     env_allow: tuple[str, ...] = _default("env_allow")
     log_level: str = _default("log_level")
@@ -721,6 +788,8 @@ class Settings:
     seed: str = _default("seed")
     warm: int = _default("warm")
     auth: bool = _default("auth")
+    allow_remote_access: bool = _default("allow_remote_access")
+    allow_host: tuple[str, ...] = _default("allow_host")
     token_file: str = _default("token_file")
     error_detail: str = _default("error_detail")
     header_timeout: float = _default("header_timeout")
@@ -821,6 +890,7 @@ MOUNT_OPTIONS = frozenset(
         "max_queue",
         "queue_timeout",
         "kernel_name",
+        "kernel_start",
         "kernel_max_requests",
         "kernel_max_memory",
     }

@@ -123,7 +123,7 @@ def endpoints_without_examples(
     spec: ServiceSpec, examples: list[Example], prefix: str = ""
 ) -> list[Endpoint]:
     tested = {example.endpoint for example in examples}
-    return [ep for ep in spec.endpoints if f"{ep.method} {prefix}{ep.path}" not in tested]
+    return [ep for ep in spec.endpoints if f"{ep.method} {_under(prefix, ep.path)}" not in tested]
 
 
 def mounted(examples: list[Example], prefix: str) -> list[Example]:
@@ -131,8 +131,19 @@ def mounted(examples: list[Example], prefix: str) -> list[Example]:
     if not prefix:
         return examples
     return [
-        replace(e, path=prefix + e.path, endpoint=e.endpoint.replace(" ", " " + prefix, 1)) for e in examples
+        replace(e, path=_under(prefix, e.path), endpoint=" ".join(_mounted_label(e.endpoint, prefix)))
+        for e in examples
     ]
+
+
+def _under(prefix: str, path: str) -> str:
+    """``path`` of a notebook mounted at ``prefix``: its ``/`` is the prefix itself."""
+    return prefix + path[1:] if path == "/" or path.startswith("/?") else prefix + path
+
+
+def _mounted_label(label: str, prefix: str) -> tuple[str, str]:
+    method, _, path = label.partition(" ")
+    return method, _under(prefix, path)
 
 
 def _example(declared: Mapping[str, Any], endpoint: Endpoint) -> Example:
@@ -307,6 +318,7 @@ def local_service(
         process = subprocess.Popen(
             [
                 sys.executable,
+                "-P",  # no working directory on sys.path: a folder named nb2svc there is not us
                 "-m",
                 "nb2svc",
                 "serve",

@@ -14,15 +14,16 @@ zmq, gevent or jupyter_client before the workers fork (RUNTIME-NOTES).
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nb2svc.compiler.mounts import Mount, mounts_from_json
 from nb2svc.config import Settings, settings_for_mounts, settings_from_env
 from nb2svc.runtime.kernels_api.seed import Seed
-from nb2svc.runtime.secret import read_token_file
+from nb2svc.runtime.secret import loose_permissions, read_token_file
 from nb2svc.runtime.worker_runtime import EdgeLimits
 
 #: jupyter_client's ``NATIVE_KERNEL_NAME`` (not imported: this module runs in the master).
@@ -139,12 +140,17 @@ def kernels_plan(settings: Settings, seed: Seed | None) -> ServePlan:
     )
 
 
-def with_token(settings: Settings) -> Settings:
-    """``settings`` with ``--token-file`` read into ``token`` (``ValueError`` if both are given)."""
+def with_token(settings: Settings, warn: Callable[[str], None] | None = None) -> Settings:
+    """``settings`` with ``--token-file`` read into ``token`` (``ValueError`` if both are given);
+    ``warn`` is told when the file is open to its group or others (it is still used)."""
     if settings.token and settings.token_file:
         raise ValueError("give either --token or --token-file, not both")
     if settings.token_file:
-        return settings.replace(token=read_token_file(settings.token_file))
+        token = read_token_file(settings.token_file)
+        warning = loose_permissions(settings.token_file)
+        if warning and warn is not None:
+            warn(warning)
+        return settings.replace(token=token)
     return settings
 
 
@@ -163,7 +169,7 @@ def bundle_plan(directory: str | os.PathLike[str], environ: Mapping[str, str] | 
     """
     here = Path(directory)
     mounts = mounts_from_json((here / "service.json").read_text(encoding="utf-8"))
-    settings = with_token(settings_from_env(environ))
+    settings = with_token(settings_from_env(environ), warn=logging.getLogger("nb2svc").warning)
     located = [(mount, (here / source).parent) for mount, source in mounts]
     own = (
         settings_for_mounts(settings, {}, [(m.prefix, Path(s).stem) for m, s in mounts], environ=environ)

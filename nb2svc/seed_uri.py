@@ -9,19 +9,22 @@ A container configured for Kernel Gateway runs ``nb2svc serve`` with no argument
   argument wins); in kernel mode ``KG_SEED_URI`` stays the seed notebook (``--seed``);
 - either may be a path, a ``file://`` URI or an ``http(s)://`` URL. A URL is fetched once
   at start, at most ``NB2SVC_SEED_MAX_BYTES`` bytes (default 16 MiB) within
-  ``NB2SVC_SEED_TIMEOUT`` seconds (default 30), into a private temporary directory; a
+  ``NB2SVC_SEED_TIMEOUT`` seconds (default 30) for the whole fetch, however slowly the
+  server trickles its headers or body, into a private temporary directory; a
   failure is one clear line and exit status 1 (2 for a local file that is not there).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import tempfile
-import time
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 KG_APIS = {
@@ -76,9 +79,37 @@ def _limits(environ: Mapping[str, str]) -> tuple[int, float]:
 
 
 def _download(url: str, environ: Mapping[str, str]) -> Path:
+    """Fetch ``url`` within ``NB2SVC_SEED_TIMEOUT`` seconds for the whole fetch.
+
+    A socket timeout bounds each read only, so a server that trickles its headers or body
+    a byte at a time (or a name that resolves slowly) would never hit it: the fetch runs in
+    a daemon thread and the caller waits at most the timeout for it, then gives up (the
+    thread is left to its socket timeout; the CLI exits with the error anyway).
+    """
     max_bytes, timeout = _limits(environ)
-    deadline = time.monotonic() + timeout
     name = Path(unquote(urlsplit(url).path)).name or "notebook.ipynb"
+    outcome: dict[str, Any] = {}
+    fetcher = threading.Thread(
+        target=_fetch, args=(url, max_bytes, timeout, outcome), name="nb2svc-seed-fetch", daemon=True
+    )
+    fetcher.start()
+    fetcher.join(timeout)
+    if fetcher.is_alive():  # left behind: closing its response would wait for its read
+        raise SeedError(_too_slow(url, timeout))
+    if "error" in outcome:
+        raise outcome["error"]
+    directory = Path(tempfile.mkdtemp(prefix="nb2svc-seed-"))
+    path = directory / (name if name.endswith(".ipynb") else name + ".ipynb")
+    path.write_bytes(outcome["data"])
+    return path
+
+
+def _too_slow(url: str, timeout: float) -> str:
+    return f"{url}: no complete answer within {timeout:g}s (NB2SVC_SEED_TIMEOUT)"
+
+
+def _fetch(url: str, max_bytes: int, timeout: float, outcome: dict[str, Any]) -> None:
+    """The fetch itself (in :func:`_download`'s thread): ``outcome["data"]`` or ``["error"]``."""
     request = urllib.request.Request(url, headers={"User-Agent": "nb2svc", "Accept": "application/json, */*"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
@@ -89,20 +120,17 @@ def _download(url: str, environ: Mapping[str, str]) -> Path:
                     raise SeedError(
                         f"{url}: larger than {max_bytes} bytes (NB2SVC_SEED_MAX_BYTES); refusing to read on"
                     )
-                if time.monotonic() > deadline:
-                    raise TimeoutError
                 chunks.append(chunk)
+        outcome["data"] = b"".join(chunks)
+    except SeedError as exc:
+        outcome["error"] = exc
     except urllib.error.HTTPError as exc:
-        raise SeedError(f"{url}: the server answered {exc.code} {exc.reason}") from None
-    except (TimeoutError, OSError) as exc:
+        outcome["error"] = SeedError(f"{url}: the server answered {exc.code} {exc.reason}")
+    except (TimeoutError, OSError, ValueError, http.client.HTTPException) as exc:
         if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-            raise SeedError(f"{url}: no complete answer within {timeout:g}s (NB2SVC_SEED_TIMEOUT)") from None
-        reason = getattr(exc, "reason", exc)
-        raise SeedError(f"{url}: cannot fetch it: {reason}") from None
-    directory = Path(tempfile.mkdtemp(prefix="nb2svc-seed-"))
-    path = directory / (name if name.endswith(".ipynb") else name + ".ipynb")
-    path.write_bytes(b"".join(chunks))
-    return path
+            outcome["error"] = SeedError(_too_slow(url, timeout))
+        else:
+            outcome["error"] = SeedError(f"{url}: cannot fetch it: {getattr(exc, 'reason', exc)}")
 
 
 def resolve(uri: str, environ: Mapping[str, str] | None = None) -> Path:

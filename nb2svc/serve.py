@@ -14,7 +14,6 @@ imported them breaks ``subprocess`` in the worker).
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -212,7 +211,7 @@ def _take_token(settings: Settings) -> Settings:
     The plan carries it to the workers."""
     from nb2svc.runtime.secret import hide
 
-    token = read_token(settings)
+    token = with_token(settings, warn=lambda text: click.echo(f"warning: {text}", err=True)).token
     if not hide(token):
         click.echo("warning: could not erase the token from this process's command line", err=True)
     return settings.replace(token=token)
@@ -303,6 +302,10 @@ def _run_server(plan: ServePlan) -> None:
     """Serve an API-mode plan after its banner."""
     from nb2svc.runtime.server import Server
 
+    if plan.settings.static_path:
+        problems = target_files.public_path_problems([m.mount for m in plan.mounts])
+        if problems:
+            raise target_files.CompileFailed("\n".join(f"error: {problem}" for problem in problems))
     _check_port(plan.settings)
     store = _check_store(plan.settings)
     click.echo(f"{api_banner(plan)}\n  jobs:      {store}", err=True)
@@ -353,16 +356,6 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
     _run(KernelServer(kernels_plan(settings, seed)))
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the port on this machine (``localhost``, 127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _kernel_auth_warning(settings: Settings) -> str | None:
     """Refuse a tokenless kernel server on a non-loopback address unless ``--no-auth``; the
     banner's warning when there is no token."""
@@ -370,6 +363,8 @@ def _kernel_auth_warning(settings: Settings) -> str | None:
         if not settings.auth:
             raise click.UsageError("--no-auth and a token contradict each other; drop one")
         return None
+    from nb2svc.runtime.auth import is_loopback
+
     if is_loopback(settings.host):
         return (
             "no --token: anyone on this machine (any user, any local process or container port "

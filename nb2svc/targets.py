@@ -119,7 +119,7 @@ def notebook_mounts(
     """``(Mount, notebook)`` for every notebook named, found in a folder, or given by --mount,
     checked together (prefixes, routes that clash across notebooks: exit 2)."""
     from nb2svc.compiler import CompileError
-    from nb2svc.compiler.mounts import Mount, check_mounts, default_prefix, normalise_prefix
+    from nb2svc.compiler.mounts import Mount, check_mounts, default_mount, normalise_prefix
 
     chosen: list[tuple[str | None, Path]] = []
     for target in targets:
@@ -147,14 +147,15 @@ def notebook_mounts(
             raise click.UsageError(f"--mount {item!r}: {notebook} is a folder; --mount takes one notebook")
         if not path.is_file():
             raise click.UsageError(f"--mount {item!r}: no such notebook {notebook}")
+        if any(segment in (".", "..") for segment in prefix.strip().split("/")):
+            raise CompileFailed(f"error: --mount {item!r}: a prefix with '.' or '..' segments is refused")
         chosen = [(p, nb) for p, nb in chosen if nb.resolve() != path.resolve()]
         chosen.append((normalise_prefix(prefix), path))
     mounts = []
     for prefix, notebook in chosen:
         spec = compile_target(notebook, comment_prefix, cell_parser)
-        mounts.append(
-            (Mount(prefix if prefix is not None else default_prefix(notebook.stem), spec), notebook)
-        )
+        mount = Mount(prefix, spec) if prefix is not None else default_mount(notebook.stem, spec)
+        mounts.append((mount, notebook))
     try:
         check_mounts([m for m, _ in mounts])
     except CompileError as exc:
@@ -181,3 +182,16 @@ def cell_parser_setting(flag: str | None) -> str:
         return parse_value(option, raw)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def public_path_problems(mounts: list[Any]) -> list[str]:
+    """Each endpoint or mount under ``/public``, where ``--static-path`` serves files without
+    a token (a compile problem line naming the cell; empty when there is none)."""
+    from nb2svc.compiler import CompileError
+    from nb2svc.compiler.mounts import check_public_paths
+
+    try:
+        check_public_paths(mounts)
+    except CompileError as exc:
+        return [str(problem) for problem in exc.problems]
+    return []

@@ -5,19 +5,24 @@ No sleeps as synchronisation: every wait polls a condition against a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "notebooks"
+#: What a forked kernel's and a template's command line hold (they never exec).
+TEMPLATE_SCRIPT = "nb2svc/runtime/kernel/template.py"
 
 
 def free_port() -> int:
@@ -83,6 +88,25 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def is_template(pid: int) -> bool:
+    """A kernel template (``--kernel-start fork``): the template script, in its worker's process group."""
+    try:
+        return TEMPLATE_SCRIPT in cmdline(pid) and os.getpgid(pid) != pid
+    except ProcessLookupError:
+        return False
+
+
+def is_kernel(pid: int) -> bool:
+    """A spawned ipykernel, or one forked from a template (the template's script, leading its own group)."""
+    command = cmdline(pid)
+    if "ipykernel" in command:
+        return True
+    try:
+        return TEMPLATE_SCRIPT in command and os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -139,7 +163,10 @@ class Server:
         self.kernel_pids = self.find_kernels()
 
     def find_kernels(self) -> set[int]:
-        return {p for p in descendants(self.proc.pid) if "ipykernel" in cmdline(p)}
+        return {p for p in descendants(self.proc.pid) if is_kernel(p)}
+
+    def find_templates(self) -> set[int]:
+        return {p for p in descendants(self.proc.pid) if is_template(p)}
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the master, wait for it, and return its exit code (kills on timeout)."""
@@ -178,3 +205,24 @@ class Server:
                 pass
         if not self._log.closed:
             self._log.close()
+
+
+@contextmanager
+def notebook_server(nb: nbformat.NotebookNode, path: Path, *args: str) -> Iterator[Server]:
+    """``nb`` written to ``path`` and served (``nb2svc serve path ARGS``) until the block ends."""
+    nbformat.write(nb, path)
+    server = Server([str(path), *args], log_dir=path.parent)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.kill()
+
+
+def kernel_spec_env(root: Path, name: str, argv: list[str], language: str = "python") -> dict[str, str]:
+    """Install kernel spec ``name`` (running ``argv``) under ``root``; the ``JUPYTER_PATH`` that finds it."""
+    spec_dir = root / "share" / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": argv, "display_name": name, "language": language}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return {"JUPYTER_PATH": str(root / "share")}

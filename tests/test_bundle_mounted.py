@@ -31,6 +31,7 @@ from nb2svc.compiler.bundle import (
     source_paths,
 )
 from nb2svc.compiler.mounts import Mount, mounts_from_json
+from nb2svc.compiler.openapi import without_security
 from nb2svc.distribution import templates_dir
 from tests.notebooks import notebook, shell_notebook
 from tests.support import EXAMPLES, Server
@@ -65,7 +66,7 @@ def test_service_json_lists_every_mount_with_its_spec_and_source() -> None:
     assert files["notebooks/hello.ipynb"] == HELLO.read_bytes()
     assert json.loads(files["notebooks/shell.ipynb"])["metadata"]["kernelspec"]["name"] == "bash"
     assert set(json.loads(files["openapi.json"])["paths"]) == {
-        "/hello/hello",
+        "/hello/hello",  # an explicit mount keeps the notebook's paths under its prefix
         "/hello/hello/{name}",
         "/shell/greet/{name}",
     }
@@ -186,10 +187,7 @@ def test_build_writes_one_app_one_image_and_one_set_of_manifests(bundle: Path) -
     app = (bundle / "app.py").read_text()
     assert '@app.route(BASE + "/shell/greet/<name>", methods=["GET"]' in app  # declared, visible
     readme = (bundle / "README.md").read_text()
-    assert (
-        "| GET | `/hello/hello/:name` | 4 | - |" in readme
-        and "| GET | `/shell/greet/:name` | 3 | - |" in readme
-    )
+    assert "| GET | `/hello/:name` | 4 | - |" in readme and "| GET | `/shell/greet/:name` | 3 | - |" in readme
 
 
 def test_routes_of_the_bundle(bundle: Path) -> None:
@@ -197,8 +195,8 @@ def test_routes_of_the_bundle(bundle: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = [(r["notebook"], r["method"], r["path"]) for r in json.loads(result.stdout)]
     assert rows == [
-        ("hello.ipynb", "POST", "/hello/hello"),
-        ("hello.ipynb", "GET", "/hello/hello/:name"),
+        ("hello.ipynb", "POST", "/hello"),
+        ("hello.ipynb", "GET", "/hello/:name"),
         ("shell.ipynb", "GET", "/shell/greet/:name"),
     ]
     table = nb2svc("routes", bundle).stdout.splitlines()
@@ -208,16 +206,20 @@ def test_routes_of_the_bundle(bundle: Path) -> None:
 
 def test_serve_the_bundle(start_server: StartServer, bundle: Path, bash_env: dict[str, str]) -> None:
     server = start_server(str(bundle), "--pool-size", "1", "--allow-notebook-download", env=bash_env)
-    assert server.get("/hello/hello/world").text == "hello, world\n"
+    # hello.ipynb's routes all start with /hello: mounted there by default, not doubled
+    assert server.get("/hello/world").text == "hello, world\n"
     assert server.get("/shell/greet/ann").text == "hi from bash, ann\n"
-    assert server.get("/hello/world").status_code == 404  # every route is at its mount's prefix
+    assert server.get("/hello/hello/world").status_code == 404
+    assert server.get("/greet/ann").status_code == 404  # every route is at its mount's prefix
     ready = server.get("/_api/health/ready")
     assert ready.status_code == 200
     assert {name: state["ready"] for name, state in ready.json()["notebooks"].items()} == {
         "hello": True,
         "shell": True,
     }
-    assert server.get("/openapi.json").json() == json.loads((bundle / "openapi.json").read_text())
+    built = json.loads((bundle / "openapi.json").read_text())
+    assert server.get("/openapi.json").json() == without_security(built)  # served without a token
+    assert "token" in built["components"]["securitySchemes"]  # the file describes a token when there is one
     assert server.get("/_api/source").content == HELLO.read_bytes()  # the first notebook, as served
     metrics = server.get("/_api/metrics").text
     assert 'nb2svc_requests_total{notebook="shell",route="GET /greet/:name",status="200"} 1' in metrics
@@ -229,9 +231,7 @@ def test_nb2svc_test_runs_every_mounts_examples(bundle: Path, bash_env: dict[str
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads(result.stdout)
     assert all(row["passed"] for row in rows)
-    assert {"GET /hello/hello/world", "POST /hello/hello", "GET /shell/greet/bob"} <= {
-        r["request"] for r in rows
-    }
+    assert {"GET /hello/world", "POST /hello", "GET /shell/greet/bob"} <= {r["request"] for r in rows}
 
 
 # --- what is refused, with one line naming the notebook or cell (exit 2) -------------------

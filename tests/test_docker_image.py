@@ -197,7 +197,7 @@ def test_an_image_of_several_notebooks_serves_each_with_its_own_pool(tmp_path: P
         url = run_container(name, image)
         notebooks = requests.get(url + "/_api/health/ready", timeout=10).json()["notebooks"]
         assert {n: state["size"] for n, state in notebooks.items()} == {"hello": 2, "todo": 1}
-        assert requests.get(url + "/hello/hello/pod", timeout=10).text == "hello, pod\n"
+        assert requests.get(url + "/hello/pod", timeout=10).text == "hello, pod\n"
         run_examples(bundle, url)
         podman("rm", "--force", "--time", "5", name)
         url = run_container(name, image, "NB2SVC_POOL_SIZE__HELLO=1")  # a deployment's override

@@ -66,7 +66,10 @@ def test_probes_ports_and_image(k8s: dict[str, Any]) -> None:
     assert api["image"] == "registry.example.com/team/todo:1.0.0"
     assert api["readinessProbe"]["httpGet"] == {"path": "/_api/health/ready", "port": "http"}
     assert api["livenessProbe"]["httpGet"] == {"path": "/_api/health/live", "port": "http"}
-    assert api["ports"] == [{"name": "http", "containerPort": 8888, "protocol": "TCP"}]
+    assert api["ports"] == [
+        {"name": "http", "containerPort": 8888, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},  # scrape-only (issue 22)
+    ]
     service = k8s["service.yaml"]["spec"]
     assert service["ports"][0]["targetPort"] == "http"
     labels = k8s["deployment.yaml"]["spec"]["template"]["metadata"]["labels"]

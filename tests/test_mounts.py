@@ -215,4 +215,4 @@ def test_nb2svc_test_runs_every_notebooks_examples_mounted(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     rows = __import__("json").loads(result.stdout)
     assert all(row["passed"] for row in rows)
-    assert {"GET /hello/hello/world", "DELETE /todo/todos/3"} <= {row["request"] for row in rows}
+    assert {"GET /hello/world", "DELETE /todo/todos/3"} <= {row["request"] for row in rows}

@@ -136,11 +136,18 @@ def group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[subproces
         proc.wait(10)
 
 
-def owner_with(proc: subprocess.Popen[bytes], owner: str, started: int | None = None) -> Path:
-    """An owner directory named ``owner`` whose one kernel record names ``proc``'s group."""
+def me() -> str:
+    return f"{os.getpid()}-{reaper._start_time(os.getpid())}"
+
+
+def owner_with(
+    proc: subprocess.Popen[bytes], owner: str, started: int | None = None, server: str | None = None
+) -> Path:
+    """An owner directory named ``owner`` whose one kernel record names ``proc``'s group, in
+    the directory of ``server`` (this process's own by default: what :func:`reaper.reap` reads)."""
     base = reaper._base()
     assert base is not None
-    kernel = Path(base, owner, "k1")
+    kernel = Path(base, server or me(), owner, "k1")
     kernel.mkdir(parents=True)
     reaper.record_group(str(kernel), proc.pid)
     if started is not None:  # a record of an earlier process that had the same pid
@@ -156,7 +163,7 @@ def test_a_dead_owners_groups_are_killed_and_its_directory_removed(group: subpro
 
 
 def test_a_live_owners_groups_are_left_alone(group: subprocess.Popen[bytes]) -> None:
-    owner = owner_with(group, f"{os.getpid()}-{reaper._start_time(os.getpid())}")
+    owner = owner_with(group, me())
     assert reaper.reap() == []
     assert group.poll() is None and owner.exists()
 
@@ -172,6 +179,82 @@ def test_a_reused_pid_is_not_killed(group: subprocess.Popen[bytes]) -> None:
 
 def test_a_base_directory_others_can_read_is_refused(group: subprocess.Popen[bytes]) -> None:
     owner = owner_with(group, f"{os.getpid()}-1")
-    owner.parent.chmod(0o755)
+    owner.parent.parent.chmod(0o755)
     assert reaper.reap() == []
     assert group.poll() is None and owner.exists()
+
+
+def test_a_template_record_kills_that_process_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A kernel template shares its worker's process group: its record kills it, never the group."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    template = subprocess.Popen(
+        ["sleep", "900"]
+    )  # in our own process group, as a template is in its worker's
+    try:
+        base = reaper._base()
+        assert base is not None
+        directory = Path(base, me(), f"{os.getpid()}-1", "t1")  # our pid, another start time: a dead owner
+        directory.mkdir(parents=True)
+        reaper.record_process(str(directory), template.pid)
+        assert reaper.reap() == [template.pid]
+        assert template.wait(10) == -signal.SIGKILL  # and this test process, in the same group, lives
+    finally:
+        template.kill()
+        template.wait(10)
+
+
+def test_another_live_servers_dead_worker_is_not_ours(
+    group: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    other = f"{group.pid}-{reaper._start_time(group.pid)}"  # a live process stands for the other server
+    owner = owner_with(group, "1-1", server=other)
+    assert reaper.reap() == [] and reaper.sweep() == []
+    assert group.poll() is None and owner.exists()
+    assert "died without stopping" not in caplog.text
+
+
+def test_a_dead_servers_dead_workers_are_swept_and_its_directory_removed(
+    group: subprocess.Popen[bytes],
+) -> None:
+    owner = owner_with(group, "1-1", server=f"{os.getpid()}-1")  # our pid, another start: a dead server
+    assert reaper.sweep() == [group.pid]
+    assert group.wait(10) == -signal.SIGKILL
+    assert not owner.parent.exists()
+
+
+def test_a_dead_servers_live_worker_keeps_its_directory(group: subprocess.Popen[bytes]) -> None:
+    live = f"{group.pid}-{reaper._start_time(group.pid)}"  # a worker whose master was killed alone
+    owner = owner_with(group, live, server=f"{os.getpid()}-1")
+    assert reaper.sweep() == []
+    assert group.poll() is None and owner.exists()
+
+
+def test_a_killed_worker_is_reaped_by_its_own_server_only(start_server: StartServer, tmp_path: Path) -> None:
+    """Two servers of one user share the runtime directory. The first's master is paused
+    while its worker is killed (a dead worker not yet reaped); the second then reaps after
+    its own worker dies: it must neither kill nor report the first server's kernels."""
+    env = private_tmp(tmp_path)
+    first = serve(start_server, tmp_path, env)
+    second = serve(start_server, tmp_path, env)
+    kernel, child = kernel_pids(first)
+    other_kernel, other_child = kernel_pids(second)
+    first_worker, second_worker = worker_of(first, kernel), worker_of(second, other_kernel)
+    first.proc.send_signal(signal.SIGSTOP)
+    try:
+        os.kill(first_worker, signal.SIGKILL)
+        wait_for(lambda: not alive(first_worker), 10, "the first server's worker to be dead")
+        os.kill(second_worker, signal.SIGKILL)
+        wait_for(lambda: gone(other_kernel, other_child), 30, "the second server to reap its own worker")
+        wait_for(lambda: serves_again(second, other_kernel), 90, "the second server to serve again")
+        kernel_pids(second)
+        assert alive(kernel) and alive(child), "the second server killed the first server's kernels"
+        assert f"process {first_worker} died" not in second.log()
+        assert f"process {second_worker} died without stopping its kernels" in second.log()
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: gone(kernel, child), 30, "the first server to reap its own worker")
+    assert f"process {first_worker} died without stopping its kernels" in first.log()
+    wait_for(lambda: serves_again(first, kernel), 90, "the first server to serve again")
+    kernel_pids(first)
+    assert first.stop() == 0 and second.stop() == 0
+    assert [p for p in first.kernel_pids | second.kernel_pids if alive(p)] == []

@@ -20,7 +20,7 @@ import pytest
 
 from tests.kernels_support import AUTH, KernelClient, kernel_server, start_kernel
 from tests.notebooks import notebook
-from tests.support import REPO, Server, alive, wait_for
+from tests.support import REPO, Server, alive, kernel_spec_env, wait_for
 
 StartServer = Callable[..., Server]
 PROVISIONERS = REPO / "tests" / "provisioners"
@@ -172,15 +172,7 @@ def test_remote_kernels_are_polled_not_assumed_dead(tmp_path: Path, recorded: Re
 
 def broken_spec(root: Path) -> dict[str, str]:
     """A kernel spec whose launch fails: its program does not exist."""
-    spec_dir = root / "share" / "kernels" / "broken"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": ["/nonexistent/kernel", "{connection_file}"],
-        "display_name": "broken",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return {"JUPYTER_PATH": str(root / "share")}
+    return kernel_spec_env(root, "broken", ["/nonexistent/kernel", "{connection_file}"])
 
 
 def test_api_mode_stops_after_a_bounded_retry_when_the_provisioner_cannot_launch(

@@ -31,6 +31,7 @@ IMMUTABLE_CALLS = frozenset(
     {
         "frozenset",
         "tuple",
+        "str",
         "object",
         "hasattr",
         "MappingProxyType",

@@ -73,6 +73,8 @@ KERNEL_CPU_MILLI, KERNEL_MEMORY_MI = 250, 160
 #: Seconds the pod keeps serving after it is marked terminating, so that load
 #: balancers stop sending it traffic before gunicorn stops accepting.
 PRESTOP_SECONDS = 5
+#: The generated Deployment's scrape-only ``--metrics-port`` (Prometheus' usual port).
+DEFAULT_METRICS_PORT = 9090
 
 
 class BundleError(Exception):
@@ -110,6 +112,9 @@ class BundleOptions:
     replicas: int = 2
     max_replicas: int = 10
     port: int = field(default_factory=lambda: _default("port"))
+    #: The Deployment's scrape-only port (``NB2SVC_METRICS_PORT``): Prometheus' pod
+    #: annotations point there, so scraping works with a token set.
+    metrics_port: int = DEFAULT_METRICS_PORT
     workers: int = field(default_factory=lambda: _default("workers"))
     base_url: str = field(default_factory=lambda: _default("base_url"))
     pool_size: int | str = field(default_factory=lambda: _default("pool_size"))
@@ -125,6 +130,11 @@ class BundleOptions:
     mounts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not 0 < self.metrics_port < 65536 or self.metrics_port == self.port:
+            raise BundleError(
+                f"the metrics port must be a port from 1 to 65535 other than {self.port}, "
+                f"got {self.metrics_port}"
+            )
         if self.replicas < 1 or self.max_replicas < self.replicas:
             raise BundleError(
                 f"replicas must be at least 1 and at most max replicas, got {self.replicas} "
@@ -196,7 +206,9 @@ def _endpoint_context(
         "path": mount.full_path(ep) if mount else ep.path,
         "cells": ep.cells,
         "response_info": ep.response_info,
-        "rule": prefix + ep.flask_rule,
+        "rule": prefix
+        if prefix and ep.flask_rule == "/"
+        else prefix + ep.flask_rule,  # /orders, not /orders/
         "view": (f"{ident}_" if ident else "") + _view_name(index, ep),
         "args": ", ".join(f"{p}: str" for p in ep.params),
         "params_dict": "{" + ", ".join(f"{json.dumps(p)}: {p}" for p in ep.params) + "}",

@@ -2,10 +2,18 @@
 
 ``nb2svc serve a.ipynb b.ipynb`` (or a folder of notebooks) mounts each notebook under
 ``/<its file stem>`` unless ``--mount PREFIX=NOTEBOOK`` says otherwise; each keeps its
-own kernel spec, setup cells and warm pool. The compiler checks what no single notebook
-can: prefixes must be plain paths (no ``:params``, nothing under ``/_api``), distinct,
-and no two endpoints of different mounts may answer the same request (``/a`` + ``/b/c``
-and ``/a/b`` + ``/c`` both make ``GET /a/b/c``).
+own kernel spec, setup cells and warm pool. A notebook whose every route already starts
+with ``/<its file stem>`` (``orders.ipynb`` answering ``/orders`` and ``/orders/:id``)
+is served at those paths as written, not at ``/orders/orders/:id``
+(:func:`default_mount`): it is still the mount ``/orders`` (its variables, config
+table, metrics), and its routes are kept relative to it. ``build`` and ``serve`` both
+mount through :func:`default_mount`, and a bundle stores the result, so they agree.
+
+The compiler checks what no single notebook can: prefixes must be plain paths (no
+``:params``, no ``.`` or ``..`` segments, nothing under
+``/_api``), distinct, and no two endpoints of different mounts
+may answer the same request (``/a`` + ``/b/c`` and ``/a/b`` + ``/c`` both make
+``GET /a/b/c``).
 
 A bundle of several notebooks (``nb2svc build a.ipynb b.ipynb``) keeps them in one
 ``service.json`` of ``format`` 2 (:func:`mounts_to_json`); a one-notebook bundle keeps
@@ -27,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nb2svc.compiler.annotations import route_pattern
@@ -38,6 +46,9 @@ from nb2svc.compiler.spec import SPEC_FORMAT, Endpoint, ServiceSpec
 MOUNTS_FORMAT = 2
 
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
+
+#: Where ``--static-path`` serves its files, without a token (Kernel Gateway's path).
+PUBLIC_PREFIX = "/public"
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,37 @@ def default_prefix(stem: str) -> str:
     return "/" + (re.sub(r"[^A-Za-z0-9._~-]+", "-", stem).strip("-") or "notebook")
 
 
+def default_mount(stem: str, spec: ServiceSpec) -> Mount:
+    """The notebook ``stem`` mounted where no ``--mount`` says: at ``/<stem>``.
+
+    If every route of ``spec`` already starts with ``/<stem>`` (the notebook was written
+    with its full paths), the prefix is taken off its routes (and its examples' paths),
+    so it answers at the paths it declares rather than with the prefix doubled.
+    """
+    prefix = default_prefix(stem)
+    endpoints = spec.endpoints
+    if not endpoints or not all(_under(ep.path, prefix) for ep in endpoints):
+        return Mount(prefix, spec)
+    return Mount(prefix, replace(spec, endpoints=tuple(_relative(ep, prefix) for ep in endpoints)))
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _relative(endpoint: Endpoint, prefix: str) -> Endpoint:
+    """``endpoint`` with ``prefix`` taken off its path and its examples' request paths."""
+
+    def strip(path: str) -> str:
+        return path[len(prefix) :] or "/" if _under(path.split("?", 1)[0], prefix) else path
+
+    examples = tuple(
+        {**example, "request": {**example["request"], "path": strip(example["request"]["path"])}}
+        for example in endpoint.examples
+    )
+    return replace(endpoint, path=strip(endpoint.path), examples=examples)
+
+
 def normalise_prefix(prefix: str) -> str:
     """``api/v1/`` → ``/api/v1``; ``/`` → ``""``."""
     prefix = prefix.strip()
@@ -76,6 +118,15 @@ def check_mounts(mounts: Sequence[Mount]) -> None:
             problems.append(
                 CompileProblem(
                     source, None, f"mount prefix {mount.prefix!r} is not a plain URL path", "e.g. /api/v1"
+                )
+            )
+        elif any(segment in (".", "..") for segment in mount.prefix.split("/")):
+            problems.append(
+                CompileProblem(
+                    source,
+                    None,
+                    f"mount prefix {mount.prefix!r} has a '.' or '..' segment, which clients resolve away",
+                    "write the path it means, e.g. /b for /a/../b",
                 )
             )
         elif mount.prefix == "/_api" or mount.prefix.startswith("/_api/"):
@@ -107,6 +158,29 @@ def check_mounts(mounts: Sequence[Mount]) -> None:
                         "change a mount prefix (--mount PREFIX=NOTEBOOK) or one of the paths",
                     )
                 )
+    if problems:
+        raise CompileError(problems)
+
+
+def _under_public(path: str) -> bool:
+    return path == PUBLIC_PREFIX or path.startswith(PUBLIC_PREFIX + "/")
+
+
+def check_public_paths(mounts: Sequence[Mount]) -> None:
+    """Raise :class:`CompileError` for a mount or endpoint under ``/public``, where
+    ``--static-path`` serves files without a token: a notebook there would either hide the
+    files or be taken for one of them (for a caller that serves static files)."""
+    problems: list[CompileProblem] = []
+    hint = "move it elsewhere, or serve without --static-path"
+    for mount in mounts:
+        if _under_public(mount.prefix):
+            message = f"mount prefix {mount.prefix} is where --static-path serves its files"
+            problems.append(CompileProblem(mount.spec.notebook, None, message, hint))
+            continue
+        for ep in mount.spec.endpoints:
+            if _under_public(mount.full_path(ep)):
+                message = f"{ep.method} {mount.full_path(ep)} is where --static-path serves its files"
+                problems.append(CompileProblem(mount.spec.notebook, ep.cells[0], message, hint))
     if problems:
         raise CompileError(problems)
 

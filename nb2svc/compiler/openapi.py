@@ -24,6 +24,24 @@ KG_SWAGGER_VERSION = "0.0.0"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+#: Inline code in a summary: OpenAPI summaries are plain text (Swagger UI shows backticks).
+_INLINE_CODE = re.compile(r"`+([^`]+?)`+")
+
+
+def plain_summary(text: str) -> str:
+    """A summary as plain text: Markdown's inline code marks dropped (``run `x` `` → ``run x``)."""
+    return _INLINE_CODE.sub(r"\1", text)
+
+
+def without_security(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` as a server without a token serves it: no security scheme, so the docs page
+    shows no "Authorize" button and no padlocks for a token that does not exist."""
+    doc = {**doc, "components": {**doc.get("components", {})}}
+    doc["components"].pop("securitySchemes", None)
+    doc.pop("security", None)
+    return doc
+
+
 def openapi_document(spec: ServiceSpec, *, server_url: str | None = None) -> dict[str, Any]:
     """An OpenAPI 3.1.0 document for ``spec``.
 
@@ -172,7 +190,7 @@ def _operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
         ok = {"description": output, "content": {"text/plain": {"schema": {"type": "string"}}}}
     op: dict[str, Any] = {"operationId": operation_id}
     if ep.summary:
-        op["summary"] = ep.summary
+        op["summary"] = plain_summary(ep.summary)
     if ep.description:
         op["description"] = ep.description
     parameters = _contract_parameters(ep)

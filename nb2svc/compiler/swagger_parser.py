@@ -124,8 +124,9 @@ def declare_operations(found: SwaggerNotebook, prefix: str, problem: _Report) ->
     for doc_path, item in paths.items():
         if not isinstance(item, dict):
             continue
-        for key in _OPERATION_KEYS:
-            details = item.get(key)
+        for key, details in item.items():  # a method key in any case ("GET"), as Kernel Gateway
+            if str(key).lower() not in _OPERATION_KEYS:
+                continue
             if not isinstance(details, dict) or "operationId" not in details:
                 continue
             op_id = str(details["operationId"]).strip()
@@ -134,12 +135,13 @@ def declare_operations(found: SwaggerNotebook, prefix: str, problem: _Report) ->
                 problem(
                     where,
                     f"operationId {op_id!r} is declared twice ({other.method} {other.doc_path!r} "
-                    f"and {key.upper()} {doc_path!r})",
+                    f"and {str(key).upper()} {doc_path!r})",
                     "give each operation its own operationId",
                 )
                 continue
             route = _route(str(doc_path), details.get("parameters"))
-            found.operations[op_id] = Operation(op_id, key.upper(), str(doc_path), route, details, where or 0)
+            method = str(key).upper()
+            found.operations[op_id] = Operation(op_id, method, str(doc_path), route, details, where or 0)
 
 
 def _route(doc_path: str, parameters: Any) -> str:

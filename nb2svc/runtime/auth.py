@@ -2,9 +2,11 @@
 
 Token: when configured, every request must carry it as ``Authorization: token T``,
 ``Authorization: Bearer T`` or ``?token=T`` (the query form is what browsers'
-websockets can send). Comparison is constant-time. Exactly the two health paths stay
-open (:func:`health_paths`), so that load balancers and Kubernetes probes need no secret.
-A failure is a 401 JSON body.
+websockets can send). Comparison is constant-time. The two health paths stay open in
+both modes (:func:`health_paths`), so that load balancers and Kubernetes probes need no
+secret; a mode may exempt more (API mode's docs page, its Swagger UI files, the ``/``
+redirect and the ``--static-path`` files: :func:`~nb2svc.runtime.http_api.routes.public_paths`),
+and ``OPTIONS`` preflights pass when CORS is on. A failure is a 401 JSON body.
 
 CORS is off unless ``allow_origin`` is set; then the configured headers are added to
 every response and ``OPTIONS`` preflights are answered before auth (browsers send
@@ -24,11 +26,30 @@ JSON (``Content-Type: application/json``) or carrying an ``Authorization`` heade
 (``@jupyterlab/services`` POSTs ``/api/kernels`` with a token and no content type). A
 page can never start a kernel with a "simple" ``text/plain`` or form POST, even where
 ``allow_origin`` is ``*``.
+
+Host check (both modes, against DNS rebinding): a page on ``rebind.example`` whose name
+later resolves to 127.0.0.1 sends ``Host: rebind.example:PORT`` and a matching ``Origin``,
+so the origin check alone lets it in. A server with **no token that listens on a loopback
+address** therefore answers 403 to every request (REST and websocket upgrade alike) whose
+``Host`` is not a loopback name: ``localhost``, an address in 127.0.0.0/8 or ``::1``, or a
+name of ``--allow-host``; ``--allow-remote-access`` turns the check off. Like Jupyter
+Server's ``check_host`` with ``local_hostnames``, but narrower in when it applies:
+
+- with a token the check is off: a rebinding page never has the token (nb2svc sets no
+  cookie), so the Host adds nothing and proxies may name the server as they like;
+- a server listening on a non-loopback address (``--host 0.0.0.0``) is reachable by name
+  and address from the network already, so any Host is accepted (Jupyter Server's
+  ``allow_remote_access`` defaults to true there too). Kernel mode refuses that
+  combination without a token unless ``--no-auth``.
+
+A request with no ``Host`` at all (HTTP/1.0) does not come from a browser and passes.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import logging
 from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
@@ -37,6 +58,8 @@ from flask import Flask, Response, jsonify, request
 
 from nb2svc.config import Settings
 from nb2svc.runtime.secret import read_token_file
+
+log = logging.getLogger("nb2svc")
 
 
 def presented_token() -> str | None:
@@ -82,9 +105,67 @@ def configured_token(settings: Settings) -> str:
     return ""
 
 
-def install_auth(app: Flask, settings: Settings, is_exempt: Callable[[str], bool]) -> None:
-    """Require the configured token on every request whose path ``is_exempt`` rejects."""
-    token = configured_token(settings)
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only: ``localhost``, 127.0.0.0/8, ``::1``."""
+    name = host.strip().rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(host: str) -> str:
+    """The name of a ``Host`` header, without its port or IPv6 brackets, lower case."""
+    text = host.strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text
+    name, colon, port = text.rpartition(":")
+    return name if colon and port.isdigit() else text
+
+
+def host_refusal(settings: Settings, token: str) -> Callable[[str], str | None] | None:
+    """The DNS-rebinding check of the module doc: a function from a ``Host`` header to why it
+    is refused (``None``: allowed), or ``None`` when the check does not apply to this server."""
+    if token or settings.allow_remote_access or not is_loopback(settings.host):
+        return None
+    allowed = frozenset(name.strip().rstrip(".").lower() for name in settings.allow_host)
+
+    def refusal(host: str) -> str | None:
+        name = host_name(host).rstrip(".")
+        if is_loopback(name) or name in allowed:
+            return None
+        return (
+            f"Host {host!r} is not this machine: a server without a token answers only localhost, "
+            "127.0.0.1 and ::1 (DNS rebinding protection); name it with --allow-host, or set a token"
+        )
+
+    return refusal
+
+
+def install_host_check(app: Flask, settings: Settings, token: str) -> None:
+    """403 for requests to a tokenless loopback server that name another host (module doc)."""
+    refusal = host_refusal(settings, token)
+    if refusal is None:
+        return
+
+    @app.before_request
+    def _check_host() -> Response | None:
+        host = request.environ.get("HTTP_HOST")
+        why = refusal(host) if host is not None else None
+        if why is None:
+            return None
+        log.warning("refused %s %s: %s", request.method, request.path, why)
+        return json_error(403, "Forbidden", why)
+
+
+def install_auth(
+    app: Flask, settings: Settings, is_exempt: Callable[[str], bool], token: str | None = None
+) -> None:
+    """Require the token (default: :func:`configured_token`) on every request whose path
+    ``is_exempt`` rejects."""
+    token = configured_token(settings) if token is None else token
     if not token:
         return
 

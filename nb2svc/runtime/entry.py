@@ -60,6 +60,9 @@ def build_app(plan: ServePlan, *, register_routes: bool = True) -> Any:
         app = create_api_app(plan, runtime, register_routes=register_routes)
         for service in app.extensions["nb2svc.services"]:
             runtime.supervise(service, service.shutdown)
+    tracing = getattr(app, "extensions", {}).get("nb2svc.tracing")
+    if tracing is not None and tracing.tracer is not None:
+        runtime.exit_hooks.add(tracing.shutdown)  # export the spans still buffered
     return runtime.register(app)
 
 

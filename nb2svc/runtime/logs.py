@@ -1,5 +1,12 @@
 """Logging in Jupyter's format (``[I 2026-11-25 06:00:00.000 nb2svc] ...``) or JSON lines.
 
+A JSON line carries, beside ``time``, ``level``, ``logger`` and ``message``, the record's
+structured fields (:data:`FIELDS`) as keys of their own: the request log gives
+``method``, ``path``, ``route``, ``status``, ``duration_ms``, ``bytes`` (sent, headers
+included, as nginx's ``$bytes_sent``) and ``request_id``; a failed cell adds ``notebook``
+and ``cells``. A log collector then filters on them without parsing the message.
+Loggers pass them as ``extra``.
+
 Tokens are redacted from every line, whichever logger wrote it (gunicorn's, gevent's
 malformed-request lines, exception tracebacks): a query parameter whose name, once
 percent-decoded and in any case, is ``token`` (``?token=``, ``?%74oken=``, ``?TOKEN=``),
@@ -20,6 +27,29 @@ from urllib.parse import unquote_plus
 
 from nb2svc.config import Settings
 
+#: Structured fields a record may carry (``log.info(..., extra={...})``), written as JSON keys.
+FIELDS = (
+    "method",
+    "path",
+    "route",
+    "status",
+    "duration_ms",
+    "bytes",
+    "request_id",
+    "trace_id",
+    "notebook",
+    "cells",
+)
+
+#: Environ keys set per request: its id (by the worker's handler), the route the app
+#: matched with its mount (``/orders/:id``), and a callable the handler gives the status
+#: and the seconds to the answer's last byte (the app's metrics).
+REQUEST_ID_KEY = "nb2svc.request_id"
+ROUTE_KEY = "nb2svc.route"
+OBSERVER_KEY = "nb2svc.observe"
+#: The request's trace id, when tracing is on (:mod:`nb2svc.runtime.tracing`).
+TRACE_ID_KEY = "nb2svc.trace_id"
+
 QUERY_PARAMETER = re.compile(r"([?&;])([^=&;\s\"'?]+)=([^&;\s\"']*)")
 #: Secrets shorter than this are not searched for in free text (they would mangle it).
 MIN_SECRET = 6
@@ -31,6 +61,15 @@ def _parameter(match: re.Match[str]) -> str:
     if unquote_plus(match.group(2)).strip().lower() != "token":
         return match.group(0)
     return f"{match.group(1)}{match.group(2)}=[secret]"
+
+
+#: Terminal colour codes (IPython colours its tracebacks): a log file wants plain text.
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal colour codes."""
+    return ANSI.sub("", text)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -89,9 +128,33 @@ class JsonFormatter(_RedactingFormatter):
             "logger": record.name,
             "message": self.redactor(record.getMessage()),
         }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                payload[name] = self.redactor(value) if isinstance(value, str) else value
         if record.exc_info:
             payload["exception"] = self.redactor(self.formatException(record.exc_info))
         return json.dumps(payload)
+
+
+class BootNoiseFilter(logging.Filter):
+    """Drops gunicorn's own lines about a worker that could not boot.
+
+    Such a worker already logged why (one line, "the service cannot start: ..."); the
+    master's "Worker (pid:N) exited with code 3", "Shutting down: Master" and "Reason:
+    Worker failed to boot." would only repeat that something failed, and the CLI closes
+    with one line of its own.
+    """
+
+    BOOT_CODES = (3, 4)  # gunicorn's WORKER_BOOT_ERROR and APP_LOAD_ERROR
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message, args = record.msg, record.args
+        if message == "Worker (pid:%s) exited with code %s." and isinstance(args, tuple):
+            return args[-1] not in self.BOOT_CODES
+        if message == "Reason: %s" and isinstance(args, tuple):
+            return args[-1] not in ("Worker failed to boot.", "App failed to load.")
+        return not (message == "Shutting down: %s" and record.levelno >= logging.ERROR)
 
 
 def _formatter_path(settings: Settings) -> str:
@@ -105,13 +168,19 @@ def gunicorn_logconfig(settings: Settings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"nb2svc": {"()": _formatter_path(settings)}},
+        "filters": {"boot": {"()": "nb2svc.runtime.logs.BootNoiseFilter"}},
         "root": {"level": "WARNING", "handlers": ["console"]},
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "nb2svc", "stream": "ext://sys.stderr"}
         },
         "loggers": {
             "nb2svc": {"level": level, "handlers": ["console"], "propagate": False},
-            "gunicorn.error": {"level": level, "handlers": ["console"], "propagate": False},
+            "gunicorn.error": {
+                "level": level,
+                "handlers": ["console"],
+                "propagate": False,
+                "filters": ["boot"],
+            },
             "gunicorn.access": {"level": level, "handlers": ["console"], "propagate": False},
         },
     }

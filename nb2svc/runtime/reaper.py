@@ -8,22 +8,30 @@ under an ipykernel that exited), would run forever.
 
 How:
 
-- a process that starts kernels (a worker) owns a private directory,
-  ``$TMPDIR/nb2svc-<uid>-<host>/<pid>-<start time>/`` (mode 700, :func:`make_owner_dir`;
-  the worker's kernel host keeps it).
-  Each kernel's directory in it holds the kernel's connection file and IPC sockets and,
-  once the kernel runs, a ``group`` record (:func:`record_group`): the process group it
-  runs in on this host and the start time of that group's leader. A clean stop removes
-  the kernel's directory; a clean exit kills whatever is still recorded and removes the
-  owner's.
+- a process that starts kernels (a worker) owns a private directory inside its
+  parent's (its server's, gunicorn's master):
+  ``$TMPDIR/nb2svc-<uid>-<host>/<server pid>-<start time>/<pid>-<start time>/`` (mode
+  700, :func:`make_owner_dir`; the worker's kernel host keeps it). Each kernel's
+  directory in it holds the kernel's connection file and IPC sockets and, once the
+  kernel runs, a ``group`` record (:func:`record_group`): the process group it runs in
+  on this host and the start time of that group's leader. A clean stop removes the
+  kernel's directory; a clean exit kills whatever is still recorded and removes the
+  owner's. A kernel template (:mod:`nb2svc.runtime.kernel.forking`) runs in the
+  worker's own process group, so its directory records the process alone
+  (:func:`record_process`), and only that process is killed.
 - gunicorn's master calls :func:`reap` when a worker exits for any reason
-  (``child_exit``), when it starts (``on_starting``) and when it exits (``on_exit``):
-  for every owner directory whose owner is dead, the recorded groups are killed and the
-  directory removed (with it the connection files a killed worker leaves behind). The
-  start covers a server SIGKILLed whole, master and workers at once: its kernels are
-  stopped by the next ``nb2svc serve`` on this host with the same user and TMPDIR.
-  A master SIGKILLed alone needs nothing: its workers see their parent change and stop
-  gracefully.
+  (``child_exit``) and when it exits (``on_exit``): for every owner directory *in its
+  own server directory* whose owner is dead, the recorded groups are killed and the
+  directory removed (with it the connection files a killed worker leaves behind).
+  Servers started by the same user share the base directory; each one reaps only its
+  own workers, so one server never kills, nor reports, another's kernels.
+- when it starts (``on_starting``) the master calls :func:`sweep`: the server
+  directories whose server is dead (a server SIGKILLed whole, master and workers at
+  once) have their dead owners reaped the same way, so such kernels are stopped by
+  the next ``nb2svc serve`` on this host with the same user and TMPDIR. A live
+  server's directory is never touched. A master SIGKILLed alone needs nothing: its
+  workers see their parent change and stop gracefully (their directories go with the
+  dead server's at the next sweep).
 
 Never the wrong process. A pid means something only with its start time
 (``/proc/<pid>/stat``): an owner is alive while a process with its pid *and* start time
@@ -65,6 +73,8 @@ log = logging.getLogger("nb2svc")
 
 #: The record of a kernel's process group, in the kernel's own directory.
 GROUP_FILE = "group"
+#: The record of one process (a kernel template, which shares the worker's group).
+PROCESS_FILE = "process"
 
 
 def _process(pid: int) -> tuple[str, int] | None:
@@ -120,16 +130,32 @@ def _base() -> str | None:
     return path
 
 
+def _name(pid: int) -> str | None:
+    """``<pid>-<start time>``: a process's directory name, or None if it is gone."""
+    started = _start_time(pid)
+    return f"{pid}-{started}" if started is not None else None
+
+
+def _alive(name: str) -> bool | None:
+    """Whether the process named ``<pid>-<start time>`` lives; None if ``name`` is not such a name."""
+    pid, _, started = name.partition("-")
+    if not (pid.isdigit() and started.isdigit()):
+        return None
+    process = _process(int(pid))
+    return process is not None and process[0] != "Z" and process[1] == int(started)  # a zombie never stops
+
+
 def make_owner_dir() -> str:
-    """This process's private directory for its kernels (connection files, IPC, records).
+    """This process's private directory for its kernels (connection files, IPC, records),
+    inside its server's (its parent's) directory.
 
     Made once per worker, after fork, by its kernel host
     (:class:`~nb2svc.runtime.kernel.host.KernelHost`), which keeps it. Without /proc or a
     usable base it is a plain private temporary directory, and nothing in it is ever reaped.
     """
-    base, started = _base(), _start_time(os.getpid())
-    if base is not None and started is not None:
-        path = os.path.join(base, f"{os.getpid()}-{started}")
+    base, me, server = _base(), _name(os.getpid()), _name(os.getppid())
+    if base is not None and me is not None and server is not None:
+        path = os.path.join(base, server, me)
         os.makedirs(path, mode=0o700, exist_ok=True)
     else:
         path = tempfile.mkdtemp(prefix="nb2svc-")
@@ -144,20 +170,32 @@ def record_group(kernel_dir: str, pgid: int) -> None:
     Nothing is recorded if the leader is already gone: its stop reaps it. A record that
     cannot be written (a full disk) is a warning, not a failed kernel start.
     """
-    started = _start_time(pgid)
+    _record(kernel_dir, GROUP_FILE, pgid, "kernel process group")
+
+
+def record_process(process_dir: str, pid: int) -> None:
+    """Record process ``pid`` (a kernel template) under ``process_dir``: the reaper kills it alone."""
+    _record(process_dir, PROCESS_FILE, pid, "kernel template")
+
+
+def _record(directory: str, name: str, pid: int, what: str) -> None:
+    started = _start_time(pid)
     if started is None:
         return
-    temporary = os.path.join(kernel_dir, GROUP_FILE + ".new")
+    temporary = os.path.join(directory, name + ".new")
     try:
         with open(temporary, "w") as f:
-            f.write(f"{pgid} {started}\n")
-        os.replace(temporary, os.path.join(kernel_dir, GROUP_FILE))
+            f.write(f"{pid} {started}\n")
+        os.replace(temporary, os.path.join(directory, name))
     except OSError as exc:
-        log.warning("kernel process group %d will not be reaped after a crash: %s", pgid, exc)
+        log.warning("%s %d will not be reaped after a crash: %s", what, pid, exc)
 
 
 def _kill_recorded(record: str) -> int | None:
-    """Kill the group of one record if it is still the one recorded; its pgid if it was killed."""
+    """Kill what one record names if it is still the one recorded; its pid or pgid if it was killed.
+
+    A group record kills the whole group; a process record (a template) that one process.
+    """
     try:
         with open(record) as f:
             pgid, started = (int(v) for v in f.read().split())
@@ -169,7 +207,10 @@ def _kill_recorded(record: str) -> int | None:
     if leader is not None and leader != started:
         return None  # the pid is another process's now: the group we started is gone
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        if os.path.basename(record) == PROCESS_FILE:
+            os.kill(pgid, signal.SIGKILL)
+        else:
+            os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         return None
     except OSError as exc:
@@ -181,7 +222,8 @@ def _kill_recorded(record: str) -> int | None:
 def _reap_dir(path: str) -> list[int]:
     """Kill every group recorded under the owner directory ``path``, then remove it."""
     killed = []
-    for record in sorted(glob.glob(os.path.join(glob.escape(path), "*", GROUP_FILE))):
+    records = [os.path.join(glob.escape(path), "*", name) for name in (GROUP_FILE, PROCESS_FILE)]
+    for record in sorted(r for pattern in records for r in glob.glob(pattern)):
         pgid = _kill_recorded(record)
         if pgid is not None:
             killed.append(pgid)
@@ -195,29 +237,76 @@ def _release(path: str, pid: int) -> None:
         _reap_dir(path)
 
 
-def reap() -> list[int]:
-    """Kill the recorded kernel groups of every dead owner and remove its directory.
+def _reap_server(server: str) -> tuple[list[int], bool]:
+    """Reap the dead owners in the server directory ``server``: the groups killed, and
+    whether any owner in it still lives."""
+    killed: list[int] = []
+    live = False
+    try:
+        names = os.listdir(server)
+    except OSError:
+        return killed, live
+    for name in names:
+        state = _alive(name)
+        if state is None:
+            continue
+        if state:
+            live = True  # it stops its own kernels
+            continue
+        killed += _reap_owner(server, name)
+    return killed, live
 
-    Returns the process groups killed (each logged with its owner's pid). Cheap when
-    nothing died: one directory listing and a read of ``/proc/<pid>/stat`` per owner.
+
+def _reap_owner(parent: str, name: str) -> list[int]:
+    """Reap the dead owner ``name`` (``<pid>-<start time>``) under ``parent`` and say what was killed."""
+    groups = _reap_dir(os.path.join(parent, name))
+    if groups:
+        log.warning(
+            "process %s died without stopping its kernels: killed kernel process group(s) %s",
+            name.partition("-")[0],
+            ", ".join(map(str, groups)),
+        )
+    return groups
+
+
+def reap(final: bool = False) -> list[int]:
+    """Kill the recorded kernel groups of this server's dead workers and remove their directories.
+
+    Only this process's own server directory is read: another server's workers, dead or
+    alive, are that server's business. Returns the process groups killed (each logged
+    with its owner's pid). Cheap when nothing died: one directory listing and a read of
+    ``/proc/<pid>/stat`` per worker. ``final`` (the server exits) also removes the
+    server directory once it is empty.
+    """
+    base, me = _base(), _name(os.getpid())
+    if base is None or me is None:
+        return []
+    server = os.path.join(base, me)
+    killed = _reap_server(server)[0]
+    if final:
+        try:
+            os.rmdir(server)
+        except OSError:
+            pass  # never created (no kernels), or a live worker's directory is still in it
+    return killed
+
+
+def sweep() -> list[int]:
+    """Reap what dead servers left: for every server directory whose server is gone, its
+    dead owners' groups are killed; the directory goes once no owner in it lives.
+
+    A server directory of the old flat layout (an owner's own, kernel directories in
+    it) is reaped whole the same way.
     """
     base = _base()
     if base is None:
         return []
     killed: list[int] = []
     for name in os.listdir(base):
-        pid, _, started = name.partition("-")
-        if not (pid.isdigit() and started.isdigit()):
-            continue
-        owner = _process(int(pid))
-        if owner is not None and owner[0] != "Z" and owner[1] == int(started):
-            continue  # alive: it stops its own kernels (a zombie never will)
-        groups = _reap_dir(os.path.join(base, name))
-        if groups:
-            log.warning(
-                "process %s died without stopping its kernels: killed kernel process group(s) %s",
-                pid,
-                ", ".join(map(str, groups)),
-            )
+        if _alive(name) is not False:
+            continue  # a live server (or not ours to read)
+        groups, live = _reap_server(os.path.join(base, name))
         killed += groups
+        if not live:  # then the directory goes, with any kernels of an old-layout owner
+            killed += _reap_owner(base, name)
     return killed

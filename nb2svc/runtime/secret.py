@@ -45,6 +45,26 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     return read_secret_file(path, "--token-file")
 
 
+def loose_permissions(path: str | os.PathLike[str]) -> str | None:
+    """A warning when others than the owner may read (or write) the token file, as ssh
+    complains about a private key; ``None`` when it is private or cannot be read.
+
+    A warning, not a refusal: a Kubernetes Secret volume is mode 0644 unless its
+    ``defaultMode`` says otherwise, and a container's only user is the server's anyway.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # read_token_file reports it
+    if not mode & 0o077:
+        return None
+    who = "everyone" if mode & 0o007 else "its group"
+    return (
+        f"--token-file {path} is accessible to {who} (mode {mode & 0o777:03o}): other users of this "
+        f"machine may read the token; chmod 600 {path}"
+    )
+
+
 def hide(token: str) -> bool:
     """Erase ``token`` from the environment and the process's argv/environ memory;
     ``False`` if ``/proc/self/mem`` could not be written (then it stays visible)."""

@@ -13,8 +13,8 @@ kernel outlives the server.
 
 A worker that dies without its hook (SIGKILL, the OOM killer, gunicorn's timeout kill,
 a segfault) leaves records of its local kernels' process groups; the master kills them
-when it reaps the worker (``child_exit``), and sweeps records of dead processes when it
-starts and exits (see :mod:`nb2svc.runtime.reaper`).
+when it reaps the worker (``child_exit``) and when it exits, and sweeps what dead servers
+left when it starts (see :mod:`nb2svc.runtime.reaper`).
 
 A worker that cannot boot (building its app from the plan raises) stops the whole server: the error
 becomes gunicorn's ``AppImportError``, whose worker prints one line and exits with
@@ -59,7 +59,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 
 def _reap_orphans(arbiter: Any) -> None:
-    """In the master (``on_starting``, ``on_exit``): kill the kernels of dead workers.
+    """In the master (``child_exit``): kill the kernels of this server's dead workers.
 
     Never raises: a failure to reap must not stop the master from respawning workers.
     """
@@ -70,14 +70,26 @@ def _reap_orphans(arbiter: Any) -> None:
 
 
 def _on_exit(arbiter: Any) -> None:
-    """In the master, last: reap, then remove this server's embedded job store (no worker is left)."""
-    _reap_orphans(arbiter)
+    """In the master, last: kill what dead workers left, remove the server's directory, then
+    this server's embedded job store (no worker is left)."""
+    try:
+        reaper.reap(final=True)
+    except Exception:
+        log.exception("error while stopping the kernels of a dead worker")
     try:
         from nb2svc.runtime.store import remove_server_directory
 
         remove_server_directory()
     except Exception:
         log.exception("error while removing the embedded job store")
+
+
+def _sweep_dead_servers(arbiter: Any) -> None:
+    """In the master (``on_starting``): kill the kernels of servers that died whole."""
+    try:
+        reaper.sweep()
+    except Exception:
+        log.exception("error while stopping the kernels of a dead server")
 
 
 def _child_exit(arbiter: Any, worker: Any) -> None:
@@ -109,7 +121,8 @@ WORKER_BOOT_ERROR = Arbiter.WORKER_BOOT_ERROR
 def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict[str, Any]:
     """gunicorn settings for ``settings`` (``workers`` overrides, e.g. 1 in kernel mode)."""
     return {
-        "bind": [f"{settings.host}:{settings.port}"],
+        "bind": [f"{settings.host}:{settings.port}"]
+        + ([f"{settings.host}:{settings.metrics_port}"] if settings.metrics_port else []),
         "workers": workers if workers is not None else settings.workers,
         "worker_class": WORKER_CLASS,
         "worker_connections": 1000,
@@ -124,7 +137,7 @@ def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict
         "preload_app": False,  # zmq contexts and kernels must be created after fork
         "post_worker_init": _post_worker_init,
         "worker_exit": _worker_exit,
-        "on_starting": _reap_orphans,
+        "on_starting": _sweep_dead_servers,
         "child_exit": _child_exit,
         "on_exit": _on_exit,
         "proc_name": "nb2svc",

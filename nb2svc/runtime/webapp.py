@@ -2,6 +2,8 @@
 
 :func:`create_webapp` returns a Flask app that already has, in this order:
 
+0. for a tokenless server on a loopback address, the DNS-rebinding check of the ``Host``
+   header (:func:`~nb2svc.runtime.auth.install_host_check`), before anything else,
 1. CORS (:func:`~nb2svc.runtime.auth.install_cors`; nothing unless ``--allow-origin``),
 2. with ``check_origin`` (kernel mode), Jupyter Server's origin check for websocket
    upgrades and state-changing requests, before auth so a hostile page learns nothing,
@@ -12,6 +14,10 @@
 5. ``GET /_api/health/live`` (the server answers), ``GET /_api/health/ready`` (200 or 503
    with the mode's own state) and, when the mode gives ``metrics``, ``GET /_api/metrics``
    (Prometheus text, token required),
+6. with ``--metrics-port``, a scrape-only port: a request that arrived on it may only read
+   the metrics and the health checks, and needs no token (Prometheus' pod annotations
+   carry no credential); everything else there is a 404. gunicorn listens on both ports,
+   so the same worker answers either,
 
 all under ``--base-url``. A mode adds only its own routes and domain errors: API mode one
 blueprint per mounted notebook (:mod:`nb2svc.runtime.http_api`), kernel mode the Jupyter
@@ -21,6 +27,7 @@ Server REST API and the channels websocket (:mod:`nb2svc.runtime.kernels_api`).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -28,8 +35,17 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import health_paths, install_auth, install_cors, install_origin_check, json_error
-from nb2svc.runtime.metrics import CONTENT_TYPE, Family, exposition
+from nb2svc.runtime.auth import (
+    configured_token,
+    health_paths,
+    install_auth,
+    install_cors,
+    install_host_check,
+    install_origin_check,
+    json_error,
+)
+from nb2svc.runtime.metrics import CONTENT_TYPE, Family, Histogram, exposition
+from nb2svc.runtime.tracing import Tracing
 
 log = logging.getLogger("nb2svc")
 
@@ -49,7 +65,7 @@ def create_webapp(
     settings: Settings,
     *,
     readiness: Readiness,
-    metrics: Callable[[], Iterable[Family]] | None = None,
+    metrics: Callable[[], Iterable[Family | Histogram]] | None = None,
     public: Callable[[str], bool] | None = None,
     check_origin: bool = False,
     app_class: type[AppT] = Flask,  # type: ignore[assignment]
@@ -59,19 +75,45 @@ def create_webapp(
     ``public(path)`` widens the token exemption beyond the two health paths (API mode's
     docs page); ``app.config["NB2SVC_BASE"]`` holds the route prefix for the mode's routes.
     """
-    app = app_class(name)
+    # root_path given: Flask would otherwise look ``name`` up as a module, and a folder of that
+    # name in the working directory (``nb2svc``, a notebook's stem) would be found instead
+    app = app_class(name, root_path=os.path.dirname(os.path.abspath(__file__)))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     base = base_path(settings)
     app.config["NB2SVC_BASE"] = base
+    token = configured_token(settings)
+    install_host_check(app, settings, token)
+    scrape_only = _install_scrape_port(app, settings, base)
     install_cors(app, settings)
     if check_origin:
         install_origin_check(app, settings)
     health = health_paths(base)
-    install_auth(app, settings, is_exempt=(lambda path: health(path) or public(path)) if public else health)
+    open_path = (lambda path: health(path) or public(path)) if public else health
+    install_auth(app, settings, is_exempt=lambda path: scrape_only() or open_path(path), token=token)
     install_json_errors(app)
     _install_health(app, base, readiness, metrics)
+    tracing = app.extensions["nb2svc.tracing"] = Tracing(name)  # flushed by the worker's exit hooks
+    app.wsgi_app = tracing.wrap(app.wsgi_app)  # type: ignore[method-assign]  # itself when off
     return app
+
+
+def _install_scrape_port(app: Flask, settings: Settings, base: str) -> Callable[[], bool]:
+    """Confine requests on ``--metrics-port`` to the metrics and health paths; returns the
+    test "did this request arrive on the metrics port" (such a request needs no token)."""
+    port = str(settings.metrics_port) if settings.metrics_port else None
+    allowed = {base + "/_api/metrics", base + "/_api/health/live", base + "/_api/health/ready"}
+
+    def scrape_only() -> bool:
+        return port is not None and request.environ.get("SERVER_PORT") == port
+
+    @app.before_request
+    def _confine() -> Response | None:
+        if scrape_only() and (request.path not in allowed or request.method not in ("GET", "HEAD")):
+            return json_error(404, "NotFound", "the metrics port serves only /_api/metrics and health checks")
+        return None
+
+    return scrape_only
 
 
 def install_json_errors(app: Flask) -> None:
@@ -92,7 +134,7 @@ def install_json_errors(app: Flask) -> None:
 
 
 def _install_health(
-    app: Flask, base: str, readiness: Readiness, metrics: Callable[[], Iterable[Family]] | None
+    app: Flask, base: str, readiness: Readiness, metrics: Callable[[], Iterable[Family | Histogram]] | None
 ) -> None:
     @app.get(base + "/_api/health/live")
     def _live() -> Any:

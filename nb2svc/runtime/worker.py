@@ -30,9 +30,20 @@ body is framed before any WSGI code runs:
 - the request line and headers must arrive within ``header_timeout`` seconds, and a
   keep-alive connection may stay idle only ``keepalive_timeout`` seconds: slow or idle
   connections give their slot back, so a worker keeps answering;
+- under pressure (:data:`PRESSURE` of the worker's connection slots open) a connection
+  that starts waiting for a request gets only :data:`PRESSED_TIMEOUT` seconds for its
+  headers or idle keep-alive (:func:`waits`): a client that keeps opening slow
+  connections then recycles its slots every second instead of every ``header_timeout``,
+  and others get one within about a second. Not a per-client cap: behind a proxy every
+  client has the proxy's address;
 - a body larger than ``max_body_size`` is a 413, chunked or not (a chunked body is read
   up to the limit here and handed on with its ``Content-Length``), and is not read further;
 - gevent's own error lines go through the nb2svc logger, whose formatter redacts tokens.
+
+Every request gets an id (:func:`request_id`): the client's ``X-Request-Id`` when it is a
+short token (a proxy's), else a new random one. It is in the environ for the app's own
+log lines, echoed in the answer's ``X-Request-Id`` and in the request log, so an error a
+client saw can be found in the log.
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ import json
 import logging
 import re
 import sys
+import uuid
+from http import HTTPStatus
 from typing import Any
 
 import gevent
@@ -50,13 +63,24 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
 from nb2svc.config import SHUTDOWN_RESERVE
-from nb2svc.runtime.logs import RedactingStream, Redactor
-from nb2svc.runtime.worker_runtime import WorkerRuntime, runtime_of
+from nb2svc.runtime.logs import (
+    OBSERVER_KEY,
+    REQUEST_ID_KEY,
+    ROUTE_KEY,
+    TRACE_ID_KEY,
+    RedactingStream,
+    Redactor,
+)
+from nb2svc.runtime.worker_runtime import EdgeLimits, WorkerRuntime, runtime_of
 
 log = logging.getLogger("nb2svc")
 
 #: RFC 9110 ``token``: what a header name may be (no spaces, no separators).
 HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A client's ``X-Request-Id`` kept as it is: a short token, never free text in the log.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: Paths logged at DEBUG, not INFO: probes every few seconds would drown the log.
+PROBE_PATH = "/_api/health/"
 MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
 
@@ -106,6 +130,28 @@ def _check_framing(headers: Any) -> None:
         raise BadFraming("conflicting or invalid Content-Length")
 
 
+#: Share of the connection slots open from which waits for a request are cut short.
+PRESSURE = 0.8
+#: Seconds a connection may wait for its request line and headers (or idle between
+#: requests) under pressure.
+PRESSED_TIMEOUT = 1.0
+
+
+def waits(edge: EdgeLimits, open_connections: int, capacity: int) -> tuple[float, float]:
+    """``(header timeout, keep-alive timeout)`` for a connection that starts waiting now,
+    with ``open_connections`` of the worker's ``capacity`` slots open."""
+    if open_connections >= capacity * PRESSURE:
+        return min(edge.header_timeout, PRESSED_TIMEOUT), min(edge.keepalive_timeout, PRESSED_TIMEOUT)
+    return edge.header_timeout, edge.keepalive_timeout
+
+
+def request_id(environ: dict[str, Any]) -> str:
+    """The id of the request of ``environ``: the client's ``X-Request-Id`` if it is a short
+    token, else a new random one (set once per request by the worker's handler)."""
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 class DrainingHandler(WebSocketHandler):
     """Tracks connections that are idle between requests, refuses new requests when
     draining, and writes the access log.
@@ -116,6 +162,16 @@ class DrainingHandler(WebSocketHandler):
     runtime: WorkerRuntime
     _served = 0
     _header_timer: gevent.Timeout | None = None
+    _header_timeout = 10.0
+
+    def handle(self) -> Any:
+        """One connection; counted, so that waits are cut short under pressure."""
+        connections = self.runtime.connections
+        connections.open += 1
+        try:
+            return super().handle()
+        finally:
+            connections.open -= 1
 
     def read_requestline(self) -> Any:
         connections = self.runtime.connections
@@ -123,13 +179,15 @@ class DrainingHandler(WebSocketHandler):
             return None
         current = gevent.getcurrent()
         connections.idle.add(current)
+        header_timeout, keepalive_timeout = waits(self.runtime.edge, connections.open, connections.capacity)
+        self._header_timeout = header_timeout
         timer = None
         try:
             if self._served:
-                timer = gevent.Timeout.start_new(self.runtime.edge.keepalive_timeout)
+                timer = gevent.Timeout.start_new(keepalive_timeout)
                 self.rfile.peek(1)  # idle until the next request's first byte (b"" at EOF)
                 timer.close()
-            timer = self._header_timer = gevent.Timeout.start_new(self.runtime.edge.header_timeout)
+            timer = self._header_timer = gevent.Timeout.start_new(header_timeout)
             self._served += 1
             return super().read_requestline()
         except gevent.Timeout as exc:
@@ -156,16 +214,18 @@ class DrainingHandler(WebSocketHandler):
             if exc is not timer:
                 raise
             self.close_connection = True
-            took = self.runtime.edge.header_timeout
-            raise BadFraming(f"the request headers took longer than {took:g}s") from None
+            raise BadFraming(f"the request headers took longer than {self._header_timeout:g}s") from None
         finally:
             self._stop_header_timer()
 
     def get_environ(self) -> Any:
-        """gevent's environ, plus the raw path and header lines (see :mod:`.http_api.kg_compat`)."""
+        """gevent's environ, plus the raw path and header lines (see :mod:`.http_api.kg_compat`)
+        and the connection's socket (a stream watches it for the client leaving)."""
         environ = super().get_environ()
         environ["nb2svc.raw_path"] = self.path
         environ["nb2svc.header_lines"] = self.headers.items()
+        environ["nb2svc.socket"] = self.socket
+        environ[REQUEST_ID_KEY] = request_id(environ)
         return environ
 
     def handle_one_request(self) -> Any:
@@ -193,7 +253,9 @@ class DrainingHandler(WebSocketHandler):
         self.close_connection = True
         self.wsgi_input = pywsgi.Input(self.rfile, 0)  # the rest of the body is never read
         message = f"the request body is larger than the limit of {limit} bytes (--max-body-size)"
-        body = json.dumps({"error": "RequestEntityTooLarge", "message": message}).encode()
+        body = json.dumps(
+            {"error": "RequestEntityTooLarge", "message": message, "reason": HTTPStatus(413).phrase}
+        ).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         self.start_response("413 Request Entity Too Large", headers)
         self.write(body)
@@ -217,22 +279,45 @@ class DrainingHandler(WebSocketHandler):
             connections.in_flight -= 1
 
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
-        """Say ``Connection: close`` on a response written while draining (not on a 101)."""
+        """Say ``Connection: close`` on a response written while draining (not on a 101);
+        echo the request's id."""
         if self.runtime.connections.draining and not status.startswith("101"):
             self.close_connection = True
             if not any(name.lower() == "connection" for name, _ in headers):
                 headers = [*headers, ("Connection", "close")]
+        rid = self.environ.get(REQUEST_ID_KEY) if self.environ else None
+        if rid and not status.startswith("101"):
+            headers = [*headers, ("X-Request-Id", rid)]
         return super().start_response(status, headers, exc_info)
 
     def log_request(self) -> None:
-        """One INFO line per request (``GET /hello/x 200 3.1ms``); tokens are redacted by the
-        formatter. Here rather than in the Flask app: it covers every answer, costs less,
-        and replaces gevent-websocket's own line, which is formatted and then thrown away.
+        """One INFO line per request (``GET /hello/x 200 3.1ms``), with its fields for JSON
+        lines (see :mod:`nb2svc.runtime.logs`); tokens are redacted by the formatter.
+        Health probes are logged at DEBUG. Here rather than in the Flask app: it covers
+        every answer, measured to its last byte (a stream too), costs less, and replaces
+        gevent-websocket's own line, which is formatted and then thrown away.
         """
-        if self.code == 101 or not log.isEnabledFor(logging.INFO):
-            return
+        environ = self.environ or {}
         took = (self.time_finish - self.time_start) * 1000 if self.time_finish else 0.0
-        log.info("%s %s %s %.1fms", self.command or "-", self.path or "-", abs(self.code or 0), took)
+        status = abs(self.code or 0)
+        observer = environ.get(OBSERVER_KEY)
+        if observer is not None:
+            observer(status, took / 1000)
+        path = self.path or "-"
+        level = logging.DEBUG if PROBE_PATH in path else logging.INFO
+        if self.code == 101 or not log.isEnabledFor(level):
+            return
+        fields = {
+            "method": self.command or "-",
+            "path": path,
+            "route": environ.get(ROUTE_KEY),
+            "status": status,
+            "duration_ms": round(took, 3),
+            "bytes": self.response_length,
+            "request_id": environ.get(REQUEST_ID_KEY),
+            "trace_id": environ.get(TRACE_ID_KEY),
+        }
+        log.log(level, "%s %s %s %.1fms", fields["method"], path, status, took, extra=fields)
 
 
 def bind_handler(handler: type[DrainingHandler], runtime: WorkerRuntime) -> type[DrainingHandler]:
@@ -247,6 +332,7 @@ class Nb2svcWorker(GeventWebSocketWorker):
         """Load the app, then bind its runtime (edge limits, connections) to the handler."""
         super().load_wsgi()
         self.runtime = runtime_of(self.wsgi) or WorkerRuntime()
+        self.runtime.connections.capacity = self.worker_connections
         self.wsgi_handler = bind_handler(type(self).wsgi_handler, self.runtime)
         gevent.get_hub().exception_stream = RedactingStream(sys.stderr, self.runtime.redactor)
 

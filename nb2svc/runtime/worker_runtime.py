@@ -117,6 +117,9 @@ class Connections:
         #: Greenlets of connections idle between requests (killed when draining starts).
         self.idle: set[Any] = set()
         self.in_flight = 0
+        #: Connections open, of ``capacity`` slots (gunicorn's ``worker_connections``).
+        self.open = 0
+        self.capacity = 1000
 
 
 class WorkerRuntime:

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response
 
+from nb2svc.compiler.mounts import check_public_paths
 from nb2svc.config import Settings
+from nb2svc.runtime.auth import configured_token
 from nb2svc.runtime.http_api.health import api_metrics, readiness
 from nb2svc.runtime.http_api.jobs import JobLimits, JobStore
 from nb2svc.runtime.http_api.kg_compat import keep_encoded_slashes
@@ -49,9 +51,12 @@ def create_api_app(
     worker's one job store (``runtime.jobs``). Called by :func:`nb2svc.runtime.entry.build_app`, which
     registers the services' shutdown once; with ``exit_on_failure=False`` (a ``--reload``
     candidate) a pool that cannot start only sets ``pool.failure`` instead of stopping the
-    worker.
+    worker. With ``--static-path``, a mount or endpoint under ``/public`` raises
+    :class:`~nb2svc.compiler.CompileError` before any kernel starts.
     """
     settings = plan.settings
+    if settings.static_path:
+        check_public_paths([mounted.mount for mounted in plan.mounts])  # nothing has started
     services: list[ApiService] = []
     supervisor = runtime.kernel_supervisor  # the worker's: every notebook's pool is one of its pools
     jobs = runtime.jobs(settings)
@@ -92,7 +97,7 @@ def create_api_app(
     app.wsgi_app = keep_encoded_slashes(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["nb2svc"] = services[0]
     app.extensions["nb2svc.services"] = services
-    install_docs_routes(app, specs, base)
+    install_docs_routes(app, specs, base, token=bool(configured_token(settings)))
     install_job_routes(app, jobs, base)
     install_kg_extras(app, settings, services[0], base)
     if register_routes:
@@ -104,6 +109,7 @@ def create_api_app(
                 _add_route(blueprint, service, index)
             app.register_blueprint(blueprint)
     for service in services:
+        service.tracer = app.extensions["nb2svc.tracing"].tracer
         service.start()
     return app
 
@@ -135,8 +141,11 @@ def _add_route(target: Flask | Blueprint, service: ApiService, index: int, prefi
     def view(**path_params: str) -> Response:
         return service.handle(index, path_params)
 
+    rule = prefix + endpoint.flask_rule
+    if rule == "/" and isinstance(target, Blueprint) and target.url_prefix:
+        rule = ""  # the mount's own path (/orders), as its OpenAPI says, not /orders/
     target.add_url_rule(
-        prefix + endpoint.flask_rule,
+        rule,
         endpoint=f"endpoint_{index}",
         view_func=view,
         methods=[endpoint.method],

@@ -3,11 +3,14 @@
 Ready means every mounted notebook's pool is warm. With one notebook the body is that
 pool's numbers (``ready``, ``kernels``, ``idle``, ``size``, and ``error`` when it cannot
 start); with several, ``{"ready", "notebooks": {name: those numbers}}``. Metrics count
-requests and their time per route and describe each pool; with several notebooks every
-series carries a ``notebook`` label. An elastic pool (``--pool-size MIN..MAX``) adds its
-``min`` and ``max`` to the body. Pool metrics: size (aimed at, MIN, MAX), live, idle,
-busy, starting kernels, waiting requests, a queue-wait histogram, and counters of
-replacements, recycled kernels and idle stops. All of it is per worker.
+requests per route and status, time them to their last byte
+(``nb2svc_request_duration_seconds``, a histogram by method, route with its mount and
+status), time kernel starts (``nb2svc_kernel_start_seconds``) and describe each pool;
+with several notebooks every series carries a ``notebook`` label. An elastic pool
+(``--pool-size MIN..MAX``) adds its ``min`` and ``max`` to the body. Pool metrics: size
+(aimed at, MIN, MAX), live, idle, busy, starting kernels, waiting requests, the queue wait
+(``nb2svc_pool_queue_wait_seconds``, a histogram), and counters of replacements,
+recycled kernels and idle stops. All of it is per worker.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from nb2svc.runtime.http_api.service import ApiService
 from nb2svc.runtime.kernel.pool import PoolStats
-from nb2svc.runtime.metrics import Family
+from nb2svc.runtime.metrics import Family, Histogram
 
 
 def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
@@ -75,7 +78,7 @@ POOL_COUNTERS: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
 )
 
 
-def api_metrics(services: Sequence[ApiService]) -> list[Family]:
+def api_metrics(services: Sequence[ApiService]) -> list[Family | Histogram]:
     """The API-mode ``/_api/metrics`` families."""
     several = len(services) > 1
 
@@ -85,14 +88,9 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family]:
     requests = Family(
         "nb2svc_requests_total", "counter", "Endpoint requests answered by this worker, by status."
     )
-    seconds = Family(
-        "nb2svc_request_seconds_sum", "counter", "Total seconds spent answering endpoint requests."
-    )
     for service in services:
         for (route, status), count in sorted(service.requests.items()):
             requests.add(count, **labels(service, route=route, status=str(status)))
-        for route, total in sorted(service.duration_sum.items()):
-            seconds.add(total, **labels(service, route=route))
     stats = [(service, service.pool.stats()) for service in services]
     gauges = [
         Family(name, "gauge", help_text, [(labels(service), value(stat)) for service, stat in stats])
@@ -102,14 +100,21 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family]:
         Family(name, "counter", help_text, [(labels(service), value(stat)) for service, stat in stats])
         for name, help_text, value in POOL_COUNTERS
     ]
-    wait = Family(
-        "nb2svc_pool_queue_wait_seconds",
-        "histogram",
-        "Seconds a request waited for a kernel (0 when one was free).",
+    memory = Family(
+        "nb2svc_kernel_memory_pss_bytes",
+        "gauge",
+        "Proportional set size of the pool's local kernels and their template (shared pages counted once).",
+        [(labels(service), service.memory_pss()) for service in services],
     )
-    for service, stat in stats:
-        wait.add_histogram(stat.queue_wait, **labels(service))
-    return [requests, seconds, *gauges, *counters, wait]
+    return [
+        requests,
+        Histogram.combined([(service.durations, labels(service)) for service in services]),
+        Histogram.combined([(service.kernel_starts, labels(service)) for service in services]),
+        *gauges,
+        *counters,
+        Histogram.combined([(stat.queue_wait, labels(service)) for service, stat in stats]),
+        memory,
+    ]
 
 
 __all__ = ["api_metrics", "readiness"]

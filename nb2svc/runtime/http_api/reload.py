@@ -6,8 +6,9 @@ watcher greenlet polls the notebook (and ``--reload-extra`` files) for changes; 
 it recompiles, builds the next version and starts its pool **in the background**, and
 only when that pool is warm swaps the reference. So:
 
-- requests in flight finish on the version they started on, and that version's pool
-  shuts down once its last request has finished;
+- requests in flight finish on the version they started on, streamed answers included
+  (a request counts until the server closes its answer), and that version's pool shuts
+  down once its last request has finished (at most ``drain_timeout`` seconds later);
 - no request is answered by a half-seeded kernel: the new version serves only when
   every setup cell has run on every kernel of its pool;
 - a compile error or a failing setup cell is logged with its cell number and the old
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,28 @@ POLL = 0.5
 SETTLE = 0.3
 
 Stamp = tuple[tuple[int, int], ...]
+
+
+class InFlight:
+    """A WSGI answer that calls ``finished`` once, when the server closes it (PEP 3333: the
+    server calls ``close()`` after the last byte, or when the client left)."""
+
+    def __init__(self, body: Iterable[bytes], finished: Callable[[], None]) -> None:
+        self._body = body
+        self._finished: Callable[[], None] | None = finished
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            finished, self._finished = self._finished, None
+            if finished is not None:
+                finished()
 
 
 class ReloadingApp:
@@ -82,13 +105,22 @@ class ReloadingApp:
     # --- WSGI ----------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Forward to the current version, which counts the request as in flight until the
+        server closes its answer: a streamed answer is sent after this returns, so the
+        count ends with the stream, not with the call."""
         app = self.current
         key = id(app)
         self._inflight[key] = self._inflight.get(key, 0) + 1
+
+        def finished() -> None:
+            self._inflight[key] = self._inflight.get(key, 1) - 1
+
         try:
-            return app(environ, start_response)
-        finally:
-            self._inflight[key] -= 1
+            body = app(environ, start_response)
+        except BaseException:
+            finished()
+            raise
+        return InFlight(body, finished)
 
     # --- watching ------------------------------------------------------------------
 
@@ -136,7 +168,11 @@ class ReloadingApp:
         except ValueError as exc:  # not a notebook (e.g. saved half-way): wait for the next save
             log.error("%s cannot be read; still serving version %d: %s", self.notebook, self.version, exc)
             return False
-        candidate = self._start(spec, False)
+        try:
+            candidate = self._start(spec, False)
+        except CompileError as exc:  # e.g. an endpoint under /public with --static-path
+            log.error("%s cannot be served; still serving version %d:\n%s", self.notebook, self.version, exc)
+            return False
         service = candidate.extensions["nb2svc"]
         deadline = time.monotonic() + self._ready_timeout
         while not service.pool.ready and service.pool.failure is None and time.monotonic() < deadline:
@@ -159,7 +195,9 @@ class ReloadingApp:
         return True
 
     def _retire(self, app: Any) -> None:
-        """Shut the old version's pool down once its last in-flight request has finished."""
+        """Shut the old version's pool down once its last in-flight request (streams too)
+        has finished, or after ``drain_timeout`` seconds (``--request-timeout`` +
+        ``--queue-timeout``: by then every request of that version has timed out anyway)."""
         key = id(app)
         deadline = time.monotonic() + self._drain_timeout
         while self._inflight.get(key, 0) > 0 and time.monotonic() < deadline:

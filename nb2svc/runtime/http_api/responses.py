@@ -38,6 +38,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,22 @@ def parse_response_info(stdout: str) -> ResponseInfo:
         raise ResponseInfoError(f"ResponseInfo status must be an integer from 100 to 599, got {status!r}")
     if not isinstance(headers, dict):
         raise ResponseInfoError("ResponseInfo headers must be a JSON object of name: value")
-    return ResponseInfo(status, {str(k): str(v) for k, v in headers.items()})
+    checked = {str(k): str(v) for k, v in headers.items()}
+    for name, value in checked.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ResponseInfoError(f"ResponseInfo header name {name[:80]!r} is not a valid HTTP header name")
+        if _BAD_VALUE.search(value):
+            raise ResponseInfoError(
+                f"ResponseInfo header {name!r} has a line break or control character in its value "
+                "(it would split the response's headers)"
+            )
+    return ResponseInfo(status, checked)
+
+
+#: RFC 9110 ``token`` (a header name) and what a header value may not hold (CR, LF, NUL and
+#: other controls but tab): such a value would split or corrupt the response's headers.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:

@@ -7,14 +7,16 @@ token exemption of API mode beyond the health checks the skeleton already exempt
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request, send_file, send_from_directory
+from werkzeug.security import safe_join
 
-from nb2svc.compiler.mounts import Mount
-from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document
+from nb2svc.compiler.mounts import PUBLIC_PREFIX, Mount
+from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document, without_security
 from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import json_error
@@ -30,16 +32,30 @@ def claims_root(mounts: Sequence[Mount]) -> bool:
     return any(mount.full_path(ep) == "/" for mount in mounts for ep in mount.spec.endpoints)
 
 
+#: The Flask endpoint name of the ``--static-path`` route: the only thing under
+#: ``/public/`` that skips the token.
+PUBLIC_FILES = "nb2svc_public_files"
+
+
 def public_paths(base: str, mounts: Sequence[Mount], static: bool = False) -> Callable[[str], bool]:
     """What API mode serves without a token beyond the two health checks: the docs page, its static
     files (Swagger UI's, nothing of the service's), when no endpoint claims ``/``, the
     redirect from ``/`` to the docs, and with ``static`` the ``--static-path`` files under
     ``/public/`` (Kernel Gateway serves them without a token too: a browser loads a page
     and its assets before its script can send one). The OpenAPI document, ``/_api/source``
-    and every endpoint need the token."""
+    and every endpoint need the token.
+
+    The ``/public/`` exemption is the static route's, not the path prefix's: a request is
+    exempt only when it routed to :data:`PUBLIC_FILES`, so whatever else a path under
+    ``/public`` could reach (a notebook endpoint or mount that slipped past
+    :func:`~nb2svc.compiler.mounts.check_public_paths`) still needs the token."""
     exact = {base + "/_api/docs"} | (set() if claims_root(mounts) else {base + "/", base or "/"})
-    prefixes = (base + "/_api/docs/static/",) + ((base + "/public/",) if static else ())
-    return lambda path: path in exact or path.startswith(prefixes)
+    docs = base + "/_api/docs/static/"
+
+    def public(path: str) -> bool:
+        return path in exact or path.startswith(docs) or (static and request.endpoint == PUBLIC_FILES)
+
+    return public
 
 
 def notebook_file(spec: ServiceSpec, cwd: str | Path | None) -> Path | None:
@@ -61,7 +77,8 @@ def install_kg_extras(app: Flask, settings: Settings, service: ApiService, base:
     ``mimetypes`` knows no ``.ipynb``), with ``ETag`` and ``Last-Modified``; off, it is a 404.
     It describes the first notebook, as ``/_api/spec/swagger.json`` does.
     ``GET /public/<path>`` (``--static-path DIR``) serves files below DIR; a path that
-    leaves DIR (``..``, absolute, encoded) or names no file is a 404.
+    leaves DIR (``..``, absolute, encoded, or a symlink pointing out of DIR) or names no
+    file is a 404 (:func:`static_file`).
     """
     if settings.allow_notebook_download:
 
@@ -73,17 +90,34 @@ def install_kg_extras(app: Flask, settings: Settings, service: ApiService, base:
             return send_file(path, mimetype="application/octet-stream", max_age=0)
 
     if settings.static_path:
-        folder = settings.static_path
+        folder = os.path.realpath(settings.static_path)
 
-        @app.get(base + "/public/<path:name>")
+        @app.get(base + PUBLIC_PREFIX + "/<path:name>", endpoint=PUBLIC_FILES)
         def _public(name: str) -> Response:
-            return send_from_directory(folder, name, max_age=0)
+            path = static_file(folder, name)
+            if path is None:
+                return json_error(404, "NotFound", "no such file")
+            return send_file(path, max_age=0)
 
 
-def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str) -> None:
+def static_file(folder: str, name: str) -> str | None:
+    """The file ``name`` names below ``folder`` (a real path), or ``None``: a path that leaves
+    it (``..``, absolute) or a symlink that points out of it is not there, nor is a directory.
+    The check is on the resolved path, so a link inside DIR to ``/etc`` serves nothing."""
+    joined = safe_join(folder, name)
+    if joined is None:
+        return None
+    real = os.path.realpath(joined)
+    if not real.startswith(folder + os.sep) or not os.path.isfile(real):
+        return None
+    return real
+
+
+def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str, token: bool = True) -> None:
     """``/_api/spec/swagger.json`` (Kernel Gateway's document, of the first notebook),
-    ``/openapi.json`` (every mount), the docs page and its static files, and unless an
-    endpoint claims it, ``/`` redirecting to the docs (the first URL the banner prints)."""
+    ``/openapi.json`` (every mount; without its token scheme when the server has no
+    ``token``), the docs page and its static files, and unless an endpoint claims it,
+    ``/`` redirecting to the docs (the first URL the banner prints)."""
     first = mounts[0].spec
 
     @app.get(base + "/_api/spec/swagger.json")
@@ -92,7 +126,8 @@ def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str) -> None:
 
     @app.get(base + "/openapi.json")
     def _openapi() -> Any:
-        return mounted_openapi_document(mounts, server_url=base or None)
+        doc = mounted_openapi_document(mounts, server_url=base or None)
+        return doc if token else without_security(doc)
 
     @app.get(base + "/_api/docs")
     def _docs() -> Response:
@@ -164,10 +199,12 @@ def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
 
 
 __all__ = [
+    "PUBLIC_FILES",
     "claims_root",
     "install_docs_routes",
     "install_job_routes",
     "install_kg_extras",
     "notebook_file",
     "public_paths",
+    "static_file",
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +37,7 @@ from nb2svc.runtime.auth import configured_token, json_error
 from nb2svc.runtime.http_api.contract import Contracts
 from nb2svc.runtime.http_api.jobs import JobLimit, JobStore, client_identity
 from nb2svc.runtime.http_api.request import BadRequestBody, build_payload
-from nb2svc.runtime.http_api.responses import answer
+from nb2svc.runtime.http_api.responses import answer, error_payload
 from nb2svc.runtime.http_api.streaming import EVENT_STREAM, OutputStream, wants_event_stream
 from nb2svc.runtime.kernel import (
     ExecutionTimeout,
@@ -52,9 +53,14 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.forking import Forker
 from nb2svc.runtime.kernel.host import KernelHost
-from nb2svc.runtime.kernel.invoke import EndpointCode, RequestPayload, invoker_for
+from nb2svc.runtime.kernel.invoke import EndpointCode, Invocation, RequestPayload, invoker_for
+from nb2svc.runtime.kernel.memory import summed_pss
+from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, plain
+from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
 from nb2svc.runtime.store import StoreUnavailable
+from nb2svc.runtime.tracing import record, span
 from nb2svc.runtime.webapp import base_path
 
 log = logging.getLogger("nb2svc")
@@ -63,6 +69,10 @@ log = logging.getLogger("nb2svc")
 def _endpoint_code(endpoint: Endpoint) -> EndpointCode:
     info = endpoint.response_info
     return EndpointCode.of(endpoint.code, info.code if info else None, info.cells if info else ())
+
+
+def _reported_by_reload(exc: BaseException) -> None:
+    """A ``--reload`` candidate's pool failed: the reloader logs why, once."""
 
 
 class ApiService:
@@ -92,15 +102,28 @@ class ApiService:
         self.prefix = prefix  # where the notebook is mounted ("" for the root)
         self._on_ready = on_ready
         self.kernel_name = settings.kernel_name or spec.kernel.name
+        setup = tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup)
+        env = kernel_env(settings.env_allow)
+        #: Where this notebook's kernels fork from (``--kernel-start``), after its setup ran once.
+        self.forker = Forker(
+            settings.kernel_start,
+            spec.notebook,
+            [(cell.where, cell.code) for cell in setup],
+            env=env,
+            host=host,
+            cwd=cwd,
+            timeout=settings.kernel_start_timeout,
+        )
         self.recipe = KernelRecipe(
             kernel_name=self.kernel_name,
-            env=kernel_env(settings.env_allow),
+            env=env,
             cwd=cwd,
             transport=settings.transport,
             start_timeout=settings.kernel_start_timeout,
             bootstrap=self.invoker.bootstrap,
-            setup=tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup),
+            setup=setup,
             host=host,
+            forker=self.forker,
         )
         supervisor = supervisor or KernelSupervisor()
         self.pool = supervisor.pool(
@@ -109,20 +132,43 @@ class ApiService:
             PoolSize.parse(settings.pool_size, idle_timeout=settings.pool_idle_timeout),
             recycle=RecyclePolicy.from_settings(settings.kernel_max_requests, settings.kernel_max_memory),
             max_waiting=settings.max_queue,
-            on_fatal=self._fatal if exit_on_failure else None,  # --reload keeps the old version
+            # --reload keeps the old version and logs why the new one failed
+            on_fatal=self._fatal if exit_on_failure else _reported_by_reload,
             on_ready=self._ready,
         )
         self.requests: Counter[tuple[str, int]] = Counter()
-        self.duration_sum: Counter[str] = Counter()
+        #: To each answer's last byte (a stream's too), as the worker's handler measures it.
+        self.durations = Histogram(
+            "nb2svc_request_duration_seconds",
+            "Endpoint requests: seconds from the request to the answer's last byte, by method, "
+            "route (with its mount) and status.",
+        )
+        self.kernel_starts = Histogram(
+            "nb2svc_kernel_start_seconds",
+            "Kernel starts: seconds to a started and seeded kernel (setup cells included).",
+            KERNEL_START_BUCKETS,
+        )
         self.started_at = time.monotonic()
         self._hidden_query = ("token",) if configured_token(settings) else ()
         self.base = base_path(settings)
         self.jobs = jobs
         self.contracts = Contracts(spec)
+        #: Every kernel this service started that still exists (for memory metrics).
+        self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
+
+    def memory_pss(self) -> int:
+        """Summed PSS (bytes) of this service's live local kernels and their template."""
+        pids = [k.process.pid for k in list(self._kernels) if k.is_alive()]
+        return summed_pss([*pids, self.forker.template_pid])
+        #: The worker's OpenTelemetry tracer (None: tracing is off; see :mod:`..tracing`).
+        self.tracer: Any = None
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel, prepared for the invocation protocol (none is left on failure)."""
+        started = time.monotonic()
         kernel = start_kernel(self.recipe)
+        self._kernels.add(kernel)
+        self.kernel_starts.observe(time.monotonic() - started)
         try:
             self.invoker.prepare(kernel, self.recipe.start_timeout)
         except BaseException:
@@ -138,6 +184,7 @@ class ApiService:
         """
         log.critical("the service cannot start: %s", exc)
         self.pool.shutdown()
+        self.forker.close()
         logging.shutdown()
         os._exit(3)
 
@@ -160,17 +207,25 @@ class ApiService:
     def shutdown(self) -> None:
         stats = self.pool.stats()
         self.pool.shutdown()
+        self.forker.close()
         log.info("shut down %d kernels", stats.live)
 
     # --- requests ------------------------------------------------------------------
 
+    def route(self, endpoint: Endpoint) -> str:
+        """The endpoint's path with its mount (``/orders/:id``): how logs and metrics name it."""
+        return self.prefix + endpoint.path
+
     def handle(self, index: int, path_params: dict[str, str]) -> Response:
         endpoint = self.spec.endpoints[index]
-        started = time.perf_counter()
+        route = request.environ[ROUTE_KEY] = self.route(endpoint)
+
+        def observe(status: int, seconds: float) -> None:  # called once the last byte is sent
+            self.durations.observe(seconds, method=endpoint.method, route=route, status=str(status))
+
+        request.environ[OBSERVER_KEY] = observe
         response = self._answer(endpoint, path_params)
-        key = f"{endpoint.method} {endpoint.path}"
-        self.requests[(key, response.status_code)] += 1
-        self.duration_sum[key] += time.perf_counter() - started
+        self.requests[(f"{endpoint.method} {endpoint.path}", response.status_code)] += 1
         return response
 
     def _answer(self, endpoint: Endpoint, path_params: dict[str, str]) -> Response:
@@ -181,11 +236,12 @@ class ApiService:
         payload = self.contracts.apply(endpoint, request, path_params, payload)
         if isinstance(payload, Response):  # it breaks the endpoint's contract: no kernel is leased
             return payload
+        request_id = request.environ.get(REQUEST_ID_KEY, "-")
         if endpoint.response == "job" or "respond-async" in request.headers.get("Prefer", ""):
-            return self._submit_job(endpoint, payload)
+            return self._submit_job(endpoint, payload, request_id)
         if endpoint.response == "stream":
-            return self._stream(endpoint, payload)
-        return self._run(endpoint, payload, answering=request)
+            return self._stream(endpoint, payload, request_id)
+        return self._run(endpoint, payload, answering=request, request_id=request_id)
 
     def _run(
         self,
@@ -194,19 +250,24 @@ class ApiService:
         on_output: Callable[[str, dict[str, Any]], None] | None = None,
         on_kernel: Callable[[Kernel], None] | None = None,
         answering: Request | None = None,
+        request_id: str = "-",
     ) -> Response:
         """Lease a kernel, run the endpoint with ``payload`` and make its response.
 
         ``on_output`` sees output as it is produced (streaming); ``on_kernel`` is told the
         leased kernel (so that a job or stream can be cancelled by interrupting it);
-        ``answering`` is the HTTP request when it is answered now (ETag and 304).
+        ``answering`` is the HTTP request when it is answered now (ETag and 304);
+        ``request_id`` names the request in the log line of a failed cell.
         """
         code, timeout = _endpoint_code(endpoint), self.settings.request_timeout
+        waited_from = time.time_ns() if self.tracer is not None else 0
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
+                record(self.tracer, "nb2svc.pool.wait", waited_from, {"nb2svc.notebook": self.spec.notebook})
                 if on_kernel is not None:
                     on_kernel(kernel)
-                done = self.invoker.invoke(kernel, code, payload, timeout=timeout, on_output=on_output)
+                with span(self.tracer, "nb2svc.kernel.execute", self._execute_attributes(kernel, endpoint)):
+                    done = self.invoker.invoke(kernel, code, payload, timeout=timeout, on_output=on_output)
         except PoolBusy as exc:
             response = json_error(503, "ServiceUnavailable", f"all kernels are busy: {exc}")
             response.headers["Retry-After"] = "1"
@@ -222,16 +283,56 @@ class ApiService:
             )
         except KernelDied as exc:
             return json_error(502, "KernelDied", f"{exc}; a replacement kernel is starting")
+        self._log_cell_error(endpoint, done, request_id)
         return answer(done, self.settings.error_detail, answering)
+
+    def _execute_attributes(self, kernel: Kernel, endpoint: Endpoint) -> dict[str, Any]:
+        if self.tracer is None:
+            return {}
+        return {
+            "nb2svc.kernel.label": kernel.label,
+            "nb2svc.kernel.name": kernel.kernel_name,
+            "nb2svc.notebook": self.spec.notebook,
+            "nb2svc.cells": list(endpoint.cells),
+        }
+
+    def _log_cell_error(self, endpoint: Endpoint, done: Invocation, request_id: str) -> None:
+        """The operator's side of a 500: the exception and its traceback at ERROR, whatever
+        ``--error-detail`` lets the client see, without the injected request."""
+        info_cells = endpoint.response_info.cells if endpoint.response_info else ()
+        for failed, cells in ((done.result, endpoint.cells), (done.response_info, info_cells)):
+            if failed is None or failed.error is None:
+                continue
+            payload = error_payload(failed, hide=done.hide, detail="full")
+            route = self.route(endpoint)
+            log.error(
+                "%s %s (%s, cell %s, request %s) raised %s: %s\n%s",
+                endpoint.method,
+                route,
+                self.spec.notebook,
+                ", ".join(map(str, cells)),
+                request_id,
+                payload["error"],
+                payload["message"],
+                plain("\n".join(payload["traceback"])),
+                extra={
+                    "method": endpoint.method,
+                    "route": route,
+                    "notebook": self.spec.notebook,
+                    "cells": list(cells),
+                    "request_id": request_id,
+                },
+            )
+            return
 
     # --- async jobs and streams ------------------------------------------------------
 
-    def _submit_job(self, endpoint: Endpoint, payload: RequestPayload) -> Response:
+    def _submit_job(self, endpoint: Endpoint, payload: RequestPayload, request_id: str) -> Response:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
 
         def run(on_kernel: Callable[[Kernel], None]) -> Response:
             with app.app_context():
-                return self._run(endpoint, payload, on_kernel=on_kernel)
+                return self._run(endpoint, payload, on_kernel=on_kernel, request_id=request_id)
 
         if self.jobs is None:
             return json_error(503, "ServiceUnavailable", "async jobs are not available in this app")
@@ -250,18 +351,23 @@ class ApiService:
         response = jsonify({"id": job["id"], "status": job["status"], "endpoint": name, "location": location})
         response.status_code = 202
         response.headers["Location"] = location
+        if "respond-async" in request.headers.get("Prefer", ""):
+            response.headers["Preference-Applied"] = "respond-async"  # RFC 7240: the client asked
         return response
 
-    def _stream(self, endpoint: Endpoint, payload: RequestPayload) -> Response:
+    def _stream(self, endpoint: Endpoint, payload: RequestPayload, request_id: str) -> Response:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         sse = wants_event_stream(request.headers.get("Accept", ""))
 
         def run(on_output: Any, on_kernel: Any) -> dict[str, Any] | None:
             with app.app_context():
-                response = self._run(endpoint, payload, on_output=on_output, on_kernel=on_kernel)
+                response = self._run(
+                    endpoint, payload, on_output=on_output, on_kernel=on_kernel, request_id=request_id
+                )
             return response.get_json(silent=True) if response.status_code >= 400 else None
 
-        stream = OutputStream(run, sse=sse)
+        client = request.environ.get("nb2svc.socket")  # watched for the client leaving
+        stream = OutputStream(run, sse=sse, client=client, label=f"{request.method} {request.path}")
         mimetype = EVENT_STREAM if sse else "text/plain"
         response = Response(iter(stream), mimetype=mimetype)
         response.headers["Cache-Control"] = "no-cache"

@@ -10,20 +10,57 @@ An endpoint whose cell metadata says ``"nb2svc": {"response": "stream"}`` answer
 - the end is an event ``done``; an error in the cell, a timeout or a dead kernel after
   the first byte ends the stream with an event ``error`` carrying the JSON error body
   (plain mode: a last line ``error: …``), since the status line was already sent;
-- a client that disconnects interrupts the cell.
+- backpressure: at most :data:`BUFFER_LIMIT` bytes wait for a client that reads slower
+  than the cell prints (the rest of the output is not kept anywhere else either). Past
+  that the cell is interrupted, what waits is dropped and the stream ends with an error
+  (pausing the kernel's output instead would make zmq drop messages, the end of the
+  execution among them);
+- a client that disconnects interrupts the cell, noticed at once even while the cell
+  prints nothing: a watcher greenlet waits for the connection to become readable, and a
+  read of 0 bytes (peeked, so nothing is consumed) means the client closed it. A stream
+  still queued for a kernel when its client leaves does not run: once it gets its kernel
+  it gives it straight back (killing the waiting greenlet instead could lose a kernel
+  handed to it at that moment).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
 from gevent.queue import Queue
+from gevent.socket import wait_read
+
+log = logging.getLogger("nb2svc")
 
 EVENT_STREAM = "text/event-stream"
 _END = object()
+#: Bytes of output that may wait for a slow client before the stream is ended.
+BUFFER_LIMIT = 16 * 1024 * 1024
+
+
+class ClientGone(Exception):
+    """The client left before its stream got a kernel: the cell must not run."""
+
+
+def client_closed(fd: int) -> bool | None:
+    """After ``fd`` became readable: ``True`` if the peer closed the connection (or reset
+    it), ``False`` if it sent bytes (a pipelined request: undecided), ``None`` if nothing
+    is there after all."""
+    probe = socket.socket(fileno=os.dup(fd))
+    try:
+        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return None
+    except OSError:
+        return True
+    finally:
+        probe.close()
 
 
 def wants_event_stream(accept: str) -> bool:
@@ -40,8 +77,9 @@ class OutputStream:
     """Feeds a response body from output messages; ``run`` executes the cell in a greenlet.
 
     ``run(on_output, on_kernel)`` leases a kernel, executes with ``on_output`` and returns
-    ``None`` on success or a JSON-able error body; ``interrupt(kernel)`` is called when
-    the client goes away while the cell runs.
+    ``None`` on success or a JSON-able error body; the kernel is interrupted when the
+    client goes away while the cell runs. ``client`` (the connection's socket, if known)
+    is watched for that; ``label`` names the request in the log.
     """
 
     def __init__(
@@ -49,23 +87,57 @@ class OutputStream:
         run: Callable[[Callable[[str, dict[str, Any]], None], Callable[[Any], None]], dict[str, Any] | None],
         *,
         sse: bool,
+        client: socket.socket | None = None,
+        label: str = "stream",
     ) -> None:
         self._queue: Queue = Queue()
         self._sse = sse
         self._kernel: Any = None
         self._done = False
+        self._gone = False
+        self._label = label
+        self._buffered = 0  # bytes queued and not yet taken by the server
+        self._overflowed = False
         self._greenlet = gevent.spawn(self._execute, run)
+        self._watcher = gevent.spawn(self._watch, client.fileno()) if client is not None else None
+
+    def _watch(self, fd: int) -> None:
+        """Notice the client closing the connection while nothing is written to it."""
+        closed: bool | None = None
+        while closed is None and not self._done:
+            wait_read(fd)
+            closed = client_closed(fd)
+        if closed and not self._done:
+            self._client_gone()
+
+    def _client_gone(self) -> None:
+        self._gone = True
+        kernel = self._kernel
+        doing = "interrupting the cell" if kernel is not None else "not running it"
+        log.info("%s: the client left; %s", self._label, doing)
+        if kernel is not None:
+            try:
+                kernel.interrupt()
+            except Exception:
+                log.debug("interrupt after the client left failed", exc_info=True)
+        self._queue.put(_END)  # nobody reads the rest: let the server finish this request now
 
     def _execute(self, run: Callable[..., dict[str, Any] | None]) -> None:
         def on_kernel(kernel: Any) -> None:
+            if self._gone:  # left while queued: give the kernel back without running the cell
+                raise ClientGone(self._label)
             self._kernel = kernel
 
         try:
             error = run(self._on_output, on_kernel)
+        except ClientGone:
+            error = None
         except Exception as exc:  # never leave the client waiting
             error = {"error": type(exc).__name__, "message": str(exc)}
         self._kernel = None
         self._done = True
+        if self._overflowed:
+            return  # the error and the end are queued already
         if error is not None:
             self._queue.put(self._error(error))
         elif self._sse:
@@ -77,13 +149,47 @@ class OutputStream:
             if content.get("name") != "stdout":
                 return
             text = content.get("text", "")
-            self._queue.put(event("message", text.rstrip("\n")) if self._sse else text.encode())
+            self._send(event("message", text.rstrip("\n")) if self._sse else text.encode())
         elif msg_type in ("display_data", "execute_result"):
             data = content.get("data", {})
             if self._sse:
-                self._queue.put(event("display", json.dumps(data)))
+                self._send(event("display", json.dumps(data)))
             elif "text/plain" in data:
-                self._queue.put((data["text/plain"] + "\n").encode())
+                self._send((data["text/plain"] + "\n").encode())
+
+    def _send(self, chunk: bytes) -> None:
+        """Queue ``chunk`` for the client, or end the stream if too much already waits."""
+        if self._overflowed or self._gone:
+            return
+        if self._buffered + len(chunk) > BUFFER_LIMIT and self._buffered:
+            self._overflow()
+            return
+        self._buffered += len(chunk)
+        self._queue.put(chunk)
+
+    def _overflow(self) -> None:
+        self._overflowed = True
+        log.warning(
+            "%s: the client reads too slowly (over %d bytes of output waiting); ending the stream",
+            self._label,
+            BUFFER_LIMIT,
+        )
+        while not self._queue.empty():  # dropped: the client gets the error next
+            self._queue.get_nowait()
+        self._buffered = 0
+        self._queue.put(
+            self._error(
+                {
+                    "error": "ClientTooSlow",
+                    "message": f"the client read too slowly: over {BUFFER_LIMIT} bytes of output waited "
+                    "for it, so the cell was interrupted and the stream ended",
+                }
+            )
+        )
+        self._queue.put(_END)
+        kernel = self._kernel
+        if kernel is not None:
+            gevent.spawn(kernel.interrupt)  # not from the kernel's reader greenlet itself
 
     def _error(self, body: dict[str, Any]) -> bytes:
         if self._sse:
@@ -96,12 +202,10 @@ class OutputStream:
                 item = self._queue.get()
                 if item is _END:
                     return
+                self._buffered = max(0, self._buffered - len(item))
                 yield item
         finally:
-            if not self._done:  # the client went away while the cell runs
-                kernel = self._kernel
-                if kernel is not None:
-                    try:
-                        kernel.interrupt()
-                    except Exception:
-                        pass
+            if self._watcher is not None:  # before the server closes (or reuses) the socket
+                self._watcher.kill()
+            if not self._done and not self._gone:  # a write failed: the client went away
+                self._client_gone()

@@ -5,10 +5,12 @@
 - :mod:`.channels` — green sockets and message dispatch (:class:`Kernel`);
 - :mod:`.executor` — run code, collect its output, time out with an interrupt;
 - :mod:`.provision` — start and seed (:class:`KernelRecipe`, :func:`start_kernel`);
+- :mod:`.forking` — kernels forked from a template that ran setup once (``--kernel-start``),
+  with :mod:`.template`, the template's own side, run by the kernel spec's Python;
 - :mod:`.supervisor` — one per worker: its pools, start batches and restart decisions;
 - :mod:`.pool` — a warm pool: leases for API mode, hand-over for kernel mode;
 - :mod:`.policies` — pool size, recycling, restart and retry rules;
-- :mod:`.memory` — a kernel's resident memory, wherever it runs;
+- :mod:`.memory` — a kernel's resident memory (recycling) and PSS (metrics);
 - :mod:`.environment` — the environment whitelist;
 - :mod:`.invoke` — API mode's invocation protocol (how an endpoint runs with its request);
 - :mod:`.agent` — its kernel side in Python kernels (sent as source, no nb2svc needed there).

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -30,6 +30,9 @@ import zmq.green as zmq
 from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.process import KernelProcess, KernelStartError
 from nb2svc.runtime.zmqio import DELIMITER, MessageDecoder, recv_batch, send_frames
+
+if TYPE_CHECKING:
+    from nb2svc.runtime.kernel.forking import Forker
 
 log = logging.getLogger("nb2svc")
 
@@ -58,10 +61,11 @@ class Kernel:
         host: KernelHost,
         cwd: str | None = None,
         transport: str = "auto",
+        forker: Forker | None = None,
     ) -> None:
         self.kernel_name = kernel_name
         self.host = host
-        self.process = KernelProcess(kernel_name, env, host, cwd=cwd, transport=transport)
+        self.process = KernelProcess(kernel_name, env, host, cwd=cwd, transport=transport, forker=forker)
         self._handlers: dict[str, MessageHandler] = {}
         self._greenlets: list[gevent.Greenlet] = []
         self._sockets: dict[str, Any] = {}
@@ -174,7 +178,10 @@ class Kernel:
         local = self.process.is_local
         interval = LOCAL_POLL if local else REMOTE_POLL
         while not self.dead:
-            gevent.sleep(interval)
+            if local:
+                self.process.wait_exit(interval)  # wakes at once when the process exits
+            else:
+                gevent.sleep(interval)
             if not self.dead and not (self.process.alive() if local else self.process.poll()):
                 self._mark_dead()
 

@@ -38,6 +38,11 @@ from nb2svc.runtime.kernel.channels import Kernel, KernelDied
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+#: ``execute_reply`` statuses of a request the kernel did not run (the protocol's ``abort``;
+#: ipykernel says ``aborted``).
+ABORTED = frozenset({"abort", "aborted"})
+
+
 class ExecutionTimeout(TimeoutError):
     """The code ran past its deadline. ``recovered`` tells whether an interrupt stopped it."""
 
@@ -56,7 +61,7 @@ class ExecutionError:
 
 @dataclass
 class ExecutionResult:
-    status: str = "ok"  # ok | error | aborted
+    status: str = "ok"  # ok | error | abort (aborted: it gets an ExecutionAborted error)
     #: ``str`` parts from JSON content, UTF-8 ``bytes`` or ``memoryview`` parts from raw buffers.
     stdout_parts: list[str | bytes | memoryview] = field(default_factory=list)
     stderr_parts: list[str] = field(default_factory=list)
@@ -126,10 +131,11 @@ OutputHandler = Callable[[str, dict[str, Any]], None]
 class _Collector:
     """Accumulates one request's messages; ``done`` fires on reply + idle (or death)."""
 
-    __slots__ = ("result", "done", "_reply", "_idle", "died", "on_output")
+    __slots__ = ("result", "done", "_reply", "_idle", "died", "on_output", "keep")
 
-    def __init__(self, on_output: OutputHandler | None = None) -> None:
+    def __init__(self, on_output: OutputHandler | None = None, keep: bool = True) -> None:
         self.on_output = on_output
+        self.keep = keep  # False: output the handler sees is not collected too
         self.result = ExecutionResult()
         self.done = gevent.event.Event()
         self._reply = False
@@ -151,17 +157,19 @@ class _Collector:
         else:
             msg_type = msg["header"]["msg_type"]
             raw = _raw_buffers(msg)
-            if self.on_output is not None and msg_type in STREAMED:
+            handled = self.on_output is not None and msg_type in STREAMED
+            if handled:
                 self.on_output(msg_type, _standard(msg_type, content, raw) if raw else content)
+            keep = self.keep or not handled
             if msg_type == "stream":
                 text = raw.get("text", content.get("text", ""))
-                if content.get("name") == "stdout":
-                    self.result.stdout_parts.append(text)
-                else:
+                if content.get("name") != "stdout":
                     self.result.stderr_parts.append(text if isinstance(text, str) else _text(text))
-            elif msg_type == "execute_result":
+                elif keep:
+                    self.result.stdout_parts.append(text)
+            elif msg_type == "execute_result" and keep:
                 self.result.result = {**content.get("data", {}), **raw}
-            elif msg_type == "display_data":
+            elif msg_type == "display_data" and keep:
                 self.result.displays.append({**content.get("data", {}), **raw})
             elif msg_type == "error":
                 self.result.error = ExecutionError(
@@ -186,6 +194,7 @@ def execute(
     metadata: dict[str, Any] | None = None,
     buffers: list[bytes] | None = None,
     on_output: OutputHandler | None = None,
+    keep_output: bool = True,
 ) -> ExecutionResult:
     """Execute ``code`` and wait for all of its output.
 
@@ -201,9 +210,11 @@ def execute(
     (API mode's out-of-band REQUEST: see :mod:`nb2svc.runtime.kernel.invoke`).
 
     ``on_output(msg_type, content)`` sees each output message as it arrives (streaming
-    answers); the result still collects all of them.
+    answers); the result still collects all of them unless ``keep_output`` is false (then
+    it keeps no stdout, displays or execute result a handler saw: a long stream is not
+    held in memory a second time; errors and stderr are kept).
     """
-    collector = _Collector(on_output)
+    collector = _Collector(on_output, keep_output)
     content = {
         "code": code,
         "silent": False,
@@ -229,6 +240,15 @@ def execute(
         kernel.reported_memory = collector.result.resident_memory
     if collector.result.status == "error" and collector.result.error is None:
         collector.result.error = ExecutionError("Error", "the kernel reported an error without details", [])
+    if collector.result.status in ABORTED and collector.result.error is None:
+        # Some kernels (tslab) abort every request after one error: never answer that as a
+        # success, and let the pool replace the kernel.
+        kernel.retire("it aborted a request instead of running it")
+        collector.result.error = ExecutionError(
+            "ExecutionAborted",
+            "the kernel aborted the request instead of running it; it is being replaced",
+            [],
+        )
     return collector.result
 
 

@@ -286,6 +286,7 @@ class Invoker(ABC):
             metadata=call.metadata,
             buffers=call.buffers,
             on_output=on_output,
+            keep_output=on_output is None,  # a stream's output is sent, not kept (bounded memory)
         )
         info = None
         if result.error is None and endpoint.response_info is not None:

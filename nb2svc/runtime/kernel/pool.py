@@ -61,6 +61,15 @@ log = logging.getLogger("nb2svc")
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def queue_wait_histogram() -> Histogram:
+    """A pool's queue waits, one observation per lease (its ``/_api/metrics`` series)."""
+    return Histogram(
+        "nb2svc_pool_queue_wait_seconds",
+        "Seconds a request waited for a kernel (0 when one was free).",
+        WAIT_BUCKETS,
+    )
+
+
 class PoolBusy(RuntimeError):
     """No kernel became free in time, or too many requests are already waiting."""
 
@@ -82,7 +91,7 @@ class PoolStats:
     maximum: int = 0
     recycled: int = 0
     stopped_idle: int = 0
-    queue_wait: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
+    queue_wait: Histogram = field(default_factory=lambda: queue_wait_histogram())
 
 
 class KernelPool:
@@ -132,7 +141,7 @@ class KernelPool:
         self._announced = False
         self._closed = False
         self._unmeasured_warned = False
-        self._queue_wait = Histogram(WAIT_BUCKETS)
+        self._queue_wait = queue_wait_histogram()
         self._shrinker: gevent.Greenlet | None = None
         self.failure: BaseException | None = None
 
@@ -168,10 +177,12 @@ class KernelPool:
             if isinstance(exc, gevent.GreenletExit) or self._closed:
                 return
             self._failures += 1
-            log.error("could not start a kernel: %s", exc)
             if self._retry.gives_up(exc, self._failures, self._warmed > 0):
-                self._fail(exc)
+                if self._on_fatal is None and self.failure is None:
+                    log.error("could not start a kernel: %s", exc)
+                self._fail(exc)  # on_fatal reports it: the error is printed once
             else:
+                log.error("could not start a kernel: %s", exc)
                 delay = self._retry.delay(self._failures)
                 log.info("retrying the kernel start in %gs", delay)
                 self._refill(delay)

@@ -20,6 +20,11 @@ liveness reads the ``Popen`` object (a syscall, no coroutine), and on stop the
 kernel's whole process group is killed, so processes a cell started die with it even
 when the kernel itself has already exited.
 
+Forking (``--kernel-start``): a kernel whose :class:`~.forking.Forker` has a template
+starts through :class:`~.forking.ForkingProvisioner`, a ``LocalProvisioner`` whose
+``process`` is the forked child, so everything above applies to it unchanged. Local
+kernels also hold a pidfd, so a watcher learns of a death at once (:meth:`KernelProcess.wait_exit`).
+
 Transport (``--transport``): ``auto`` uses IPC only for a local ipykernel (no port
 races, no plaintext-TCP warning), and TCP on the loopback for everything else: other
 kernels (xeus-python, tslab) do not all speak IPC, and a remote provisioner reports
@@ -36,9 +41,10 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.select
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
@@ -48,6 +54,9 @@ from traitlets import Instance
 
 from nb2svc.runtime import reaper
 from nb2svc.runtime.kernel.host import KernelHost
+
+if TYPE_CHECKING:
+    from nb2svc.runtime.kernel.forking import Forker
 
 log = logging.getLogger("nb2svc")
 
@@ -71,6 +80,13 @@ class KernelStartError(RuntimeError):
     def __init__(self, message: str, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class SetupFailed(KernelStartError):
+    """A setup (seed) cell raised or did not finish in time: every kernel would fail alike."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
 
 
 def installed_kernels() -> list[str]:
@@ -132,9 +148,14 @@ class KernelProcess:
         *,
         cwd: str | None = None,
         transport: str = "auto",
+        forker: Forker | None = None,
     ) -> None:
         self.kernel_name = kernel_name
         self._host = host
+        self._forker = forker
+        #: Forked from a template (so it holds the template's setup state), not spawned.
+        self.forked = False
+        self._pidfd: int | None = None
         self._env = dict(env)
         self._cwd = cwd
         self._transport = transport
@@ -219,6 +240,8 @@ class KernelProcess:
         elif provisioner == LOCAL_PROVISIONER:
             km.ip = "127.0.0.1"
         self.km = km
+        if self._forker is not None:
+            km.provisioner = self._forker.provisioner(km, spec)  # None: the spec's own, as usual
         kwargs: dict[str, Any] = {"env": self._env}
         if self._cwd:
             kwargs["cwd"] = self._cwd
@@ -237,6 +260,10 @@ class KernelProcess:
         self._alive = True
         if isinstance(km.provisioner, LocalProvisioner):
             self._popen = km.provisioner.process
+            self.forked = bool(getattr(km.provisioner, "forked", False))
+            self._pidfd = _pidfd(self._popen.pid)
+        if self.forked and self._forker is not None:
+            self._forker.forked_ok()
         self._pgid = self._local_group()
         if self._pgid is not None:
             reaper.record_group(self._dir, self._pgid)
@@ -252,6 +279,13 @@ class KernelProcess:
                 return False
             return True
         return self._alive
+
+    def wait_exit(self, timeout: float) -> None:
+        """Return once a local kernel's process exits, or after ``timeout`` seconds (else just wait)."""
+        if self._pidfd is None or self.stopped:
+            gevent.sleep(timeout)
+            return
+        gevent.select.select([self._pidfd], [], [], timeout)
 
     def poll(self, timeout: float = 10.0) -> bool:
         """Ask the provisioner whether the kernel runs (``poll()``); cheap for local kernels."""
@@ -300,8 +334,16 @@ class KernelProcess:
         self._kill_group()
         if self._popen is not None and self.exit_code is None:
             self.exit_code = self._popen.poll()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+    @property
+    def pid(self) -> int | None:
+        """The kernel's pid on this host (local kernels), else None."""
+        return self._popen.pid if self._popen is not None else None
 
     def _launcher(self) -> Any:
         """The ``Popen`` of a kernel a *non-local* provisioner started on this host, else None.
@@ -377,3 +419,11 @@ class KernelProcess:
             pass  # nothing left in the group
         except OSError as exc:
             log.warning("could not kill process group %d of kernel %s: %s", self._pgid, self.label, exc)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that turns readable when process ``pid`` exits (None where Linux has none)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None

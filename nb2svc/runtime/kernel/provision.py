@@ -6,6 +6,12 @@ a bootstrap (API mode's Python agent) and the setup cells (API mode's non-annota
 cells, kernel mode's ``--seed`` notebook). A setup cell that raises or runs past the
 start timeout fails the start with :class:`SetupFailed`, naming the notebook and cell;
 it is permanent (pools stop retrying), since every kernel would fail the same way.
+
+Forked kernels (:mod:`.forking`): when the recipe's forker has a template, the kernel
+is forked from it. API mode's template ran the setup cells already, so a forked kernel
+gets only the bootstrap (nb2svc's kernel-side agent); kernel mode's templates run no
+setup, so its seed cells run on each forked kernel as on a spawned one. A kernel that
+had to be spawned after all (a fork that failed) is seeded in full.
 """
 
 from __future__ import annotations
@@ -17,17 +23,13 @@ from dataclasses import dataclass, field, replace
 
 from nb2svc.runtime.kernel.channels import Kernel
 from nb2svc.runtime.kernel.executor import ExecutionTimeout, execute
+from nb2svc.runtime.kernel.forking import Forker, setup_failed, setup_timed_out
 from nb2svc.runtime.kernel.host import KernelHost
-from nb2svc.runtime.kernel.process import KernelStartError
+from nb2svc.runtime.kernel.process import SetupFailed
+
+__all__ = ["KernelRecipe", "SetupCell", "SetupFailed", "start_kernel"]
 
 log = logging.getLogger("nb2svc")
-
-
-class SetupFailed(KernelStartError):
-    """A setup (seed) cell raised or did not finish in time: every kernel would fail alike."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, permanent=True)
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,14 @@ class KernelRecipe:
     #: The worker's :class:`~nb2svc.runtime.kernel.host.KernelHost` (lifecycle loop, zmq
     #: context, records directory) every kernel of this recipe uses.
     host: KernelHost | None = None
+    #: Where kernels fork from (``--kernel-start``); None: every kernel is spawned.
+    forker: Forker | None = field(default=None, compare=False)
 
     def unseeded(self) -> KernelRecipe:
-        """The same kernel without the bootstrap and setup cells (a restart loses state)."""
+        """The same kernel without the bootstrap and setup cells (a restart loses state).
+
+        The forker stays: a restarted kernel forks again, with the state of just after setup.
+        """
         return replace(self, bootstrap="", setup=())
 
 
@@ -71,13 +78,22 @@ def start_kernel(recipe: KernelRecipe) -> Kernel:
     deadline = time.monotonic() + timeout
     if recipe.host is None:
         raise ValueError("a KernelRecipe needs the worker's kernel host to start a kernel")
-    kernel = Kernel(recipe.kernel_name, recipe.env, recipe.host, cwd=recipe.cwd, transport=recipe.transport)
+    kernel = Kernel(
+        recipe.kernel_name,
+        recipe.env,
+        recipe.host,
+        cwd=recipe.cwd,
+        transport=recipe.transport,
+        forker=recipe.forker,
+    )
     kernel.start(timeout=timeout)
     try:
-        log.debug("kernel %s started in %.3fs", kernel.label, time.monotonic() - kernel.started_at)
+        how = "forked" if kernel.process.forked else "started"
+        log.debug("kernel %s %s in %.3fs", kernel.label, how, time.monotonic() - kernel.started_at)
         if recipe.bootstrap:
             _run_setup(kernel, SetupCell("nb2svc's bootstrap", recipe.bootstrap), deadline, recipe)
-        for number, cell in enumerate(recipe.setup, start=1):
+        setup_done = kernel.process.forked and recipe.forker is not None and recipe.forker.runs_setup
+        for number, cell in enumerate(() if setup_done else recipe.setup, start=1):
             log.info("kernel %s: setup %d/%d, %s", kernel.label, number, len(recipe.setup), cell.where)
             _run_setup(kernel, cell, deadline, recipe)
     except BaseException:
@@ -91,12 +107,7 @@ def _run_setup(kernel: Kernel, cell: SetupCell, deadline: float, recipe: KernelR
     try:
         result = execute(kernel, cell.code, timeout=max(0.1, deadline - time.monotonic()), store_history=True)
     except ExecutionTimeout:
-        raise SetupFailed(
-            f"{cell.where}: setup did not finish within {recipe.start_timeout:g}s "
-            "(raise --kernel-start-timeout or make the cell faster)"
-        ) from None
+        raise setup_timed_out(cell.where, recipe.start_timeout) from None
     if result.error is not None:
-        message = f"{cell.where}: setup cell raised {result.error.ename}: {result.error.evalue}"
-        if recipe.traceback_in_error and result.error.traceback:
-            message += "\n" + "\n".join(result.error.traceback)
-        raise SetupFailed(message)
+        error = result.error
+        raise setup_failed(cell.where, error.ename, error.evalue, error.traceback, recipe.traceback_in_error)

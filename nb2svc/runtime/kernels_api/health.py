@@ -4,7 +4,8 @@ Ready means: every ``--prespawn`` kernel started, the ``--warm`` pool filled onc
 seed or prespawn failure (the body then says why). The metrics page describes this
 worker's kernels as an operator watches them: how many of each spec and state, how many
 websocket clients they have, how full the warm pool is and how often a kernel was
-replaced. Kernel mode runs one worker, so the page covers every kernel of the replica.
+replaced, and how long kernels take to start (``nb2svc_kernel_start_seconds``). Kernel
+mode runs one worker, so the page covers every kernel of the replica.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from nb2svc.runtime.kernels_api.manager import KernelRegistry
-from nb2svc.runtime.metrics import Family
+from nb2svc.runtime.metrics import Family, Histogram
 
 
 def readiness(registry: KernelRegistry) -> tuple[bool, dict[str, Any]]:
@@ -29,7 +30,7 @@ def readiness(registry: KernelRegistry) -> tuple[bool, dict[str, Any]]:
     return ready, body
 
 
-def kernel_metrics(registry: KernelRegistry) -> list[Family]:
+def kernel_metrics(registry: KernelRegistry) -> list[Family | Histogram]:
     """The kernel-mode ``/_api/metrics`` families."""
     kernels = list(registry.kernels.values())
     by_state = Counter((kernel.name, kernel.execution_state) for kernel in kernels)
@@ -53,6 +54,13 @@ def kernel_metrics(registry: KernelRegistry) -> list[Family]:
         Family(
             "nb2svc_kernel_replacements_total", "counter", "Warm kernels replaced after dying or wedging."
         ).add(warm.replaced),
+        Family(
+            "nb2svc_kernel_memory_pss_bytes",
+            "gauge",
+            "Proportional set size of the listed local kernels and their templates "
+            "(shared pages counted once).",
+        ).add(registry.memory_pss()),
+        registry.kernel_starts,
     ]
 
 

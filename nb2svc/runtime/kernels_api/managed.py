@@ -21,6 +21,7 @@ them (the same list of untracked message types), since culling depends on them.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -93,6 +94,10 @@ class ManagedKernel:
         self._usable = gevent.event.Event()  # clear while restarting
         self._lifecycle = gevent.lock.RLock()
         self._quick_deaths = 0
+        #: A client sent ``shutdown_request`` (not a restart): the process's exit ends the kernel.
+        self.shutdown_requested = False
+        #: Told (with this kernel) when that exit comes; the registry sets it to unlist the kernel.
+        self.on_requested_shutdown: Callable[[ManagedKernel], None] | None = None
         self._adopt(kernel)
 
     # --- model -----------------------------------------------------------------------
@@ -158,6 +163,8 @@ class ManagedKernel:
             self._usable.wait(wait)
         if self.closed or self.execution_state == "dead":
             raise KernelDied(f"kernel {self.id} is {'shut down' if self.closed else 'dead'}")
+        if message.msg_type == "shutdown_request" and not _asks_restart(message, self.kernel.session):
+            self.shutdown_requested = True  # its exit is not a death: see _on_death
         if message.channel != "stdin":  # register before send: the reply can arrive first
             self._pending[message.msg_id] = client
             if len(self._pending) > MAX_PENDING:
@@ -268,9 +275,16 @@ class ManagedKernel:
         self._adopt(kernel)
 
     def _on_death(self, kernel: Kernel) -> None:
-        # Called from the kernel's watcher greenlet: restart elsewhere.
-        if kernel is self.kernel and not self.closed:
-            gevent.spawn(self._auto_restart, kernel)
+        # Called from the kernel's watcher greenlet: restart elsewhere, unless a client
+        # asked the kernel to shut down (jupyter console's exit): then it is removed, as
+        # Jupyter Server does, by whoever listed it (``on_requested_shutdown``).
+        if kernel is not self.kernel or self.closed:
+            return
+        if self.shutdown_requested:
+            log.info("kernel %s shut down at its client's request", self.id)
+            gevent.spawn(self.on_requested_shutdown or (lambda managed: managed.shutdown(now=True)), self)
+            return
+        gevent.spawn(self._auto_restart, kernel)
 
     def _auto_restart(self, kernel: Kernel) -> None:
         with self._lifecycle:
@@ -307,3 +321,12 @@ class ManagedKernel:
         with self._lifecycle:
             self._retire(now=now)
         self._usable.set()
+
+
+def _asks_restart(message: ClientMessage, session: Any) -> bool:
+    """Whether a client's ``shutdown_request`` asks for a restart (``content.restart``)."""
+    try:
+        content = (session.unpack if session is not None else json.loads)(message.parts[3])
+    except Exception:  # an unreadable content: the kernel reads it as no restart too
+        return False
+    return isinstance(content, dict) and bool(content.get("restart"))

@@ -4,7 +4,8 @@ Kernels start through :func:`nb2svc.runtime.kernel.start_kernel` with a
 :class:`~nb2svc.runtime.kernel.KernelRecipe`, that is through jupyter_client's
 ``KernelManager(kernel_name=...)`` and the kernel spec's provisioner, so any
 provisioner (including remote ones) works unchanged. A :class:`ManagedKernel` gets the
-unseeded recipe for its restarts; nothing calls back into the registry.
+unseeded recipe for its restarts; the one call back into the registry unlists a kernel
+that a client shut down over its websocket (``shutdown_request``).
 
 Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
 
@@ -20,6 +21,9 @@ Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
   exits with the cell's error; later, readiness turns 503 and says why;
 - ``--prespawn N``: N kernels started and seeded at start-up, listed like any other (a
   start batch of the worker's :class:`~nb2svc.runtime.kernel.KernelSupervisor`);
+- ``--kernel-start``: a local ipykernel spec's kernels (warm, prespawned, requested,
+  restarted) fork from a template of that spec that ran no setup (forking.py); a
+  restart forks afresh;
 - ``--warm N`` (not in the reference): hidden kernels, started and seeded ahead of need, in
   a pool of the same supervisor as API mode's pools;
 - auto-restart of a listed kernel that died: the supervisor's restart policy (quick deaths
@@ -42,6 +46,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from nb2svc.config import Settings
 from nb2svc.runtime.kernel import (
+    Kernel,
     KernelRecipe,
     KernelStartError,
     KernelSupervisor,
@@ -50,9 +55,12 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.forking import Forker
+from nb2svc.runtime.kernel.memory import summed_pss
 from nb2svc.runtime.kernel.supervisor import StartBatch
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
+from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
 from nb2svc.runtime.server import stop_worker_for_good
 
 if TYPE_CHECKING:
@@ -101,12 +109,20 @@ class KernelRegistry:
         self.warm_name = names.warm
         #: ``--warm N``: hidden kernels, already started and seeded, that ``POST /api/kernels``
         #: hands out at once; not listed, not counted against ``--max-kernels``, never culled.
+        self.kernel_starts = Histogram(
+            "nb2svc_kernel_start_seconds",
+            "Kernel starts: seconds to a started and seeded kernel (seed cells included).",
+            KERNEL_START_BUCKETS,
+        )
         self.warm = self.supervisor.pool(
             "warm",
-            lambda: start_kernel(self.recipe(self.warm_name)),
+            lambda: self._timed_start(self.recipe(self.warm_name)),
             settings.warm,
             on_fatal=self._warm_failed,
         )
+        #: Per kernel spec, where its kernels fork from (``--kernel-start``): a template that
+        #: ran no setup (seed cells run on each kernel, forked or not), made on first use.
+        self._forkers: dict[str, Forker] = {}
         #: Why kernels cannot be made (a failing seed cell, a prespawn that failed); readiness says it.
         self.failure: str | None = None
         self._was_ready = False
@@ -127,7 +143,16 @@ class KernelRegistry:
         self.failure = self.failure or f"a prespawned kernel could not start: {exc}"
         self._seed_failed(exc)
 
+    def _timed_start(self, recipe: KernelRecipe) -> Kernel:
+        started = time.monotonic()
+        kernel = start_kernel(recipe)
+        self.kernel_starts.observe(time.monotonic() - started)
+        return kernel
+
     def _warm_failed(self, exc: BaseException) -> None:
+        """The warm pool gave up: a seed failure stops the server, anything else is logged."""
+        if not isinstance(exc, SetupFailed):
+            log.error("could not start a kernel: %s", exc)
         self._seed_failed(exc)
 
     def _seed_failed(self, exc: BaseException) -> None:
@@ -170,6 +195,8 @@ class KernelRegistry:
         gevent.joinall(jobs, timeout=15)
         for kernel in kernels:  # whatever did not stop gracefully in time
             kernel.shutdown(now=True)
+        for forker in self._forkers.values():
+            forker.close()
         if kernels or warm:
             log.info("shut down %d kernels (%d warm)", len(kernels) + warm, warm)
 
@@ -215,7 +242,7 @@ class KernelRegistry:
         try:
             kernel = self.warm.take() if name == self.warm_name and not extra else None
             if kernel is None:
-                kernel = start_kernel(recipe)
+                kernel = self._timed_start(recipe)
         except SetupFailed as exc:
             self.failure = f"the seed notebook fails: {exc}"
             raise
@@ -225,6 +252,7 @@ class KernelRegistry:
             kernel.shutdown(now=True)
             raise KernelStartError("the server is shutting down")
         managed = ManagedKernel(str(uuid.uuid4()), kernel, recipe.unseeded(), self.supervisor)
+        managed.on_requested_shutdown = self._unlist
         self.kernels[managed.id] = managed
         log.info("kernel %s started (%s)", managed.id, kernel.label)
         return managed
@@ -241,7 +269,27 @@ class KernelRegistry:
             setup=setup,
             traceback_in_error=False,
             host=self.host,
+            forker=self._forker(name),
         )
+
+    def _forker(self, name: str) -> Forker:
+        forker = self._forkers.get(name)
+        if forker is None:
+            forker = Forker(
+                self.settings.kernel_start,
+                f"kernel spec {name!r}",
+                env=kernel_env(self.settings.env_allow),
+                host=self.host,
+                timeout=self.settings.kernel_start_timeout,
+                with_traceback=False,
+            )
+            self._forkers[name] = forker
+        return forker
+
+    def memory_pss(self) -> int:
+        """Summed PSS (bytes) of the listed local kernels and the templates they fork from."""
+        pids = [managed.kernel.process.pid for managed in list(self.kernels.values())]
+        return summed_pss([*pids, *(forker.template_pid for forker in self._forkers.values())])
 
     def get(self, kernel_id: str) -> ManagedKernel:
         try:
@@ -258,6 +306,11 @@ class KernelRegistry:
             raise KernelNotFound(kernel_id)
         managed.shutdown(now=now)
         log.info("kernel %s shut down", kernel_id)
+
+    def _unlist(self, managed: ManagedKernel) -> None:
+        """A kernel that a client shut down over its websocket: removed, as Jupyter Server does."""
+        if self.kernels.get(managed.id) is managed:
+            self.shutdown_kernel(managed.id, now=True)
 
     # --- culling -----------------------------------------------------------------------
 
