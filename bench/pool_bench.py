@@ -49,8 +49,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(*args: str) -> Iterator[str]:
-    """An nb2svc server of the pools notebook (this tree's code), ready; stopped after."""
+def server(*args: str) -> Iterator[tuple[str, int]]:
+    """An nb2svc server of the pools notebook (this tree's code), ready, and its pid; stopped after."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
@@ -69,7 +69,7 @@ def server(*args: str) -> Iterator[str]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"server did not become ready: {' '.join(args)}")
             time.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -152,7 +152,7 @@ def growth(args: argparse.Namespace) -> None:
         (f"1..{args.max}", f"1..{args.max}", 1),
         (f"{args.max} fixed", str(args.max), 0),
     ):
-        with server("--pool-size", size, *common) as base:
+        with server("--pool-size", size, *common) as (base, _):
             rows.append((label, step_load(base, args, minimum)))
     kernels = range(2, args.max + 1)
     print(
@@ -180,36 +180,43 @@ def growth(args: argparse.Namespace) -> None:
 # --- recycling --------------------------------------------------------------------------------
 
 
-def kernels_rss_mib(base: str, server_pid_hint: str) -> float:
-    """Summed RSS of every ipykernel on this host whose connection file is under the server's."""
-    total = 0
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-            if b"ipykernel" not in cmd or server_pid_hint.encode() not in cmd:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    children.setdefault(int(stat.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, ValueError, IndexError):
                 continue
-            with open(f"/proc/{entry}/statm") as f:
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def kernels_rss_mib(server_pid: int) -> float:
+    """Summed RSS of the server's kernels (spawned or forked, with a fork template if any):
+    every descendant of the server that is not one of its gunicorn processes."""
+    total = 0
+    for pid in descendants(server_pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"nb2svc\0serve" in f.read():
+                    continue  # the master's workers
+            with open(f"/proc/{pid}/statm") as f:
                 total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
             continue
     return total / (1 << 20)
 
 
-def worker_dir(base: str) -> str:
-    """The path fragment every kernel of this server has in its command line (its runtime dir)."""
-    pid = requests.get(base + "/work/0", timeout=30).text.strip()
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        parts = f.read().split(b"\0")
-    connection = next(p for p in parts if p.endswith(b"kernel.json")).decode()
-    return str(Path(connection).parent.parent)  # the worker's directory of kernel directories
-
-
-def leak(base: str, args: argparse.Namespace) -> tuple[list[tuple[int, float]], list[float], float]:
-    hint = worker_dir(base)
-    samples = [(0, kernels_rss_mib(base, hint))]
+def leak(base: str, pid: int, args: argparse.Namespace) -> tuple[list[tuple[int, float]], list[float], float]:
+    samples = [(0, kernels_rss_mib(pid))]
     latencies: list[float] = []
     session = requests.Session()
     lock = threading.Lock()
@@ -227,7 +234,7 @@ def leak(base: str, args: argparse.Namespace) -> tuple[list[tuple[int, float]], 
             batch = min(args.every, args.requests - sent)
             list(clients.map(one, range(batch)))
             sent += batch
-            samples.append((sent, kernels_rss_mib(base, hint)))
+            samples.append((sent, kernels_rss_mib(pid)))
     return samples, latencies, metrics(base).get("nb2svc_kernel_recycled_total", 0.0)
 
 
@@ -237,8 +244,8 @@ def recycle(args: argparse.Namespace) -> None:
         ("no limit", []),
         (f"--kernel-max-memory {args.limit_mib}", ["--kernel-max-memory", str(args.limit_mib)]),
     ):
-        with server("--pool-size", "1", "--max-queue", "100", *extra) as base:
-            results.append((label, *leak(base, args)))
+        with server("--pool-size", "1", "--max-queue", "100", *extra) as (base, pid):
+            results.append((label, *leak(base, pid, args)))
     print(f"\n{args.requests} x GET /leak/{args.leak_mib} (MiB kept per call), pool 1, 2 clients")
     print("| requests | " + " | ".join(f"kernel RSS MiB, {label}" for label, *_ in results) + " |")
     print("| --- |" + " --- |" * len(results))
