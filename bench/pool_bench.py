@@ -181,21 +181,23 @@ def growth(args: argparse.Namespace) -> None:
 
 
 def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    children.setdefault(int(stat.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
+    """Every live process under ``pid``, from the kernel's ``/proc/PID/task/TID/children``."""
     found: set[int] = set()
     stack = [pid]
     while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = {int(child) for child in f.read().split()}
+            except (OSError, ValueError):
+                continue
+            stack += children - found
+            found |= children
     return found
 
 
