@@ -52,11 +52,13 @@ class Option:
     above: float | None = None
     maximum: float | None = None
     words: Mapping[str, Any] = field(default_factory=dict)
-    normalize: Callable[[str], str] | None = None
+    normalize: Callable[[str], Any] | None = None
     #: How the default reads in ``--help`` and the README (``None``: the value itself).
     shown_default: str | None = None
     #: Part of ``nb2svc build`` (baked into the image and manifests) as well as ``serve``.
     deploy: bool = False
+    #: The :class:`Settings` field's type when ``normalize`` gives another than ``type``.
+    field_type: str | None = None
 
     @property
     def env(self) -> str:
@@ -159,6 +161,36 @@ def normalize_static_path(value: str) -> str:
     return os.path.abspath(text)
 
 
+POOL_SIZE_FORM = re.compile(r"\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?")
+
+
+def pool_bounds(value: int | str) -> tuple[int, int]:
+    """``(MIN, MAX)`` of a ``--pool-size``: ``3`` is ``(3, 3)``, ``"1..4"`` is ``(1, 4)``.
+
+    Raises ``ValueError`` with the reason: a fixed pool has at least one kernel, an elastic
+    one at least one at its most (MIN may be 0: no kernel while nothing is asked).
+    """
+    match = POOL_SIZE_FORM.fullmatch(str(value))
+    if match is None:
+        raise ValueError(f"must be N or MIN..MAX (e.g. 2 or 1..8), got {value!r}")
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.group(2) is not None else low
+    if high < 1:
+        if match.group(2) is None:
+            raise ValueError(f"must be at least 1, got {low}")
+        raise ValueError(f"MAX must be at least 1, got {value!r}")
+    if low > high:
+        raise ValueError(f"MIN must not be above MAX, got {value!r}")
+    return low, high
+
+
+def normalize_pool_size(value: str) -> Any:
+    """A fixed size as its number (``"3"`` is ``3``, as before elastic pools), an elastic one
+    in its canonical spelling (``" 1 .. 4"`` is ``"1..4"``)."""
+    low, high = pool_bounds(value)
+    return low if low == high else f"{low}..{high}"
+
+
 #: ``--cell-parser`` values, and Kernel Gateway's ``KG_CELL_PARSER`` module names for them.
 CELL_PARSERS = ("default", "swagger")
 KG_CELL_PARSERS = {
@@ -240,13 +272,39 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_age", str, "", "CORS Access-Control-Max-Age (seconds).", kg_alias="KG_MAX_AGE"),
     Option(
         "pool_size",
-        int,
+        str,
         2,
-        "Warm kernels per worker (API mode).",
+        "Warm kernels per worker (API mode): N, or MIN..MAX to start more while requests wait "
+        "and stop them after --pool-idle-timeout (never below MIN; ready once MIN are warm).",
         kg_alias="KG_PRESPAWN_COUNT",
         modes=("api",),
-        minimum=1,
+        normalize=normalize_pool_size,
         deploy=True,
+        field_type="int | str",
+    ),
+    Option(
+        "pool_idle_timeout",
+        float,
+        60.0,
+        "Seconds a kernel above an elastic pool's MIN may stay idle before it is stopped.",
+        modes=("api",),
+        above=0,
+    ),
+    Option(
+        "kernel_max_requests",
+        int,
+        0,
+        "Replace a kernel after it has answered this many requests (0: never).",
+        modes=("api",),
+        minimum=0,
+    ),
+    Option(
+        "kernel_max_memory",
+        int,
+        0,
+        "Replace a kernel whose resident memory is over this many MiB after it answers (0: never).",
+        modes=("api",),
+        minimum=0,
     ),
     Option(
         "request_timeout",
@@ -697,7 +755,10 @@ class Settings:
     allow_methods: str = _default("allow_methods")
     expose_headers: str = _default("expose_headers")
     max_age: str = _default("max_age")
-    pool_size: int = _default("pool_size")
+    pool_size: int | str = _default("pool_size")  # N, or "MIN..MAX" (:func:`pool_bounds`)
+    pool_idle_timeout: float = _default("pool_idle_timeout")
+    kernel_max_requests: int = _default("kernel_max_requests")
+    kernel_max_memory: int = _default("kernel_max_memory")
     request_timeout: float = _default("request_timeout")
     queue_timeout: float = _default("queue_timeout")
     max_queue: int = _default("max_queue")
@@ -752,7 +813,10 @@ class Settings:
 
 def _check_settings_fields(options: Sequence[Option] = OPTIONS, settings: type = Settings) -> None:
     """Fail at import when :class:`Settings` and :data:`OPTIONS` disagree (a name, order or type)."""
-    expected = [(o.name, _FIELD_TYPES[o.type] + (" | None" if o.default is None else "")) for o in options]
+    expected = [
+        (o.name, (o.field_type or _FIELD_TYPES[o.type]) + (" | None" if o.default is None else ""))
+        for o in options
+    ]
     actual = [(f.name, str(f.type)) for f in dataclasses.fields(settings)]
     if actual != expected:
         extra = sorted(set(actual) ^ set(expected))
@@ -819,7 +883,18 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 #: Options a config file may set for one mounted notebook: what belongs to its own pool.
-MOUNT_OPTIONS = frozenset({"pool_size", "max_queue", "queue_timeout", "kernel_name", "kernel_start"})
+MOUNT_OPTIONS = frozenset(
+    {
+        "pool_size",
+        "pool_idle_timeout",
+        "max_queue",
+        "queue_timeout",
+        "kernel_name",
+        "kernel_start",
+        "kernel_max_requests",
+        "kernel_max_memory",
+    }
+)
 MOUNTS_KEY = "mounts"
 
 

@@ -29,6 +29,7 @@ from nb2svc.runtime.kernel import agent as agent_module
 from nb2svc.runtime.kernel.agent import (
     AGENT_NAME,
     JSON,
+    MEMORY,
     PROBE_TOKEN,
     RAW_BUFFERS,
     REQUEST_KEY,
@@ -258,15 +259,35 @@ def test_swapped_streams_come_back_and_closed_ones_are_reported(
     out = sys.stdout
     run(shell, "import io, sys\nsys.stdout = io.StringIO()")
     assert sys.stdout is out
-    assert not shell.payload_manager.read_payload()
+    assert not health_payloads(shell)
     closed = io.StringIO()
     closed.close()
     agent.streams = (closed, sys.stderr)
     shell.payload_manager.clear_payload()
     run(shell, "pass")
-    assert shell.payload_manager.read_payload() == [
+    assert health_payloads(shell) == [
         {"source": UNHEALTHY, "reason": "its code closed sys.stdout or sys.stderr"}
     ]
+
+
+def health_payloads(shell: InteractiveShell) -> list[dict[str, object]]:
+    return [p for p in shell.payload_manager.read_payload() if p["source"] != MEMORY]
+
+
+def test_every_cell_reports_the_kernels_resident_memory(shell: InteractiveShell, agent: Agent) -> None:
+    """What ``--kernel-max-memory`` reads for a kernel the worker cannot see (a remote one)."""
+
+    def reported() -> int:
+        (memory,) = [p for p in shell.payload_manager.read_payload() if p["source"] == MEMORY]
+        shell.payload_manager.clear_payload()
+        return int(memory["rss"])  # type: ignore[call-overload]
+
+    shell.payload_manager.clear_payload()
+    run(shell, "pass")
+    before = reported()
+    run(shell, "KEPT = b'x' * (64 << 20)")
+    assert reported() - before >= 60 << 20
+    run(shell, "del KEPT")
 
 
 # --- the bootstrap a kernel runs, and what the agent may import ------------------------

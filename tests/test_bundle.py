@@ -141,6 +141,17 @@ def test_default_image_tag_is_a_digest_of_the_image_inputs() -> None:
     assert image(render(k8s=True)) == first  # manifests are not in the image
 
 
+def test_an_elastic_pool_sizes_the_pod_for_its_max() -> None:
+    """``--pool-size 1..4`` runs up to 4 kernels per worker: the pod must fit them all."""
+
+    def resources(**options: object) -> str:
+        deployment = render(k8s=True, workers=2, image="x:1", **options)["k8s/deployment.yaml"].decode()
+        return deployment[deployment.index("resources:") : deployment.index("readinessProbe:")]
+
+    assert resources(pool_size="1..4") == resources(pool_size=4) != resources(pool_size=1)
+    assert 'value: "1..4"' in render(k8s=True, image="x:1", pool_size="1..4")["k8s/deployment.yaml"].decode()
+
+
 # --- the Dockerfile and its build context --------------------------------------------------
 
 

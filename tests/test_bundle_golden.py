@@ -3,8 +3,9 @@
 Three bundles cover every branch of the templates: ``hello`` with the default options
 (no Kubernetes), ``todo-k8s`` with ``k8s=True``, non-default sizes and base image and a
 Redis store (wired from a Secret: its password is never written), and
-``mounted-k8s``: two notebooks in one bundle (hello.ipynb at /hello, a bash notebook at
-/shell, whose kernel the image lacks), with ``k8s=True``.
+``mounted-k8s``: two notebooks in one bundle (hello.ipynb at /hello with an elastic pool,
+whose MAX sizes the pod, and a bash notebook at /shell, whose kernel the image lacks),
+with ``k8s=True``.
 The runtime (dependency pins, wheel) is fixed here, so the files do not change when
 the installed packages do.
 
@@ -62,7 +63,7 @@ CASES = {
         BundleOptions(
             image="registry.example.com/team/greeters:1.0.0",
             k8s=True,
-            mounts={"/hello": {"pool_size": 3, "queue_timeout": 5.0}},
+            mounts={"/hello": {"pool_size": "1..3", "queue_timeout": 5.0}},
         ),
     ),
 }

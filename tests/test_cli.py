@@ -217,7 +217,9 @@ def test_config_file_precedence(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("pool_sise = 3\n", "unknown setting 'pool_sise'"),
-        ("pool_size = 'many'\n", "expected int"),
+        ("workers = 'many'\n", "expected int"),
+        ("pool_size = 'many'\n", "--pool-size (NB2SVC_POOL_SIZE): must be N or MIN..MAX"),
+        ("pool_size = '4..2'\n", "MIN must not be above MAX"),
         ("x = [", "TOML"),
     ],
 )

@@ -109,7 +109,8 @@ def test_a_bundle_of_several_checks_its_per_notebook_variables_in_the_master(tmp
     assert nb2svc("build", HELLO, todo, "-o", str(bundle)).returncode == 0
     for env, named in (
         ({"NB2SVC_POOL_SIZE__HELO": "2"}, "NB2SVC_POOL_SIZE__HELO names no mounted notebook"),
-        ({"NB2SVC_POOL_SIZE__TODO": "none"}, "NB2SVC_POOL_SIZE__TODO: expected int"),
+        ({"NB2SVC_POOL_SIZE__TODO": "none"}, "NB2SVC_POOL_SIZE__TODO: must be N or MIN..MAX"),
+        ({"NB2SVC_MAX_QUEUE__TODO": "none"}, "NB2SVC_MAX_QUEUE__TODO: expected int"),
     ):
         assert named in refused_by_plain_gunicorn(bundle, env)
 

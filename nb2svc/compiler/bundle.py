@@ -43,7 +43,14 @@ from nb2svc._version import __version__
 from nb2svc.compiler.mounts import Mount, mounts_to_json
 from nb2svc.compiler.openapi import mounted_openapi_document, openapi_document
 from nb2svc.compiler.spec import Endpoint, ServiceSpec
-from nb2svc.config import DEPLOY_OPTIONS, OPTIONS_BY_NAME, env_value, mount_variable, shutdown_timing
+from nb2svc.config import (
+    DEPLOY_OPTIONS,
+    OPTIONS_BY_NAME,
+    env_value,
+    mount_variable,
+    pool_bounds,
+    shutdown_timing,
+)
 from nb2svc.distribution import Runtime, current_runtime, templates_dir
 from nb2svc.store_url import redact
 
@@ -110,7 +117,7 @@ class BundleOptions:
     metrics_port: int = DEFAULT_METRICS_PORT
     workers: int = field(default_factory=lambda: _default("workers"))
     base_url: str = field(default_factory=lambda: _default("base_url"))
-    pool_size: int = field(default_factory=lambda: _default("pool_size"))
+    pool_size: int | str = field(default_factory=lambda: _default("pool_size"))
     request_timeout: float = field(default_factory=lambda: _default("request_timeout"))
     kernel_start_timeout: float = field(default_factory=lambda: _default("kernel_start_timeout"))
     graceful_timeout: float | None = field(default_factory=lambda: _default("graceful_timeout"))
@@ -384,8 +391,11 @@ def _render(
     unknown = sorted(set(options.mounts) - {k.get("mount", "") for k in kernels})
     if unknown:
         raise BundleError(f"per-notebook settings for {', '.join(unknown)}, which is not mounted")
+    # Pods are sized for every pool at its MAX (``--pool-size MIN..MAX``): a pod that only
+    # fits MIN kernels would be OOM-killed or throttled exactly when the pools grow.
     pools = sum(
-        options.mounts.get(k.get("mount", ""), {}).get("pool_size", options.pool_size) for k in kernels
+        pool_bounds(options.mounts.get(k.get("mount", ""), {}).get("pool_size", options.pool_size))[1]
+        for k in kernels
     )
     env = _environment()
     name = dns_name(service_name)
@@ -409,6 +419,10 @@ def _render(
         "kernels_per_pod": options.workers * pools,
         "kernels_per_worker": pools,
         "uneven_pools": any("pool_size" in own for own in options.mounts.values()),
+        "elastic_pools": any(
+            pool_bounds(size)[0] < pool_bounds(size)[1]
+            for size in (options.pool_size, *(own.get("pool_size", 1) for own in options.mounts.values()))
+        ),
         "resources": _resources(options, pools),
         "deploy_env": _deploy_env(options),
         "store_hint": redact(options.store),

@@ -142,6 +142,7 @@ class WorkerRuntime:
         self.job_stores = job_stores
         self._jobs: JobStoreLike | None = None
         self._kernel_host: Any = None
+        self._kernel_supervisor: Any = None
         #: Redacts the token from every log line of this worker (see :mod:`.logs`).
         self.redactor = Redactor()
         self.redactor.add(self.token)
@@ -167,6 +168,16 @@ class WorkerRuntime:
 
             self._kernel_host = KernelHost()
         return self._kernel_host
+
+    @property
+    def kernel_supervisor(self) -> Any:
+        """The worker's :class:`~nb2svc.runtime.kernel.supervisor.KernelSupervisor` (every
+        notebook's pool, kernel mode's warm pool, prespawn and restarts), made on first use."""
+        if self._kernel_supervisor is None:
+            from nb2svc.runtime.kernel.supervisor import KernelSupervisor
+
+            self._kernel_supervisor = KernelSupervisor()
+        return self._kernel_supervisor
 
     def on_exit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when this worker exits (after in-flight requests finished)."""

@@ -58,6 +58,7 @@ def create_api_app(
     if settings.static_path:
         check_public_paths([mounted.mount for mounted in plan.mounts])  # nothing has started
     services: list[ApiService] = []
+    supervisor = runtime.kernel_supervisor  # the worker's: every notebook's pool is one of its pools
     jobs = runtime.jobs(settings)
 
     def all_ready() -> None:  # one "ready" line once every notebook's pool is warm
@@ -65,7 +66,7 @@ def create_api_app(
             log.info(
                 "ready: %d notebooks, %d kernels warm (worker %d), serving %s (Ctrl-C to quit)",
                 len(services),
-                sum(service.pool.size for service in services),
+                sum(service.pool.policy.minimum for service in services),
                 os.getpid(),
                 settings.url,
             )
@@ -78,6 +79,7 @@ def create_api_app(
             exit_on_failure=exit_on_failure,
             prefix=mounted.mount.prefix,
             on_ready=all_ready if plan.several else None,
+            supervisor=supervisor,
             jobs=jobs,
             host=runtime.kernel_host,
         )

@@ -6,7 +6,11 @@ start); with several, ``{"ready", "notebooks": {name: those numbers}}``. Metrics
 requests per route and status, time them to their last byte
 (``nb2svc_request_duration_seconds``, a histogram by method, route with its mount and
 status), time kernel starts (``nb2svc_kernel_start_seconds``) and describe each pool;
-with several notebooks every series carries a ``notebook`` label. All of it is per worker.
+with several notebooks every series carries a ``notebook`` label. An elastic pool
+(``--pool-size MIN..MAX``) adds its ``min`` and ``max`` to the body. Pool metrics: size
+(aimed at, MIN, MAX), live, idle, busy, starting kernels, waiting requests, the queue wait
+(``nb2svc_pool_queue_wait_seconds``, a histogram), and counters of replacements,
+recycled kernels and idle stops. All of it is per worker.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
             "idle": stats.idle,
             "size": stats.size,
         }
+        if stats.maximum > stats.minimum:  # an elastic pool: ready once MIN are warm
+            state |= {"min": stats.minimum, "max": stats.maximum}
         if service.pool.failure is not None:
             state["error"] = str(service.pool.failure)
         states[service.spec.name] = state
@@ -41,7 +47,9 @@ def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
 
 #: Pool gauges: name, help, the value read from a pool's :class:`PoolStats`.
 POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
-    ("nb2svc_pool_size", "Configured kernels per worker.", lambda s: s.size),
+    ("nb2svc_pool_size", "Kernels the pool aims at now (its MIN, more while it grows).", lambda s: s.size),
+    ("nb2svc_pool_size_min", "Kernels the pool always keeps (--pool-size MIN).", lambda s: s.minimum),
+    ("nb2svc_pool_size_max", "Kernels the pool may grow to (--pool-size MAX).", lambda s: s.maximum),
     ("nb2svc_pool_kernels_live", "Kernels alive in the pool.", lambda s: s.live),
     ("nb2svc_pool_kernels_idle", "Kernels free to take a request.", lambda s: s.idle),
     ("nb2svc_pool_kernels_busy", "Kernels running a request.", lambda s: s.busy),
@@ -50,7 +58,22 @@ POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
     (
         "nb2svc_pool_saturation",
         "Busy kernels plus waiting requests, over pool size (scale out above 1).",
-        lambda s: (s.busy + s.waiting) / s.size,
+        lambda s: (s.busy + s.waiting) / max(1, s.size),
+    ),
+)
+
+#: Pool counters: name, help, the value read from a pool's :class:`PoolStats`.
+POOL_COUNTERS: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
+    ("nb2svc_kernel_replacements_total", "Kernels replaced after dying or wedging.", lambda s: s.replaced),
+    (
+        "nb2svc_kernel_recycled_total",
+        "Kernels retired after answering, over --kernel-max-requests or --kernel-max-memory.",
+        lambda s: s.recycled,
+    ),
+    (
+        "nb2svc_pool_idle_stops_total",
+        "Kernels above the pool's MIN stopped after --pool-idle-timeout idle.",
+        lambda s: s.stopped_idle,
     ),
 )
 
@@ -73,12 +96,10 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family | Histogram]:
         Family(name, "gauge", help_text, [(labels(service), value(stat)) for service, stat in stats])
         for name, help_text, value in POOL_GAUGES
     ]
-    replaced = Family(
-        "nb2svc_kernel_replacements_total",
-        "counter",
-        "Kernels replaced after dying or wedging.",
-        [(labels(service), stat.replaced) for service, stat in stats],
-    )
+    counters = [
+        Family(name, "counter", help_text, [(labels(service), value(stat)) for service, stat in stats])
+        for name, help_text, value in POOL_COUNTERS
+    ]
     memory = Family(
         "nb2svc_kernel_memory_pss_bytes",
         "gauge",
@@ -90,7 +111,8 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family | Histogram]:
         Histogram.combined([(service.durations, labels(service)) for service in services]),
         Histogram.combined([(service.kernel_starts, labels(service)) for service in services]),
         *gauges,
-        replaced,
+        *counters,
+        Histogram.combined([(stat.queue_wait, labels(service)) for service, stat in stats]),
         memory,
     ]
 

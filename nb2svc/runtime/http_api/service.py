@@ -43,10 +43,12 @@ from nb2svc.runtime.kernel import (
     ExecutionTimeout,
     Kernel,
     KernelDied,
-    KernelPool,
     KernelRecipe,
+    KernelSupervisor,
     PoolBusy,
     PoolFailed,
+    PoolSize,
+    RecyclePolicy,
     SetupCell,
     kernel_env,
     start_kernel,
@@ -85,12 +87,15 @@ class ApiService:
         prefix: str = "",
         on_ready: Callable[[], None] | None = None,
         jobs: JobStore | None = None,
+        supervisor: KernelSupervisor | None = None,
         host: KernelHost | None = None,
     ) -> None:
         """``on_ready`` (several notebooks) is told when this pool is warm, after its own
         "warm" line; alone, the service says "ready" itself. ``jobs`` is the app's job
         store (shared by its notebooks); without one, requests for jobs are a 503.
-        ``host``: the worker's kernel host (its runtime's), which every kernel of the pool uses."""
+        ``host``: the worker's kernel host (its runtime's), which every kernel of the pool uses.
+        ``supervisor`` is the worker's (its pool is one of the supervisor's); without one
+        the service has its own."""
         self.invoker = invoker_for(spec.kernel.language)  # ValueError for a language it cannot serve
         self.spec = spec
         self.settings = settings
@@ -120,9 +125,12 @@ class ApiService:
             host=host,
             forker=self.forker,
         )
-        self.pool = KernelPool(
-            settings.pool_size,
+        supervisor = supervisor or KernelSupervisor()
+        self.pool = supervisor.pool(
+            prefix or "/",
             self._start_kernel,
+            PoolSize.parse(settings.pool_size, idle_timeout=settings.pool_idle_timeout),
+            recycle=RecyclePolicy.from_settings(settings.kernel_max_requests, settings.kernel_max_memory),
             max_waiting=settings.max_queue,
             # --reload keeps the old version and logs why the new one failed
             on_fatal=self._fatal if exit_on_failure else _reported_by_reload,
@@ -181,9 +189,10 @@ class ApiService:
         os._exit(3)
 
     def _ready(self) -> None:
-        warm = (
-            f"{self.pool.size} {self.kernel_name} kernels warm in {time.monotonic() - self.started_at:.2f}s"
-        )
+        warm = f"{self.pool.policy.minimum} {self.kernel_name} kernels warm"
+        if self.pool.policy.elastic:
+            warm += f" (up to {self.pool.policy.maximum})"
+        warm += f" in {time.monotonic() - self.started_at:.2f}s"
         if self._on_ready is None:
             log.info(
                 "ready: %s (worker %d), serving %s (Ctrl-C to quit)", warm, os.getpid(), self.settings.url

@@ -7,8 +7,10 @@
 - :mod:`.provision` — start and seed (:class:`KernelRecipe`, :func:`start_kernel`);
 - :mod:`.forking` — kernels forked from a template that ran setup once (``--kernel-start``),
   with :mod:`.template`, the template's own side, run by the kernel spec's Python;
-- :mod:`.memory` — kernel memory as PSS;
-- :mod:`.pool` — the warm supply: leases for API mode, hand-over for kernel mode;
+- :mod:`.supervisor` — one per worker: its pools, start batches and restart decisions;
+- :mod:`.pool` — a warm pool: leases for API mode, hand-over for kernel mode;
+- :mod:`.policies` — pool size, recycling, restart and retry rules;
+- :mod:`.memory` — a kernel's resident memory (recycling) and PSS (metrics);
 - :mod:`.environment` — the environment whitelist;
 - :mod:`.invoke` — API mode's invocation protocol (how an endpoint runs with its request);
 - :mod:`.agent` — its kernel side in Python kernels (sent as source, no nb2svc needed there).
@@ -34,9 +36,13 @@ _HOMES = MappingProxyType(
         "KernelProcess": "nb2svc.runtime.kernel.process",
         "KernelRecipe": "nb2svc.runtime.kernel.provision",
         "KernelStartError": "nb2svc.runtime.kernel.process",
+        "KernelSupervisor": "nb2svc.runtime.kernel.supervisor",
         "PoolBusy": "nb2svc.runtime.kernel.pool",
         "PoolFailed": "nb2svc.runtime.kernel.pool",
-        "RetryPolicy": "nb2svc.runtime.kernel.pool",
+        "PoolSize": "nb2svc.runtime.kernel.policies",
+        "RecyclePolicy": "nb2svc.runtime.kernel.policies",
+        "RestartPolicy": "nb2svc.runtime.kernel.policies",
+        "RetryPolicy": "nb2svc.runtime.kernel.policies",
         "SetupCell": "nb2svc.runtime.kernel.provision",
         "SetupFailed": "nb2svc.runtime.kernel.provision",
         "execute": "nb2svc.runtime.kernel.executor",

@@ -50,7 +50,8 @@ the user namespace and hidden from ``%who``):
 - **Health.** After every cell, stdout and stderr that a cell swapped and did not
   restore are given back, and closed ones are reported with a :data:`UNHEALTHY` payload in
   the execute reply (free when healthy, and sent on errors too): the worker then retires
-  the kernel.
+  the kernel. A :data:`MEMORY` payload gives the kernel's resident bytes (the worker's
+  ``--kernel-max-memory`` recycling reads it).
 - **Bounded memory.** IPython (8.x) tees every stdout and stderr write into
   ``history_manager.outputs[execution_count]``, and requests run with
   ``store_history=False`` never advance the count, so a kernel would keep every answer it
@@ -68,6 +69,7 @@ import copy
 import io
 import json
 import linecache
+import os
 import sys
 import traceback
 from typing import Any
@@ -79,6 +81,9 @@ REQUEST_KEY = "nb2svc_request"
 RAW_BUFFERS = "nb2svc_buffers"
 #: ``execute_reply`` payload ``source``: the kernel is broken and must not take another request.
 UNHEALTHY = "nb2svc_unhealthy"
+#: ``execute_reply`` payload ``source``: the kernel's resident bytes (``"rss"``), for
+#: ``--kernel-max-memory`` wherever the kernel runs (:mod:`nb2svc.runtime.kernel.memory`).
+MEMORY = "nb2svc_memory"
 #: The agent's name in the user namespace, where user expressions reach it.
 AGENT_NAME = "_nb2svc"
 #: The one buffer of the start-up probe.
@@ -281,6 +286,8 @@ class Agent:
         if (out_closed or err_closed) and manager is not None:
             reason = "its code closed sys.stdout or sys.stderr"
             manager.write_payload({"source": UNHEALTHY, "reason": reason})
+        if manager is not None:
+            manager.write_payload({"source": MEMORY, "rss": resident_bytes()})
 
     # --- as a user expression: the ResponseInfo cell -------------------------------
 
@@ -295,6 +302,18 @@ class Agent:
             lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
             return json.dumps({"ename": type(exc).__name__, "evalue": str(exc), "traceback": lines})
         return json.dumps({"stdout": buffer.getvalue()})
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (about 20 us): ``/proc``, else the peak from ``getrusage``."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource  # not on Windows, which has neither
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # an upper bound
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def install(shell: Any, **options: Any) -> Agent:

@@ -78,6 +78,9 @@ class Kernel:
         #: What a service learned about this kernel after starting it (API mode: whether
         #: it binds REQUEST from the execute request's buffers).
         self.traits: dict[str, Any] = {}
+        #: Resident bytes the kernel last reported of itself (API mode's Python agent, after
+        #: every execute); ``None`` until it does (see :mod:`.memory`).
+        self.reported_memory: int | None = None
         #: Kernel mode's websocket bridge: called with ``(channel, msg, parts)`` for every
         #: message from the kernel, whatever its parent (``parts``: the received
         #: ``[header, parent_header, metadata, content, *buffers]``, for raw forwarding).

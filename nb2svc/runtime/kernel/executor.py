@@ -32,7 +32,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from nb2svc.runtime.kernel.agent import RAW_BUFFERS, UNHEALTHY
+from nb2svc.runtime.kernel.agent import MEMORY, RAW_BUFFERS, UNHEALTHY
 from nb2svc.runtime.kernel.channels import Kernel, KernelDied
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -73,6 +73,8 @@ class ExecutionResult:
     #: code asked it to exit (IPython's ``exit()``: an ``ask_exit`` payload), or a
     #: Python agent reported it broken (an :data:`~.agent.UNHEALTHY` payload, e.g. closed stdout).
     retire_reason: str | None = None
+    #: Resident bytes the kernel reported after the execute (an :data:`~.agent.MEMORY` payload).
+    resident_memory: int | None = None
 
     @property
     def stdout(self) -> str:
@@ -81,6 +83,13 @@ class ExecutionResult:
     @property
     def stderr(self) -> str:
         return "".join(self.stderr_parts)
+
+
+def _resident_memory(payloads: Any) -> int | None:
+    for payload in payloads:
+        if payload.get("source") == MEMORY and isinstance(payload.get("rss"), int):
+            return payload["rss"]
+    return None
 
 
 def _retire_reason(payloads: Any) -> str | None:
@@ -143,6 +152,7 @@ class _Collector:
             self.result.status = content.get("status", "ok")
             self.result.user_expressions = content.get("user_expressions") or {}
             self.result.retire_reason = _retire_reason(content.get("payload") or ())
+            self.result.resident_memory = _resident_memory(content.get("payload") or ())
             self._reply = True
         else:
             msg_type = msg["header"]["msg_type"]
@@ -226,6 +236,8 @@ def execute(
         raise KernelDied(f"kernel {kernel.kernel_name!r} died while running the request")
     if collector.result.retire_reason:
         kernel.retire(collector.result.retire_reason)
+    if collector.result.resident_memory is not None:
+        kernel.reported_memory = collector.result.resident_memory
     if collector.result.status == "error" and collector.result.error is None:
         collector.result.error = ExecutionError("Error", "the kernel reported an error without details", [])
     if collector.result.status in ABORTED and collector.result.error is None:

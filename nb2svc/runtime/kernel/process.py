@@ -183,6 +183,23 @@ class KernelProcess:
         return self._popen is not None
 
     @property
+    def local_pid(self) -> int | None:
+        """The kernel's pid where the provisioner is a ``LocalProvisioner`` (the fast path), else None."""
+        return self._popen.pid if self._popen is not None else None
+
+    def stable_start_time(self, recommended: float) -> float:
+        """Seconds a (re)start may take before the kernel counts as stably started: the
+        provisioner's ``get_stable_start_time`` (jupyter_client's restarter asks the same)."""
+        provisioner = self.km.provisioner if self.km is not None else None
+        if provisioner is None:
+            return recommended
+        try:
+            return float(provisioner.get_stable_start_time(recommended=recommended))
+        except Exception as exc:  # a provisioner's bug must not stop a restart decision
+            log.debug("kernel %s: get_stable_start_time failed: %s", self.label, exc)
+            return recommended
+
+    @property
     def session(self) -> Session:
         assert self.km is not None
         return self.km.session

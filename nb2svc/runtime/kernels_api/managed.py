@@ -1,7 +1,8 @@
 """One kernel of kernel mode: its id, state and websocket clients, and the process behind it.
 
 A :class:`ManagedKernel` outlives its process: a restart (asked for, or automatic after
-the process died) swaps in a new :class:`~nb2svc.runtime.kernels.Kernel` under the same
+the process died, unless the worker's supervisor's restart policy says it keeps dying
+too soon after each start) swaps in a new :class:`~nb2svc.runtime.kernels.Kernel` under the same
 id, and connected clients stay connected, as with Jupyter Server.
 
 Message routing, with one set of ZeroMQ sockets per kernel shared by every client:
@@ -31,7 +32,7 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from nb2svc.runtime.kernel import Kernel, KernelDied, KernelRecipe, start_kernel
+from nb2svc.runtime.kernel import Kernel, KernelDied, KernelRecipe, KernelSupervisor, start_kernel
 from nb2svc.runtime.kernels_api.wire import ClientMessage
 
 log = logging.getLogger("nb2svc")
@@ -47,10 +48,6 @@ UNTRACKED = frozenset(
     }
 )  # fmt: skip
 
-#: A kernel that dies this many times in a row, each within QUICK_DEATH seconds of its
-#: start, is declared dead instead of being restarted again.
-RESTART_LIMIT = 5
-QUICK_DEATH = 10.0
 #: Requests whose replies are still expected, per kernel (oldest forgotten first).
 MAX_PENDING = 10_000
 #: Messages kept for a disconnected session_id.
@@ -75,9 +72,12 @@ def isoformat(timestamp: float) -> str:
 
 
 class ManagedKernel:
-    """A listed kernel. ``recipe`` (unseeded) makes the fresh process of a restart."""
+    """A listed kernel. ``recipe`` (unseeded) makes the fresh process of a restart;
+    ``supervisor`` (the worker's) judges whether a death is one too many."""
 
-    def __init__(self, kernel_id: str, kernel: Kernel, recipe: KernelRecipe) -> None:
+    def __init__(
+        self, kernel_id: str, kernel: Kernel, recipe: KernelRecipe, supervisor: KernelSupervisor
+    ) -> None:
         self.id = kernel_id
         self.name = kernel.kernel_name
         self.kernel = kernel
@@ -87,6 +87,8 @@ class ManagedKernel:
         self.closed = False
         self.clients: list[Client] = []
         self._recipe = recipe
+        #: Whose restart policy decides when a kernel that keeps dying is given up.
+        self._supervisor = supervisor
         self._pending: collections.OrderedDict[str, Client] = collections.OrderedDict()
         self._buffer: tuple[str, collections.deque[tuple[str, dict[str, Any], list[bytes]]]] | None = None
         self._usable = gevent.event.Event()  # clear while restarting
@@ -225,7 +227,6 @@ class ManagedKernel:
         self.kernel = kernel
         kernel.on_message = self._on_message
         kernel.on_death = self._on_death
-        self._started_at = time.monotonic()
         self.execution_state = "idle"
         self.reason = ""
         self._usable.set()
@@ -289,15 +290,18 @@ class ManagedKernel:
         with self._lifecycle:
             if kernel is not self.kernel or self.closed:
                 return
-            quick = time.monotonic() - self._started_at < QUICK_DEATH
-            self._quick_deaths = self._quick_deaths + 1 if quick else 0
+            verdict = self._supervisor.judge_death(kernel, self._quick_deaths)
+            self._quick_deaths = verdict.quick_deaths
             self._usable.clear()
             self._pending.clear()
             self._retire(now=True)
-            if self._quick_deaths >= RESTART_LIMIT:
-                log.error("kernel %s died %d times in a row; giving up", self.id, self._quick_deaths)
+            if verdict.give_up:
+                self.reason = (
+                    f"the kernel died {self._quick_deaths} times in a row, each within "
+                    f"{verdict.stable_start:g}s of its start"
+                )
+                log.error("kernel %s: %s; giving up", self.id, self.reason)
                 self.execution_state = "dead"
-                self.reason = f"the kernel died {self._quick_deaths} times in a row"
                 self.broadcast_status("dead")
                 self._usable.set()
                 return

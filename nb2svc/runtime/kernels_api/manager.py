@@ -19,12 +19,15 @@ Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
   (prespawned, warm or requested); not on restart. A seed cell that fails fails every
   kernel alike (:class:`SetupFailed`): at start-up (``--prespawn``/``--warm``) the server
   exits with the cell's error; later, readiness turns 503 and says why;
-- ``--prespawn N``: N kernels started and seeded at start-up, listed like any other;
+- ``--prespawn N``: N kernels started and seeded at start-up, listed like any other (a
+  start batch of the worker's :class:`~nb2svc.runtime.kernel.KernelSupervisor`);
 - ``--kernel-start``: a local ipykernel spec's kernels (warm, prespawned, requested,
   restarted) fork from a template of that spec that ran no setup (forking.py); a
   restart forks afresh;
-- ``--warm N`` (not in the reference): hidden kernels, started and seeded ahead of need, from
-  the same warm supply as API mode's pool (:class:`~nb2svc.runtime.kernel.KernelPool`);
+- ``--warm N`` (not in the reference): hidden kernels, started and seeded ahead of need, in
+  a pool of the same supervisor as API mode's pools;
+- auto-restart of a listed kernel that died: the supervisor's restart policy (quick deaths
+  measured against the provisioner's stable start time);
 - culling (Jupyter Server's rules): every ``--cull-interval`` seconds, kernels idle for
   ``--cull-idle-timeout`` seconds and not busy, and with no client connected unless
   ``--cull-connected``, are shut down; dead kernels too.
@@ -44,9 +47,9 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nb2svc.config import Settings
 from nb2svc.runtime.kernel import (
     Kernel,
-    KernelPool,
     KernelRecipe,
     KernelStartError,
+    KernelSupervisor,
     SetupCell,
     SetupFailed,
     kernel_env,
@@ -54,6 +57,7 @@ from nb2svc.runtime.kernel import (
 )
 from nb2svc.runtime.kernel.forking import Forker
 from nb2svc.runtime.kernel.memory import summed_pss
+from nb2svc.runtime.kernel.supervisor import StartBatch
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
 from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
@@ -81,13 +85,22 @@ class KernelLimitReached(RuntimeError):
 class KernelRegistry:
     """Every kernel of the (single) kernel-mode worker, by id."""
 
-    def __init__(self, settings: Settings, seed: Seed | None, names: KernelNames, host: KernelHost) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        seed: Seed | None,
+        names: KernelNames,
+        host: KernelHost,
+        supervisor: KernelSupervisor | None = None,
+    ) -> None:
+        """``supervisor``: the worker's (its runtime's; a new one by default)."""
         self.settings = settings
         self.seed = seed
+        self.supervisor = supervisor or KernelSupervisor()
         self.specs = KernelSpecManager()
         self.kernels: dict[str, ManagedKernel] = {}
         self._starting = 0
-        self._prespawning = 0
+        self._prespawn: StartBatch | None = None
         self._culler: gevent.Greenlet | None = None
         self._closed = False
         self.names = names  # decided once, by nb2svc.plan.kernel_names
@@ -101,8 +114,11 @@ class KernelRegistry:
             "Kernel starts: seconds to a started and seeded kernel (seed cells included).",
             KERNEL_START_BUCKETS,
         )
-        self.warm = KernelPool(
-            settings.warm, lambda: self._timed_start(self.recipe(self.warm_name)), on_fatal=self._warm_failed
+        self.warm = self.supervisor.pool(
+            "warm",
+            lambda: self._timed_start(self.recipe(self.warm_name)),
+            settings.warm,
+            on_fatal=self._warm_failed,
         )
         #: Per kernel spec, where its kernels fork from (``--kernel-start``): a template that
         #: ran no setup (seed cells run on each kernel, forked or not), made on first use.
@@ -115,22 +131,17 @@ class KernelRegistry:
 
     def start(self) -> None:
         """Prespawn, fill the warm pool and start the culler, all in the background."""
-        for _ in range(self.settings.prespawn):
-            self._prespawning += 1
-            gevent.spawn(self._prespawn_one, self.warm_name)
+        self._prespawn = self.supervisor.start_batch(
+            self.settings.prespawn, lambda: self.start_kernel(self.warm_name), self._prespawn_failed
+        )
         self.warm.start()
         if self.settings.cull_idle_timeout > 0:
             self._culler = gevent.spawn(self._cull_loop)
 
-    def _prespawn_one(self, name: str) -> None:
-        try:
-            self.start_kernel(name)
-        except Exception as exc:
-            log.error("could not prespawn a kernel: %s", exc)
-            self.failure = self.failure or f"a prespawned kernel could not start: {exc}"
-            self._seed_failed(exc)
-        finally:
-            self._prespawning -= 1
+    def _prespawn_failed(self, exc: Exception) -> None:
+        log.error("could not prespawn a kernel: %s", exc)
+        self.failure = self.failure or f"a prespawned kernel could not start: {exc}"
+        self._seed_failed(exc)
 
     def _timed_start(self, recipe: KernelRecipe) -> Kernel:
         started = time.monotonic()
@@ -156,7 +167,7 @@ class KernelRegistry:
     def ready(self) -> bool:
         """Prespawned kernels started and the warm pool filled once, and nothing failed."""
         ready = (
-            self._prespawning == 0
+            (self._prespawn is None or self._prespawn.pending == 0)
             and self.warm.filled_once
             and self.warm.failure is None
             and self.failure is None
@@ -180,7 +191,7 @@ class KernelRegistry:
         kernels = list(self.kernels.values())
         self.kernels.clear()
         warm = self.warm.stats().live
-        jobs = [gevent.spawn(k.shutdown) for k in kernels] + [gevent.spawn(self.warm.shutdown)]
+        jobs = [gevent.spawn(k.shutdown) for k in kernels] + [gevent.spawn(self.supervisor.shutdown)]
         gevent.joinall(jobs, timeout=15)
         for kernel in kernels:  # whatever did not stop gracefully in time
             kernel.shutdown(now=True)
@@ -240,7 +251,7 @@ class KernelRegistry:
         if self._closed:
             kernel.shutdown(now=True)
             raise KernelStartError("the server is shutting down")
-        managed = ManagedKernel(str(uuid.uuid4()), kernel, recipe.unseeded())
+        managed = ManagedKernel(str(uuid.uuid4()), kernel, recipe.unseeded(), self.supervisor)
         managed.on_requested_shutdown = self._unlist
         self.kernels[managed.id] = managed
         log.info("kernel %s started (%s)", managed.id, kernel.label)

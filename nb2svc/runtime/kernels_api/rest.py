@@ -104,7 +104,9 @@ def create_app(plan: ServePlan, runtime: WorkerRuntime) -> KernelModeApp:
     kernels in the background. The registry is the runtime's supervisor: it stops on the
     worker's exit and closes its websockets when the worker drains."""
     settings = plan.settings
-    registry = KernelRegistry(settings, plan.seed, plan.kernels, runtime.kernel_host)
+    registry = KernelRegistry(
+        settings, plan.seed, plan.kernels, runtime.kernel_host, runtime.kernel_supervisor
+    )
     sessions = SessionRegistry(registry)
     app = create_webapp(
         "nb2svc.kernels",
