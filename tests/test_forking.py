@@ -71,8 +71,14 @@ def test_ipykernel_args_and_refusals() -> None:
         ("import socket\nconnection = socket.socket()", "socket:["),
         ("handle = open(__import__('os').devnull)", "/dev/null"),
         ("import subprocess\nchild = subprocess.Popen(['sleep', '60'])", "process "),
+        ("get_ipython().events.register('pre_execute', lambda: None)", "shell's event hooks changed"),
+        (
+            "class Money: ...\nget_ipython().display_formatter.formatters['text/html'].for_type(Money, repr)",
+            "formatters",
+        ),
+        ("from IPython.core.magic import register_line_magic as m\nm(lambda line: line)", "magics"),
     ],
-    ids=["thread", "socket", "file", "process"],
+    ids=["thread", "socket", "file", "process", "event-hook", "formatter", "magic"],
 )
 def test_auto_spawns_when_setup_leaves_something_shared(
     forkers: list[Forker], caplog: pytest.LogCaptureFixture, setup: str, left: str

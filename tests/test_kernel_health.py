@@ -22,6 +22,7 @@ StartServer = Callable[..., Server]
 BREAKERS = notebook(
     "import json, os, signal, subprocess, sys, time",
     "# GET /pid\nprint(os.getpid())",
+    "# GET /connection\nfrom ipykernel.connect import get_connection_file\nprint(get_connection_file())",
     "# GET /close-stdout\nprint('bye', flush=True)\nsys.stdout.close()",
     "# GET /close-stdout-and-fail\nsys.stdout.close()\nraise RuntimeError('and then it failed')",
     "# GET /swap-stdout\nimport io\nsys.stdout = io.StringIO()",
@@ -109,18 +110,16 @@ def test_cell_children_die_with_their_kernel_even_after_it_exited(
 
 def test_tcp_transport_when_asked(start_server: StartServer, tmp_path: Path) -> None:
     server = serve(start_server, tmp_path, "--transport", "tcp")
-    pid = int(server.get("/pid").text)
-    args = cmdline(pid).split()
-    connection = json.loads(Path(args[args.index("-f") + 1]).read_text())
+    # the kernel's own connection file (a forked kernel's command line is the template's)
+    connection = json.loads(Path(server.get("/connection").text.strip()).read_text())
     assert connection["transport"] == "tcp"
     assert connection["ip"] == "127.0.0.1"
 
 
 def test_ipc_is_the_default_for_a_local_ipykernel(start_server: StartServer, tmp_path: Path) -> None:
     server = serve(start_server, tmp_path)
-    pid = int(server.get("/pid").text)
-    args = cmdline(pid).split()
-    connection = json.loads(Path(args[args.index("-f") + 1]).read_text())
+    # the kernel's own connection file (a forked kernel's command line is the template's)
+    connection = json.loads(Path(server.get("/connection").text.strip()).read_text())
     assert connection["transport"] == "ipc"
     assert os.path.isabs(connection["ip"])
 

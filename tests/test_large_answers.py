@@ -86,7 +86,10 @@ LITERAL_SETUP = "get_ipython().events.unregister('pre_run_cell', _nb2svc.bind_re
 def _serve(tmp_path_factory: pytest.TempPathFactory, name: str, *setup: str) -> Server:
     path: Path = tmp_path_factory.mktemp(name) / f"{name}.ipynb"
     nbformat.write(notebook(*setup, *ENDPOINTS, kernel="python3", language="python"), path)
-    srv = Server([str(path), "--pool-size", "1", "--request-timeout", "120"], log_dir=path.parent)
+    # A setup that reaches into the agent needs it in place first: a spawned kernel runs the
+    # agent's bootstrap before setup, a forked one only after the fork (setup ran in the template).
+    start = ["--kernel-start", "spawn"] if setup else []
+    srv = Server([str(path), "--pool-size", "1", "--request-timeout", "120", *start], log_dir=path.parent)
     srv.wait_ready()
     return srv
 

@@ -11,7 +11,8 @@ What it does, in order:
    with history off (no history thread, no database);
 2. notes the threads and file descriptors it has (the baseline), runs the setup cells
    in that shell (a failing cell is reported with its traceback, then it exits), and
-   reports which threads, descriptors and child processes setup left behind: a thread
+   reports which threads, descriptors and child processes setup left behind (and which
+   parts of the shell itself it changed: hooks, extensions, magics, formatters): a thread
    does not survive a fork, a socket or file shared by several kernels corrupts
    silently, and a process setup started would be the template's, outside every
    kernel's process group; so the worker's ``--kernel-start auto`` spawns instead;
@@ -151,6 +152,37 @@ def _left_behind(baseline: dict[int, str]) -> tuple[list[str], list[str]]:
     return threads, handles
 
 
+def _shell_state(shell: Any) -> dict[str, Any]:
+    """What setup can change of the IPython shell itself, beyond its namespace.
+
+    A forked kernel gets a fresh shell with the setup's namespace: event hooks, extensions,
+    magics, display formatters, input and AST transformers and custom exception handlers
+    that setup installed would be missing there, so ``auto`` spawns when any changed.
+    """
+    formatters = shell.display_formatter.formatters
+    return {
+        "event hooks": {name: len(hooks) for name, hooks in shell.events.callbacks.items()},
+        "extensions": sorted(shell.extension_manager.loaded),
+        "magics": {kind: sorted(table) for kind, table in shell.magics_manager.magics.items()},
+        "display formatters": {
+            mime: (len(f.type_printers), len(f.deferred_printers), len(f.singleton_printers))
+            for mime, f in formatters.items()
+        },
+        "input transformers": (
+            len(shell.input_transformers_post),
+            len(shell.input_transformer_manager.cleanup_transforms),
+            len(shell.input_transformer_manager.line_transforms),
+        ),
+        "AST transformers": len(shell.ast_transformers),
+        "custom exception handlers": repr(shell.custom_exceptions),
+    }
+
+
+def _shell_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The parts of the shell setup changed, as one reason each."""
+    return [f"the IPython shell's {part} changed" for part in before if before[part] != after[part]]
+
+
 def _become_kernel(shell: Any, request: dict[str, Any], ready: int, keep: set[int]) -> None:
     """In a fresh child: turn into an ipykernel with the setup's namespace. Never returns."""
     import atexit
@@ -280,10 +312,11 @@ def main(argv: list[str]) -> int:
 
     shell = _make_shell()
     shell.run_cell("pass", store_history=False)  # what a first cell opens lazily is baseline
-    baseline = _open_fds()
+    baseline, shell_before = _open_fds(), _shell_state(shell)
     if not _run_setup(shell, config["setup"], ctrl):
         return 1
     threads, handles = _left_behind(baseline)
+    handles += _shell_changes(shell_before, _shell_state(shell))
     # Setup's objects move to the collector's permanent generation: a child's collections
     # then never walk them, so they neither cost time nor dirty the pages the children share.
     gc.freeze()
