@@ -74,9 +74,12 @@ def parent_pid(pid: int) -> int | None:
 
 
 def worker_of(server: Server, pid: int) -> int:
-    """The gunicorn worker of ``server`` that started process ``pid`` (a kernel, a launcher)."""
+    """The gunicorn worker of ``server`` that started process ``pid`` (a kernel, a launcher),
+    directly or through a kernel template (a forked kernel is the template's child)."""
     worker = parent_pid(pid)
-    assert worker is not None and parent_pid(worker) == server.proc.pid, f"{pid} is not a worker's child"
+    while worker is not None and worker > 1 and parent_pid(worker) != server.proc.pid:
+        worker = parent_pid(worker)
+    assert worker is not None and parent_pid(worker) == server.proc.pid, f"{pid} is not a worker's descendant"
     return worker
 
 
