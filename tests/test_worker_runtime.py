@@ -217,6 +217,6 @@ def test_settings_and_the_table_cannot_drift_apart() -> None:
     _check_settings_fields()
     with pytest.raises(TypeError, match="does not match"):
         _check_settings_fields((*OPTIONS, Option("new_knob", int, 1, "A new option.")))
-    retyped = tuple(dataclasses.replace(o, type=float) if o.name == "pool_size" else o for o in OPTIONS)
-    with pytest.raises(TypeError, match="pool_size"):
+    retyped = tuple(dataclasses.replace(o, type=float) if o.name == "max_queue" else o for o in OPTIONS)
+    with pytest.raises(TypeError, match="max_queue"):
         _check_settings_fields(retyped)
