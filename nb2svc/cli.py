@@ -25,6 +25,7 @@ from nb2svc import targets as target_files
 from nb2svc._version import __version__
 from nb2svc.bundling import image_tag
 from nb2svc.config import DEPLOY_OPTIONS, OPTIONS, Option, env_value, settings_from_env
+from nb2svc.help_format import GroupedCommand
 
 #: The serve options ``nb2svc test`` takes for the service it starts (and its token).
 TEST_OPTIONS = (
@@ -40,8 +41,9 @@ TEST_OPTIONS = (
 )
 
 
-#: Kernel Gateway's flag names that mean the same (issue 10).
-FLAG_ALIASES = {"host": ("--ip",)}
+#: Other spellings of an option's flag: Kernel Gateway's names that mean the same (issue 10),
+#: and the short ``-p`` every server CLI has for its port (issue 22).
+FLAG_ALIASES = {"host": ("--ip",), "port": ("-p",)}
 
 
 def _option_decorators(
@@ -83,7 +85,7 @@ def settings_options(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, "--version", prog_name="nb2svc")
+@click.version_option(__version__, "-V", "--version", prog_name="nb2svc")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -91,7 +93,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-@main.command()
+@main.command(cls=GroupedCommand)
 @click.argument("targets", metavar="TARGET...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--mount",
@@ -226,7 +228,7 @@ def routes(
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-@main.command("test")
+@main.command("test", cls=GroupedCommand)
 @click.argument(
     "targets", metavar="TARGET...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
 )
@@ -316,7 +318,7 @@ def test_examples(
         sys.exit(1)
 
 
-@main.command()
+@main.command(cls=GroupedCommand)
 @click.argument("targets", metavar="[TARGET]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
 @click.option(

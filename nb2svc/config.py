@@ -57,6 +57,8 @@ class Option:
     shown_default: str | None = None
     #: Part of ``nb2svc build`` (baked into the image and manifests) as well as ``serve``.
     deploy: bool = False
+    #: Its section of ``--help``: one of :data:`OPTION_GROUPS`, in that order.
+    group: str = ""
 
     @property
     def env(self) -> str:
@@ -167,6 +169,27 @@ KG_CELL_PARSERS = {
 }
 
 
+#: The sections of ``nb2svc serve --help`` (and ``build``, ``test``), by mode and topic, in
+#: the order they print; every option names one, so the help cannot drift from the table.
+GROUP_SERVER = "Server"
+GROUP_SECURITY = "Security and CORS"
+GROUP_LOGGING = "Logging"
+GROUP_KERNELS = "Kernels (both modes)"
+GROUP_POOL = "API mode: kernel pool and requests"
+GROUP_JOBS = "API mode: async jobs and the shared store"
+GROUP_NOTEBOOK = "API mode: development and Kernel Gateway extras"
+GROUP_KERNEL_MODE = "Kernel mode (--kernels)"
+OPTION_GROUPS = (
+    GROUP_SERVER,
+    GROUP_SECURITY,
+    GROUP_LOGGING,
+    GROUP_KERNELS,
+    GROUP_POOL,
+    GROUP_JOBS,
+    GROUP_NOTEBOOK,
+    GROUP_KERNEL_MODE,
+)
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "host",
@@ -175,6 +198,7 @@ OPTIONS: tuple[Option, ...] = (
         "Interface to listen on (0.0.0.0 for all).",
         kg_alias="KG_IP",
         normalize=normalize_host,
+        group=GROUP_SERVER,
     ),
     Option(
         "port",
@@ -185,6 +209,7 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
         maximum=65535,
         deploy=True,
+        group=GROUP_SERVER,
     ),
     Option(
         "metrics_port",
@@ -195,6 +220,7 @@ OPTIONS: tuple[Option, ...] = (
         "port's /_api/metrics then needs the token).",
         minimum=0,
         maximum=65535,
+        group=GROUP_SERVER,
     ),
     Option(
         "workers",
@@ -203,6 +229,7 @@ OPTIONS: tuple[Option, ...] = (
         "gunicorn worker processes (API mode: each owns its own kernel pool).",
         minimum=1,
         deploy=True,
+        group=GROUP_SERVER,
     ),
     Option(
         "base_url",
@@ -212,6 +239,7 @@ OPTIONS: tuple[Option, ...] = (
         kg_alias="KG_BASE_URL",
         normalize=normalize_base_url,
         deploy=True,
+        group=GROUP_SERVER,
     ),
     Option(
         "token",
@@ -219,6 +247,7 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "Require this token ('Authorization: token ...', 'Bearer ...' or ?token=). Empty: no auth.",
         kg_alias="KG_AUTH_TOKEN",
+        group=GROUP_SECURITY,
     ),
     Option(
         "allow_origin",
@@ -226,6 +255,7 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "CORS Access-Control-Allow-Origin (empty: CORS off).",
         kg_alias="KG_ALLOW_ORIGIN",
+        group=GROUP_SECURITY,
     ),
     Option(
         "allow_credentials",
@@ -233,11 +263,40 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "CORS Access-Control-Allow-Credentials.",
         kg_alias="KG_ALLOW_CREDENTIALS",
+        group=GROUP_SECURITY,
     ),
-    Option("allow_headers", str, "", "CORS Access-Control-Allow-Headers.", kg_alias="KG_ALLOW_HEADERS"),
-    Option("allow_methods", str, "", "CORS Access-Control-Allow-Methods.", kg_alias="KG_ALLOW_METHODS"),
-    Option("expose_headers", str, "", "CORS Access-Control-Expose-Headers.", kg_alias="KG_EXPOSE_HEADERS"),
-    Option("max_age", str, "", "CORS Access-Control-Max-Age (seconds).", kg_alias="KG_MAX_AGE"),
+    Option(
+        "allow_headers",
+        str,
+        "",
+        "CORS Access-Control-Allow-Headers.",
+        kg_alias="KG_ALLOW_HEADERS",
+        group=GROUP_SECURITY,
+    ),
+    Option(
+        "allow_methods",
+        str,
+        "",
+        "CORS Access-Control-Allow-Methods.",
+        kg_alias="KG_ALLOW_METHODS",
+        group=GROUP_SECURITY,
+    ),
+    Option(
+        "expose_headers",
+        str,
+        "",
+        "CORS Access-Control-Expose-Headers.",
+        kg_alias="KG_EXPOSE_HEADERS",
+        group=GROUP_SECURITY,
+    ),
+    Option(
+        "max_age",
+        str,
+        "",
+        "CORS Access-Control-Max-Age (seconds).",
+        kg_alias="KG_MAX_AGE",
+        group=GROUP_SECURITY,
+    ),
     Option(
         "pool_size",
         int,
@@ -247,6 +306,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("api",),
         minimum=1,
         deploy=True,
+        group=GROUP_POOL,
     ),
     Option(
         "request_timeout",
@@ -256,6 +316,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("api",),
         above=0,
         deploy=True,
+        group=GROUP_POOL,
     ),
     Option(
         "queue_timeout",
@@ -264,6 +325,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a request may wait for a free kernel before a 503.",
         modes=("api",),
         above=0,
+        group=GROUP_POOL,
     ),
     Option(
         "max_queue",
@@ -272,6 +334,7 @@ OPTIONS: tuple[Option, ...] = (
         "Requests that may wait for a kernel per worker; more get 503 (0: none wait).",
         modes=("api",),
         minimum=0,
+        group=GROUP_POOL,
     ),
     # --- async jobs and the shared store (issue 18) ---
     Option(
@@ -285,6 +348,7 @@ OPTIONS: tuple[Option, ...] = (
         normalize=normalize_store_url,
         shown_default="embedded",
         deploy=True,  # `build --k8s --store URL` reads it from a Secret; never baked (see bundle.py)
+        group=GROUP_JOBS,
     ),
     Option(
         "store_password_file",
@@ -293,6 +357,7 @@ OPTIONS: tuple[Option, ...] = (
         "Read the store's password from this file (first line); keeps it out of the URL, the "
         "command line and the environment.",
         modes=("api",),
+        group=GROUP_JOBS,
     ),
     Option(
         "max_jobs_per_client",
@@ -302,6 +367,7 @@ OPTIONS: tuple[Option, ...] = (
         "not yet collected; one more is a 429.",
         modes=("api",),
         minimum=1,
+        group=GROUP_JOBS,
     ),
     Option(
         "job_result_max_bytes",
@@ -312,6 +378,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("api",),
         minimum=1,
         shown_default="16 MiB",
+        group=GROUP_JOBS,
     ),
     Option(
         "job_ttl",
@@ -320,6 +387,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a finished job's answer is kept for its poller.",
         modes=("api",),
         above=0,
+        group=GROUP_JOBS,
     ),
     Option(
         "job_lease",
@@ -329,6 +397,7 @@ OPTIONS: tuple[Option, ...] = (
         "fails with reason 'replica lost'.",
         modes=("api",),
         minimum=1,
+        group=GROUP_JOBS,
     ),
     Option(
         "max_body_size",
@@ -337,8 +406,15 @@ OPTIONS: tuple[Option, ...] = (
         "Largest request body, in bytes or with a unit (10MiB, 512KiB); larger gets 413.",
         minimum=0,
         shown_default="10 MiB",
+        group=GROUP_SERVER,
     ),
-    Option("kernel_name", str, "", "Kernel spec to run (default: the notebook's)."),
+    Option(
+        "kernel_name",
+        str,
+        "",
+        "Kernel spec to run (default: the notebook's).",
+        group=GROUP_KERNELS,
+    ),
     Option(
         "kernel_start_timeout",
         float,
@@ -346,6 +422,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a kernel may take to start and run its setup.",
         above=0,
         deploy=True,
+        group=GROUP_KERNELS,
     ),
     Option(
         "kernel_start",
@@ -354,6 +431,7 @@ OPTIONS: tuple[Option, ...] = (
         "How pool kernels start: fork (from a template that ran the notebook's setup once; local "
         "ipykernel only), spawn (each runs setup itself), or auto (fork where safe, else spawn and say why).",
         choices=("auto", "fork", "spawn"),
+        group=GROUP_KERNELS,
     ),
     Option(
         "transport",
@@ -362,6 +440,7 @@ OPTIONS: tuple[Option, ...] = (
         "How the server reaches kernels: auto (IPC for a local ipykernel, else TCP on the loopback "
         "or the provisioner's address), tcp or ipc.",
         choices=("auto", "tcp", "ipc"),
+        group=GROUP_KERNELS,
     ),
     Option(
         "env_allow",
@@ -370,14 +449,23 @@ OPTIONS: tuple[Option, ...] = (
         "Extra environment variable names passed to kernels (comma-separated); "
         + ", ".join(ENV_ALWAYS)
         + " always pass.",
+        group=GROUP_KERNELS,
     ),
-    Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    Option(
+        "log_level",
+        str,
+        "info",
+        "Log level.",
+        choices=("debug", "info", "warning", "error"),
+        group=GROUP_LOGGING,
+    ),
     Option(
         "log_format",
         str,
         "text",
         "Log format: Jupyter-style text, or JSON lines for containers.",
         choices=("text", "json"),
+        group=GROUP_LOGGING,
     ),
     Option(
         "graceful_timeout",
@@ -389,6 +477,7 @@ OPTIONS: tuple[Option, ...] = (
         words={"auto": None},
         shown_default="auto",
         deploy=True,
+        group=GROUP_SERVER,
     ),
     # --- kernel mode (nb2svc serve --kernels) ---
     Option(
@@ -399,6 +488,7 @@ OPTIONS: tuple[Option, ...] = (
         kg_alias="KG_MAX_KERNELS",
         modes=("kernels",),
         minimum=0,
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "default_kernel",
@@ -407,6 +497,7 @@ OPTIONS: tuple[Option, ...] = (
         "Kernel spec for requests that name none (default: the seed notebook's, else python3).",
         kg_alias="KG_DEFAULT_KERNEL_NAME",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "force_kernel",
@@ -415,6 +506,7 @@ OPTIONS: tuple[Option, ...] = (
         "Start every kernel with this spec, whatever the client asks for.",
         kg_alias="KG_FORCE_KERNEL_NAME",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "list_kernels",
@@ -423,6 +515,7 @@ OPTIONS: tuple[Option, ...] = (
         "Allow GET /api/kernels and /api/sessions (JupyterLab and --gateway-url poll them).",
         kg_alias="KG_LIST_KERNELS",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "cull_idle_timeout",
@@ -431,14 +524,24 @@ OPTIONS: tuple[Option, ...] = (
         "Shut down kernels idle (and not busy) for this many seconds (0: never).",
         modes=("kernels",),
         minimum=0,
+        group=GROUP_KERNEL_MODE,
     ),
-    Option("cull_interval", float, 300.0, "Seconds between idle-kernel checks.", modes=("kernels",), above=0),
+    Option(
+        "cull_interval",
+        float,
+        300.0,
+        "Seconds between idle-kernel checks.",
+        modes=("kernels",),
+        above=0,
+        group=GROUP_KERNEL_MODE,
+    ),
     Option(
         "cull_connected",
         bool,
         False,
         "Also cull idle kernels that have clients connected.",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "prespawn",
@@ -448,6 +551,7 @@ OPTIONS: tuple[Option, ...] = (
         kg_alias="KG_PRESPAWN_COUNT",
         modes=("kernels",),
         minimum=0,
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "seed",
@@ -456,6 +560,7 @@ OPTIONS: tuple[Option, ...] = (
         "Notebook whose code cells run on every new kernel of its kernel spec.",
         kg_alias="KG_SEED_URI",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "warm",
@@ -464,6 +569,7 @@ OPTIONS: tuple[Option, ...] = (
         "Hidden, already started (and seeded) kernels that POST /api/kernels hands out at once.",
         modes=("kernels",),
         minimum=0,
+        group=GROUP_KERNEL_MODE,
     ),
     # --- security (see README, Security) ---
     Option(
@@ -473,6 +579,7 @@ OPTIONS: tuple[Option, ...] = (
         "--no-auth: serve kernels without a token on a non-loopback --host (anyone who can reach "
         "the port runs code as this user); without it that combination refuses to start.",
         modes=("kernels",),
+        group=GROUP_SECURITY,
     ),
     Option(
         "allow_remote_access",
@@ -481,6 +588,7 @@ OPTIONS: tuple[Option, ...] = (
         "Answer a tokenless server on a loopback --host whatever Host header a request names "
         "(off: a Host that is not localhost, 127.0.0.0/8, ::1 or --allow-host gets 403, which stops "
         "DNS rebinding).",
+        group=GROUP_SECURITY,
     ),
     Option(
         "allow_host",
@@ -488,12 +596,14 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "More Host names a tokenless loopback server answers (comma-separated), e.g. a name in "
         "/etc/hosts or a dev proxy's.",
+        group=GROUP_SECURITY,
     ),
     Option(
         "token_file",
         str,
         "",
         "Read the token from this file (first line); keeps it out of the command line and environment.",
+        group=GROUP_SECURITY,
     ),
     Option(
         "error_detail",
@@ -503,6 +613,7 @@ OPTIONS: tuple[Option, ...] = (
         "or 'message' (no traceback).",
         modes=("api",),
         choices=("full", "message"),
+        group=GROUP_SECURITY,
     ),
     Option(
         "header_timeout",
@@ -510,6 +621,7 @@ OPTIONS: tuple[Option, ...] = (
         10.0,
         "Seconds a client has to send a request's line and headers; then the connection is closed.",
         above=0,
+        group=GROUP_SERVER,
     ),
     Option(
         "keepalive_timeout",
@@ -517,6 +629,7 @@ OPTIONS: tuple[Option, ...] = (
         5.0,
         "Seconds a keep-alive connection may stay idle between requests before it is closed.",
         above=0,
+        group=GROUP_SERVER,
     ),
     Option(
         "max_message_size",
@@ -527,6 +640,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("kernels",),
         minimum=1,
         shown_default="64 MiB",
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "reload",
@@ -535,6 +649,7 @@ OPTIONS: tuple[Option, ...] = (
         "Watch the notebook and serve each saved version once it compiles and its pool is warm "
         "(development; not for bundles).",
         modes=("api",),
+        group=GROUP_NOTEBOOK,
     ),
     Option(
         "reload_extra",
@@ -542,6 +657,7 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "More files whose changes trigger --reload (comma-separated), e.g. a module the notebook imports.",
         modes=("api",),
+        group=GROUP_NOTEBOOK,
     ),
     # --- Kernel Gateway's notebook-http extras (issue 10) ---
     Option(
@@ -551,6 +667,7 @@ OPTIONS: tuple[Option, ...] = (
         "Serve the notebook itself at GET /_api/source (token required, as every endpoint).",
         kg_alias="KG_ALLOW_NOTEBOOK_DOWNLOAD",
         modes=("api",),
+        group=GROUP_NOTEBOOK,
     ),
     Option(
         "static_path",
@@ -561,6 +678,7 @@ OPTIONS: tuple[Option, ...] = (
         kg_alias="KG_STATIC_PATH",
         modes=("api",),
         normalize=normalize_static_path,
+        group=GROUP_NOTEBOOK,
     ),
     Option(
         "cell_parser",
@@ -573,6 +691,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("api",),
         choices=CELL_PARSERS,
         words=KG_CELL_PARSERS,
+        group=GROUP_NOTEBOOK,
     ),
 )
 
@@ -757,6 +876,9 @@ def _check_settings_fields(options: Sequence[Option] = OPTIONS, settings: type =
     if actual != expected:
         extra = sorted(set(actual) ^ set(expected))
         raise TypeError(f"Settings does not match OPTIONS (name, type, or order): {extra or actual}")
+    ungrouped = [o.name for o in options if o.group not in OPTION_GROUPS]
+    if ungrouped:
+        raise TypeError(f"options without a --help section of OPTION_GROUPS: {', '.join(ungrouped)}")
 
 
 _check_settings_fields()

@@ -1,0 +1,118 @@
+"""What users of other servers expect to find (issue 22): ``-p``, ``-V``, a ``--help`` in
+sections, shell completion, and the conventional ``/livez`` ``/readyz`` ``/metrics``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+
+from nb2svc.compiler.mounts import Mount
+from nb2svc.compiler.spec import Endpoint, KernelInfo, ServiceSpec
+from nb2svc.config import OPTION_GROUPS, OPTIONS, settings_from_env
+from nb2svc.runtime.http_api.routes import claimed_paths
+from nb2svc.runtime.metrics import Family
+from nb2svc.runtime.webapp import create_webapp
+from tests.notebooks import notebook
+from tests.support import REPO, Server
+
+SCRIPT = str(Path(sys.executable).parent / "nb2svc")
+
+
+def nb2svc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_short_version_and_port_flags() -> None:
+    assert nb2svc("-V").stdout.strip() == nb2svc("--version").stdout.strip()
+    assert nb2svc("-V").stdout.startswith("nb2svc, version")
+    assert "-p, --port INTEGER" in nb2svc("serve", "--help").stdout
+
+
+def test_serve_help_has_one_section_per_group_holding_its_options() -> None:
+    text = nb2svc("serve", "--help", env={"COLUMNS": "200"}).stdout
+    starts = [text.index(f"\n{title}:\n") for title in OPTION_GROUPS]
+    assert starts == sorted(starts), "sections print in OPTION_GROUPS order"
+    ends = [*starts[1:], len(text)]
+    for option in OPTIONS:
+        index = OPTION_GROUPS.index(option.group)
+        section = text[starts[index] : ends[index]]
+        assert f"  {option.flag}" in section or f", {option.flag}" in section, (option.name, option.group)
+    assert text.index("--mount PREFIX=NOTEBOOK") < starts[0]  # the command's own options first
+
+
+def test_shell_completion_completes_commands_and_flags() -> None:
+    script = nb2svc(env={"_NB2SVC_COMPLETE": "bash_source"})
+    assert script.returncode == 0 and "complete -o nosort -F _nb2svc_completion nb2svc" in script.stdout
+    words = nb2svc(env={"_NB2SVC_COMPLETE": "bash_complete", "COMP_WORDS": "nb2svc se", "COMP_CWORD": "1"})
+    assert "plain,serve" in words.stdout.split()
+    flags = nb2svc(
+        env={"_NB2SVC_COMPLETE": "bash_complete", "COMP_WORDS": "nb2svc serve --pool", "COMP_CWORD": "2"}
+    )
+    assert "plain,--pool-size" in flags.stdout.split()
+    readme = (REPO / "README.md").read_text()
+    assert 'eval "$(_NB2SVC_COMPLETE=bash_source nb2svc)"' in readme
+
+
+def _app(claimed: Callable[[str], bool] | None = None, base_url: str = "/"):  # noqa: ANN202 - a Flask app
+    settings = settings_from_env({}, token="secret", base_url=base_url)
+    family = Family("nb2svc_up", "gauge", "Whether the server is up.").add(1.0)
+    return create_webapp(
+        "t", settings, readiness=lambda: (True, {"ready": True}), metrics=lambda: [family], claimed=claimed
+    )
+
+
+def test_aliases_answer_like_their_originals_with_the_same_token_rule() -> None:
+    client = _app(base_url="/api").test_client()
+    assert client.get("/api/livez").json == {"status": "ok"}
+    assert client.get("/api/readyz").json == {"ready": True}
+    assert client.get("/api/metrics").status_code == 401  # /_api/metrics needs the token: so does /metrics
+    scraped = client.get("/api/metrics", headers={"Authorization": "token secret"})
+    assert scraped.status_code == 200 and "nb2svc_up 1" in scraped.text
+    assert client.get("/livez").status_code == 401  # under --base-url only; anything else needs the token
+
+
+def test_an_alias_a_route_claims_is_not_installed() -> None:
+    client = _app(claimed=lambda path: path in ("/metrics", "/livez")).test_client()
+    auth = {"Authorization": "token secret"}
+    assert client.get("/metrics", headers=auth).status_code == 404
+    assert client.get("/livez").status_code == 401  # not exempt: it is not a health check here
+    assert client.get("/readyz").status_code == 200
+
+
+def test_claimed_paths_match_parameters_and_mounts() -> None:
+    def spec(*paths: str) -> ServiceSpec:
+        endpoints = tuple(Endpoint("GET", p, (), (1,), "") for p in paths)
+        return ServiceSpec("n", "n.ipynb", KernelInfo("python3", "python"), (), endpoints)
+
+    claimed = claimed_paths([Mount("/orders", spec("/:id")), Mount("", spec("/metrics/:x", "/readyz"))])
+    assert claimed("/orders/livez") and claimed("/readyz")
+    assert not claimed("/metrics") and not claimed("/livez")
+    assert claimed_paths([Mount("", spec("/:anything"))])("/metrics")
+
+
+def test_a_notebooks_own_metrics_route_keeps_its_token(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.ipynb"
+    nbformat.write(notebook('# GET /metrics\nprint("mine")', kernel="python3", language="python"), path)
+    server = Server([str(path), "--pool-size", "1", "--token", "secret"], log_dir=tmp_path)
+    try:
+        server.wait_ready()
+        assert server.get("/livez").json() == {"status": "ok"}
+        assert server.get("/readyz").status_code == 200
+        assert server.get("/metrics").status_code == 401
+        assert server.get("/metrics", headers={"Authorization": "token secret"}).text == "mine\n"
+        original = server.get("/_api/metrics", headers={"Authorization": "token secret"})
+        assert "nb2svc_" in original.text
+    finally:
+        server.kill()
