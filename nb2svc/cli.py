@@ -343,6 +343,14 @@ def test_examples(
     help="TOML or JSON file of settings (option names as keys); flags and NB2SVC_* variables "
     "override it.  [env: NB2SVC_CONFIG]",
 )
+@click.option(
+    "--get",
+    "get_path",
+    metavar="PATH",
+    default=None,
+    help="Serve on a free loopback port for one GET of PATH (with the token, if one is set), print "
+    "its body and exit: 0 for a 2xx answer, 1 otherwise. A smoke test for CI.",
+)
 @settings_options("all")
 def serve(**params: Any) -> None:
     """Serve TARGET (a notebook or a bundle from 'nb2svc build') as an HTTP API, or with

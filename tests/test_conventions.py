@@ -3,6 +3,7 @@ sections, shell completion, and the conventional ``/livez`` ``/readyz`` ``/metri
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from nb2svc.runtime.http_api.routes import claimed_paths
 from nb2svc.runtime.metrics import Family
 from nb2svc.runtime.webapp import create_webapp
 from tests.notebooks import notebook
-from tests.support import REPO, Server
+from tests.support import REPO, Server, alive
 
 SCRIPT = str(Path(sys.executable).parent / "nb2svc")
 
@@ -116,3 +117,31 @@ def test_a_notebooks_own_metrics_route_keeps_its_token(tmp_path: Path) -> None:
         assert "nb2svc_" in original.text
     finally:
         server.kill()
+
+
+def test_get_serves_one_request_prints_its_body_and_leaves_nothing_running(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    setup = f"import os\nwith open({str(pids)!r}, 'a') as f:\n    print(os.getpid(), file=f)"
+    path = tmp_path / "svc.ipynb"
+    nbformat.write(
+        notebook(setup, '# GET /svc/hi\nprint("hi there")', kernel="python3", language="python"), path
+    )
+    result = nb2svc("serve", str(path), "--token", "t0k", "--get", "/svc/hi")
+    assert (result.returncode, result.stdout) == (0, "hi there\n"), result.stderr
+    kernels = [int(pid) for pid in pids.read_text().split()]
+    assert kernels and not any(alive(pid) for pid in kernels)
+    missing = nb2svc("serve", str(path), "--token", "t0k", "--get", "/svc/nope")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"] == "NotFound"
+    assert missing.stderr.strip() == "GET /svc/nope: 404 Not Found"
+
+
+def test_get_refuses_bad_input_before_starting_anything(tmp_path: Path) -> None:
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(
+        notebook("# GET /x/:id\nprint(1)", "# GET /x/:key\nprint(2)", kernel="python3", language="python"),
+        path,
+    )
+    duplicate = nb2svc("serve", str(path), "--get", "/x/1")
+    assert duplicate.returncode == 2 and "bad.ipynb, cell 2" in duplicate.stderr
+    relative = nb2svc("serve", str(path), "--get", "x")
+    assert relative.returncode == 2 and "--get takes a path such as /hello/world" in relative.stderr
