@@ -46,6 +46,15 @@ TEST_OPTIONS = (
 FLAG_ALIASES = {"host": ("--ip",), "port": ("-p",)}
 
 
+class ServeCommand(GroupedCommand):
+    """``nb2svc serve``: also takes Kernel Gateway's own flag spellings (:mod:`nb2svc.kg_flags`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from nb2svc.kg_flags import translate
+
+        return super().parse_args(ctx, translate(args))
+
+
 def _option_decorators(
     mode: str, only: tuple[str, ...] | None = None, defaults: dict[str, Any] | None = None
 ) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
@@ -94,7 +103,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command(cls=GroupedCommand)
-@click.argument("targets", metavar="TARGET...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("targets", metavar="TARGET...", nargs=-1, type=target_files.Target())
 @click.option(
     "--mount",
     "mount_specs",
@@ -178,9 +187,7 @@ def build(**params: Any) -> None:
 
 
 @main.command()
-@click.argument(
-    "targets", metavar="TARGET...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@click.argument("targets", metavar="TARGET...", nargs=-1, required=True, type=target_files.Target())
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
 @click.option(
     "--mount", "mount_specs", multiple=True, metavar="PREFIX=NOTEBOOK", help="As for 'nb2svc serve'."
@@ -229,9 +236,7 @@ def routes(
 
 
 @main.command("test", cls=GroupedCommand)
-@click.argument(
-    "targets", metavar="TARGET...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@click.argument("targets", metavar="TARGET...", nargs=-1, required=True, type=target_files.Target())
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
 @click.option(
     "--mount", "mount_specs", multiple=True, metavar="PREFIX=NOTEBOOK", help="As for 'nb2svc serve'."
@@ -318,8 +323,8 @@ def test_examples(
         sys.exit(1)
 
 
-@main.command(cls=GroupedCommand)
-@click.argument("targets", metavar="[TARGET]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@main.command(cls=ServeCommand)
+@click.argument("targets", metavar="[TARGET]...", nargs=-1, type=target_files.Target())
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
 @click.option(
     "--mount",

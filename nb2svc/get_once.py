@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import http.client
 import sys
-from http import HTTPStatus
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import click
