@@ -41,6 +41,12 @@ TEST_OPTIONS = (
 )
 
 
+class UsageLine(click.ClickException):
+    """A usage error that needs no usage banner: one ``Error: ...`` line, exit 2."""
+
+    exit_code = 2
+
+
 #: Other spellings of an option's flag: Kernel Gateway's names that mean the same (issue 10),
 #: and the short ``-p`` every server CLI has for its port (issue 22).
 FLAG_ALIASES = {"host": ("--ip",), "port": ("-p",)}
@@ -291,8 +297,9 @@ def test_examples(
         for example in endpoint_tests.mounted(endpoint_tests.examples_from_spec(mount.spec), mount.prefix)
     ]
     if not examples:
-        raise click.UsageError(
-            f"{notebook} declares no examples (cell metadata nb2svc.examples; see the README)"
+        raise UsageLine(
+            f"{notebook} declares no examples to run: add some to its endpoint cells' metadata "
+            "(nb2svc.examples; see the README, Endpoint examples)"
         )
     for mount in mounts:
         for ep in endpoint_tests.endpoints_without_examples(mount.spec, examples, mount.prefix):
@@ -313,6 +320,9 @@ def test_examples(
                 outcomes = endpoint_tests.run_examples(base, examples, token=token)
     except endpoint_tests.ServiceFailed as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # the service (if started) is stopped by now; 128 + SIGINT, as shells expect
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     failed = sum(not outcome.passed for outcome in outcomes)
     if as_json:
         click.echo(json.dumps([outcome.to_dict() for outcome in outcomes], indent=2))

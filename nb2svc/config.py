@@ -16,6 +16,7 @@ variable again.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -916,15 +917,20 @@ def _config_table(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _parse_settings(table: Mapping[str, Any], where: str, allowed: Iterable[str]) -> dict[str, Any]:
     """``{option name: value}`` of a table whose keys are option names (``pool_size`` or
-    ``pool-size``). An unknown key is an error listing the valid ones, so a typo never
+    ``pool-size``). An unknown key is an error naming the closest valid one, so a typo never
     silently falls back to a default."""
     allowed = sorted(allowed)
     values: dict[str, Any] = {}
     for key, raw in table.items():
         name = str(key).replace("-", "_")
         if name not in allowed:
-            kind = "not a per-notebook setting" if name in OPTIONS_BY_NAME else "unknown setting"
-            raise ValueError(f"{where}: {kind} {key!r} (valid: {', '.join(allowed)})")
+            if name in OPTIONS_BY_NAME:
+                raise ValueError(f"{where}: not a per-notebook setting {key!r} (valid: {', '.join(allowed)})")
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = "see 'nb2svc serve --help' for the settings"
+            if close:  # spelled the way the file spells its keys
+                hint = f"did you mean {(close[0].replace('_', '-') if '-' in str(key) else close[0])!r}?"
+            raise ValueError(f"{where}: unknown setting {key!r}; {hint}")
         try:
             values[name] = parse_value(OPTIONS_BY_NAME[name], raw)
         except ValueError as exc:

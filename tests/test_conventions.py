@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from nb2svc.compiler.mounts import Mount
 from nb2svc.compiler.spec import Endpoint, KernelInfo, ServiceSpec
@@ -19,7 +22,7 @@ from nb2svc.runtime.http_api.routes import claimed_paths
 from nb2svc.runtime.metrics import Family
 from nb2svc.runtime.webapp import create_webapp
 from tests.notebooks import notebook
-from tests.support import REPO, Server, alive
+from tests.support import EXAMPLES, REPO, Server, alive
 
 SCRIPT = str(Path(sys.executable).parent / "nb2svc")
 
@@ -145,3 +148,61 @@ def test_get_refuses_bad_input_before_starting_anything(tmp_path: Path) -> None:
     assert duplicate.returncode == 2 and "bad.ipynb, cell 2" in duplicate.stderr
     relative = nb2svc("serve", str(path), "--get", "x")
     assert relative.returncode == 2 and "--get takes a path such as /hello/world" in relative.stderr
+
+
+def test_an_unknown_config_key_suggests_the_closest_one(tmp_path: Path) -> None:
+    from nb2svc.config import load_config_file
+
+    for text, hint in [
+        ("pool_sise = 3\n", "unknown setting 'pool_sise'; did you mean 'pool_size'?"),
+        ("request-timout = 3\n", "unknown setting 'request-timout'; did you mean 'request-timeout'?"),
+        ("zzzqqq = 3\n", "unknown setting 'zzzqqq'; see 'nb2svc serve --help' for the settings"),
+    ]:
+        config = tmp_path / "c.toml"
+        config.write_text(text)
+        with pytest.raises(ValueError) as caught:
+            load_config_file(config)
+        assert str(caught.value) == f"{config}: {hint}"
+
+
+def test_test_without_examples_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bare.ipynb"
+    nbformat.write(notebook('# GET /bare\nprint("x")', kernel="python3", language="python"), path)
+    result = nb2svc("test", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {path} declares no examples to run: add some to its endpoint cells' metadata "
+        "(nb2svc.examples; see the README, Endpoint examples)"
+    ]
+
+
+def test_test_stops_at_an_unreachable_url_with_one_line() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = nb2svc("test", str(EXAMPLES / "hello.ipynb"), "--url", f"http://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: cannot reach http://127.0.0.1:{port}: Connection refused"
+    assert result.stdout == ""
+
+
+def test_test_exits_130_on_ctrl_c() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        silent.settimeout(60)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        process = subprocess.Popen(
+            [SCRIPT, "test", str(EXAMPLES / "hello.ipynb"), "--url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        try:
+            connection, _ = silent.accept()  # the first example's request is on its way
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=30)
+            connection.close()
+        finally:
+            process.kill()
+    assert process.returncode == 130
+    assert err.strip() == "interrupted" and "Traceback" not in err
