@@ -3,8 +3,8 @@
 The notebooks are committed; this script documents how they were made and keeps them
 consistent (nbformat-valid, no outputs, stable cell ids). Every endpoint cell carries
 example requests and their expected answers in its metadata (``nb2svc.examples``), which
-``nb2svc test`` sends and checks; they run in notebook order on one kernel, so the todo
-examples build on each other (create, read, update, delete).
+``nb2svc test`` sends and checks; they run in notebook order, so the todo examples build
+on each other (create, read, update, delete) in the todo list's SQLite file.
 """
 
 from __future__ import annotations
@@ -100,18 +100,43 @@ def hello() -> nbformat.NotebookNode:
     )
 
 
+TODO_INTRO = """# Todo service
+A todo list kept in SQLite, in the file `todo.sqlite3` in the service's working directory
+(the notebook's folder, or a bundle's), or wherever the variable `KERNEL_TODO_DB` says
+(`KERNEL_*` variables reach the kernels).
+
+**Why a file, not a dict in the kernel.** nb2svc answers requests from a pool of warm
+kernels (`--pool-size`, 2 by default, in each worker), and each request runs on whichever
+kernel is free. A variable that one request sets lives in that kernel alone: todos kept in
+a dict would be found by some later requests and not by others (POST a todo, then GET it:
+404, 200, 404, ...). Every kernel opens this one file, so every request sees every todo.
+
+Each use opens its own connection and closes it (none is kept in a global): that is safe
+between kernels, and across the fork of kernels started from a template
+(`--kernel-start fork`). A file serves one machine; replicas on several machines need a
+database they all reach.
+
+The endpoint examples (`nb2svc test`) expect the two todos of the setup: they create todo
+3, change it and delete it, which leaves the file as they found it. Delete `todo.sqlite3`
+to start over."""
+
+
 def todo() -> nbformat.NotebookNode:
     return notebook(
         [
-            new_markdown_cell(
-                "# Todo service\nAn in-memory todo list: state lives in the kernel, set up once per kernel."
-            ),
+            new_markdown_cell(TODO_INTRO),
             new_code_cell(
                 "import json\n"
-                "import itertools\n"
+                "import os\n"
+                "import sqlite3\n"
+                "from contextlib import closing\n"
                 "\n"
-                "TODOS = {}\n"
-                "NEXT_ID = itertools.count(1)\n"
+                "DB_PATH = os.path.abspath(os.environ.get('KERNEL_TODO_DB', 'todo.sqlite3'))\n"
+                "\n"
+                "def db():\n"
+                '    """A new connection to the one file every kernel'
+                ' shares (autocommit; closed after use)."""\n'
+                "    return closing(sqlite3.connect(DB_PATH, timeout=30, isolation_level=None))\n"
                 "\n"
                 "def respond(status, payload=None, headers=None):\n"
                 '    """Print the ResponseInfo JSON for the current request."""\n'
@@ -119,13 +144,50 @@ def todo() -> nbformat.NotebookNode:
                 "**(headers or {})}}))"
             ),
             new_code_cell(
-                "def add(title, done=False):\n"
-                "    todo = {'id': next(NEXT_ID), 'title': title, 'done': done}\n"
-                "    TODOS[todo['id']] = todo\n"
-                "    return todo\n"
+                "def as_todo(row):\n"
+                "    return {'id': row[0], 'title': row[1], 'done': bool(row[2])}\n"
                 "\n"
-                "add('write the notebook')\n"
-                "add('serve it with nb2svc', done=True)"
+                "def todo_key(todo_id):\n"
+                '    """The row id a path segment names, or None (SQLite ids are 64-bit)."""\n'
+                "    return int(todo_id) if todo_id.isdecimal() and len(todo_id) < 19 else None\n"
+                "\n"
+                "def find(todo_id):\n"
+                "    key = todo_key(todo_id)\n"
+                "    with db() as conn:\n"
+                "        row = conn.execute('SELECT id, title, done FROM"
+                " todos WHERE id = ?', (key,)).fetchone()\n"
+                "    return as_todo(row) if row else None\n"
+                "\n"
+                "def add(title, done=False):\n"
+                "    with db() as conn:\n"
+                "        cursor = conn.execute('INSERT INTO todos (title,"
+                " done) VALUES (?, ?)', (title, int(done)))\n"
+                "    return {'id': cursor.lastrowid, 'title': title, 'done': done}\n"
+                "\n"
+                "def storable(title):\n"
+                '    """Non-empty text SQLite can store (a lone'
+                ' surrogate, sent as a JSON escape, cannot)."""\n'
+                "    try:\n"
+                "        title.encode('utf-8')\n"
+                "    except UnicodeEncodeError:\n"
+                "        return False\n"
+                "    return bool(title)\n"
+                "\n"
+                "def not_found(todo_id):\n"
+                "    return {'error': 'NotFound', 'message': f'no todo {todo_id}'}\n"
+                "\n"
+                "# Every kernel runs this at start: the first creates and seeds the table, the others\n"
+                "# wait for its transaction (BEGIN IMMEDIATE) and find it there.\n"
+                "with db() as conn:\n"
+                "    conn.execute('BEGIN IMMEDIATE')\n"
+                '    new = conn.execute("SELECT 1 FROM sqlite_master'
+                " WHERE name = 'todos'\").fetchone() is None\n"
+                "    if new:\n"
+                "        conn.execute('CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT NOT NULL, "
+                "done INTEGER NOT NULL)')\n"
+                "        conn.executemany('INSERT INTO todos (title, done) VALUES (?, ?)', "
+                "[('write the notebook', 0), ('serve it with nb2svc', 1)])\n"
+                "    conn.execute('COMMIT')"
             ),
             new_markdown_cell("List todos. `?done=true` or `?done=false` filters."),
             with_examples(
@@ -133,9 +195,11 @@ def todo() -> nbformat.NotebookNode:
                     "# GET /todos\n"
                     "req = json.loads(REQUEST)\n"
                     "wanted = req['args'].get('done', [None])[0]\n"
-                    "items = [t for t in TODOS.values() "
-                    "if wanted is None or str(t['done']).lower() == wanted]\n"
-                    "print(json.dumps(items))"
+                    "with db() as conn:\n"
+                    "    items = [as_todo(row) for row in conn.execute('SELECT"
+                    " id, title, done FROM todos ORDER BY id')]\n"
+                    "print(json.dumps([t for t in items if wanted is None"
+                    " or str(t['done']).lower() == wanted]))"
                 ),
                 example(
                     name="lists the todos of the setup cell",
@@ -152,12 +216,8 @@ def todo() -> nbformat.NotebookNode:
                     "req = json.loads(REQUEST)\n"
                     "body = req['body'] if isinstance(req['body'], dict) else {}\n"
                     "title = str(body.get('title', '')).strip()\n"
-                    "if title:\n"
-                    "    created = add(title, bool(body.get('done', False)))\n"
-                    "    print(json.dumps(created))\n"
-                    "else:\n"
-                    "    created = None\n"
-                    "    print(json.dumps({'error': 'BadRequest', "
+                    "created = add(title, bool(body.get('done', False))) if storable(title) else None\n"
+                    "print(json.dumps(created or {'error': 'BadRequest', "
                     "'message': 'a non-empty title is required'}))"
                 ),
                 example(
@@ -182,11 +242,14 @@ def todo() -> nbformat.NotebookNode:
                 "else:\n"
                 "    respond(400)"
             ),
-            new_markdown_cell("The current statistics (a literal route: it wins over `/todos/:id`)."),
+            new_markdown_cell("The current statistics."),
             with_examples(
                 new_code_cell(
-                    "# GET /todos/stats\n"
-                    "print(json.dumps({'total': len(TODOS), 'done': sum(t['done'] for t in TODOS.values())}))"
+                    "# GET /stats\n"
+                    "with db() as conn:\n"
+                    "    total, done = conn.execute('SELECT COUNT(*),"
+                    " COALESCE(SUM(done), 0) FROM todos').fetchone()\n"
+                    "print(json.dumps({'total': total, 'done': done}))"
                 ),
                 example(name="counts the todos", response_status=200, response_json={"total": 3, "done": 1}),
             ),
@@ -194,10 +257,9 @@ def todo() -> nbformat.NotebookNode:
             with_examples(
                 new_code_cell(
                     "# GET /todos/:id\n"
-                    "req = json.loads(REQUEST)\n"
-                    "todo_id = req['path']['id']\n"
-                    "found = TODOS.get(int(todo_id)) if todo_id.isdecimal() else None\n"
-                    "print(json.dumps(found or {'error': 'NotFound', 'message': f'no todo {todo_id}'}))"
+                    "todo_id = json.loads(REQUEST)['path']['id']\n"
+                    "found = find(todo_id)\n"
+                    "print(json.dumps(found or not_found(todo_id)))"
                 ),
                 example("/todos/3", "reads a todo", response_content_type=JSON, response_json=CREATED),
                 example("/todos/99", "404 for an unknown id", response_status=404, response_json=NOT_FOUND),
@@ -209,11 +271,12 @@ def todo() -> nbformat.NotebookNode:
                     "# PUT /todos/:id\n"
                     "req = json.loads(REQUEST)\n"
                     "todo_id = req['path']['id']\n"
-                    "found = TODOS.get(int(todo_id)) if todo_id.isdecimal() else None\n"
-                    "if found:\n"
-                    "    body = req['body'] if isinstance(req['body'], dict) else {}\n"
-                    "    found['done'] = bool(body.get('done', True))\n"
-                    "print(json.dumps(found or {'error': 'NotFound', 'message': f'no todo {todo_id}'}))"
+                    "body = req['body'] if isinstance(req['body'], dict) else {}\n"
+                    "with db() as conn:\n"
+                    "    changed = conn.execute('UPDATE todos SET done = ? WHERE id = ?', "
+                    "(int(bool(body.get('done', True))), todo_key(todo_id))).rowcount\n"
+                    "found = find(todo_id) if changed else None\n"
+                    "print(json.dumps(found or not_found(todo_id)))"
                 ),
                 example(
                     "/todos/3",
@@ -234,9 +297,10 @@ def todo() -> nbformat.NotebookNode:
             with_examples(
                 new_code_cell(
                     "# DELETE /todos/:id\n"
-                    "req = json.loads(REQUEST)\n"
-                    "todo_id = req['path']['id']\n"
-                    "found = TODOS.pop(int(todo_id), None) if todo_id.isdecimal() else None"
+                    "todo_id = json.loads(REQUEST)['path']['id']\n"
+                    "with db() as conn:\n"
+                    "    found = conn.execute('DELETE FROM todos WHERE id"
+                    " = ?', (todo_key(todo_id),)).rowcount"
                 ),
                 example("/todos/3", "deletes a todo", response_status=204, response_body=""),
                 example("/todos/3", "404 once deleted", response_status=404),

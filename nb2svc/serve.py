@@ -326,7 +326,7 @@ def api_banner(plan: ServePlan) -> str:
             f"nb2svc {__version__}: serving {spec.name} ({len(spec.endpoints)} endpoints, "
             f"{settings.workers} worker(s) x {settings.pool_size} {spec.kernel.name} kernels)\n"
             f"  endpoints: {url}/\n  docs:      {url}/_api/docs\n  openapi:   {url}/openapi.json\n"
-            f"  health:    {url}/_api/health/ready"
+            f"  health:    {url}/_api/health/ready" + _state_note(plan)
         )
     lines = [f"nb2svc {__version__}: serving {len(plan.mounts)} notebooks ({settings.workers} worker(s))"]
     for m in plan.mounts:
@@ -336,7 +336,21 @@ def api_banner(plan: ServePlan) -> str:
             f"{m.settings.pool_size} {m.kernel_name} kernels)"
         )
     lines += [f"  docs:   {url}/_api/docs", f"  health: {url}/_api/health/ready"]
-    return "\n".join(lines)
+    return "\n".join(lines) + _state_note(plan)
+
+
+def _state_note(plan: ServePlan) -> str:
+    """One banner line when a notebook is served by more than one kernel: a request lands on
+    any of them, so what a cell keeps in a variable is seen only by later requests that land
+    on the same kernel (the todo example once answered 404 and 200 in turn)."""
+    kernels = max(plan.settings.workers * m.settings.pool_size for m in plan.mounts)
+    if kernels < 2:
+        return ""
+    return (
+        f"\n  note:      up to {kernels} kernels serve each notebook; state kept in kernel memory "
+        "(a variable) is per kernel, so keep shared state in a file or database (README: Writing a "
+        "service notebook)"
+    )
 
 
 def _run_server(plan: ServePlan) -> None:

@@ -118,6 +118,7 @@ def test_a_notebooks_own_metrics_route_keeps_its_token(tmp_path: Path) -> None:
         assert server.get("/metrics", headers={"Authorization": "token secret"}).text == "mine\n"
         original = server.get("/_api/metrics", headers={"Authorization": "token secret"})
         assert "nb2svc_" in original.text
+        assert "is per kernel" not in server.log()  # one kernel: no note about per-kernel state
     finally:
         server.kill()
 
