@@ -37,8 +37,11 @@ def example(path: str | None = None, name: str = "", **parts: Any) -> dict[str, 
     return {"name": name, "request": request, "response": response}
 
 
-def with_examples(cell: nbformat.NotebookNode, *examples: dict[str, Any]) -> nbformat.NotebookNode:
-    cell.metadata["nb2svc"] = {"examples": list(examples)}
+def with_examples(
+    cell: nbformat.NotebookNode, *examples: dict[str, Any], response: str | None = None
+) -> nbformat.NotebookNode:
+    """``cell`` with its ``nb2svc.examples`` (and ``nb2svc.response`` when given)."""
+    cell.metadata["nb2svc"] = {"examples": list(examples)} | ({"response": response} if response else {})
     return cell
 
 
@@ -310,9 +313,222 @@ def todo() -> nbformat.NotebookNode:
     )
 
 
+def stream() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# Streaming answers\n"
+                'With `"response": "stream"` in an endpoint cell\'s `nb2svc` metadata, what the cell '
+                "prints reaches the client while the cell runs (chunked `text/plain`; server-sent events "
+                "for `Accept: text/event-stream`). Try `curl -N localhost:8888/stream/count/5` and watch "
+                "the lines arrive, or add `-H 'Accept: text/event-stream'`. `flush=True` sends a line at "
+                "once instead of when the output buffer fills. A client that leaves interrupts the cell."
+            ),
+            new_code_cell("import json\nimport time"),
+            with_examples(
+                new_code_cell(
+                    "# GET /stream/count/:n\n"
+                    "n = json.loads(REQUEST)['path']['n']\n"
+                    "n = min(int(n), 20) if n.isdecimal() else 3\n"
+                    "for i in range(1, n + 1):\n"
+                    "    print(i, flush=True)\n"
+                    "    time.sleep(0.05)  # some work between lines\n"
+                    "print('done')"
+                ),
+                example(
+                    "/stream/count/3",
+                    "counts to three, a line at a time",
+                    response_status=200,
+                    response_content_type="text/plain",
+                    response_body="1\n2\n3\ndone\n",
+                ),
+                response="stream",
+            ),
+        ]
+    )
+
+
+def jobs() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# Long tasks as jobs\n"
+                'An endpoint with `"response": "job"` in its `nb2svc` metadata answers `202 Accepted` '
+                "at once, with `Location: /_api/jobs/{id}`; the cell runs on a kernel meanwhile. Poll that "
+                'location: `{"status": "running"}` until the job is done, then the very answer the '
+                "cell gave. Any endpoint runs as a job when the request says `Prefer: respond-async`:\n\n"
+                "```\ncurl -i -X POST localhost:8888/jobs/report -d '{\"rows\": 3}' "
+                "-H 'Content-Type: application/json'\n"
+                "curl -i localhost:8888/_api/jobs/ID\n"
+                "curl -i localhost:8888/jobs/square/7 -H 'Prefer: respond-async'\n```"
+            ),
+            new_code_cell("import json\nimport time"),
+            new_markdown_cell("Always a job: a report that takes a while."),
+            with_examples(
+                new_code_cell(
+                    "# POST /jobs/report\n"
+                    "body = json.loads(REQUEST)['body']\n"
+                    "rows = body.get('rows', 3) if isinstance(body, dict) else 3\n"
+                    "time.sleep(0.2)  # the slow part\n"
+                    "print(json.dumps({'rows': rows, 'total': sum(range(int(rows)))}))"
+                ),
+                example(
+                    name="is accepted as a job",
+                    request_json={"rows": 3},
+                    response_status=202,
+                    response_content_type=JSON,
+                ),
+                response="job",
+            ),
+            new_markdown_cell("Quick, so synchronous, unless the client prefers it async."),
+            with_examples(
+                new_code_cell(
+                    "# GET /jobs/square/:x\n"
+                    "x = json.loads(REQUEST)['path']['x']\n"
+                    "print(json.dumps({'square': int(x) ** 2 if x.isdecimal() else None}))"
+                ),
+                example(
+                    "/jobs/square/7", "answers at once", response_status=200, response_json={"square": 49}
+                ),
+                example(
+                    "/jobs/square/7",
+                    "runs as a job on request",
+                    request_headers={"Prefer": "respond-async"},
+                    response_status=202,
+                    response_headers={"Preference-Applied": "respond-async"},
+                ),
+            ),
+        ]
+    )
+
+
+#: A pure-Python PNG writer (no imaging library in the kernel): rows of RGB pixels.
+PNG_SETUP = """import json
+import struct
+import zlib
+
+from IPython.display import Image, display
+
+def png(width, height, pixel):
+    \"\"\"PNG bytes of a width x height RGB image; pixel(x, y) gives (r, g, b).\"\"\"
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    rows = b''.join(
+        b'\\x00' + bytes(channel for x in range(width) for channel in pixel(x, y)) for y in range(height)
+    )
+    header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    body = chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')
+    return b'\\x89PNG\\r\\n\\x1a\\n' + body"""
+
+
+def image() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# An image answer\n"
+                "A cell that displays rich output (`display(Image(...))`, a matplotlib figure) answers with "
+                "it when its ResponseInfo cell sets that output's `Content-Type`: here `image/png`, sent as "
+                "bytes (no base64). Open `localhost:8888/image/gradient/64` in a browser."
+            ),
+            new_code_cell(PNG_SETUP),
+            with_examples(
+                new_code_cell(
+                    "# GET /image/gradient/:size\n"
+                    "size = json.loads(REQUEST)['path']['size']\n"
+                    "size = min(int(size), 512) if size.isdecimal() and int(size) > 0 else 64\n"
+                    "shade = lambda x, y: (255 * x // size, 255 * y // size, 128)\n"
+                    "display(Image(data=png(size, size, shade)))"
+                ),
+                example(
+                    "/image/gradient/16",
+                    "answers a PNG",
+                    response_status=200,
+                    response_content_type="image/png",
+                ),
+            ),
+            new_code_cell(
+                "# ResponseInfo GET /image/gradient/:size\n"
+                "print(json.dumps({'status': 200, 'headers': {'Content-Type': 'image/png'}}))"
+            ),
+        ]
+    )
+
+
+BOUNDARY = "nb2svc-example"
+UPLOAD = (
+    f"--{BOUNDARY}\r\n"
+    'Content-Disposition: form-data; name="file"; filename="notes.txt"\r\n'
+    "Content-Type: text/plain\r\n\r\n"
+    "first line\nsecond line\n\r\n"
+    f"--{BOUNDARY}--\r\n"
+)
+
+
+def upload() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# File uploads\n"
+                "Python cells get the request's bytes as they came: `REQUEST_FILES` holds multipart "
+                'uploads as `{field: [{"filename", "content_type", "data": bytes}]}` and '
+                "`REQUEST_BODY` any body as `bytes` (an image, `application/octet-stream`).\n\n"
+                "```\ncurl -F file=@notes.txt localhost:8888/upload/files\n"
+                "curl --data-binary @photo.jpg -H 'Content-Type: application/octet-stream' "
+                "localhost:8888/upload/raw\n```"
+            ),
+            new_code_cell("import hashlib\nimport json"),
+            with_examples(
+                new_code_cell(
+                    "# POST /upload/files\n"
+                    "print(json.dumps([\n"
+                    "    {'filename': f['filename'], 'content_type': f['content_type'], "
+                    "'bytes': len(f['data']), 'lines': f['data'].count(b'\\n')}\n"
+                    "    for f in REQUEST_FILES.get('file', [])\n"
+                    "]))"
+                ),
+                example(
+                    name="describes an uploaded file",
+                    request_headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+                    request_body=UPLOAD,
+                    response_status=200,
+                    response_content_type=JSON,
+                    response_json=[
+                        {"filename": "notes.txt", "content_type": "text/plain", "bytes": 23, "lines": 2}
+                    ],
+                ),
+            ),
+            new_code_cell(
+                "# ResponseInfo POST /upload/files\n"
+                "print(json.dumps({'status': 200, 'headers': {'Content-Type': 'application/json'}}))"
+            ),
+            with_examples(
+                new_code_cell(
+                    "# POST /upload/raw\n"
+                    "digest = hashlib.sha256(REQUEST_BODY).hexdigest()\n"
+                    "print(json.dumps({'bytes': len(REQUEST_BODY), 'sha256': digest}))"
+                ),
+                example(
+                    name="hashes the raw body",
+                    request_headers={"Content-Type": "application/octet-stream"},
+                    request_body="hello",
+                    response_status=200,
+                    response_json={
+                        "bytes": 5,
+                        "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+                    },
+                ),
+            ),
+        ]
+    )
+
+
+#: Every example notebook, by file stem.
+EXAMPLES = {"hello": hello, "todo": todo, "stream": stream, "jobs": jobs, "image": image, "upload": upload}
+
+
 if __name__ == "__main__":
     HERE.mkdir(parents=True, exist_ok=True)
-    for name, build in (("hello", hello), ("todo", todo)):
+    for name, build in EXAMPLES.items():
         nb = build()
         nbformat.validate(nb)
         nbformat.write(nb, HERE / f"{name}.ipynb")
