@@ -105,8 +105,8 @@ def hello() -> nbformat.NotebookNode:
 
 TODO_INTRO = """# Todo service
 A todo list kept in SQLite, in the file `todo.sqlite3` in the service's working directory
-(the notebook's folder, or a bundle's), or wherever the variable `KERNEL_TODO_DB` says
-(`KERNEL_*` variables reach the kernels).
+(the notebook's folder; in a bundle's image, where that is read-only, the home directory),
+or wherever the variable `KERNEL_TODO_DB` says (`KERNEL_*` variables reach the kernels).
 
 **Why a file, not a dict in the kernel.** nb2svc answers requests from a pool of warm
 kernels (`--pool-size`, 2 by default, in each worker), and each request runs on whichever
@@ -134,7 +134,10 @@ def todo() -> nbformat.NotebookNode:
                 "import sqlite3\n"
                 "from contextlib import closing\n"
                 "\n"
-                "DB_PATH = os.path.abspath(os.environ.get('KERNEL_TODO_DB', 'todo.sqlite3'))\n"
+                "# The working directory; the home directory where that is read-only (a bundle's image)\n"
+                "HERE = '.' if os.access('.', os.W_OK) else os.path.expanduser('~')\n"
+                "DB_PATH = os.environ.get('KERNEL_TODO_DB') or os.path.join(HERE, 'todo.sqlite3')\n"
+                "DB_PATH = os.path.abspath(DB_PATH)\n"
                 "\n"
                 "def db():\n"
                 '    """A new connection to the one file every kernel'
