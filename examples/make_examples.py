@@ -3,8 +3,8 @@
 The notebooks are committed; this script documents how they were made and keeps them
 consistent (nbformat-valid, no outputs, stable cell ids). Every endpoint cell carries
 example requests and their expected answers in its metadata (``nb2svc.examples``), which
-``nb2svc test`` sends and checks; they run in notebook order on one kernel, so the todo
-examples build on each other (create, read, update, delete).
+``nb2svc test`` sends and checks; they run in notebook order, so the todo examples build
+on each other (create, read, update, delete) in the todo list's SQLite file.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ def example(path: str | None = None, name: str = "", **parts: Any) -> dict[str, 
     return {"name": name, "request": request, "response": response}
 
 
-def with_examples(cell: nbformat.NotebookNode, *examples: dict[str, Any]) -> nbformat.NotebookNode:
-    cell.metadata["nb2svc"] = {"examples": list(examples)}
+def with_examples(
+    cell: nbformat.NotebookNode, *examples: dict[str, Any], response: str | None = None
+) -> nbformat.NotebookNode:
+    """``cell`` with its ``nb2svc.examples`` (and ``nb2svc.response`` when given)."""
+    cell.metadata["nb2svc"] = {"examples": list(examples)} | ({"response": response} if response else {})
     return cell
 
 
@@ -100,18 +103,46 @@ def hello() -> nbformat.NotebookNode:
     )
 
 
+TODO_INTRO = """# Todo service
+A todo list kept in SQLite, in the file `todo.sqlite3` in the service's working directory
+(the notebook's folder; in a bundle's image, where that is read-only, the home directory),
+or wherever the variable `KERNEL_TODO_DB` says (`KERNEL_*` variables reach the kernels).
+
+**Why a file, not a dict in the kernel.** nb2svc answers requests from a pool of warm
+kernels (`--pool-size`, 2 by default, in each worker), and each request runs on whichever
+kernel is free. A variable that one request sets lives in that kernel alone: todos kept in
+a dict would be found by some later requests and not by others (POST a todo, then GET it:
+404, 200, 404, ...). Every kernel opens this one file, so every request sees every todo.
+
+Each use opens its own connection and closes it (none is kept in a global): that is safe
+between kernels, and across the fork of kernels started from a template
+(`--kernel-start fork`). A file serves one machine; replicas on several machines need a
+database they all reach.
+
+The endpoint examples (`nb2svc test`) expect the two todos of the setup: they create todo
+3, change it and delete it, which leaves the file as they found it. Delete `todo.sqlite3`
+to start over."""
+
+
 def todo() -> nbformat.NotebookNode:
     return notebook(
         [
-            new_markdown_cell(
-                "# Todo service\nAn in-memory todo list: state lives in the kernel, set up once per kernel."
-            ),
+            new_markdown_cell(TODO_INTRO),
             new_code_cell(
                 "import json\n"
-                "import itertools\n"
+                "import os\n"
+                "import sqlite3\n"
+                "from contextlib import closing\n"
                 "\n"
-                "TODOS = {}\n"
-                "NEXT_ID = itertools.count(1)\n"
+                "# The working directory; the home directory where that is read-only (a bundle's image)\n"
+                "HERE = '.' if os.access('.', os.W_OK) else os.path.expanduser('~')\n"
+                "DB_PATH = os.environ.get('KERNEL_TODO_DB') or os.path.join(HERE, 'todo.sqlite3')\n"
+                "DB_PATH = os.path.abspath(DB_PATH)\n"
+                "\n"
+                "def db():\n"
+                '    """A new connection to the one file every kernel'
+                ' shares (autocommit; closed after use)."""\n'
+                "    return closing(sqlite3.connect(DB_PATH, timeout=30, isolation_level=None))\n"
                 "\n"
                 "def respond(status, payload=None, headers=None):\n"
                 '    """Print the ResponseInfo JSON for the current request."""\n'
@@ -119,13 +150,50 @@ def todo() -> nbformat.NotebookNode:
                 "**(headers or {})}}))"
             ),
             new_code_cell(
-                "def add(title, done=False):\n"
-                "    todo = {'id': next(NEXT_ID), 'title': title, 'done': done}\n"
-                "    TODOS[todo['id']] = todo\n"
-                "    return todo\n"
+                "def as_todo(row):\n"
+                "    return {'id': row[0], 'title': row[1], 'done': bool(row[2])}\n"
                 "\n"
-                "add('write the notebook')\n"
-                "add('serve it with nb2svc', done=True)"
+                "def todo_key(todo_id):\n"
+                '    """The row id a path segment names, or None (SQLite ids are 64-bit)."""\n'
+                "    return int(todo_id) if todo_id.isdecimal() and len(todo_id) < 19 else None\n"
+                "\n"
+                "def find(todo_id):\n"
+                "    key = todo_key(todo_id)\n"
+                "    with db() as conn:\n"
+                "        row = conn.execute('SELECT id, title, done FROM"
+                " todos WHERE id = ?', (key,)).fetchone()\n"
+                "    return as_todo(row) if row else None\n"
+                "\n"
+                "def add(title, done=False):\n"
+                "    with db() as conn:\n"
+                "        cursor = conn.execute('INSERT INTO todos (title,"
+                " done) VALUES (?, ?)', (title, int(done)))\n"
+                "    return {'id': cursor.lastrowid, 'title': title, 'done': done}\n"
+                "\n"
+                "def storable(title):\n"
+                '    """Non-empty text SQLite can store (a lone'
+                ' surrogate, sent as a JSON escape, cannot)."""\n'
+                "    try:\n"
+                "        title.encode('utf-8')\n"
+                "    except UnicodeEncodeError:\n"
+                "        return False\n"
+                "    return bool(title)\n"
+                "\n"
+                "def not_found(todo_id):\n"
+                "    return {'error': 'NotFound', 'message': f'no todo {todo_id}'}\n"
+                "\n"
+                "# Every kernel runs this at start: the first creates and seeds the table, the others\n"
+                "# wait for its transaction (BEGIN IMMEDIATE) and find it there.\n"
+                "with db() as conn:\n"
+                "    conn.execute('BEGIN IMMEDIATE')\n"
+                '    new = conn.execute("SELECT 1 FROM sqlite_master'
+                " WHERE name = 'todos'\").fetchone() is None\n"
+                "    if new:\n"
+                "        conn.execute('CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT NOT NULL, "
+                "done INTEGER NOT NULL)')\n"
+                "        conn.executemany('INSERT INTO todos (title, done) VALUES (?, ?)', "
+                "[('write the notebook', 0), ('serve it with nb2svc', 1)])\n"
+                "    conn.execute('COMMIT')"
             ),
             new_markdown_cell("List todos. `?done=true` or `?done=false` filters."),
             with_examples(
@@ -133,9 +201,11 @@ def todo() -> nbformat.NotebookNode:
                     "# GET /todos\n"
                     "req = json.loads(REQUEST)\n"
                     "wanted = req['args'].get('done', [None])[0]\n"
-                    "items = [t for t in TODOS.values() "
-                    "if wanted is None or str(t['done']).lower() == wanted]\n"
-                    "print(json.dumps(items))"
+                    "with db() as conn:\n"
+                    "    items = [as_todo(row) for row in conn.execute('SELECT"
+                    " id, title, done FROM todos ORDER BY id')]\n"
+                    "print(json.dumps([t for t in items if wanted is None"
+                    " or str(t['done']).lower() == wanted]))"
                 ),
                 example(
                     name="lists the todos of the setup cell",
@@ -152,12 +222,8 @@ def todo() -> nbformat.NotebookNode:
                     "req = json.loads(REQUEST)\n"
                     "body = req['body'] if isinstance(req['body'], dict) else {}\n"
                     "title = str(body.get('title', '')).strip()\n"
-                    "if title:\n"
-                    "    created = add(title, bool(body.get('done', False)))\n"
-                    "    print(json.dumps(created))\n"
-                    "else:\n"
-                    "    created = None\n"
-                    "    print(json.dumps({'error': 'BadRequest', "
+                    "created = add(title, bool(body.get('done', False))) if storable(title) else None\n"
+                    "print(json.dumps(created or {'error': 'BadRequest', "
                     "'message': 'a non-empty title is required'}))"
                 ),
                 example(
@@ -182,11 +248,14 @@ def todo() -> nbformat.NotebookNode:
                 "else:\n"
                 "    respond(400)"
             ),
-            new_markdown_cell("The current statistics (a literal route: it wins over `/todos/:id`)."),
+            new_markdown_cell("The current statistics."),
             with_examples(
                 new_code_cell(
-                    "# GET /todos/stats\n"
-                    "print(json.dumps({'total': len(TODOS), 'done': sum(t['done'] for t in TODOS.values())}))"
+                    "# GET /stats\n"
+                    "with db() as conn:\n"
+                    "    total, done = conn.execute('SELECT COUNT(*),"
+                    " COALESCE(SUM(done), 0) FROM todos').fetchone()\n"
+                    "print(json.dumps({'total': total, 'done': done}))"
                 ),
                 example(name="counts the todos", response_status=200, response_json={"total": 3, "done": 1}),
             ),
@@ -194,10 +263,9 @@ def todo() -> nbformat.NotebookNode:
             with_examples(
                 new_code_cell(
                     "# GET /todos/:id\n"
-                    "req = json.loads(REQUEST)\n"
-                    "todo_id = req['path']['id']\n"
-                    "found = TODOS.get(int(todo_id)) if todo_id.isdecimal() else None\n"
-                    "print(json.dumps(found or {'error': 'NotFound', 'message': f'no todo {todo_id}'}))"
+                    "todo_id = json.loads(REQUEST)['path']['id']\n"
+                    "found = find(todo_id)\n"
+                    "print(json.dumps(found or not_found(todo_id)))"
                 ),
                 example("/todos/3", "reads a todo", response_content_type=JSON, response_json=CREATED),
                 example("/todos/99", "404 for an unknown id", response_status=404, response_json=NOT_FOUND),
@@ -209,11 +277,12 @@ def todo() -> nbformat.NotebookNode:
                     "# PUT /todos/:id\n"
                     "req = json.loads(REQUEST)\n"
                     "todo_id = req['path']['id']\n"
-                    "found = TODOS.get(int(todo_id)) if todo_id.isdecimal() else None\n"
-                    "if found:\n"
-                    "    body = req['body'] if isinstance(req['body'], dict) else {}\n"
-                    "    found['done'] = bool(body.get('done', True))\n"
-                    "print(json.dumps(found or {'error': 'NotFound', 'message': f'no todo {todo_id}'}))"
+                    "body = req['body'] if isinstance(req['body'], dict) else {}\n"
+                    "with db() as conn:\n"
+                    "    changed = conn.execute('UPDATE todos SET done = ? WHERE id = ?', "
+                    "(int(bool(body.get('done', True))), todo_key(todo_id))).rowcount\n"
+                    "found = find(todo_id) if changed else None\n"
+                    "print(json.dumps(found or not_found(todo_id)))"
                 ),
                 example(
                     "/todos/3",
@@ -234,9 +303,10 @@ def todo() -> nbformat.NotebookNode:
             with_examples(
                 new_code_cell(
                     "# DELETE /todos/:id\n"
-                    "req = json.loads(REQUEST)\n"
-                    "todo_id = req['path']['id']\n"
-                    "found = TODOS.pop(int(todo_id), None) if todo_id.isdecimal() else None"
+                    "todo_id = json.loads(REQUEST)['path']['id']\n"
+                    "with db() as conn:\n"
+                    "    found = conn.execute('DELETE FROM todos WHERE id"
+                    " = ?', (todo_key(todo_id),)).rowcount"
                 ),
                 example("/todos/3", "deletes a todo", response_status=204, response_body=""),
                 example("/todos/3", "404 once deleted", response_status=404),
@@ -246,9 +316,222 @@ def todo() -> nbformat.NotebookNode:
     )
 
 
+def stream() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# Streaming answers\n"
+                'With `"response": "stream"` in an endpoint cell\'s `nb2svc` metadata, what the cell '
+                "prints reaches the client while the cell runs (chunked `text/plain`; server-sent events "
+                "for `Accept: text/event-stream`). Try `curl -N localhost:8888/stream/count/5` and watch "
+                "the lines arrive, or add `-H 'Accept: text/event-stream'`. `flush=True` sends a line at "
+                "once instead of when the output buffer fills. A client that leaves interrupts the cell."
+            ),
+            new_code_cell("import json\nimport time"),
+            with_examples(
+                new_code_cell(
+                    "# GET /stream/count/:n\n"
+                    "n = json.loads(REQUEST)['path']['n']\n"
+                    "n = min(int(n), 20) if n.isdecimal() else 3\n"
+                    "for i in range(1, n + 1):\n"
+                    "    print(i, flush=True)\n"
+                    "    time.sleep(0.05)  # some work between lines\n"
+                    "print('done')"
+                ),
+                example(
+                    "/stream/count/3",
+                    "counts to three, a line at a time",
+                    response_status=200,
+                    response_content_type="text/plain",
+                    response_body="1\n2\n3\ndone\n",
+                ),
+                response="stream",
+            ),
+        ]
+    )
+
+
+def jobs() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# Long tasks as jobs\n"
+                'An endpoint with `"response": "job"` in its `nb2svc` metadata answers `202 Accepted` '
+                "at once, with `Location: /_api/jobs/{id}`; the cell runs on a kernel meanwhile. Poll that "
+                'location: `{"status": "running"}` until the job is done, then the very answer the '
+                "cell gave. Any endpoint runs as a job when the request says `Prefer: respond-async`:\n\n"
+                "```\ncurl -i -X POST localhost:8888/jobs/report -d '{\"rows\": 3}' "
+                "-H 'Content-Type: application/json'\n"
+                "curl -i localhost:8888/_api/jobs/ID\n"
+                "curl -i localhost:8888/jobs/square/7 -H 'Prefer: respond-async'\n```"
+            ),
+            new_code_cell("import json\nimport time"),
+            new_markdown_cell("Always a job: a report that takes a while."),
+            with_examples(
+                new_code_cell(
+                    "# POST /jobs/report\n"
+                    "body = json.loads(REQUEST)['body']\n"
+                    "rows = body.get('rows', 3) if isinstance(body, dict) else 3\n"
+                    "time.sleep(0.2)  # the slow part\n"
+                    "print(json.dumps({'rows': rows, 'total': sum(range(int(rows)))}))"
+                ),
+                example(
+                    name="is accepted as a job",
+                    request_json={"rows": 3},
+                    response_status=202,
+                    response_content_type=JSON,
+                ),
+                response="job",
+            ),
+            new_markdown_cell("Quick, so synchronous, unless the client prefers it async."),
+            with_examples(
+                new_code_cell(
+                    "# GET /jobs/square/:x\n"
+                    "x = json.loads(REQUEST)['path']['x']\n"
+                    "print(json.dumps({'square': int(x) ** 2 if x.isdecimal() else None}))"
+                ),
+                example(
+                    "/jobs/square/7", "answers at once", response_status=200, response_json={"square": 49}
+                ),
+                example(
+                    "/jobs/square/7",
+                    "runs as a job on request",
+                    request_headers={"Prefer": "respond-async"},
+                    response_status=202,
+                    response_headers={"Preference-Applied": "respond-async"},
+                ),
+            ),
+        ]
+    )
+
+
+#: A pure-Python PNG writer (no imaging library in the kernel): rows of RGB pixels.
+PNG_SETUP = """import json
+import struct
+import zlib
+
+from IPython.display import Image, display
+
+def png(width, height, pixel):
+    \"\"\"PNG bytes of a width x height RGB image; pixel(x, y) gives (r, g, b).\"\"\"
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    rows = b''.join(
+        b'\\x00' + bytes(channel for x in range(width) for channel in pixel(x, y)) for y in range(height)
+    )
+    header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    body = chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')
+    return b'\\x89PNG\\r\\n\\x1a\\n' + body"""
+
+
+def image() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# An image answer\n"
+                "A cell that displays rich output (`display(Image(...))`, a matplotlib figure) answers with "
+                "it when its ResponseInfo cell sets that output's `Content-Type`: here `image/png`, sent as "
+                "bytes (no base64). Open `localhost:8888/image/gradient/64` in a browser."
+            ),
+            new_code_cell(PNG_SETUP),
+            with_examples(
+                new_code_cell(
+                    "# GET /image/gradient/:size\n"
+                    "size = json.loads(REQUEST)['path']['size']\n"
+                    "size = min(int(size), 512) if size.isdecimal() and int(size) > 0 else 64\n"
+                    "shade = lambda x, y: (255 * x // size, 255 * y // size, 128)\n"
+                    "display(Image(data=png(size, size, shade)))"
+                ),
+                example(
+                    "/image/gradient/16",
+                    "answers a PNG",
+                    response_status=200,
+                    response_content_type="image/png",
+                ),
+            ),
+            new_code_cell(
+                "# ResponseInfo GET /image/gradient/:size\n"
+                "print(json.dumps({'status': 200, 'headers': {'Content-Type': 'image/png'}}))"
+            ),
+        ]
+    )
+
+
+BOUNDARY = "nb2svc-example"
+UPLOAD = (
+    f"--{BOUNDARY}\r\n"
+    'Content-Disposition: form-data; name="file"; filename="notes.txt"\r\n'
+    "Content-Type: text/plain\r\n\r\n"
+    "first line\nsecond line\n\r\n"
+    f"--{BOUNDARY}--\r\n"
+)
+
+
+def upload() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# File uploads\n"
+                "Python cells get the request's bytes as they came: `REQUEST_FILES` holds multipart "
+                'uploads as `{field: [{"filename", "content_type", "data": bytes}]}` and '
+                "`REQUEST_BODY` any body as `bytes` (an image, `application/octet-stream`).\n\n"
+                "```\ncurl -F file=@notes.txt localhost:8888/upload/files\n"
+                "curl --data-binary @photo.jpg -H 'Content-Type: application/octet-stream' "
+                "localhost:8888/upload/raw\n```"
+            ),
+            new_code_cell("import hashlib\nimport json"),
+            with_examples(
+                new_code_cell(
+                    "# POST /upload/files\n"
+                    "print(json.dumps([\n"
+                    "    {'filename': f['filename'], 'content_type': f['content_type'], "
+                    "'bytes': len(f['data']), 'lines': f['data'].count(b'\\n')}\n"
+                    "    for f in REQUEST_FILES.get('file', [])\n"
+                    "]))"
+                ),
+                example(
+                    name="describes an uploaded file",
+                    request_headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+                    request_body=UPLOAD,
+                    response_status=200,
+                    response_content_type=JSON,
+                    response_json=[
+                        {"filename": "notes.txt", "content_type": "text/plain", "bytes": 23, "lines": 2}
+                    ],
+                ),
+            ),
+            new_code_cell(
+                "# ResponseInfo POST /upload/files\n"
+                "print(json.dumps({'status': 200, 'headers': {'Content-Type': 'application/json'}}))"
+            ),
+            with_examples(
+                new_code_cell(
+                    "# POST /upload/raw\n"
+                    "digest = hashlib.sha256(REQUEST_BODY).hexdigest()\n"
+                    "print(json.dumps({'bytes': len(REQUEST_BODY), 'sha256': digest}))"
+                ),
+                example(
+                    name="hashes the raw body",
+                    request_headers={"Content-Type": "application/octet-stream"},
+                    request_body="hello",
+                    response_status=200,
+                    response_json={
+                        "bytes": 5,
+                        "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+                    },
+                ),
+            ),
+        ]
+    )
+
+
+#: Every example notebook, by file stem.
+EXAMPLES = {"hello": hello, "todo": todo, "stream": stream, "jobs": jobs, "image": image, "upload": upload}
+
+
 if __name__ == "__main__":
     HERE.mkdir(parents=True, exist_ok=True)
-    for name, build in (("hello", hello), ("todo", todo)):
+    for name, build in EXAMPLES.items():
         nb = build()
         nbformat.validate(nb)
         nbformat.write(nb, HERE / f"{name}.ipynb")

@@ -25,6 +25,7 @@ from nb2svc import targets as target_files
 from nb2svc._version import __version__
 from nb2svc.bundling import image_tag
 from nb2svc.config import DEPLOY_OPTIONS, OPTIONS, Option, env_value, settings_from_env
+from nb2svc.help_format import GroupedCommand
 
 #: The serve options ``nb2svc test`` takes for the service it starts (and its token).
 TEST_OPTIONS = (
@@ -40,8 +41,24 @@ TEST_OPTIONS = (
 )
 
 
-#: Kernel Gateway's flag names that mean the same (issue 10).
-FLAG_ALIASES = {"host": ("--ip",)}
+class UsageLine(click.ClickException):
+    """A usage error that needs no usage banner: one ``Error: ...`` line, exit 2."""
+
+    exit_code = 2
+
+
+#: Other spellings of an option's flag: Kernel Gateway's names that mean the same (issue 10),
+#: and the short ``-p`` every server CLI has for its port (issue 22).
+FLAG_ALIASES = {"host": ("--ip",), "port": ("-p",)}
+
+
+class ServeCommand(GroupedCommand):
+    """``nb2svc serve``: also takes Kernel Gateway's own flag spellings (:mod:`nb2svc.kg_flags`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from nb2svc.kg_flags import translate
+
+        return super().parse_args(ctx, translate(args))
 
 
 def _option_decorators(
@@ -83,7 +100,7 @@ def settings_options(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, "--version", prog_name="nb2svc")
+@click.version_option(__version__, "-V", "--version", prog_name="nb2svc")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -91,8 +108,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-@main.command()
-@click.argument("targets", metavar="TARGET...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@main.command(cls=GroupedCommand)
+@click.argument("targets", metavar="TARGET...", nargs=-1, type=target_files.Target())
 @click.option(
     "--mount",
     "mount_specs",
@@ -176,9 +193,7 @@ def build(**params: Any) -> None:
 
 
 @main.command()
-@click.argument(
-    "targets", metavar="TARGET...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@click.argument("targets", metavar="TARGET...", nargs=-1, required=True, type=target_files.Target())
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
 @click.option(
     "--mount", "mount_specs", multiple=True, metavar="PREFIX=NOTEBOOK", help="As for 'nb2svc serve'."
@@ -226,10 +241,8 @@ def routes(
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-@main.command("test")
-@click.argument(
-    "targets", metavar="TARGET...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@main.command("test", cls=GroupedCommand)
+@click.argument("targets", metavar="TARGET...", nargs=-1, required=True, type=target_files.Target())
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
 @click.option(
     "--mount", "mount_specs", multiple=True, metavar="PREFIX=NOTEBOOK", help="As for 'nb2svc serve'."
@@ -284,8 +297,9 @@ def test_examples(
         for example in endpoint_tests.mounted(endpoint_tests.examples_from_spec(mount.spec), mount.prefix)
     ]
     if not examples:
-        raise click.UsageError(
-            f"{notebook} declares no examples (cell metadata nb2svc.examples; see the README)"
+        raise UsageLine(
+            f"{notebook} declares no examples to run: add some to its endpoint cells' metadata "
+            "(nb2svc.examples; see the README, Endpoint examples)"
         )
     for mount in mounts:
         for ep in endpoint_tests.endpoints_without_examples(mount.spec, examples, mount.prefix):
@@ -306,6 +320,9 @@ def test_examples(
                 outcomes = endpoint_tests.run_examples(base, examples, token=token)
     except endpoint_tests.ServiceFailed as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # the service (if started) is stopped by now; 128 + SIGINT, as shells expect
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     failed = sum(not outcome.passed for outcome in outcomes)
     if as_json:
         click.echo(json.dumps([outcome.to_dict() for outcome in outcomes], indent=2))
@@ -316,8 +333,8 @@ def test_examples(
         sys.exit(1)
 
 
-@main.command()
-@click.argument("targets", metavar="[TARGET]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@main.command(cls=ServeCommand)
+@click.argument("targets", metavar="[TARGET]...", nargs=-1, type=target_files.Target())
 @click.option("--comment-prefix", default=None, help="Annotation comment prefix (notebooks only).")
 @click.option(
     "--mount",
@@ -340,6 +357,14 @@ def test_examples(
     default=None,
     help="TOML or JSON file of settings (option names as keys); flags and NB2SVC_* variables "
     "override it.  [env: NB2SVC_CONFIG]",
+)
+@click.option(
+    "--get",
+    "get_path",
+    metavar="PATH",
+    default=None,
+    help="Serve on a free loopback port for one GET of PATH (with the token, if one is set), print "
+    "its body and exit: 0 for a 2xx answer, 1 otherwise. A smoke test for CI.",
 )
 @settings_options("all")
 def serve(**params: Any) -> None:

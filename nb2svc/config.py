@@ -16,6 +16,7 @@ variable again.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -59,6 +60,8 @@ class Option:
     deploy: bool = False
     #: The :class:`Settings` field's type when ``normalize`` gives another than ``type``.
     field_type: str | None = None
+    #: Its section of ``--help``: one of :data:`OPTION_GROUPS`, in that order.
+    group: str = ""
 
     @property
     def env(self) -> str:
@@ -199,6 +202,27 @@ KG_CELL_PARSERS = {
 }
 
 
+#: The sections of ``nb2svc serve --help`` (and ``build``, ``test``), by mode and topic, in
+#: the order they print; every option names one, so the help cannot drift from the table.
+GROUP_SERVER = "Server"
+GROUP_SECURITY = "Security and CORS"
+GROUP_LOGGING = "Logging"
+GROUP_KERNELS = "Kernels (both modes)"
+GROUP_POOL = "API mode: kernel pool and requests"
+GROUP_JOBS = "API mode: async jobs and the shared store"
+GROUP_NOTEBOOK = "API mode: development and Kernel Gateway extras"
+GROUP_KERNEL_MODE = "Kernel mode (--kernels)"
+OPTION_GROUPS = (
+    GROUP_SERVER,
+    GROUP_SECURITY,
+    GROUP_LOGGING,
+    GROUP_KERNELS,
+    GROUP_POOL,
+    GROUP_JOBS,
+    GROUP_NOTEBOOK,
+    GROUP_KERNEL_MODE,
+)
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "host",
@@ -207,6 +231,7 @@ OPTIONS: tuple[Option, ...] = (
         "Interface to listen on (0.0.0.0 for all).",
         kg_alias="KG_IP",
         normalize=normalize_host,
+        group=GROUP_SERVER,
     ),
     Option(
         "port",
@@ -217,6 +242,7 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
         maximum=65535,
         deploy=True,
+        group=GROUP_SERVER,
     ),
     Option(
         "metrics_port",
@@ -227,6 +253,7 @@ OPTIONS: tuple[Option, ...] = (
         "port's /_api/metrics then needs the token).",
         minimum=0,
         maximum=65535,
+        group=GROUP_SERVER,
     ),
     Option(
         "workers",
@@ -235,6 +262,7 @@ OPTIONS: tuple[Option, ...] = (
         "gunicorn worker processes (API mode: each owns its own kernel pool).",
         minimum=1,
         deploy=True,
+        group=GROUP_SERVER,
     ),
     Option(
         "base_url",
@@ -244,6 +272,7 @@ OPTIONS: tuple[Option, ...] = (
         kg_alias="KG_BASE_URL",
         normalize=normalize_base_url,
         deploy=True,
+        group=GROUP_SERVER,
     ),
     Option(
         "token",
@@ -251,6 +280,7 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "Require this token ('Authorization: token ...', 'Bearer ...' or ?token=). Empty: no auth.",
         kg_alias="KG_AUTH_TOKEN",
+        group=GROUP_SECURITY,
     ),
     Option(
         "allow_origin",
@@ -258,6 +288,7 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "CORS Access-Control-Allow-Origin (empty: CORS off).",
         kg_alias="KG_ALLOW_ORIGIN",
+        group=GROUP_SECURITY,
     ),
     Option(
         "allow_credentials",
@@ -265,11 +296,40 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "CORS Access-Control-Allow-Credentials.",
         kg_alias="KG_ALLOW_CREDENTIALS",
+        group=GROUP_SECURITY,
     ),
-    Option("allow_headers", str, "", "CORS Access-Control-Allow-Headers.", kg_alias="KG_ALLOW_HEADERS"),
-    Option("allow_methods", str, "", "CORS Access-Control-Allow-Methods.", kg_alias="KG_ALLOW_METHODS"),
-    Option("expose_headers", str, "", "CORS Access-Control-Expose-Headers.", kg_alias="KG_EXPOSE_HEADERS"),
-    Option("max_age", str, "", "CORS Access-Control-Max-Age (seconds).", kg_alias="KG_MAX_AGE"),
+    Option(
+        "allow_headers",
+        str,
+        "",
+        "CORS Access-Control-Allow-Headers.",
+        kg_alias="KG_ALLOW_HEADERS",
+        group=GROUP_SECURITY,
+    ),
+    Option(
+        "allow_methods",
+        str,
+        "",
+        "CORS Access-Control-Allow-Methods.",
+        kg_alias="KG_ALLOW_METHODS",
+        group=GROUP_SECURITY,
+    ),
+    Option(
+        "expose_headers",
+        str,
+        "",
+        "CORS Access-Control-Expose-Headers.",
+        kg_alias="KG_EXPOSE_HEADERS",
+        group=GROUP_SECURITY,
+    ),
+    Option(
+        "max_age",
+        str,
+        "",
+        "CORS Access-Control-Max-Age (seconds).",
+        kg_alias="KG_MAX_AGE",
+        group=GROUP_SECURITY,
+    ),
     Option(
         "pool_size",
         str,
@@ -281,6 +341,7 @@ OPTIONS: tuple[Option, ...] = (
         normalize=normalize_pool_size,
         deploy=True,
         field_type="int | str",
+        group=GROUP_POOL,
     ),
     Option(
         "pool_idle_timeout",
@@ -289,6 +350,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a kernel above an elastic pool's MIN may stay idle before it is stopped.",
         modes=("api",),
         above=0,
+        group=GROUP_POOL,
     ),
     Option(
         "kernel_max_requests",
@@ -297,6 +359,7 @@ OPTIONS: tuple[Option, ...] = (
         "Replace a kernel after it has answered this many requests (0: never).",
         modes=("api",),
         minimum=0,
+        group=GROUP_POOL,
     ),
     Option(
         "kernel_max_memory",
@@ -305,6 +368,7 @@ OPTIONS: tuple[Option, ...] = (
         "Replace a kernel whose resident memory is over this many MiB after it answers (0: never).",
         modes=("api",),
         minimum=0,
+        group=GROUP_POOL,
     ),
     Option(
         "request_timeout",
@@ -314,6 +378,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("api",),
         above=0,
         deploy=True,
+        group=GROUP_POOL,
     ),
     Option(
         "queue_timeout",
@@ -322,6 +387,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a request may wait for a free kernel before a 503.",
         modes=("api",),
         above=0,
+        group=GROUP_POOL,
     ),
     Option(
         "max_queue",
@@ -330,6 +396,7 @@ OPTIONS: tuple[Option, ...] = (
         "Requests that may wait for a kernel per worker; more get 503 (0: none wait).",
         modes=("api",),
         minimum=0,
+        group=GROUP_POOL,
     ),
     # --- async jobs and the shared store (issue 18) ---
     Option(
@@ -343,6 +410,7 @@ OPTIONS: tuple[Option, ...] = (
         normalize=normalize_store_url,
         shown_default="embedded",
         deploy=True,  # `build --k8s --store URL` reads it from a Secret; never baked (see bundle.py)
+        group=GROUP_JOBS,
     ),
     Option(
         "store_password_file",
@@ -351,6 +419,7 @@ OPTIONS: tuple[Option, ...] = (
         "Read the store's password from this file (first line); keeps it out of the URL, the "
         "command line and the environment.",
         modes=("api",),
+        group=GROUP_JOBS,
     ),
     Option(
         "max_jobs_per_client",
@@ -360,6 +429,7 @@ OPTIONS: tuple[Option, ...] = (
         "not yet collected; one more is a 429.",
         modes=("api",),
         minimum=1,
+        group=GROUP_JOBS,
     ),
     Option(
         "job_result_max_bytes",
@@ -370,6 +440,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("api",),
         minimum=1,
         shown_default="16 MiB",
+        group=GROUP_JOBS,
     ),
     Option(
         "job_ttl",
@@ -378,6 +449,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a finished job's answer is kept for its poller.",
         modes=("api",),
         above=0,
+        group=GROUP_JOBS,
     ),
     Option(
         "job_lease",
@@ -387,6 +459,7 @@ OPTIONS: tuple[Option, ...] = (
         "fails with reason 'replica lost'.",
         modes=("api",),
         minimum=1,
+        group=GROUP_JOBS,
     ),
     Option(
         "max_body_size",
@@ -395,8 +468,15 @@ OPTIONS: tuple[Option, ...] = (
         "Largest request body, in bytes or with a unit (10MiB, 512KiB); larger gets 413.",
         minimum=0,
         shown_default="10 MiB",
+        group=GROUP_SERVER,
     ),
-    Option("kernel_name", str, "", "Kernel spec to run (default: the notebook's)."),
+    Option(
+        "kernel_name",
+        str,
+        "",
+        "Kernel spec to run (default: the notebook's).",
+        group=GROUP_KERNELS,
+    ),
     Option(
         "kernel_start_timeout",
         float,
@@ -404,6 +484,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a kernel may take to start and run its setup.",
         above=0,
         deploy=True,
+        group=GROUP_KERNELS,
     ),
     Option(
         "kernel_start",
@@ -412,6 +493,7 @@ OPTIONS: tuple[Option, ...] = (
         "How pool kernels start: fork (from a template that ran the notebook's setup once; local "
         "ipykernel only), spawn (each runs setup itself), or auto (fork where safe, else spawn and say why).",
         choices=("auto", "fork", "spawn"),
+        group=GROUP_KERNELS,
     ),
     Option(
         "transport",
@@ -420,6 +502,7 @@ OPTIONS: tuple[Option, ...] = (
         "How the server reaches kernels: auto (IPC for a local ipykernel, else TCP on the loopback "
         "or the provisioner's address), tcp or ipc.",
         choices=("auto", "tcp", "ipc"),
+        group=GROUP_KERNELS,
     ),
     Option(
         "env_allow",
@@ -428,14 +511,23 @@ OPTIONS: tuple[Option, ...] = (
         "Extra environment variable names passed to kernels (comma-separated); "
         + ", ".join(ENV_ALWAYS)
         + " always pass.",
+        group=GROUP_KERNELS,
     ),
-    Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    Option(
+        "log_level",
+        str,
+        "info",
+        "Log level.",
+        choices=("debug", "info", "warning", "error"),
+        group=GROUP_LOGGING,
+    ),
     Option(
         "log_format",
         str,
         "text",
         "Log format: Jupyter-style text, or JSON lines for containers.",
         choices=("text", "json"),
+        group=GROUP_LOGGING,
     ),
     Option(
         "graceful_timeout",
@@ -447,6 +539,7 @@ OPTIONS: tuple[Option, ...] = (
         words={"auto": None},
         shown_default="auto",
         deploy=True,
+        group=GROUP_SERVER,
     ),
     # --- kernel mode (nb2svc serve --kernels) ---
     Option(
@@ -457,6 +550,7 @@ OPTIONS: tuple[Option, ...] = (
         kg_alias="KG_MAX_KERNELS",
         modes=("kernels",),
         minimum=0,
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "default_kernel",
@@ -465,6 +559,7 @@ OPTIONS: tuple[Option, ...] = (
         "Kernel spec for requests that name none (default: the seed notebook's, else python3).",
         kg_alias="KG_DEFAULT_KERNEL_NAME",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "force_kernel",
@@ -473,6 +568,7 @@ OPTIONS: tuple[Option, ...] = (
         "Start every kernel with this spec, whatever the client asks for.",
         kg_alias="KG_FORCE_KERNEL_NAME",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "list_kernels",
@@ -481,6 +577,7 @@ OPTIONS: tuple[Option, ...] = (
         "Allow GET /api/kernels and /api/sessions (JupyterLab and --gateway-url poll them).",
         kg_alias="KG_LIST_KERNELS",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "cull_idle_timeout",
@@ -489,14 +586,24 @@ OPTIONS: tuple[Option, ...] = (
         "Shut down kernels idle (and not busy) for this many seconds (0: never).",
         modes=("kernels",),
         minimum=0,
+        group=GROUP_KERNEL_MODE,
     ),
-    Option("cull_interval", float, 300.0, "Seconds between idle-kernel checks.", modes=("kernels",), above=0),
+    Option(
+        "cull_interval",
+        float,
+        300.0,
+        "Seconds between idle-kernel checks.",
+        modes=("kernels",),
+        above=0,
+        group=GROUP_KERNEL_MODE,
+    ),
     Option(
         "cull_connected",
         bool,
         False,
         "Also cull idle kernels that have clients connected.",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "prespawn",
@@ -506,6 +613,7 @@ OPTIONS: tuple[Option, ...] = (
         kg_alias="KG_PRESPAWN_COUNT",
         modes=("kernels",),
         minimum=0,
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "seed",
@@ -514,6 +622,7 @@ OPTIONS: tuple[Option, ...] = (
         "Notebook whose code cells run on every new kernel of its kernel spec.",
         kg_alias="KG_SEED_URI",
         modes=("kernels",),
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "warm",
@@ -522,6 +631,7 @@ OPTIONS: tuple[Option, ...] = (
         "Hidden, already started (and seeded) kernels that POST /api/kernels hands out at once.",
         modes=("kernels",),
         minimum=0,
+        group=GROUP_KERNEL_MODE,
     ),
     # --- security (see README, Security) ---
     Option(
@@ -531,6 +641,7 @@ OPTIONS: tuple[Option, ...] = (
         "--no-auth: serve kernels without a token on a non-loopback --host (anyone who can reach "
         "the port runs code as this user); without it that combination refuses to start.",
         modes=("kernels",),
+        group=GROUP_SECURITY,
     ),
     Option(
         "allow_remote_access",
@@ -539,6 +650,7 @@ OPTIONS: tuple[Option, ...] = (
         "Answer a tokenless server on a loopback --host whatever Host header a request names "
         "(off: a Host that is not localhost, 127.0.0.0/8, ::1 or --allow-host gets 403, which stops "
         "DNS rebinding).",
+        group=GROUP_SECURITY,
     ),
     Option(
         "allow_host",
@@ -546,12 +658,14 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "More Host names a tokenless loopback server answers (comma-separated), e.g. a name in "
         "/etc/hosts or a dev proxy's.",
+        group=GROUP_SECURITY,
     ),
     Option(
         "token_file",
         str,
         "",
         "Read the token from this file (first line); keeps it out of the command line and environment.",
+        group=GROUP_SECURITY,
     ),
     Option(
         "error_detail",
@@ -561,6 +675,7 @@ OPTIONS: tuple[Option, ...] = (
         "or 'message' (no traceback).",
         modes=("api",),
         choices=("full", "message"),
+        group=GROUP_SECURITY,
     ),
     Option(
         "header_timeout",
@@ -568,6 +683,7 @@ OPTIONS: tuple[Option, ...] = (
         10.0,
         "Seconds a client has to send a request's line and headers; then the connection is closed.",
         above=0,
+        group=GROUP_SERVER,
     ),
     Option(
         "keepalive_timeout",
@@ -575,6 +691,7 @@ OPTIONS: tuple[Option, ...] = (
         5.0,
         "Seconds a keep-alive connection may stay idle between requests before it is closed.",
         above=0,
+        group=GROUP_SERVER,
     ),
     Option(
         "max_message_size",
@@ -585,6 +702,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("kernels",),
         minimum=1,
         shown_default="64 MiB",
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "reload",
@@ -593,6 +711,7 @@ OPTIONS: tuple[Option, ...] = (
         "Watch the notebook and serve each saved version once it compiles and its pool is warm "
         "(development; not for bundles).",
         modes=("api",),
+        group=GROUP_NOTEBOOK,
     ),
     Option(
         "reload_extra",
@@ -600,6 +719,7 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "More files whose changes trigger --reload (comma-separated), e.g. a module the notebook imports.",
         modes=("api",),
+        group=GROUP_NOTEBOOK,
     ),
     # --- Kernel Gateway's notebook-http extras (issue 10) ---
     Option(
@@ -609,6 +729,7 @@ OPTIONS: tuple[Option, ...] = (
         "Serve the notebook itself at GET /_api/source (token required, as every endpoint).",
         kg_alias="KG_ALLOW_NOTEBOOK_DOWNLOAD",
         modes=("api",),
+        group=GROUP_NOTEBOOK,
     ),
     Option(
         "static_path",
@@ -619,6 +740,7 @@ OPTIONS: tuple[Option, ...] = (
         kg_alias="KG_STATIC_PATH",
         modes=("api",),
         normalize=normalize_static_path,
+        group=GROUP_NOTEBOOK,
     ),
     Option(
         "cell_parser",
@@ -631,6 +753,7 @@ OPTIONS: tuple[Option, ...] = (
         modes=("api",),
         choices=CELL_PARSERS,
         words=KG_CELL_PARSERS,
+        group=GROUP_NOTEBOOK,
     ),
 )
 
@@ -821,6 +944,9 @@ def _check_settings_fields(options: Sequence[Option] = OPTIONS, settings: type =
     if actual != expected:
         extra = sorted(set(actual) ^ set(expected))
         raise TypeError(f"Settings does not match OPTIONS (name, type, or order): {extra or actual}")
+    ungrouped = [o.name for o in options if o.group not in OPTION_GROUPS]
+    if ungrouped:
+        raise TypeError(f"options without a --help section of OPTION_GROUPS: {', '.join(ungrouped)}")
 
 
 _check_settings_fields()
@@ -858,15 +984,20 @@ def _config_table(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _parse_settings(table: Mapping[str, Any], where: str, allowed: Iterable[str]) -> dict[str, Any]:
     """``{option name: value}`` of a table whose keys are option names (``pool_size`` or
-    ``pool-size``). An unknown key is an error listing the valid ones, so a typo never
+    ``pool-size``). An unknown key is an error naming the closest valid one, so a typo never
     silently falls back to a default."""
     allowed = sorted(allowed)
     values: dict[str, Any] = {}
     for key, raw in table.items():
         name = str(key).replace("-", "_")
         if name not in allowed:
-            kind = "not a per-notebook setting" if name in OPTIONS_BY_NAME else "unknown setting"
-            raise ValueError(f"{where}: {kind} {key!r} (valid: {', '.join(allowed)})")
+            if name in OPTIONS_BY_NAME:
+                raise ValueError(f"{where}: not a per-notebook setting {key!r} (valid: {', '.join(allowed)})")
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = "see 'nb2svc serve --help' for the settings"
+            if close:  # spelled the way the file spells its keys
+                hint = f"did you mean {(close[0].replace('_', '-') if '-' in str(key) else close[0])!r}?"
+            raise ValueError(f"{where}: unknown setting {key!r}; {hint}")
         try:
             values[name] = parse_value(OPTIONS_BY_NAME[name], raw)
         except ValueError as exc:

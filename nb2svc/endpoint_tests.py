@@ -179,7 +179,10 @@ def _example(declared: Mapping[str, Any], endpoint: Endpoint) -> Example:
 def run_examples(
     base_url: str, examples: list[Example], *, token: str = "", timeout: float = 60
 ) -> list[Outcome]:
-    """Send each example in order to the service at ``base_url`` and check its answer."""
+    """Send each example in order to the service at ``base_url`` and check its answer.
+
+    Raises :class:`ServiceFailed` (one line) when the service cannot be connected to at all:
+    the first refused or unresolvable connection ends the run instead of a failure per example."""
     base = urllib.parse.urlsplit(base_url)
     connection_class = http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
     outcomes = []
@@ -188,6 +191,12 @@ def run_examples(
         if token and not any(k.lower() == "authorization" for k in headers):
             headers["Authorization"] = f"token {token}"
         connection = connection_class(base.netloc, timeout=timeout)
+        try:
+            connection.connect()
+        except OSError as exc:  # nothing listens there: every later example would fail the same way
+            connection.close()
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise ServiceFailed(f"cannot reach {base_url}: {reason}") from None
         try:
             connection.request(example.method, base.path.rstrip("/") + example.path, example.body, headers)
             response = connection.getresponse()

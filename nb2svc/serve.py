@@ -26,8 +26,10 @@ from nb2svc._version import __version__
 from nb2svc.config import (
     OPTIONS_BY_NAME,
     Settings,
+    env_value,
     load_config_file,
     load_mount_tables,
+    parse_value,
     settings_for_mounts,
     settings_from_env,
     shutdown_timing,
@@ -50,10 +52,12 @@ def serve(
     mount_specs: tuple[str, ...],
     kernel_mode: bool,
     config_file: Path | None,
+    get_path: str | None = None,
     **flags: Any,
 ) -> None:
     """Resolve the plan of ``nb2svc serve`` (see the command's help) and run it; ``flags``
-    are the settings options (``None``: not given)."""
+    are the settings options (``None``: not given). With ``get_path``, serve for one
+    ``GET`` and exit with its outcome (:mod:`nb2svc.get_once`)."""
     if not targets and not mount_specs:
         from_env, kernel_mode = _from_environment(None, kernel_mode)
         targets = (from_env,) if from_env is not None else ()
@@ -66,6 +70,9 @@ def serve(
     if misplaced:
         other = "API mode (a TARGET)" if kernel_mode else "kernel mode (--kernels)"
         raise click.UsageError(f"{', '.join(misplaced)}: only used in {other}")
+    if get_path is not None:
+        command = (targets, mount_specs, comment_prefix, kernel_mode, config_file)
+        raise SystemExit(_serve_once(get_path, command, mode, flags))
     given = frozenset(name for name, value in flags.items() if value is not None)
     try:
         file_values = load_config_file(config_file) if config_file else {}
@@ -96,6 +103,40 @@ def serve(
     else:
         plan = _target_plan(target, comment_prefix, settings, config_file, mount_tables, given)
     _run_server(plan)
+
+
+def _serve_once(
+    get_path: str,
+    command: tuple[tuple[Path, ...], tuple[str, ...], str | None, bool, Path | None],
+    mode: str,
+    flags: dict[str, Any],
+) -> int:
+    """``--get PATH``: check what can be checked here (the path, the settings, the notebooks
+    compile: exit 2), then serve on a free loopback port for the one request with the same
+    arguments, the given flags passed as their ``NB2SVC_*`` variables."""
+    from nb2svc.get_once import check_get_path, get_once
+
+    targets, mount_specs, comment_prefix, kernel_mode, config_file = command
+    path = check_get_path(get_path)
+    try:
+        file_values = load_config_file(config_file) if config_file else {}
+        token = read_token(settings_from_env(file_values=file_values, mode=mode, **flags))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not kernel_mode:
+        if not targets and not mount_specs:
+            raise click.UsageError("Missing argument 'TARGET' (a notebook or bundle), or --kernels")
+        cell_parser = settings_from_env(file_values=file_values, mode=mode, **flags).cell_parser
+        target_files.target_mounts(targets, mount_specs, comment_prefix, cell_parser)
+    args = [str(t) for t in targets] + [a for m in mount_specs for a in ("--mount", m)]
+    args += (["--comment-prefix", comment_prefix] if comment_prefix else []) + (["--kernels"] * kernel_mode)
+    args += ["--config", str(config_file)] if config_file else []
+    env = {
+        OPTIONS_BY_NAME[name].env: env_value(OPTIONS_BY_NAME[name], parse_value(OPTIONS_BY_NAME[name], value))
+        for name, value in flags.items()
+        if value is not None
+    }
+    return get_once(args, env, path, token)
 
 
 def _target_plan(
@@ -285,7 +326,7 @@ def api_banner(plan: ServePlan) -> str:
             f"nb2svc {__version__}: serving {spec.name} ({len(spec.endpoints)} endpoints, "
             f"{settings.workers} worker(s) x {settings.pool_size} {spec.kernel.name} kernels)\n"
             f"  endpoints: {url}/\n  docs:      {url}/_api/docs\n  openapi:   {url}/openapi.json\n"
-            f"  health:    {url}/_api/health/ready"
+            f"  health:    {url}/_api/health/ready" + _state_note(plan)
         )
     lines = [f"nb2svc {__version__}: serving {len(plan.mounts)} notebooks ({settings.workers} worker(s))"]
     for m in plan.mounts:
@@ -295,7 +336,21 @@ def api_banner(plan: ServePlan) -> str:
             f"{m.settings.pool_size} {m.kernel_name} kernels)"
         )
     lines += [f"  docs:   {url}/_api/docs", f"  health: {url}/_api/health/ready"]
-    return "\n".join(lines)
+    return "\n".join(lines) + _state_note(plan)
+
+
+def _state_note(plan: ServePlan) -> str:
+    """One banner line when a notebook is served by more than one kernel: a request lands on
+    any of them, so what a cell keeps in a variable is seen only by later requests that land
+    on the same kernel (the todo example once answered 404 and 200 in turn)."""
+    kernels = max(plan.settings.workers * m.settings.pool_size for m in plan.mounts)
+    if kernels < 2:
+        return ""
+    return (
+        f"\n  note:      up to {kernels} kernels serve each notebook; state kept in kernel memory "
+        "(a variable) is per kernel, so keep shared state in a file or database (README: Writing a "
+        "service notebook)"
+    )
 
 
 def _run_server(plan: ServePlan) -> None:

@@ -31,6 +31,28 @@ class CompileFailed(click.ClickException):
         click.echo(self.format_message(), err=True)
 
 
+class Target(click.Path):
+    """A TARGET argument: an existing path, or a notebook named by a ``file://`` URI or an
+    ``http(s)://`` URL (fetched once, as ``KG_SEED_URI`` is: see :mod:`nb2svc.seed_uri`).
+    A missing file is a usage error (exit 2); a URL that cannot be fetched exits 1."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+        if "://" not in text:
+            return super().convert(value, param, ctx)
+        from nb2svc.seed_uri import SeedError, SeedMissing, resolve
+
+        try:
+            return resolve(text)
+        except SeedMissing as exc:
+            self.fail(str(exc), param, ctx)
+        except SeedError as exc:
+            raise click.ClickException(f"cannot load the notebook: {exc}") from None
+
+
 def skip_slow_format_checkers() -> None:
     """Keep jsonschema from compiling an IRI grammar we never use (about 0.7 s per start).
 

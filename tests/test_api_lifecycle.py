@@ -215,15 +215,22 @@ def test_bundle_serves_like_the_notebook(start_server: StartServer, tmp_path: Pa
     assert r.json() == {"greeting": "hello, bob"}
 
 
-def test_todo_example_keeps_state(start_server: StartServer) -> None:
-    server = start_server(str(EXAMPLES / "todo.ipynb"), "--pool-size", "1")
+def test_todo_example_keeps_state_every_kernel_of_the_pool_sees(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """With the default pool of two kernels (issue 22: its todos were once per kernel)."""
+    server = start_server(str(EXAMPLES / "todo.ipynb"), env={"KERNEL_TODO_DB": str(tmp_path / "todo.db")})
+    assert server.get("/_api/health/ready").json()["size"] == 2
+    assert server.log().count("state kept in kernel memory (a variable) is per kernel") == 1  # the banner
     assert len(server.get("/todos").json()) == 2
     created = server.request("POST", "/todos", json={"title": "test it"})
     assert created.status_code == 201
     todo_id = created.json()["id"]
     assert created.headers["Location"] == f"/todos/{todo_id}"
+    # the pool hands requests to both kernels in turn: kept per kernel, this was 404 200 404 ...
+    assert [server.get(f"/todos/{todo_id}").status_code for _ in range(6)] == [200] * 6
     assert server.get(f"/todos/{todo_id}").json()["title"] == "test it"
-    assert server.get("/todos/stats").json() == {"total": 3, "done": 1}
+    assert server.get("/stats").json() == {"total": 3, "done": 1}
     assert server.request("PUT", f"/todos/{todo_id}", json={"done": True}).json()["done"] is True
     assert server.request("DELETE", f"/todos/{todo_id}").status_code == 204
     assert server.get(f"/todos/{todo_id}").status_code == 404

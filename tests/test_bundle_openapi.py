@@ -102,7 +102,7 @@ def test_schemathesis_finds_no_server_error_in_the_todo_bundle(start_server: Any
     assert {operation for operation, _, _ in seen} == {
         "GET /todos",
         "POST /todos",
-        "GET /todos/stats",
+        "GET /stats",
         "GET /todos/{id}",
         "PUT /todos/{id}",
         "DELETE /todos/{id}",

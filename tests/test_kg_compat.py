@@ -195,3 +195,95 @@ def test_ip_is_an_alias_of_host() -> None:
 def test_a_missing_notebook_from_the_environment_is_a_usage_error(tmp_path: Path) -> None:
     done = serve_and_fail({"NB2SVC_NOTEBOOK": (tmp_path / "gone.ipynb").as_uri()})
     assert done.returncode == 2 and "no such file" in done.stderr
+
+
+# --- a seed as TARGET, and Kernel Gateway's own flag spellings (issue 22) ---------------------
+
+
+def nb2svc_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_url_or_file_uri_is_a_target(notebook_site: str, tmp_path: Path) -> None:
+    fetched = nb2svc_serve(notebook_site + "/api.ipynb", "--pool-size", "1", "--get", "/hello/kg")
+    assert (fetched.returncode, fetched.stdout) == (0, "hello kg\n"), fetched.stderr
+    uri = Path(write(KG_NOTEBOOK, tmp_path)).as_uri()
+    local = nb2svc_serve(uri, "--pool-size", "1", "--get", "/hello/file")
+    assert (local.returncode, local.stdout) == (0, "hello file\n"), local.stderr
+    missing = nb2svc_serve((tmp_path / "nope.ipynb").as_uri())
+    assert missing.returncode == 2 and "nope.ipynb: no such file" in missing.stderr
+    unfetchable = nb2svc_serve(notebook_site + "/nope.ipynb")
+    assert unfetchable.returncode == 1 and "answered 404" in unfetchable.stderr
+    assert "Traceback" not in missing.stderr + unfetchable.stderr
+
+
+def test_kernel_gateway_command_line_works_unchanged(notebook_site: str) -> None:
+    result = nb2svc_serve(
+        "--KernelGatewayApp.api=kernel_gateway.notebook_http",
+        f"--KernelGatewayApp.seed_uri={notebook_site}/api.ipynb",
+        "--KernelGatewayApp.prespawn_count",
+        "1",
+        "--get",
+        "/hello/kg",
+    )
+    assert (result.returncode, result.stdout) == (0, "hello kg\n"), result.stderr
+
+
+def test_kernel_gateway_spellings_translate_to_nb2svc_flags() -> None:
+    from nb2svc.kg_flags import translate
+
+    assert translate(
+        ["--api=kernel_gateway.jupyter_websocket", "--seed_uri", "s.ipynb", "--prespawn_count=2"]
+    ) == [
+        "--kernels",
+        "--prespawn",
+        "2",
+        "--seed",
+        "s.ipynb",
+    ]
+    assert translate(
+        [
+            "--KernelGatewayApp.seed_uri=n.ipynb",
+            "--KernelGatewayApp.ip=0.0.0.0",
+            "--KernelGatewayApp.auth_token=t",
+            "--KernelGatewayApp.list_kernels=False",
+            "--NotebookHTTPPersonality.allow_notebook_download=True",
+            "--NotebookHTTPPersonality.comment_prefix=//",
+            "--KernelGatewayApp.log_level=DEBUG",
+            "--port=9000",
+        ]
+    ) == [
+        "--host",
+        "0.0.0.0",
+        "--token",
+        "t",
+        "--no-list-kernels",
+        "--allow-notebook-download",
+        "--comment-prefix",
+        "//",
+        "--log-level",
+        "debug",
+        "--port=9000",
+        "n.ipynb",
+    ]
+    assert translate(["--Other.x=1", "--ip", "h"]) == ["--Other.x=1", "--ip", "h"]  # click judges these
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--port_retries=3", "--port_retries: not an nb2svc option; a taken port is an error here"),
+        (
+            "--KernelGatewayApp.certfile=c.pem",
+            "--KernelGatewayApp.certfile: not an nb2svc option; terminate TLS",
+        ),
+        ("--KernelGatewayApp.api=nope", "'nope' is not kernel_gateway.notebook_http or"),
+        ("--KernelGatewayApp.unheard_of=1", "not a Kernel Gateway option nb2svc reads"),
+    ],
+)
+def test_kernel_gateway_spellings_nb2svc_lacks_say_what_to_write(arg: str, message: str) -> None:
+    result = nb2svc_serve(arg)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

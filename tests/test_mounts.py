@@ -211,6 +211,7 @@ def test_nb2svc_test_runs_every_notebooks_examples_mounted(tmp_path: Path) -> No
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "KERNEL_TODO_DB": str(tmp_path / "todo.db")},  # not the examples folder's
     )
     assert result.returncode == 0, result.stderr
     rows = __import__("json").loads(result.stdout)

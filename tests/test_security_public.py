@@ -166,6 +166,8 @@ def test_exactly_the_documented_paths_skip_the_token(tmp_path: Path) -> None:
     assert open_paths == {
         "/_api/health/live",
         "/_api/health/ready",
+        "/livez",
+        "/readyz",
         "/_api/docs",
         "/_api/docs/static/swagger-ui.css",
         "/",

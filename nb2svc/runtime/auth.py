@@ -50,7 +50,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -89,9 +89,11 @@ def json_error(status: int, error: str, message: str, **extra: object) -> Respon
     return response
 
 
-def health_paths(base: str) -> Callable[[str], bool]:
-    """The auth exemption of both modes: exactly the two health paths, nothing under or beside them."""
-    exempt = frozenset({base + "/_api/health/live", base + "/_api/health/ready"})
+def health_paths(base: str, aliases: Mapping[str, str] | None = None) -> Callable[[str], bool]:
+    """The auth exemption of both modes: exactly the two health paths and those of ``aliases``
+    (``{alias: original}``, full paths) that stand for one, nothing under or beside them."""
+    exempt = {base + "/_api/health/live", base + "/_api/health/ready"}
+    exempt = frozenset(exempt | {alias for alias, original in (aliases or {}).items() if original in exempt})
     return exempt.__contains__
 
 

@@ -18,6 +18,10 @@
    the metrics and the health checks, and needs no token (Prometheus' pod annotations
    carry no credential); everything else there is a 404. gunicorn listens on both ports,
    so the same worker answers either,
+7. the conventional names of those three (:data:`ALIASES`: Kubernetes' ``/livez`` and
+   ``/readyz``, Prometheus' ``/metrics``), each with its original's token rule, except
+   where the mode's own routes claim the path (a notebook's ``GET /metrics`` stays the
+   notebook's, and then needs the token like any endpoint),
 
 all under ``--base-url``. A mode adds only its own routes and domain errors: API mode one
 blueprint per mounted notebook (:mod:`nb2svc.runtime.http_api`), kernel mode the Jupyter
@@ -55,6 +59,10 @@ Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 AppT = TypeVar("AppT", bound=Flask)
 
 
+#: Conventional paths (under ``--base-url``) and the ``/_api/...`` path each one also answers.
+ALIASES = (("/livez", "/_api/health/live"), ("/readyz", "/_api/health/ready"), ("/metrics", "/_api/metrics"))
+
+
 def base_path(settings: Settings) -> str:
     """``--base-url`` as a route prefix: ``""`` for ``/``, else without the trailing slash."""
     return settings.base_url.rstrip("/")
@@ -67,13 +75,16 @@ def create_webapp(
     readiness: Readiness,
     metrics: Callable[[], Iterable[Family | Histogram]] | None = None,
     public: Callable[[str], bool] | None = None,
+    claimed: Callable[[str], bool] | None = None,
     check_origin: bool = False,
     app_class: type[AppT] = Flask,  # type: ignore[assignment]
 ) -> AppT:
     """A Flask app (of ``app_class``) with the skeleton of the module doc installed.
 
     ``public(path)`` widens the token exemption beyond the two health paths (API mode's
-    docs page); ``app.config["NB2SVC_BASE"]`` holds the route prefix for the mode's routes.
+    docs page); ``claimed(path)`` says whether the mode's own routes answer ``path`` (relative
+    to ``--base-url``), which keeps :data:`ALIASES` off it; ``app.config["NB2SVC_BASE"]``
+    holds the route prefix for the mode's routes.
     """
     # root_path given: Flask would otherwise look ``name`` up as a module, and a folder of that
     # name in the working directory (``nb2svc``, a notebook's stem) would be found instead
@@ -83,26 +94,34 @@ def create_webapp(
     base = base_path(settings)
     app.config["NB2SVC_BASE"] = base
     token = configured_token(settings)
+    aliases = {
+        base + alias: base + original
+        for alias, original in ALIASES
+        if not (claimed and claimed(alias)) and (metrics is not None or alias != "/metrics")
+    }
     install_host_check(app, settings, token)
-    scrape_only = _install_scrape_port(app, settings, base)
+    scrape_only = _install_scrape_port(app, settings, base, aliases)
     install_cors(app, settings)
     if check_origin:
         install_origin_check(app, settings)
-    health = health_paths(base)
+    health = health_paths(base, aliases)
     open_path = (lambda path: health(path) or public(path)) if public else health
     install_auth(app, settings, is_exempt=lambda path: scrape_only() or open_path(path), token=token)
     install_json_errors(app)
-    _install_health(app, base, readiness, metrics)
+    _install_health(app, base, readiness, metrics, aliases)
     tracing = app.extensions["nb2svc.tracing"] = Tracing(name)  # flushed by the worker's exit hooks
     app.wsgi_app = tracing.wrap(app.wsgi_app)  # type: ignore[method-assign]  # itself when off
     return app
 
 
-def _install_scrape_port(app: Flask, settings: Settings, base: str) -> Callable[[], bool]:
-    """Confine requests on ``--metrics-port`` to the metrics and health paths; returns the
-    test "did this request arrive on the metrics port" (such a request needs no token)."""
+def _install_scrape_port(
+    app: Flask, settings: Settings, base: str, aliases: dict[str, str]
+) -> Callable[[], bool]:
+    """Confine requests on ``--metrics-port`` to the metrics and health paths (and their
+    installed ``aliases``); returns the test "did this request arrive on the metrics port"
+    (such a request needs no token)."""
     port = str(settings.metrics_port) if settings.metrics_port else None
-    allowed = {base + "/_api/metrics", base + "/_api/health/live", base + "/_api/health/ready"}
+    allowed = {base + "/_api/metrics", base + "/_api/health/live", base + "/_api/health/ready", *aliases}
 
     def scrape_only() -> bool:
         return port is not None and request.environ.get("SERVER_PORT") == port
@@ -134,22 +153,29 @@ def install_json_errors(app: Flask) -> None:
 
 
 def _install_health(
-    app: Flask, base: str, readiness: Readiness, metrics: Callable[[], Iterable[Family | Histogram]] | None
+    app: Flask,
+    base: str,
+    readiness: Readiness,
+    metrics: Callable[[], Iterable[Family | Histogram]] | None,
+    aliases: dict[str, str],
 ) -> None:
-    @app.get(base + "/_api/health/live")
-    def _live() -> Any:
+    def live() -> Any:
         return {"status": "ok"}
 
-    @app.get(base + "/_api/health/ready")
-    def _ready() -> Any:
-        ready, body = readiness()
-        return body, (200 if ready else 503)
+    def ready() -> Any:
+        is_ready, body = readiness()
+        return body, (200 if is_ready else 503)
 
+    views: dict[str, Callable[[], Any]] = {
+        base + "/_api/health/live": live,
+        base + "/_api/health/ready": ready,
+    }
     if metrics is not None:
+        views[base + "/_api/metrics"] = lambda: Response(exposition(metrics()), content_type=CONTENT_TYPE)
+    for path, view in views.items():
+        app.add_url_rule(path, "nb2svc" + path.replace("/", "_"), view, methods=["GET"])
+    for alias, original in aliases.items():
+        app.add_url_rule(alias, "nb2svc" + alias.replace("/", "_"), views[original], methods=["GET"])
 
-        @app.get(base + "/_api/metrics")
-        def _metrics() -> Response:
-            return Response(exposition(metrics()), content_type=CONTENT_TYPE)
 
-
-__all__ = ["Readiness", "base_path", "create_webapp", "install_json_errors"]
+__all__ = ["ALIASES", "Readiness", "base_path", "create_webapp", "install_json_errors"]

@@ -79,8 +79,10 @@ log = logging.getLogger("nb2svc")
 HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: A client's ``X-Request-Id`` kept as it is: a short token, never free text in the log.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-#: Paths logged at DEBUG, not INFO: probes every few seconds would drown the log.
+#: Paths logged at DEBUG, not INFO: probes every few seconds would drown the log (the
+#: health checks, and their conventional aliases at the end of a path).
 PROBE_PATH = "/_api/health/"
+PROBE_ALIASES = ("/livez", "/readyz")
 MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
 
@@ -304,7 +306,8 @@ class DrainingHandler(WebSocketHandler):
         if observer is not None:
             observer(status, took / 1000)
         path = self.path or "-"
-        level = logging.DEBUG if PROBE_PATH in path else logging.INFO
+        probe = PROBE_PATH in path or path.partition("?")[0].endswith(PROBE_ALIASES)
+        level = logging.DEBUG if probe else logging.INFO
         if self.code == 101 or not log.isEnabledFor(level):
             return
         fields = {

@@ -24,6 +24,7 @@ from nb2svc.runtime.http_api.health import api_metrics, readiness
 from nb2svc.runtime.http_api.jobs import JobLimits, JobStore
 from nb2svc.runtime.http_api.kg_compat import keep_encoded_slashes
 from nb2svc.runtime.http_api.routes import (
+    claimed_paths,
     install_docs_routes,
     install_job_routes,
     install_kg_extras,
@@ -93,6 +94,7 @@ def create_api_app(
         readiness=lambda: readiness(services),
         metrics=lambda: api_metrics(services),
         public=public_paths(base, specs, static=bool(settings.static_path)),
+        claimed=claimed_paths(specs),
     )
     app.wsgi_app = keep_encoded_slashes(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["nb2svc"] = services[0]

@@ -32,6 +32,23 @@ def claims_root(mounts: Sequence[Mount]) -> bool:
     return any(mount.full_path(ep) == "/" for mount in mounts for ep in mount.spec.endpoints)
 
 
+def claimed_paths(mounts: Sequence[Mount]) -> Callable[[str], bool]:
+    """Whether some endpoint of ``mounts`` (any method) answers a path: a ``:param`` segment
+    matches any one segment. Keeps the skeleton's conventional aliases (``/metrics``) off a
+    notebook's own routes."""
+    patterns = [mount.full_path(ep).strip("/").split("/") for mount in mounts for ep in mount.spec.endpoints]
+
+    def claimed(path: str) -> bool:
+        parts = path.strip("/").split("/")
+        return any(
+            len(pattern) == len(parts)
+            and all(p == s or (p.startswith(":") and s) for p, s in zip(pattern, parts, strict=True))
+            for pattern in patterns
+        )
+
+    return claimed
+
+
 #: The Flask endpoint name of the ``--static-path`` route: the only thing under
 #: ``/public/`` that skips the token.
 PUBLIC_FILES = "nb2svc_public_files"

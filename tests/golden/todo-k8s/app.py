@@ -20,21 +20,21 @@ service = app.extensions["nb2svc"]
 BASE = app.config["NB2SVC_BASE"]
 
 
-@app.route(BASE + "/todos", methods=["GET"], endpoint="get_todos_0")
-def get_todos_0():
-    """GET /todos: cells 5; ResponseInfo cells 6."""
+@app.route(BASE + "/stats", methods=["GET"], endpoint="get_stats_0")
+def get_stats_0():
+    """GET /stats: cells 11."""
     return service.handle(0, {})
 
 
-@app.route(BASE + "/todos", methods=["POST"], endpoint="post_todos_1")
-def post_todos_1():
-    """POST /todos: cells 8; ResponseInfo cells 9."""
+@app.route(BASE + "/todos", methods=["GET"], endpoint="get_todos_1")
+def get_todos_1():
+    """GET /todos: cells 5; ResponseInfo cells 6."""
     return service.handle(1, {})
 
 
-@app.route(BASE + "/todos/stats", methods=["GET"], endpoint="get_todos_stats_2")
-def get_todos_stats_2():
-    """GET /todos/stats: cells 11."""
+@app.route(BASE + "/todos", methods=["POST"], endpoint="post_todos_2")
+def post_todos_2():
+    """POST /todos: cells 8; ResponseInfo cells 9."""
     return service.handle(2, {})
 
 
