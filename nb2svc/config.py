@@ -278,10 +278,9 @@ OPTIONS: tuple[Option, ...] = (
         "store",
         str,
         "",
-        "Where jobs (and other shared state) live: empty for the embedded store (SQLite, shared by "
-        "this server's workers), or redis://[:password@]host:port/db / rediss://... for several "
-        "replicas. Printed with the password redacted.",
-        modes=("api",),
+        "Where jobs, and kernel mode's kernels and sessions, live: empty for the embedded store "
+        "(SQLite, shared by this server's workers), or redis://[:password@]host:port/db / "
+        "rediss://... for several replicas. Printed with the password redacted.",
         normalize=normalize_store_url,
         shown_default="embedded",
         deploy=True,  # `build --k8s --store URL` reads it from a Secret; never baked (see bundle.py)
@@ -292,7 +291,25 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "Read the store's password from this file (first line); keeps it out of the URL, the "
         "command line and the environment.",
-        modes=("api",),
+    ),
+    Option(
+        "advertise_url",
+        str,
+        "",
+        "Kernel mode with a shared --store: the URL other replicas reach this one at (its pod "
+        "address on Kubernetes) to forward requests for the kernels it owns (default: the bound "
+        "address).",
+        modes=("kernels",),
+        shown_default="the bound address",
+    ),
+    Option(
+        "replica_lease",
+        float,
+        10.0,
+        "Kernel mode with a shared --store: seconds after which a replica that stopped renewing "
+        "its lease is gone; another adopts its kernels that can be reloaded.",
+        modes=("kernels",),
+        above=0,
     ),
     Option(
         "max_jobs_per_client",
@@ -703,6 +720,8 @@ class Settings:
     max_queue: int = _default("max_queue")
     store: str = _default("store")
     store_password_file: str = _default("store_password_file")
+    advertise_url: str = _default("advertise_url")
+    replica_lease: float = _default("replica_lease")
     max_jobs_per_client: int = _default("max_jobs_per_client")
     job_result_max_bytes: int = _default("job_result_max_bytes")
     job_ttl: float = _default("job_ttl")

@@ -36,7 +36,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -78,11 +78,34 @@ class KernelLimitReached(RuntimeError):
     """``--max-kernels`` kernels are already running (403)."""
 
 
+class Bookkeeper(Protocol):
+    """Where the registry reports its kernels beyond this worker (:mod:`.replicas`: the
+    shared store, so every replica lists them and ``--max-kernels`` holds across them)."""
+
+    def reserve(self, kernel_id: str) -> bool:
+        """Hold a place for a kernel about to start; ``False`` over ``--max-kernels``."""
+
+    def release(self, kernel_id: str) -> None: ...
+
+    def listed(self, managed: ManagedKernel) -> None: ...
+
+    def unlisted(self, kernel_id: str) -> None: ...
+
+
 class KernelRegistry:
     """Every kernel of the (single) kernel-mode worker, by id."""
 
-    def __init__(self, settings: Settings, seed: Seed | None, names: KernelNames, host: KernelHost) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        seed: Seed | None,
+        names: KernelNames,
+        host: KernelHost,
+        book: Bookkeeper | None = None,
+    ) -> None:
         self.settings = settings
+        #: Set when kernels are shared with other replicas (``--store``); else all is local.
+        self.book = book
         self.seed = seed
         self.specs = KernelSpecManager()
         self.kernels: dict[str, ManagedKernel] = {}
@@ -179,6 +202,9 @@ class KernelRegistry:
             self._culler.kill(block=False)
         kernels = list(self.kernels.values())
         self.kernels.clear()
+        if self.book is not None:
+            for managed in kernels:
+                self.book.unlisted(managed.id)
         warm = self.warm.stats().live
         jobs = [gevent.spawn(k.shutdown) for k in kernels] + [gevent.spawn(self.warm.shutdown)]
         gevent.joinall(jobs, timeout=15)
@@ -219,12 +245,18 @@ class KernelRegistry:
         :class:`KernelStartError`.
         """
         limit = self.settings.max_kernels
-        if limit and len(self.kernels) + self._starting >= limit:
+        kernel_id = str(uuid.uuid4())
+        if self.book is None and limit and len(self.kernels) + self._starting >= limit:
             raise KernelLimitReached(
                 f"this server runs at most {limit} kernels (--max-kernels) and {len(self.kernels)} are "
                 "running; shut one down first"
             )
         name = self.kernel_name_for(name)
+        if self.book is not None and not self.book.reserve(kernel_id):
+            raise KernelLimitReached(
+                f"these replicas run at most {limit} kernels together (--max-kernels) and all are "
+                "running; shut one down first"
+            )
         extra = self.allowed_env(env)
         recipe = self.recipe(name, extra)
         self._starting += 1
@@ -232,17 +264,24 @@ class KernelRegistry:
             kernel = self.warm.take() if name == self.warm_name and not extra else None
             if kernel is None:
                 kernel = self._timed_start(recipe)
-        except SetupFailed as exc:
-            self.failure = f"the seed notebook fails: {exc}"
+        except BaseException as exc:
+            if self.book is not None:
+                self.book.release(kernel_id)
+            if isinstance(exc, SetupFailed):
+                self.failure = f"the seed notebook fails: {exc}"
             raise
         finally:
             self._starting -= 1
         if self._closed:
             kernel.shutdown(now=True)
+            if self.book is not None:
+                self.book.release(kernel_id)
             raise KernelStartError("the server is shutting down")
-        managed = ManagedKernel(str(uuid.uuid4()), kernel, recipe.unseeded())
+        managed = ManagedKernel(kernel_id, kernel, recipe.unseeded())
         managed.on_requested_shutdown = self._unlist
         self.kernels[managed.id] = managed
+        if self.book is not None:
+            self.book.listed(managed)
         log.info("kernel %s started (%s)", managed.id, kernel.label)
         return managed
 
@@ -293,6 +332,8 @@ class KernelRegistry:
         managed = self.kernels.pop(kernel_id, None)
         if managed is None:
             raise KernelNotFound(kernel_id)
+        if self.book is not None:
+            self.book.unlisted(kernel_id)
         managed.shutdown(now=now)
         log.info("kernel %s shut down", kernel_id)
 

@@ -1,0 +1,171 @@
+"""The kernel registry's bookkeeping in the shared store, for several kernel-mode replicas.
+
+:class:`ReplicaBook` is the :class:`~.manager.Bookkeeper` a registry reports to when
+``--store`` is set: it publishes each kernel this replica owns (:mod:`.cluster` says what a
+record holds), keeps the replica's lease and the kernels' ``--max-kernels`` slots renewed
+and the published models (activity, state, connections) fresh, every third of
+``--replica-lease``, and removes the kernels of replicas that are gone. It answers the
+listing and the kernel models the REST routes give, the same on every replica.
+
+Culling stays with each kernel's owner (its registry only culls the kernels it holds), so
+each kernel is culled once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from nb2svc.runtime.kernels_api.cluster import Cluster, jsonable
+from nb2svc.runtime.kernels_api.manager import KernelNotFound
+from nb2svc.runtime.store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from nb2svc.runtime.kernels_api.managed import ManagedKernel
+    from nb2svc.runtime.kernels_api.manager import KernelRegistry
+
+log = logging.getLogger("nb2svc")
+
+
+def _static_record(managed: ManagedKernel) -> dict[str, Any]:
+    """What does not change while the kernel runs: its spec, connection and provisioner info."""
+    process = managed.kernel.process
+    record: dict[str, Any] = {"id": managed.id, "name": managed.name, "provisioner": process.provisioner_name}
+    km = process.km
+    if km is None:
+        return record
+    record["connection_info"] = jsonable(process.connection_info())
+    try:
+        info = managed.kernel.host.lifecycle.run(km.provisioner.get_provisioner_info(), timeout=10)
+        record["provisioner_info"] = jsonable(info)
+    except Exception as exc:  # the record is still useful for listing and forwarding
+        log.warning("kernel %s: no provisioner info (%s)", managed.id, exc)
+    return record
+
+
+class ReplicaBook:
+    """A registry's kernels in the shared store (see the module docstring)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.registry: KernelRegistry | None = None
+        self._records: dict[str, dict[str, Any]] = {}
+        self._loop: gevent.Greenlet | None = None
+
+    def start(self, registry: KernelRegistry) -> None:
+        """Join the cluster (the lease is taken now, then renewed in the background)."""
+        self.registry = registry
+        self.cluster.heartbeat()
+        self._loop = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.kill(block=False)
+        try:
+            self.cluster.leave()
+        except StoreUnavailable as exc:
+            log.warning("could not leave the kernel registry: %s", exc)
+
+    # --- the Bookkeeper protocol ---------------------------------------------------------
+
+    def reserve(self, kernel_id: str) -> bool:
+        return self.cluster.take_slot(kernel_id)
+
+    def release(self, kernel_id: str) -> None:
+        try:
+            self.cluster.release_slot(kernel_id)
+        except StoreUnavailable as exc:  # the slot expires with the lease it is no longer renewed by
+            log.warning("kernel %s: could not release its slot: %s", kernel_id, exc)
+
+    def listed(self, managed: ManagedKernel) -> None:
+        self._records[managed.id] = _static_record(managed)
+        self._publish(managed)
+
+    def unlisted(self, kernel_id: str) -> None:
+        self._records.pop(kernel_id, None)
+        try:
+            self.cluster.withdraw(kernel_id)
+            self.cluster.drop_sessions([kernel_id])
+        except StoreUnavailable as exc:
+            log.warning("kernel %s: could not remove it from the kernel registry: %s", kernel_id, exc)
+
+    # --- what every replica answers -------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every replica's kernels: live models for this one's, published ones for the others'."""
+        local = self.registry.kernels if self.registry is not None else {}
+        records = self.cluster.kernels()
+        owners = {record.get("owner", "") for record in records}
+        alive = {owner for owner in owners if self.cluster.alive(owner)}
+        return [
+            local[record["id"]].model() if record["id"] in local else record["model"]
+            for record in records
+            if record["id"] in local or (record.get("owner") in alive and "model" in record)
+        ]
+
+    def model(self, kernel_id: str) -> dict[str, Any]:
+        """One kernel's model; :class:`KernelNotFound` if no replica has it."""
+        local = self.registry.kernels if self.registry is not None else {}
+        if kernel_id in local:
+            return local[kernel_id].model()
+        record = self.cluster.kernel(kernel_id)
+        if record is None or "model" not in record or not self.cluster.alive(record.get("owner", "")):
+            raise KernelNotFound(kernel_id)
+        return record["model"]
+
+    def exists(self, kernel_id: str) -> bool:
+        """Whether a live replica (this one included) has the kernel."""
+        local = self.registry.kernels if self.registry is not None else {}
+        if kernel_id in local:
+            return True
+        record = self.cluster.kernel(kernel_id)
+        return record is not None and self.cluster.alive(record.get("owner", ""))
+
+    def owner_url(self, kernel_id: str) -> str | None:
+        """Where the replica owning ``kernel_id`` answers, when it is another live replica.
+
+        Only an address from the registry is ever returned: requests are forwarded nowhere else.
+        """
+        record = self.cluster.kernel(kernel_id)
+        if record is None or record.get("owner") == self.cluster.replica:
+            return None
+        if not self.cluster.alive(record.get("owner", "")):
+            return None
+        return record.get("url") or None
+
+    # --- in the background ------------------------------------------------------------------
+
+    def _publish(self, managed: ManagedKernel) -> None:
+        static = self._records.get(managed.id)
+        if static is None:
+            return
+        try:
+            self.cluster.publish({**static, "model": managed.model()})
+        except StoreUnavailable as exc:  # published again on the next beat
+            log.warning("kernel %s: could not publish it: %s", managed.id, exc)
+
+    def beat(self) -> None:
+        """Renew the lease and slots, refresh this replica's kernels, remove the dead replicas'."""
+        self.cluster.heartbeat()
+        local = self.registry.kernels if self.registry is not None else {}
+        for kernel_id in list(self._records):
+            managed = local.get(kernel_id)
+            if managed is not None:
+                self._publish(managed)
+        self.cluster.sweep(lambda record: False)
+
+    def _run(self) -> None:
+        interval = self.cluster.lease / 3
+        while True:
+            gevent.sleep(interval)
+            try:
+                self.beat()
+            except StoreUnavailable as exc:
+                log.warning("cannot reach the kernel registry: %s", exc)
+            except Exception:
+                log.exception("the kernel registry's bookkeeping failed")
+
+
+__all__ = ["ReplicaBook"]
