@@ -3,8 +3,10 @@ sharing it, and haproxy in front (round robin, no affinity)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,21 +17,40 @@ import requests
 
 from tests.kernels_support import AUTH, TOKEN, KernelClient, start_kernel
 from tests.scaleout import Haproxy, RedisServer
-from tests.support import Server, wait_for
+from tests.support import REPO, Server, alive, wait_for
 
 pytestmark = pytest.mark.slow
 
 #: Short, so that a killed replica is noticed quickly; long enough for a loaded machine.
 LEASE = "2"
 MAX_KERNELS = 3
+PROVISIONERS = REPO / "tests" / "provisioners"
 
 
-def replica(directory: Path, store: str, *args: str) -> Server:
+def replica(directory: Path, store: str, *args: str, env: dict[str, str] | None = None) -> Server:
     server = Server(
-        ["--kernels", "--token", TOKEN, "--store", store, "--replica-lease", LEASE, *args], log_dir=directory
+        ["--kernels", "--token", TOKEN, "--store", store, "--replica-lease", LEASE, *args],
+        log_dir=directory,
+        env=env,
     )
     server.wait_ready(60)
     return server
+
+
+def detached_spec(root: Path) -> dict[str, str]:
+    """Kernel spec ``detached_python`` on the detached test provisioner; the environment that finds it."""
+    spec_dir = root / "share" / "kernels" / "detached_python"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (detached)",
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {"kernel_provisioner": {"provisioner_name": "detached-provisioner"}},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
+    return {"JUPYTER_PATH": str(root / "share"), "PYTHONPATH": pythonpath}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +59,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisSer
     redis_server = RedisServer(directory)
     servers: list[Server] = []
     balancer = None
+    env = detached_spec(directory)
     try:
-        servers = [replica(directory, redis_server.url, "--max-kernels", str(MAX_KERNELS)) for _ in range(2)]
+        servers = [
+            replica(directory, redis_server.url, "--max-kernels", str(MAX_KERNELS), env=env) for _ in range(2)
+        ]
         balancer = Haproxy(directory, [s.port for s in servers])
         yield redis_server, servers, balancer
     finally:
@@ -180,3 +204,27 @@ def test_a_local_kernel_of_a_killed_replica_answers_404(cluster: tuple, tmp_path
             store.close()
     finally:
         doomed.kill()
+
+
+def test_a_detached_kernel_is_adopted_when_its_owner_is_killed(cluster: tuple, tmp_path: Path) -> None:
+    redis_server, (a, b), balancer = cluster
+    doomed = replica(tmp_path, redis_server.url, env=detached_spec(tmp_path))
+    pid = 0
+    try:
+        kernel_id = start_kernel(doomed, name="detached_python")["id"]
+        with KernelClient(doomed, kernel_id) as client:
+            pid = int(client.execute("import os; state = 'kept'; print(os.getpid())").stdout)
+        os.killpg(doomed.proc.pid, signal.SIGKILL)  # the kernel runs on, in a session of its own
+        doomed.proc.wait(10)
+        assert alive(pid)
+        wait_for(lambda: owns(a, kernel_id) or owns(b, kernel_id), 30, "a replica to adopt the kernel")
+        assert kernel_id in kernel_ids(a) and kernel_id in kernel_ids(b)
+        for _ in range(2):  # through the balancer: the owner and the other replica
+            with KernelClient(balancer, kernel_id) as client:
+                assert client.execute("print(state, os.getpid())").stdout.split() == ["kept", str(pid)]
+        assert delete(balancer, kernel_id) == 204
+        wait_for(lambda: not alive(pid), 30, "the adopted kernel to stop")
+    finally:
+        doomed.kill()
+        if pid and alive(pid):
+            os.killpg(pid, signal.SIGKILL)

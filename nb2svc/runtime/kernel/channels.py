@@ -98,6 +98,19 @@ class Kernel:
         self.started_at = time.monotonic()
         deadline = self.started_at + timeout
         self.process.start(timeout)
+        self._connect(deadline)
+
+    def attach(
+        self, connection_info: dict[str, Any], provisioner_info: dict[str, Any], timeout: float = 30.0
+    ) -> None:
+        """Connect to a kernel another gateway started (see :meth:`KernelProcess.attach`); its
+        state is untouched. Raises :class:`KernelStartError` if it cannot be reached."""
+        self.started_at = time.monotonic()
+        self.process.attach(connection_info, provisioner_info, timeout)
+        self._connect(self.started_at + timeout)
+
+    def _connect(self, deadline: float) -> None:
+        """Connect the sockets and wait until iopub is subscribed (shut down on failure)."""
         try:
             self.session = self.process.session
             self._open((("shell", zmq.DEALER), ("iopub", zmq.SUB), ("control", zmq.DEALER)))

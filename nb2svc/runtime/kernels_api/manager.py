@@ -285,6 +285,25 @@ class KernelRegistry:
         log.info("kernel %s started (%s)", managed.id, kernel.label)
         return managed
 
+    def adopt(
+        self, kernel_id: str, name: str, connection_info: dict[str, Any], provisioner_info: dict[str, Any]
+    ) -> ManagedKernel:
+        """List a kernel of a replica that is gone (:mod:`.replicas`), reached again through
+        its reloaded provisioner: same id, same state. Raises :class:`KernelStartError`."""
+        recipe = self.recipe(name)
+        kernel = Kernel(name, recipe.env, self.host, transport=recipe.transport)
+        kernel.attach(connection_info, provisioner_info, timeout=self.settings.kernel_start_timeout)
+        if self._closed:
+            kernel.shutdown(now=True)
+            raise KernelStartError("the server is shutting down")
+        managed = ManagedKernel(kernel_id, kernel, recipe.unseeded())
+        managed.on_requested_shutdown = self._unlist
+        self.kernels[kernel_id] = managed
+        if self.book is not None:
+            self.book.listed(managed)
+        log.info("kernel %s adopted (%s)", kernel_id, kernel.label)
+        return managed
+
     def recipe(self, name: str, extra: Mapping[str, str] | None = None) -> KernelRecipe:
         """How to make a kernel of spec ``name``: seeded when the seed notebook is for it."""
         seed = self.seed if self.seed is not None and self.seed.kernel_name == name else None

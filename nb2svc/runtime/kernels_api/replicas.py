@@ -4,7 +4,8 @@
 ``--store`` is set: it publishes each kernel this replica owns (:mod:`.cluster` says what a
 record holds), keeps the replica's lease and the kernels' ``--max-kernels`` slots renewed
 and the published models (activity, state, connections) fresh, every third of
-``--replica-lease``, and removes the kernels of replicas that are gone. It answers the
+``--replica-lease``, and takes over the kernels of replicas that are gone when their
+provisioner can be reloaded (removing the others). It answers the
 listing and the kernel models the REST routes give, the same on every replica.
 
 Culling stays with each kernel's owner (its registry only culls the kernels it holds), so
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from nb2svc.runtime.kernel.process import LOCAL_PROVISIONER
 from nb2svc.runtime.kernels_api.cluster import Cluster, jsonable
 from nb2svc.runtime.kernels_api.manager import KernelNotFound
 from nb2svc.runtime.store import StoreUnavailable
@@ -43,6 +45,16 @@ def _static_record(managed: ManagedKernel) -> dict[str, Any]:
     except Exception as exc:  # the record is still useful for listing and forwarding
         log.warning("kernel %s: no provisioner info (%s)", managed.id, exc)
     return record
+
+
+def _can_adopt(record: dict[str, Any]) -> bool:
+    """Whether a dead replica's kernel may still run: one its provisioner can reload. A local
+    kernel (jupyter_client's ``LocalProvisioner``, forked or spawned) died with its replica."""
+    return (
+        record.get("provisioner") != LOCAL_PROVISIONER
+        and isinstance(record.get("provisioner_info"), dict)
+        and isinstance(record.get("connection_info"), dict)
+    )
 
 
 class ReplicaBook:
@@ -154,7 +166,24 @@ class ReplicaBook:
             managed = local.get(kernel_id)
             if managed is not None:
                 self._publish(managed)
-        self.cluster.sweep(lambda record: False)
+        for record in self.cluster.sweep(_can_adopt):
+            self._adopt(record)
+
+    def _adopt(self, record: dict[str, Any]) -> None:
+        """Carry on a dead replica's kernel here, or remove it if it cannot be reached."""
+        kernel_id = record["id"]
+        if self.registry is None:
+            return
+        try:
+            self.cluster.take_slot(kernel_id)  # best effort: the kernel runs whether or not one is free
+            self.registry.adopt(
+                kernel_id, record["name"], record["connection_info"], record["provisioner_info"]
+            )
+        except Exception as exc:
+            log.warning("kernel %s of a replica that is gone cannot be taken over: %s", kernel_id, exc)
+            self._records.pop(kernel_id, None)
+            self.cluster.withdraw(kernel_id)
+            self.cluster.drop_sessions([kernel_id])
 
     def _run(self) -> None:
         interval = self.cluster.lease / 3
