@@ -64,6 +64,8 @@ class ReplicaBook:
         self.cluster = cluster
         self.registry: KernelRegistry | None = None
         self._records: dict[str, dict[str, Any]] = {}
+        #: The process each record describes: a restart swaps it, and the record is redone.
+        self._processes: dict[str, Any] = {}
         self._loop: gevent.Greenlet | None = None
 
     def start(self, registry: KernelRegistry) -> None:
@@ -93,10 +95,12 @@ class ReplicaBook:
 
     def listed(self, managed: ManagedKernel) -> None:
         self._records[managed.id] = _static_record(managed)
+        self._processes[managed.id] = managed.kernel
         self._publish(managed)
 
     def unlisted(self, kernel_id: str) -> None:
         self._records.pop(kernel_id, None)
+        self._processes.pop(kernel_id, None)
         try:
             self.cluster.withdraw(kernel_id)
             self.cluster.drop_sessions([kernel_id])
@@ -164,8 +168,12 @@ class ReplicaBook:
         local = self.registry.kernels if self.registry is not None else {}
         for kernel_id in list(self._records):
             managed = local.get(kernel_id)
-            if managed is not None:
-                self._publish(managed)
+            if managed is None:
+                continue
+            if self._processes.get(kernel_id) is not managed.kernel:  # restarted: new connection info
+                self._records[kernel_id] = _static_record(managed)
+                self._processes[kernel_id] = managed.kernel
+            self._publish(managed)
         for record in self.cluster.sweep(_can_adopt):
             self._adopt(record)
 
@@ -182,6 +190,7 @@ class ReplicaBook:
         except Exception as exc:
             log.warning("kernel %s of a replica that is gone cannot be taken over: %s", kernel_id, exc)
             self._records.pop(kernel_id, None)
+            self._processes.pop(kernel_id, None)
             self.cluster.withdraw(kernel_id)
             self.cluster.drop_sessions([kernel_id])
 

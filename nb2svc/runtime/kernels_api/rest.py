@@ -97,8 +97,15 @@ class KernelModeApp(Flask):
             if rv is None:
                 registry: KernelRegistry = self.extensions[EXTENSION]
                 kernel_id = (request.view_args or {}).get("kernel_id")
-                if kernel_id not in registry.kernels and _owner_elsewhere(registry.book, kernel_id) is None:
-                    rv = error(404, f"Kernel does not exist: {kernel_id}")
+                try:
+                    if (
+                        kernel_id not in registry.kernels
+                        and _owner_elsewhere(registry.book, kernel_id) is None
+                    ):
+                        rv = error(404, f"Kernel does not exist: {kernel_id}")
+                except StoreUnavailable as exc:
+                    log.warning("the kernel registry's store did not answer: %s", exc)
+                    rv = error(503, "the kernel registry's store is unavailable; retry shortly")
             if rv is None:
                 return None
             return self.process_response(self.make_response(rv))
