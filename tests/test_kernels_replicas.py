@@ -16,7 +16,7 @@ import redis
 import requests
 
 from tests.kernels_support import AUTH, TOKEN, KernelClient, start_kernel
-from tests.scaleout import Haproxy, RedisServer
+from tests.scaleout import Haproxy, RedisServer, balanced_replicas
 from tests.support import REPO, Server, alive, wait_for
 
 pytestmark = pytest.mark.slow
@@ -56,22 +56,14 @@ def detached_spec(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, list[Server], Haproxy]]:
     directory = tmp_path_factory.mktemp("kernel-replicas")
-    redis_server = RedisServer(directory)
-    servers: list[Server] = []
-    balancer = None
     env = detached_spec(directory)
-    try:
-        servers = [
-            replica(directory, redis_server.url, "--max-kernels", str(MAX_KERNELS), env=env) for _ in range(2)
-        ]
-        balancer = Haproxy(directory, [s.port for s in servers])
-        yield redis_server, servers, balancer
-    finally:
-        if balancer is not None:
-            balancer.stop()
-        for server in servers:
-            server.kill()
-        redis_server.stop()
+
+    def start(url: str) -> Iterator[Server]:
+        for _ in range(2):
+            yield replica(directory, url, "--max-kernels", str(MAX_KERNELS), env=env)
+
+    with balanced_replicas(directory, start) as cluster:
+        yield cluster
 
 
 def kernel_ids(server: Server | Haproxy) -> set[str]:
