@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+import websocket
 
-from tests.kernels_support import AUTH, TOKEN, KernelClient, start_kernel
+from tests.kernels_support import AUTH, TOKEN, JupyterServer, KernelClient, start_kernel
 from tests.scaleout import Haproxy, RedisServer, balanced_replicas
 from tests.support import REPO, Server, alive, wait_for
 
@@ -220,3 +221,36 @@ def test_a_detached_kernel_is_adopted_when_its_owner_is_killed(cluster: tuple, t
         doomed.kill()
         if pid and alive(pid):
             os.killpg(pid, signal.SIGKILL)
+
+
+def test_the_forwarding_replica_keeps_the_origin_rule(cluster: tuple) -> None:
+    _, (a, b), _ = cluster
+    kernel_id = start_kernel(a)["id"]
+    try:
+        other = b if owns(a, kernel_id) else a
+        url = f"ws://127.0.0.1:{other.port}/api/kernels/{kernel_id}/channels"
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(url, header={**AUTH, "Origin": "http://evil.example"}, timeout=30)
+        assert refused.value.status_code == 403
+        with KernelClient(other, kernel_id) as client:  # the same upgrade from no foreign origin
+            assert client.execute("print(6 * 7)").stdout == "42\n"
+    finally:
+        delete(a, kernel_id)
+
+
+def test_jupyter_server_uses_the_balancer_as_its_gateway(cluster: tuple, tmp_path: Path) -> None:
+    _, _, balancer = cluster
+    jupyter = JupyterServer(balancer, tmp_path)
+    try:
+        jupyter.wait_ready()
+        created = jupyter.request("POST", "/api/kernels", json={"name": "python3"})
+        assert created.status_code == 201, created.text
+        kernel_id = created.json()["id"]
+        for expected in ("1", "2", "3"):  # each websocket is a new connection to the balancer
+            with KernelClient(jupyter, kernel_id, token=jupyter.token, query_token=True) as client:
+                assert client.execute("n = globals().get('n', 0) + 1; print(n)").stdout == expected + "\n"
+        assert jupyter.request("POST", f"/api/kernels/{kernel_id}/restart").status_code == 200
+        assert jupyter.request("DELETE", f"/api/kernels/{kernel_id}").status_code == 204
+        assert kernel_id not in kernel_ids(balancer)
+    finally:
+        jupyter.stop()
