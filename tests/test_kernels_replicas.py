@@ -199,7 +199,10 @@ def test_a_local_kernel_of_a_killed_replica_answers_404(cluster: tuple, tmp_path
         doomed.kill()
 
 
-def test_a_detached_kernel_is_adopted_when_its_owner_is_killed(cluster: tuple, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_detached_kernel_is_adopted_when_its_owner_stops(cluster: tuple, tmp_path: Path, how: str) -> None:
+    """Killed, or stopped gracefully (a rolling restart) while other replicas are up: the
+    kernel keeps running and another replica carries it on, state and all."""
     redis_server, (a, b), balancer = cluster
     doomed = replica(tmp_path, redis_server.url, env=detached_spec(tmp_path))
     pid = 0
@@ -207,8 +210,12 @@ def test_a_detached_kernel_is_adopted_when_its_owner_is_killed(cluster: tuple, t
         kernel_id = start_kernel(doomed, name="detached_python")["id"]
         with KernelClient(doomed, kernel_id) as client:
             pid = int(client.execute("import os; state = 'kept'; print(os.getpid())").stdout)
-        os.killpg(doomed.proc.pid, signal.SIGKILL)  # the kernel runs on, in a session of its own
-        doomed.proc.wait(10)
+        if how == "SIGKILL":
+            os.killpg(doomed.proc.pid, signal.SIGKILL)  # the kernel runs on, in a session of its own
+            doomed.proc.wait(10)
+        else:
+            assert doomed.stop(signal.SIGTERM) == 0
+            assert "left 1 kernels running for the other replicas" in doomed.log()
         assert alive(pid)
         wait_for(lambda: owns(a, kernel_id) or owns(b, kernel_id), 30, "a replica to adopt the kernel")
         assert kernel_id in kernel_ids(a) and kernel_id in kernel_ids(b)
@@ -254,3 +261,23 @@ def test_jupyter_server_uses_the_balancer_as_its_gateway(cluster: tuple, tmp_pat
         assert kernel_id not in kernel_ids(balancer)
     finally:
         jupyter.stop()
+
+
+def test_a_lone_replica_stops_its_detached_kernels(tmp_path: Path) -> None:
+    """With no other replica to carry them on, a graceful stop shuts kernels down as before."""
+    redis_server = RedisServer(tmp_path)
+    lone = None
+    pid = 0
+    try:
+        lone = replica(tmp_path, redis_server.url, env=detached_spec(tmp_path))
+        kernel_id = start_kernel(lone, name="detached_python")["id"]
+        with KernelClient(lone, kernel_id) as client:
+            pid = int(client.execute("import os; print(os.getpid())").stdout)
+        assert lone.stop(signal.SIGTERM) == 0
+        wait_for(lambda: not alive(pid), 30, "the kernel to stop with its only replica")
+    finally:
+        if lone is not None:
+            lone.kill()
+        if pid and alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        redis_server.stop()

@@ -233,6 +233,20 @@ class Kernel:
         self._sockets.clear()
         self._fail_pending()
 
+    def disconnect(self) -> None:
+        """Close this gateway's sockets and leave the kernel running, for another gateway
+        to take over (:meth:`attach`); the provisioner is not asked to stop anything."""
+        self.dead = True
+        for g in self._greenlets:
+            if g is not gevent.getcurrent():
+                g.kill(block=False)
+        self._greenlets.clear()
+        self.process.stopped = True  # nothing of ours may stop it from here on
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+        self._fail_pending()
+
     # --- messaging -----------------------------------------------------------------
 
     def send(

@@ -9,6 +9,7 @@ In the store (see :mod:`nb2svc.runtime.store.base` for the operations):
 
 - ``replica:{id}`` → the replica's advertised URL, a lease of ``--replica-lease``
   seconds that the owner renews every third of it (a replica whose lease is gone is gone);
+  the index ``replicas`` lists the live ones;
 - ``kernel:{id}`` → the kernel's record (JSON): id, kernelspec, owner replica and URL,
   connection info, the provisioner's ``get_provisioner_info()``, and the Jupyter model
   (last activity, execution state, connection count) as the owner last published it;
@@ -37,6 +38,7 @@ from nb2svc.runtime.store import Store, StoreUnavailable
 log = logging.getLogger("nb2svc")
 
 KERNELS = "kernels"
+REPLICAS = "replicas"
 SESSIONS = "ksessions"
 #: Index membership of a record: long, renewed by the owner; the sweep removes orphans sooner.
 RECORD_TTL = 24 * 3600.0
@@ -97,12 +99,19 @@ class Cluster:
     def heartbeat(self) -> None:
         """Renew this replica's lease and its kernels' slots (every third of the lease)."""
         self.store.put(_replica_key(self.replica), self.url.encode(), self.lease)
+        self.store.index_add(REPLICAS, self.replica, self.lease)
         for kernel_id, slot in list(self._slots.items()):
             self.store.put(_slot_key(slot), kernel_id.encode(), self.lease)
 
     def leave(self) -> None:
-        """The replica stops: its lease goes at once (its kernels were withdrawn already)."""
+        """The replica stops: its lease goes at once, so the kernels it left running are
+        taken over on the other replicas' next beat."""
         self.store.delete(_replica_key(self.replica))
+        self.store.index_remove(REPLICAS, self.replica)
+
+    def others(self) -> list[str]:
+        """The other replicas whose lease is current."""
+        return [r for r in self.store.index_members(REPLICAS) if r != self.replica]
 
     def alive(self, replica: str) -> bool:
         return replica == self.replica or self.store.get(_replica_key(replica)) is not None

@@ -318,6 +318,21 @@ class ManagedKernel:
             self._retire(now=now)
         self._usable.set()
 
+    def hand_over(self) -> None:
+        """Stop serving this kernel here and leave its process running for another replica
+        to adopt; clients are closed with 1001 (going away) and reconnect through the balancer."""
+        if self.closed:
+            return
+        self.closed = True
+        self._buffer = None
+        for client in list(self.clients):
+            client.close(1001, "server shutting down; reconnect")
+        with self._lifecycle:
+            self.kernel.on_death = None
+            self.kernel.disconnect()
+            self.kernel.on_message = None
+        self._usable.set()
+
 
 def _asks_restart(message: ClientMessage, session: Any) -> bool:
     """Whether a client's ``shutdown_request`` asks for a restart (``content.restart``)."""

@@ -91,6 +91,9 @@ class Bookkeeper(Protocol):
 
     def unlisted(self, kernel_id: str) -> None: ...
 
+    def hands_over(self, managed: ManagedKernel) -> bool:
+        """Whether, as this worker exits, ``managed`` is left running for another replica."""
+
 
 class KernelRegistry:
     """Every kernel of the (single) kernel-mode worker, by id."""
@@ -203,8 +206,14 @@ class KernelRegistry:
         kernels = list(self.kernels.values())
         self.kernels.clear()
         if self.book is not None:
+            kept = [managed for managed in kernels if self.book.hands_over(managed)]
+            for managed in kept:
+                managed.hand_over()
+            kernels = [managed for managed in kernels if managed not in kept]
             for managed in kernels:
                 self.book.unlisted(managed.id)
+            if kept:
+                log.info("left %d kernels running for the other replicas to take over", len(kept))
         warm = self.warm.stats().live
         jobs = [gevent.spawn(k.shutdown) for k in kernels] + [gevent.spawn(self.warm.shutdown)]
         gevent.joinall(jobs, timeout=15)

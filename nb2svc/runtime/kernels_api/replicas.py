@@ -107,6 +107,17 @@ class ReplicaBook:
         except StoreUnavailable as exc:
             log.warning("kernel %s: could not remove it from the kernel registry: %s", kernel_id, exc)
 
+    def hands_over(self, managed: ManagedKernel) -> bool:
+        """Leave an adoptable kernel running when this replica stops and another is up
+        (a rolling restart keeps its kernels); with no other replica, it is shut down."""
+        record = self._records.get(managed.id)
+        if record is None or not _can_adopt(record):
+            return False
+        try:
+            return bool(self.cluster.others())
+        except StoreUnavailable:
+            return False
+
     # --- what every replica answers -------------------------------------------------------
 
     def models(self) -> list[dict[str, Any]]:
