@@ -149,6 +149,26 @@ def normalize_host(value: str) -> str:
     return text
 
 
+def normalize_advertise_url(value: str) -> str:
+    """``http(s)://host:port`` only: other replicas add the request's path (base URL included)."""
+    from urllib.parse import urlsplit
+
+    text = value.strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be http://host:port or https://host:port, got {value!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"scheme, host and port only (the base URL is added), got {value!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
 def normalize_static_path(value: str) -> str:
     """An existing directory, made absolute (workers resolve it the same wherever they run)."""
     text = value.strip()
@@ -300,6 +320,7 @@ OPTIONS: tuple[Option, ...] = (
         "address on Kubernetes) to forward requests for the kernels it owns (default: the bound "
         "address).",
         modes=("kernels",),
+        normalize=normalize_advertise_url,
         shown_default="the bound address",
     ),
     Option(

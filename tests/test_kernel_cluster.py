@@ -3,11 +3,14 @@ records, sessions, ``--max-kernels`` slots and the sweep of a gone replica's ker
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from nb2svc.config import normalize_advertise_url
 from nb2svc.runtime.kernels_api.cluster import Cluster, jsonable
 from nb2svc.runtime.store.sqlite import SqliteStore
 
@@ -68,3 +71,34 @@ def test_a_gone_replicas_kernels_are_claimed_once_or_removed(store: SqliteStore)
 def test_connection_and_provisioner_info_become_json() -> None:
     info = {"key": b"secret", "ports": (1, 2), "nested": {"k": b"v"}}
     assert jsonable(info) == {"key": "secret", "ports": [1, 2], "nested": {"k": "v"}}
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://10.0.0.5:8888/", "http://10.0.0.5:8888"),
+        ("https://gw.example", "https://gw.example"),
+        ("", ""),
+    ],
+)
+def test_advertise_url_is_scheme_host_and_port(given: str, expected: str) -> None:
+    assert normalize_advertise_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["10.0.0.5:8888", "ftp://host", "http://host/base/", "http://u:p@host", "http://"]
+)
+def test_a_bad_advertise_url_is_refused_with_the_reason(bad: str) -> None:
+    with pytest.raises(ValueError, match="must be|only"):
+        normalize_advertise_url(bad)
+
+
+def test_serve_refuses_a_bad_advertise_url_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", "--kernels", "--advertise-url", "10.0.0.5:8888"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--advertise-url" in result.stderr and "Traceback" not in result.stderr

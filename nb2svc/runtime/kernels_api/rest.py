@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import urllib.parse
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -162,8 +161,7 @@ def advertised_url(settings: Settings) -> str:
     """Where other replicas reach this one: ``--advertise-url``, else the bound address
     (this host's address when bound to every interface). Scheme, host and port only."""
     if settings.advertise_url:
-        parts = urllib.parse.urlsplit(settings.advertise_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return settings.advertise_url  # already scheme://host[:port] (config.normalize_advertise_url)
     host = settings.host
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostbyname(socket.gethostname())
