@@ -20,7 +20,6 @@ Run: ``python bench/replica_bench.py`` (about 30 s; ``--help`` for sizes). Needs
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -38,22 +37,14 @@ from floor import percentile
 from ws_bench import AUTH, CODE, TOKEN, WsClient
 
 REPO = Path(__file__).resolve().parent.parent
-PROVISIONERS = REPO / "tests" / "provisioners"
 
 
 def detached_env(root: Path) -> dict[str, str]:
-    """Kernel spec ``detached_python`` on the detached test provisioner; the environment that finds it."""
-    spec_dir = root / "share" / "kernels" / "detached_python"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python (detached)",
-        "language": "python",
-        "metadata": {"kernel_provisioner": {"provisioner_name": "detached-provisioner"}},
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "JUPYTER_PATH": str(root / "share"), "PYTHONPATH": pythonpath}
+    """This environment plus the detached test provisioner's kernel spec ``detached_python``."""
+    sys.path.insert(0, str(REPO))
+    from tests.kernels_support import detached_spec
+
+    return {**os.environ, **detached_spec(root)}
 
 
 def wait(condition: object, timeout: float, what: str) -> None:

@@ -3,10 +3,8 @@ sharing it, and haproxy in front (round robin, no affinity)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,16 +14,15 @@ import redis
 import requests
 import websocket
 
-from tests.kernels_support import AUTH, TOKEN, JupyterServer, KernelClient, start_kernel
+from tests.kernels_support import AUTH, TOKEN, JupyterServer, KernelClient, detached_spec, start_kernel
 from tests.scaleout import Haproxy, RedisServer, balanced_replicas
-from tests.support import REPO, Server, alive, wait_for
+from tests.support import Server, alive, wait_for
 
 pytestmark = pytest.mark.slow
 
 #: Short, so that a killed replica is noticed quickly; long enough for a loaded machine.
 LEASE = "2"
 MAX_KERNELS = 3
-PROVISIONERS = REPO / "tests" / "provisioners"
 
 
 def replica(directory: Path, store: str, *args: str, env: dict[str, str] | None = None) -> Server:
@@ -36,22 +33,6 @@ def replica(directory: Path, store: str, *args: str, env: dict[str, str] | None 
     )
     server.wait_ready(60)
     return server
-
-
-def detached_spec(root: Path) -> dict[str, str]:
-    """Kernel spec ``detached_python`` on the detached test provisioner; the environment that finds it."""
-    spec_dir = root / "share" / "kernels" / "detached_python"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python (detached)",
-        "language": "python",
-        "interrupt_mode": "signal",
-        "metadata": {"kernel_provisioner": {"provisioner_name": "detached-provisioner"}},
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
-    return {"JUPYTER_PATH": str(root / "share"), "PYTHONPATH": pythonpath}
 
 
 @pytest.fixture(scope="module")

@@ -222,26 +222,25 @@ class Kernel:
         kills at once (a dead or wedged kernel).
         """
         was_dead = self.dead
-        self.dead = True
-        for g in self._greenlets:
-            if g is not gevent.getcurrent():
-                g.kill(block=False)
-        self._greenlets.clear()
-        self.process.stop(now=now or was_dead)
-        for sock in self._sockets.values():
-            sock.close(linger=0)
-        self._sockets.clear()
-        self._fail_pending()
+        self._close(lambda: self.process.stop(now=now or was_dead))
 
     def disconnect(self) -> None:
         """Close this gateway's sockets and leave the kernel running, for another gateway
         to take over (:meth:`attach`); the provisioner is not asked to stop anything."""
+
+        def forget() -> None:
+            self.process.stopped = True  # nothing of ours may stop it from here on
+
+        self._close(forget)
+
+    def _close(self, stop: Callable[[], None]) -> None:
+        """Stop reading, ``stop`` the process (or not), close the sockets, fail the waiters."""
         self.dead = True
         for g in self._greenlets:
             if g is not gevent.getcurrent():
                 g.kill(block=False)
         self._greenlets.clear()
-        self.process.stopped = True  # nothing of ours may stop it from here on
+        stop()
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
