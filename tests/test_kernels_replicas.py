@@ -262,3 +262,30 @@ def test_a_lone_replica_stops_its_detached_kernels(tmp_path: Path) -> None:
         if pid and alive(pid):
             os.killpg(pid, signal.SIGKILL)
         redis_server.stop()
+
+
+def test_a_stalled_owner_lets_go_of_a_kernel_taken_over_meanwhile(cluster: tuple, tmp_path: Path) -> None:
+    """An owner frozen past its lease (SIGSTOP) finds its kernel adopted when it wakes: it
+    stops serving it without stopping it, so the kernel has one owner again."""
+    redis_server, (a, b), balancer = cluster
+    stalled = replica(tmp_path, redis_server.url, env=detached_spec(tmp_path))
+    pid = 0
+    try:
+        kernel_id = start_kernel(stalled, name="detached_python")["id"]
+        with KernelClient(stalled, kernel_id) as client:
+            pid = int(client.execute("import os; state = 'kept'; print(os.getpid())").stdout)
+        os.killpg(stalled.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: owns(a, kernel_id) or owns(b, kernel_id), 30, "a replica to adopt the kernel")
+        finally:
+            os.killpg(stalled.proc.pid, signal.SIGCONT)
+        wait_for(lambda: "taken over by another replica" in stalled.log(), 30, "the stalled owner to let go")
+        assert not owns(stalled, kernel_id)
+        with KernelClient(stalled, kernel_id) as client:  # now relayed to the new owner
+            assert client.execute("print(state, os.getpid())").stdout.split() == ["kept", str(pid)]
+        assert delete(balancer, kernel_id) == 204
+        wait_for(lambda: not alive(pid), 30, "the kernel to stop")
+    finally:
+        stalled.kill()
+        if pid and alive(pid):
+            os.killpg(pid, signal.SIGKILL)

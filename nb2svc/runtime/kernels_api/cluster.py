@@ -128,6 +128,10 @@ class Cluster:
                 return True
         return False
 
+    def forget_slot(self, kernel_id: str) -> None:
+        """Stop renewing ``kernel_id``'s slot (its new owner holds one now) without freeing it."""
+        self._slots.pop(kernel_id, None)
+
     def release_slot(self, kernel_id: str) -> None:
         slot = self._slots.pop(kernel_id, None)
         if slot is not None:

@@ -177,9 +177,14 @@ class ReplicaBook:
         """Renew the lease and slots, refresh this replica's kernels, remove the dead replicas'."""
         self.cluster.heartbeat()
         local = self.registry.kernels if self.registry is not None else {}
+        stored = {record["id"]: record for record in self.cluster.kernels()}
         for kernel_id in list(self._records):
             managed = local.get(kernel_id)
             if managed is None:
+                continue
+            owner = stored.get(kernel_id, {}).get("owner", self.cluster.replica)
+            if owner != self.cluster.replica:
+                self._let_go(managed)
                 continue
             if self._processes.get(kernel_id) is not managed.kernel:  # restarted: new connection info
                 self._records[kernel_id] = _static_record(managed)
@@ -187,6 +192,17 @@ class ReplicaBook:
             self._publish(managed)
         for record in self.cluster.sweep(_can_adopt):
             self._adopt(record)
+
+    def _let_go(self, managed: ManagedKernel) -> None:
+        """Another replica took this kernel over (this one's lease lapsed: a stall, a lost
+        store): stop serving it here without stopping it, so it has one owner again."""
+        log.warning("kernel %s was taken over by another replica (this one's lease lapsed)", managed.id)
+        if self.registry is not None and self.registry.kernels.get(managed.id) is managed:
+            del self.registry.kernels[managed.id]
+        self._records.pop(managed.id, None)
+        self._processes.pop(managed.id, None)
+        self.cluster.forget_slot(managed.id)
+        managed.hand_over()
 
     def _adopt(self, record: dict[str, Any]) -> None:
         """Carry on a dead replica's kernel here, or remove it if it cannot be reached."""
