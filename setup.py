@@ -48,6 +48,7 @@ setup(
         "click>=8.1",
         "swagger-ui-bundle-v2>=5.17",  # Swagger UI 5 (reads OpenAPI 3.1) for the offline docs page
         "redis>=5",  # redis-py: the shared job store across replicas (--store redis://...)
+        "websocket-client>=1.7",  # kernel mode: a replica relays a kernel's websocket to its owner
     ],
     extras_require={
         # OpenTelemetry tracing (nb2svc/runtime/tracing.py), on when OTEL_EXPORTER_OTLP_* says so

@@ -154,6 +154,26 @@ def normalize_host(value: str) -> str:
     return text
 
 
+def normalize_advertise_url(value: str) -> str:
+    """``http(s)://host:port`` only: other replicas add the request's path (base URL included)."""
+    from urllib.parse import urlsplit
+
+    text = value.strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be http://host:port or https://host:port, got {value!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"scheme, host and port only (the base URL is added), got {value!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
 def normalize_static_path(value: str) -> str:
     """An existing directory, made absolute (workers resolve it the same wherever they run)."""
     text = value.strip()
@@ -403,10 +423,9 @@ OPTIONS: tuple[Option, ...] = (
         "store",
         str,
         "",
-        "Where jobs (and other shared state) live: empty for the embedded store (SQLite, shared by "
-        "this server's workers), or redis://[:password@]host:port/db / rediss://... for several "
-        "replicas. Printed with the password redacted.",
-        modes=("api",),
+        "Where jobs, and kernel mode's kernels and sessions, live: empty for the embedded store "
+        "(SQLite, shared by this server's workers), or redis://[:password@]host:port/db / "
+        "rediss://... for several replicas. Printed with the password redacted.",
         normalize=normalize_store_url,
         shown_default="embedded",
         deploy=True,  # `build --k8s --store URL` reads it from a Secret; never baked (see bundle.py)
@@ -418,8 +437,29 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "Read the store's password from this file (first line); keeps it out of the URL, the "
         "command line and the environment.",
-        modes=("api",),
         group=GROUP_JOBS,
+    ),
+    Option(
+        "advertise_url",
+        str,
+        "",
+        "Kernel mode with a shared --store: the URL other replicas reach this one at (its pod "
+        "address on Kubernetes) to forward requests for the kernels it owns (default: the bound "
+        "address).",
+        modes=("kernels",),
+        normalize=normalize_advertise_url,
+        shown_default="the bound address",
+        group=GROUP_KERNEL_MODE,
+    ),
+    Option(
+        "replica_lease",
+        float,
+        10.0,
+        "Kernel mode with a shared --store: seconds after which a replica that stopped renewing "
+        "its lease is gone; another adopts its kernels that can be reloaded.",
+        modes=("kernels",),
+        above=0,
+        group=GROUP_KERNEL_MODE,
     ),
     Option(
         "max_jobs_per_client",
@@ -887,6 +927,8 @@ class Settings:
     max_queue: int = _default("max_queue")
     store: str = _default("store")
     store_password_file: str = _default("store_password_file")
+    advertise_url: str = _default("advertise_url")
+    replica_lease: float = _default("replica_lease")
     max_jobs_per_client: int = _default("max_jobs_per_client")
     job_result_max_bytes: int = _default("job_result_max_bytes")
     job_ttl: float = _default("job_ttl")

@@ -400,12 +400,14 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
     from nb2svc.runtime.kernels_api.worker import KernelServer
 
     _check_port(settings)
+    # with a shared store, the kernel registry of every replica (see kernels_api/replicas.py)
+    shared = f"\n  replicas:  {_check_store(settings)}" if settings.store else ""
     url = f"http://{settings.host}:{settings.port}{settings.base_url.rstrip('/')}"
     seeded = f", seeded from {settings.seed} ({len(seed.cells)} cells)" if seed else ""
     click.echo(
         f"nb2svc {__version__}: serving Jupyter kernels (prespawn {settings.prespawn}, warm {settings.warm}"
         f"{seeded})\n  kernels:   {url}/api/kernels\n  specs:     {url}/api/kernelspecs\n"
-        f"  health:    {url}/_api/health/ready" + (f"\n  warning:   {warning}" if warning else ""),
+        f"  health:    {url}/_api/health/ready{shared}" + (f"\n  warning:   {warning}" if warning else ""),
         err=True,
     )
     _run(KernelServer(kernels_plan(settings, seed)))

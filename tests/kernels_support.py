@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import requests
 import websocket
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
@@ -24,11 +29,18 @@ from jupyter_server.services.kernels.connection.base import (
     serialize_msg_to_ws_v1,
 )
 
-from tests.support import Server
+from tests.support import Server, free_port, wait_for
 
 TOKEN = "s3cret"
+PROVISIONERS = Path(__file__).resolve().parent / "provisioners"
 AUTH = {"Authorization": f"token {TOKEN}"}
 V1 = "v1.kernel.websocket.jupyter.org"
+
+
+class HasBase(Protocol):
+    """Our server, or a balancer in front of several."""
+
+    base: str
 
 
 class HasPort(Protocol):
@@ -232,3 +244,67 @@ class KernelClient:
 
     def execute(self, code: str, timeout: float = 15.0) -> Execution:
         return self.collect(self.execute_request(code), timeout)
+
+
+class JupyterServer:
+    """``jupyter server --gateway-url`` pointed at our server, on a free port."""
+
+    token = "jupyter-server-token"
+    port: int
+
+    def __init__(self, gateway: HasBase, root: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "jupyter-server.log"
+        args = [
+            sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
+            f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={self.token}",
+            f"--gateway-url={gateway.base}", f"--GatewayClient.auth_token={TOKEN}",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    def request(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}"}
+        return requests.request(method, self.base + path, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def wait_ready(self) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"jupyter server exited:\n{self.log_path.read_text()}")
+            try:
+                return self.request("GET", "/api/status").status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, 60, "jupyter server to answer")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def detached_spec(root: Path) -> dict[str, str]:
+    """Kernel spec ``detached_python`` (the detached test provisioner: kernels that outlive
+    their gateway, see ``tests/provisioners``) under ``root``; the variables that find it."""
+    spec_dir = root / "share" / "kernels" / "detached_python"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (detached)",
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {"kernel_provisioner": {"provisioner_name": "detached-provisioner"}},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
+    return {"JUPYTER_PATH": str(root / "share"), "PYTHONPATH": pythonpath}

@@ -12,13 +12,14 @@ import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support import free_port, wait_for
+from tests.support import Server, free_port, wait_for
 
 
 def need(binary: str) -> str:
@@ -130,6 +131,28 @@ class Haproxy:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         self._log.close()
+
+
+@contextmanager
+def balanced_replicas(
+    directory: Path, start: Callable[[str], Iterable[Server]]
+) -> Iterator[tuple[RedisServer, list[Server], Haproxy]]:
+    """A redis-server, the replicas ``start(redis_url)`` yields (one at a time, so a failure
+    leaves none running) and haproxy in front of them; every process killed at the end."""
+    redis_server = RedisServer(directory)
+    replicas: list[Server] = []
+    balancer = None
+    try:
+        for server in start(redis_server.url):
+            replicas.append(server)
+        balancer = Haproxy(directory, [r.port for r in replicas])
+        yield redis_server, replicas, balancer
+    finally:
+        if balancer is not None:
+            balancer.stop()
+        for server in replicas:
+            server.kill()
+        redis_server.stop()
 
 
 def self_signed_certificate(directory: Path) -> Path:

@@ -17,7 +17,7 @@ import requests
 
 from nb2svc.runtime.store import EMBEDDED_FILE, server_directory_path
 from tests.notebooks import notebook
-from tests.scaleout import Haproxy, RedisServer
+from tests.scaleout import Haproxy, RedisServer, balanced_replicas
 from tests.support import REPO, Server, free_port, wait_for, worker_of
 
 pytestmark = pytest.mark.slow
@@ -57,22 +57,13 @@ def cluster(
 ) -> Iterator[tuple[RedisServer, list[Server], Haproxy]]:
     """A redis-server, two replicas on it, and haproxy in front of both."""
     directory = tmp_path_factory.mktemp("cluster")
-    redis_server = RedisServer(directory)
-    replicas: list[Server] = []
-    balancer = None
-    try:
+
+    def start(url: str) -> Iterator[Server]:
         for _ in range(2):
-            replicas.append(
-                replica(notebook_path, directory, redis_server.url, "--job-result-max-bytes", "4096")
-            )
-        balancer = Haproxy(directory, [r.port for r in replicas])
-        yield redis_server, replicas, balancer
-    finally:
-        if balancer is not None:
-            balancer.stop()
-        for server in replicas:
-            server.kill()
-        redis_server.stop()
+            yield replica(notebook_path, directory, url, "--job-result-max-bytes", "4096")
+
+    with balanced_replicas(directory, start) as cluster:
+        yield cluster
 
 
 def poll(get: Callable[[str], requests.Response], location: str, timeout: float = 30) -> requests.Response:

@@ -9,19 +9,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.kernels_support import AUTH, TOKEN, KernelClient, kernel_server
-from tests.support import REPO, Server, free_port, wait_for
+from tests.kernels_support import AUTH, TOKEN, JupyterServer, KernelClient, kernel_server
+from tests.support import REPO, Server, wait_for
 
 JS_DIR = REPO / "tests" / "js"
 
@@ -30,53 +26,6 @@ JS_DIR = REPO / "tests" / "js"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with kernel_server(tmp_path_factory.mktemp("kernels-clients")) as srv:
         yield srv
-
-
-class JupyterServer:
-    """``jupyter server --gateway-url`` pointed at our server, on a free port."""
-
-    token = "jupyter-server-token"
-    port: int
-
-    def __init__(self, gateway: Server, root: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = root / "jupyter-server.log"
-        args = [
-            sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-            f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={self.token}",
-            f"--gateway-url={gateway.base}", f"--GatewayClient.auth_token={TOKEN}",
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-
-    def request(self, method: str, path: str, **kwargs: object) -> requests.Response:
-        headers = {"Authorization": f"token {self.token}"}
-        return requests.request(method, self.base + path, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-    def wait_ready(self) -> None:
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"jupyter server exited:\n{self.log_path.read_text()}")
-            try:
-                return self.request("GET", "/api/status").status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, 60, "jupyter server to answer")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
 
 
 def test_jupyter_server_uses_us_as_its_gateway(server: Server, tmp_path: Path) -> None:

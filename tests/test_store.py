@@ -98,11 +98,15 @@ def test_index_members_expire_one_by_one(store: Store, key: str) -> None:
     store.index_add(key, "job-2", 0.3)
     store.index_add(key, "job-2", 0.3)  # renewing does not count twice
     assert store.index_count(key) == 2
+    assert sorted(store.index_members(key)) == ["job-1", "job-2"]
     wait_for(lambda: store.index_count(key) == 1, 10, "job-2 to stop counting")
+    assert store.index_members(key) == ["job-1"], "an expired member is not listed"
     store.index_add(key, "job-3", 60)
     store.index_remove(key, "job-1")
     store.index_remove(key, "job-unknown")
     assert store.index_count(key) == 1
+    assert store.index_members(key) == ["job-3"]
+    assert store.index_members(key + "-absent") == []
 
 
 def test_sqlite_connections_share_one_file(tmp_path: Path, key: str) -> None:

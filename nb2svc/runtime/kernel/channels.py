@@ -101,6 +101,19 @@ class Kernel:
         self.started_at = time.monotonic()
         deadline = self.started_at + timeout
         self.process.start(timeout)
+        self._connect(deadline)
+
+    def attach(
+        self, connection_info: dict[str, Any], provisioner_info: dict[str, Any], timeout: float = 30.0
+    ) -> None:
+        """Connect to a kernel another gateway started (see :meth:`KernelProcess.attach`); its
+        state is untouched. Raises :class:`KernelStartError` if it cannot be reached."""
+        self.started_at = time.monotonic()
+        self.process.attach(connection_info, provisioner_info, timeout)
+        self._connect(self.started_at + timeout)
+
+    def _connect(self, deadline: float) -> None:
+        """Connect the sockets and wait until iopub is subscribed (shut down on failure)."""
         try:
             self.session = self.process.session
             self._open((("shell", zmq.DEALER), ("iopub", zmq.SUB), ("control", zmq.DEALER)))
@@ -212,12 +225,25 @@ class Kernel:
         kills at once (a dead or wedged kernel).
         """
         was_dead = self.dead
+        self._close(lambda: self.process.stop(now=now or was_dead))
+
+    def disconnect(self) -> None:
+        """Close this gateway's sockets and leave the kernel running, for another gateway
+        to take over (:meth:`attach`); the provisioner is not asked to stop anything."""
+
+        def forget() -> None:
+            self.process.stopped = True  # nothing of ours may stop it from here on
+
+        self._close(forget)
+
+    def _close(self, stop: Callable[[], None]) -> None:
+        """Stop reading, ``stop`` the process (or not), close the sockets, fail the waiters."""
         self.dead = True
         for g in self._greenlets:
             if g is not gevent.getcurrent():
                 g.kill(block=False)
         self._greenlets.clear()
-        self.process.stop(now=now or was_dead)
+        stop()
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()

@@ -268,6 +268,45 @@ class KernelProcess:
         if self._pgid is not None:
             reaper.record_group(self._dir, self._pgid)
 
+    def attach(
+        self, connection_info: dict[str, Any], provisioner_info: dict[str, Any], timeout: float
+    ) -> None:
+        """Take over a kernel another gateway started: its connection info, and its
+        provisioner reloaded from ``get_provisioner_info()`` (``load_provisioner_info``).
+
+        Raises :class:`KernelStartError` when the spec is unknown, the provisioner cannot
+        be reloaded or says the kernel is not running (``has_kernel`` false).
+        """
+        from jupyter_client.provisioning import KernelProvisionerFactory
+
+        km = GreenKernelManager(kernel_name=self.kernel_name, context=self._host.zmq_context, log=client_log)
+        try:
+            spec = km.kernel_spec
+        except NoSuchKernel:
+            raise KernelStartError(no_such_kernel(self.kernel_name), permanent=True) from None
+        km.load_connection_info(connection_info)
+        self.km = km
+
+        async def reload() -> bool:
+            provisioner = KernelProvisionerFactory.instance(parent=km.parent).create_provisioner_instance(
+                provisioner_info.get("kernel_id") or km.kernel_id, spec, parent=km
+            )
+            await provisioner.load_provisioner_info(provisioner_info)
+            km.provisioner = provisioner
+            km.kernel_id = provisioner.kernel_id
+            return bool(km.has_kernel) and await provisioner.poll() is None
+
+        try:
+            running = self._host.lifecycle.run(reload(), timeout=timeout)
+        except Exception as exc:
+            raise KernelStartError(
+                f"could not reload the provisioner of kernel {self.kernel_name!r}: {exc}"
+            ) from exc
+        if not running:
+            raise KernelStartError(f"kernel {self.kernel_name!r} is no longer running")
+        km._connect_control_socket()
+        self._alive = True
+
     def alive(self) -> bool:
         """The last known liveness: exact for local kernels, as of the last :meth:`poll` otherwise."""
         if self.stopped:

@@ -312,14 +312,28 @@ class ManagedKernel:
 
     def shutdown(self, now: bool = False) -> None:
         """Stop the process and close every client's websocket. Safe to call twice."""
+        self._close(1000, "kernel shut down", lambda: self._retire(now=now))
+
+    def hand_over(self) -> None:
+        """Stop serving this kernel here and leave its process running for another replica
+        to adopt; clients are closed with 1001 (going away) and reconnect through the balancer."""
+
+        def disconnect() -> None:
+            self.kernel.on_death = None
+            self.kernel.disconnect()
+            self.kernel.on_message = None
+
+        self._close(1001, "server shutting down; reconnect", disconnect)
+
+    def _close(self, code: int, reason: str, release: Callable[[], None]) -> None:
         if self.closed:
             return
         self.closed = True
         self._buffer = None
         for client in list(self.clients):
-            client.close(1000, "kernel shut down")
+            client.close(code, reason)
         with self._lifecycle:
-            self._retire(now=now)
+            release()
         self._usable.set()
 
 

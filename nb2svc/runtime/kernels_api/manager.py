@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -82,6 +82,23 @@ class KernelLimitReached(RuntimeError):
     """``--max-kernels`` kernels are already running (403)."""
 
 
+class Bookkeeper(Protocol):
+    """Where the registry reports its kernels beyond this worker (:mod:`.replicas`: the
+    shared store, so every replica lists them and ``--max-kernels`` holds across them)."""
+
+    def reserve(self, kernel_id: str) -> bool:
+        """Hold a place for a kernel about to start; ``False`` over ``--max-kernels``."""
+
+    def release(self, kernel_id: str) -> None: ...
+
+    def listed(self, managed: ManagedKernel) -> None: ...
+
+    def unlisted(self, kernel_id: str) -> None: ...
+
+    def hands_over(self, managed: ManagedKernel) -> bool:
+        """Whether, as this worker exits, ``managed`` is left running for another replica."""
+
+
 class KernelRegistry:
     """Every kernel of the (single) kernel-mode worker, by id."""
 
@@ -92,9 +109,12 @@ class KernelRegistry:
         names: KernelNames,
         host: KernelHost,
         supervisor: KernelSupervisor | None = None,
+        book: Bookkeeper | None = None,
     ) -> None:
         """``supervisor``: the worker's (its runtime's; a new one by default)."""
         self.settings = settings
+        #: Set when kernels are shared with other replicas (``--store``); else all is local.
+        self.book = book
         self.seed = seed
         self.supervisor = supervisor or KernelSupervisor()
         self.specs = KernelSpecManager()
@@ -190,6 +210,15 @@ class KernelRegistry:
             self._culler.kill(block=False)
         kernels = list(self.kernels.values())
         self.kernels.clear()
+        if self.book is not None:
+            kept = [managed for managed in kernels if self.book.hands_over(managed)]
+            for managed in kept:
+                managed.hand_over()
+            kernels = [managed for managed in kernels if managed not in kept]
+            for managed in kernels:
+                self.book.unlisted(managed.id)
+            if kept:
+                log.info("left %d kernels running for the other replicas to take over", len(kept))
         warm = self.warm.stats().live
         jobs = [gevent.spawn(k.shutdown) for k in kernels] + [gevent.spawn(self.supervisor.shutdown)]
         gevent.joinall(jobs, timeout=15)
@@ -230,12 +259,18 @@ class KernelRegistry:
         :class:`KernelStartError`.
         """
         limit = self.settings.max_kernels
-        if limit and len(self.kernels) + self._starting >= limit:
+        kernel_id = str(uuid.uuid4())
+        if self.book is None and limit and len(self.kernels) + self._starting >= limit:
             raise KernelLimitReached(
                 f"this server runs at most {limit} kernels (--max-kernels) and {len(self.kernels)} are "
                 "running; shut one down first"
             )
         name = self.kernel_name_for(name)
+        if self.book is not None and not self.book.reserve(kernel_id):
+            raise KernelLimitReached(
+                f"these replicas run at most {limit} kernels together (--max-kernels) and all are "
+                "running; shut one down first"
+            )
         extra = self.allowed_env(env)
         recipe = self.recipe(name, extra)
         self._starting += 1
@@ -243,18 +278,44 @@ class KernelRegistry:
             kernel = self.warm.take() if name == self.warm_name and not extra else None
             if kernel is None:
                 kernel = self._timed_start(recipe)
-        except SetupFailed as exc:
-            self.failure = f"the seed notebook fails: {exc}"
+        except BaseException as exc:
+            if self.book is not None:
+                self.book.release(kernel_id)
+            if isinstance(exc, SetupFailed):
+                self.failure = f"the seed notebook fails: {exc}"
             raise
         finally:
             self._starting -= 1
         if self._closed:
             kernel.shutdown(now=True)
+            if self.book is not None:
+                self.book.release(kernel_id)
             raise KernelStartError("the server is shutting down")
-        managed = ManagedKernel(str(uuid.uuid4()), kernel, recipe.unseeded(), self.supervisor)
+        managed = ManagedKernel(kernel_id, kernel, recipe.unseeded(), self.supervisor)
         managed.on_requested_shutdown = self._unlist
         self.kernels[managed.id] = managed
+        if self.book is not None:
+            self.book.listed(managed)
         log.info("kernel %s started (%s)", managed.id, kernel.label)
+        return managed
+
+    def adopt(
+        self, kernel_id: str, name: str, connection_info: dict[str, Any], provisioner_info: dict[str, Any]
+    ) -> ManagedKernel:
+        """List a kernel of a replica that is gone (:mod:`.replicas`), reached again through
+        its reloaded provisioner: same id, same state. Raises :class:`KernelStartError`."""
+        recipe = self.recipe(name)
+        kernel = Kernel(name, recipe.env, self.host, transport=recipe.transport)
+        kernel.attach(connection_info, provisioner_info, timeout=self.settings.kernel_start_timeout)
+        if self._closed:
+            kernel.shutdown(now=True)
+            raise KernelStartError("the server is shutting down")
+        managed = ManagedKernel(kernel_id, kernel, recipe.unseeded(), self.supervisor)
+        managed.on_requested_shutdown = self._unlist
+        self.kernels[kernel_id] = managed
+        if self.book is not None:
+            self.book.listed(managed)
+        log.info("kernel %s adopted (%s)", kernel_id, kernel.label)
         return managed
 
     def recipe(self, name: str, extra: Mapping[str, str] | None = None) -> KernelRecipe:
@@ -304,6 +365,8 @@ class KernelRegistry:
         managed = self.kernels.pop(kernel_id, None)
         if managed is None:
             raise KernelNotFound(kernel_id)
+        if self.book is not None:
+            self.book.unlisted(kernel_id)
         managed.shutdown(now=now)
         log.info("kernel %s shut down", kernel_id)
 

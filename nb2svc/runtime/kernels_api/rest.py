@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +39,12 @@ from flask import Flask, Response, request, send_from_directory
 
 from nb2svc._version import __version__
 from nb2svc.config import Settings
-from nb2svc.runtime.auth import json_error
+from nb2svc.runtime.auth import configured_token, json_error
 from nb2svc.runtime.kernel import KernelDied, KernelStartError
 from nb2svc.runtime.kernels_api import kernelspecs
 from nb2svc.runtime.kernels_api.channels import ChannelsConnection
+from nb2svc.runtime.kernels_api.cluster import Cluster
+from nb2svc.runtime.kernels_api.forward import forward_http, forward_request, forward_websocket, was_forwarded
 from nb2svc.runtime.kernels_api.health import kernel_metrics, readiness
 from nb2svc.runtime.kernels_api.manager import (
     KernelLimitReached,
@@ -49,10 +52,12 @@ from nb2svc.runtime.kernels_api.manager import (
     KernelRegistry,
     UnknownKernelSpec,
 )
+from nb2svc.runtime.kernels_api.replicas import ReplicaBook
 from nb2svc.runtime.kernels_api.server_info import install_server_info
 from nb2svc.runtime.kernels_api.sessions import SessionNotFound, SessionRegistry
 from nb2svc.runtime.kernels_api.wire import V1_PROTOCOL
-from nb2svc.runtime.webapp import create_webapp
+from nb2svc.runtime.store import StoreUnavailable, open_store
+from nb2svc.runtime.webapp import base_path, create_webapp
 from nb2svc.runtime.worker_runtime import WorkerRuntime
 
 if TYPE_CHECKING:
@@ -91,8 +96,15 @@ class KernelModeApp(Flask):
             if rv is None:
                 registry: KernelRegistry = self.extensions[EXTENSION]
                 kernel_id = (request.view_args or {}).get("kernel_id")
-                if kernel_id not in registry.kernels:
-                    rv = error(404, f"Kernel does not exist: {kernel_id}")
+                try:
+                    if (
+                        kernel_id not in registry.kernels
+                        and _owner_elsewhere(registry.book, kernel_id) is None
+                    ):
+                        rv = error(404, f"Kernel does not exist: {kernel_id}")
+                except StoreUnavailable as exc:
+                    log.warning("the kernel registry's store did not answer: %s", exc)
+                    rv = error(503, "the kernel registry's store is unavailable; retry shortly")
             if rv is None:
                 return None
             return self.process_response(self.make_response(rv))
@@ -104,10 +116,13 @@ def create_app(plan: ServePlan, runtime: WorkerRuntime) -> KernelModeApp:
     kernels in the background. The registry is the runtime's supervisor: it stops on the
     worker's exit and closes its websockets when the worker drains."""
     settings = plan.settings
+    book = _replica_book(settings, runtime)
     registry = KernelRegistry(
-        settings, plan.seed, plan.kernels, runtime.kernel_host, runtime.kernel_supervisor
+        settings, plan.seed, plan.kernels, runtime.kernel_host, runtime.kernel_supervisor, book=book
     )
-    sessions = SessionRegistry(registry)
+    sessions = SessionRegistry(
+        registry, book, shutdown_kernel=lambda kernel_id: _shutdown_anywhere(registry, kernel_id)
+    )
     app = create_webapp(
         "nb2svc.kernels",
         settings,
@@ -123,11 +138,59 @@ def create_app(plan: ServePlan, runtime: WorkerRuntime) -> KernelModeApp:
     _install_session_routes(app, sessions, settings, base)
     _install_misc_routes(app, registry, base)
     install_server_info(app, registry, base)
+    if book is not None:
+        book.start(registry)
+        runtime.on_exit(book.stop)  # exit hooks run newest first: after the kernels are withdrawn
     runtime.supervise(registry, registry.shutdown_all)
     runtime.on_drain(registry.close_connections)
     registry.start()
     gevent.spawn(_announce_ready, registry, settings)
     return app
+
+
+def _replica_book(settings: Settings, runtime: WorkerRuntime) -> ReplicaBook | None:
+    """With a shared ``--store``: this replica's place in the kernel registry every replica
+    shares (:mod:`.replicas`); without one, ``None`` (every kernel lives in this worker)."""
+    if not settings.store:
+        return None
+    store = open_store(settings.store, settings.store_password_file)
+    runtime.on_exit(store.close)  # the last exit hook to run
+    cluster = Cluster(store, advertised_url(settings), settings.replica_lease, settings.max_kernels)
+    return ReplicaBook(cluster)
+
+
+def advertised_url(settings: Settings) -> str:
+    """Where other replicas reach this one: ``--advertise-url``, else the bound address
+    (this host's address when bound to every interface). Scheme, host and port only."""
+    if settings.advertise_url:
+        return settings.advertise_url  # already scheme://host[:port] (config.normalize_advertise_url)
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostbyname(socket.gethostname())
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}"
+
+
+def _owner_elsewhere(book: ReplicaBook | None, kernel_id: str | None) -> str | None:
+    """The URL of the live replica that owns ``kernel_id``, when it is not this one and the
+    request did not come from another replica already."""
+    if book is None or kernel_id is None or was_forwarded():
+        return None
+    return book.owner_url(kernel_id)
+
+
+def _shutdown_anywhere(registry: KernelRegistry, kernel_id: str) -> None:
+    """Shut a kernel down here, or ask its owner to; :class:`KernelNotFound` if none has it."""
+    if kernel_id in registry.kernels or registry.book is None:
+        registry.shutdown_kernel(kernel_id)
+        return
+    owner = _owner_elsewhere(registry.book, kernel_id)
+    if owner is None:
+        raise KernelNotFound(kernel_id)
+    path = f"{base_path(registry.settings)}/api/kernels/{kernel_id}"
+    answer = forward_http(owner, configured_token(registry.settings), "DELETE", path)
+    if answer.status_code == 404:
+        raise KernelNotFound(kernel_id)
 
 
 def _announce_ready(registry: KernelRegistry, settings: Settings) -> None:
@@ -209,17 +272,34 @@ def _install_errors(app: Flask) -> None:
     def _dead(exc: KernelDied) -> Response:
         return error(409, str(exc))
 
+    @app.errorhandler(StoreUnavailable)
+    def _no_store(exc: StoreUnavailable) -> Response:
+        log.warning("the kernel registry's store did not answer: %s", exc)
+        return error(503, "the kernel registry's store is unavailable; retry shortly")
+
 
 def _forbidden_listing() -> Response:
     return error(403, "listing kernels and sessions is disabled on this server (--no-list-kernels)")
 
 
 def _install_kernel_routes(app: Flask, registry: KernelRegistry, settings: Settings, base: str) -> None:
+    book = registry.book
+    token = configured_token(settings)
+
+    def elsewhere(kernel_id: str) -> Response | None:
+        """The owner's answer for a kernel another replica owns; ``None`` for one of ours."""
+        if kernel_id in registry.kernels:
+            return None
+        owner = _owner_elsewhere(book, kernel_id)
+        if owner is None:
+            raise KernelNotFound(kernel_id)
+        return forward_request(owner, token)
+
     @app.get(base + "/api/kernels")
     def list_kernels() -> Any:
         if not settings.list_kernels:
             return _forbidden_listing()
-        return registry.models()
+        return book.models() if book is not None else registry.models()
 
     @app.post(base + "/api/kernels")
     def start_kernel() -> Any:
@@ -229,20 +309,29 @@ def _install_kernel_routes(app: Flask, registry: KernelRegistry, settings: Setti
 
     @app.get(base + "/api/kernels/<kernel_id>")
     def get_kernel(kernel_id: str) -> Any:
-        return registry.get(kernel_id).model()
+        return elsewhere(kernel_id) or registry.get(kernel_id).model()
 
     @app.delete(base + "/api/kernels/<kernel_id>")
     def delete_kernel(kernel_id: str) -> Any:
+        forwarded = elsewhere(kernel_id)
+        if forwarded is not None:
+            return forwarded
         registry.shutdown_kernel(kernel_id)
         return Response(status=204)
 
     @app.post(base + "/api/kernels/<kernel_id>/interrupt")
     def interrupt_kernel(kernel_id: str) -> Any:
+        forwarded = elsewhere(kernel_id)
+        if forwarded is not None:
+            return forwarded
         registry.get(kernel_id).interrupt()
         return Response(status=204)
 
     @app.post(base + "/api/kernels/<kernel_id>/restart")
     def restart_kernel(kernel_id: str) -> Any:
+        forwarded = elsewhere(kernel_id)
+        if forwarded is not None:
+            return forwarded
         managed = registry.get(kernel_id)
         try:
             managed.restart()
@@ -256,8 +345,15 @@ def _install_kernel_routes(app: Flask, registry: KernelRegistry, settings: Setti
         ws = request.environ.get("wsgi.websocket")
         if ws is None:
             return error(400, "this endpoint is a websocket")
-        managed = registry.get(kernel_id)
         offered = {p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")}
+        if kernel_id not in registry.kernels:
+            owner = _owner_elsewhere(book, kernel_id)
+            if owner is None:
+                raise KernelNotFound(kernel_id)
+            log.info("relaying kernel %s's websocket to its owner %s", kernel_id, owner)
+            forward_websocket(ws, owner, token, V1_PROTOCOL if V1_PROTOCOL in offered else None)
+            return Response(status=204)  # never sent, as below
+        managed = registry.get(kernel_id)
         ChannelsConnection(ws, managed, request.args.get("session_id"), V1_PROTOCOL in offered).serve()
         return Response(status=204)  # never sent: the connection was a websocket
 
@@ -318,7 +414,7 @@ def _install_session_routes(app: Flask, sessions: SessionRegistry, settings: Set
         kernel = body.get("kernel")
         if isinstance(kernel, dict):
             if kernel.get("id") is not None:
-                if kernel["id"] not in registry.kernels:
+                if not sessions.kernel_exists(kernel["id"]):
                     return error(400, f"No such kernel: {kernel['id']}")
                 changes["kernel_id"] = kernel["id"]
             elif kernel.get("name") is not None:

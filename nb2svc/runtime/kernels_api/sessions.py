@@ -1,4 +1,5 @@
-"""``/api/sessions``: Jupyter Server's session records (path ↔ kernel), in memory.
+"""``/api/sessions``: Jupyter Server's session records (path ↔ kernel), in memory or in the
+shared store (with ``--store``, so that every replica answers the same).
 
 A session names a kernel after a document (``path``, ``name``, ``type``). Semantics follow
 Jupyter Server 2: creating a session for a path that has one returns the existing one;
@@ -8,11 +9,16 @@ culled) disappears from the list.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nb2svc.runtime.kernels_api.manager import KernelNotFound, KernelRegistry
+
+if TYPE_CHECKING:
+    from nb2svc.runtime.kernels_api.replicas import ReplicaBook
 
 
 class SessionNotFound(KeyError):
@@ -28,15 +34,59 @@ class SessionRecord:
     kernel_id: str
 
 
+FIELDS = frozenset(f.name for f in dataclasses.fields(SessionRecord))
+
+
 class SessionRegistry:
-    def __init__(self, kernels: KernelRegistry) -> None:
+    """Sessions in this worker's memory, or in the shared store (``book``) so that every
+    replica answers the same; ``shutdown_kernel`` stops a session's kernel wherever it runs."""
+
+    def __init__(
+        self,
+        kernels: KernelRegistry,
+        book: ReplicaBook | None = None,
+        shutdown_kernel: Callable[[str], None] | None = None,
+    ) -> None:
         self.kernels = kernels
+        self.book = book
+        self.shutdown_kernel = shutdown_kernel or kernels.shutdown_kernel
         self._sessions: dict[str, SessionRecord] = {}
 
-    def _prune(self) -> None:
-        for record in list(self._sessions.values()):
-            if record.kernel_id not in self.kernels.kernels:
-                del self._sessions[record.id]
+    def _records(self) -> dict[str, SessionRecord]:
+        if self.book is None:
+            return self._sessions
+        records = (SessionRecord(**r) for r in self.book.cluster.sessions() if set(r) == FIELDS)
+        return {r.id: r for r in records}
+
+    def _save(self, record: SessionRecord) -> None:
+        if self.book is None:
+            self._sessions[record.id] = record
+        else:
+            self.book.cluster.put_session(dataclasses.asdict(record))
+
+    def _remove(self, session_id: str) -> None:
+        if self.book is None:
+            self._sessions.pop(session_id, None)
+        else:
+            self.book.cluster.delete_session(session_id)
+
+    def kernel_exists(self, kernel_id: str) -> bool:
+        if self.book is None:
+            return kernel_id in self.kernels.kernels
+        return self.book.exists(kernel_id)
+
+    def kernel_model(self, kernel_id: str) -> dict[str, Any]:
+        if self.book is None:
+            return self.kernels.get(kernel_id).model()
+        return self.book.model(kernel_id)
+
+    def _prune(self) -> dict[str, SessionRecord]:
+        records = self._records()
+        for record in list(records.values()):
+            if not self.kernel_exists(record.kernel_id):
+                del records[record.id]
+                self._remove(record.id)
+        return records
 
     def model(self, record: SessionRecord) -> dict[str, Any]:
         model: dict[str, Any] = {
@@ -44,26 +94,29 @@ class SessionRegistry:
             "path": record.path,
             "name": record.name,
             "type": record.type,
-            "kernel": self.kernels.get(record.kernel_id).model(),
+            "kernel": self.kernel_model(record.kernel_id),
         }
         if record.type == "notebook":  # Jupyter Server's deprecated shape, still read by old clients
             model["notebook"] = {"path": record.path, "name": record.name}
         return model
 
     def models(self) -> list[dict[str, Any]]:
-        self._prune()
-        return [self.model(r) for r in self._sessions.values()]
+        models = []
+        for record in self._prune().values():
+            try:
+                models.append(self.model(record))
+            except KernelNotFound:  # shut down meanwhile
+                continue
+        return models
 
     def get(self, session_id: str) -> SessionRecord:
-        self._prune()
         try:
-            return self._sessions[session_id]
+            return self._prune()[session_id]
         except KeyError:
             raise SessionNotFound(session_id) from None
 
     def find(self, path: str) -> SessionRecord | None:
-        self._prune()
-        return next((r for r in self._sessions.values() if r.path == path), None)
+        return next((r for r in self._prune().values() if r.path == path), None)
 
     def create(
         self,
@@ -80,11 +133,12 @@ class SessionRegistry:
         :meth:`KernelRegistry.start_kernel` raises.
         """
         if kernel_id:
-            self.kernels.get(kernel_id)
+            if not self.kernel_exists(kernel_id):
+                raise KernelNotFound(kernel_id)
         else:
             kernel_id = self.kernels.start_kernel(kernel_name, env).id
         record = SessionRecord(str(uuid.uuid4()), path, name or "", type, kernel_id)
-        self._sessions[record.id] = record
+        self._save(record)
         return record
 
     def update(self, session_id: str, changes: dict[str, Any]) -> SessionRecord:
@@ -94,17 +148,18 @@ class SessionRegistry:
         for key in ("path", "name", "type", "kernel_id"):
             if key in changes:
                 setattr(record, key, changes[key])
+        self._save(record)
         if record.kernel_id != old_kernel:
             try:
-                self.kernels.shutdown_kernel(old_kernel)
+                self.shutdown_kernel(old_kernel)
             except KernelNotFound:
                 pass
         return record
 
     def delete(self, session_id: str) -> None:
         record = self.get(session_id)
-        del self._sessions[session_id]
+        self._remove(session_id)
         try:
-            self.kernels.shutdown_kernel(record.kernel_id)
+            self.shutdown_kernel(record.kernel_id)
         except KernelNotFound:
             pass

@@ -76,6 +76,10 @@ class Store(ABC):
         """How many members of the index ``key`` have not expired."""
 
     @abstractmethod
+    def index_members(self, key: str) -> list[str]:
+        """The members of the index ``key`` that have not expired (in no particular order)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections and threads (the store's data stays)."""
 

@@ -130,6 +130,10 @@ class RedisStore(Store):
 
         return self._call(run)
 
+    def index_members(self, key: str) -> list[str]:
+        members = self._call(self._redis.zrangebyscore, PREFIX + key, f"({_ms(time.time())}", "+inf")
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
     def close(self) -> None:
         self._redis.close()
 

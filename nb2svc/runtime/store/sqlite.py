@@ -175,6 +175,15 @@ class SqliteStore(Store):
 
         return self._call(run)
 
+    def index_members(self, key: str) -> list[str]:
+        def run() -> list[str]:
+            rows = self._conn.execute(
+                "SELECT member FROM idx WHERE key = ? AND expires > ?", (key, time.time())
+            ).fetchall()
+            return [str(row[0]) for row in rows]
+
+        return self._call(run)
+
     def close(self) -> None:
         def run() -> None:
             if self._db is not None:
