@@ -40,6 +40,8 @@ def build_bundle(
     base_image: str | None,
     docker_tag: str | None,
     k8s: bool,
+    keda: bool,
+    prometheus_url: str | None,
     requirements_file: Path | None,
     replicas: int,
     max_replicas: int,
@@ -50,6 +52,10 @@ def build_bundle(
     from nb2svc.build import write_bundle, write_mounted_bundle
     from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command
 
+    if (keda or prometheus_url) and not k8s:
+        raise click.UsageError("--keda and --prometheus-url shape the Kubernetes manifests: add --k8s")
+    if prometheus_url and not keda:
+        raise click.UsageError("--prometheus-url is where --keda's ScaledObject asks: add --keda")
     if not targets and not mount_specs:
         raise click.UsageError("Missing argument 'TARGET...' (a notebook, several, or a folder of them)")
     given = frozenset(name for name, value in flags.items() if value is not None)
@@ -82,6 +88,8 @@ def build_bundle(
         options = BundleOptions(
             image=docker_tag,
             k8s=k8s,
+            keda=keda,
+            **({"prometheus_url": prometheus_url} if prometheus_url else {}),
             requirements=_requirement_lines(requirements_file),
             replicas=replicas,
             max_replicas=max_replicas,

@@ -127,6 +127,19 @@ def main(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--k8s", is_flag=True, help="Also write Kubernetes manifests to k8s/ (kubectl apply -k).")
 @click.option(
+    "--keda",
+    is_flag=True,
+    help="With --k8s: scale on queue depth (waiting requests, from Prometheus) as well as CPU, "
+    "with a KEDA ScaledObject in place of the HorizontalPodAutoscaler (KEDA makes the HPA).",
+)
+@click.option(
+    "--prometheus-url",
+    default=None,
+    metavar="URL",
+    help="With --keda: the Prometheus that scrapes the pods, as KEDA reaches it.  "
+    "[default: http://prometheus-operated.monitoring.svc:9090]",
+)
+@click.option(
     "--requirements",
     "requirements_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -4,7 +4,8 @@ Three bundles cover every branch of the templates: ``hello`` with the default op
 (no Kubernetes), ``todo-k8s`` with ``k8s=True``, non-default sizes and base image and a
 Redis store (wired from a Secret: its password is never written), and
 ``mounted-k8s``: two notebooks in one bundle (hello.ipynb at /hello, a bash notebook at
-/shell, whose kernel the image lacks), with ``k8s=True``.
+/shell, whose kernel the image lacks), with ``k8s=True`` and ``keda=True`` (a KEDA
+ScaledObject in place of the HPA).
 The runtime (dependency pins, wheel) is fixed here, so the files do not change when
 the installed packages do.
 
@@ -62,6 +63,8 @@ CASES = {
         BundleOptions(
             image="registry.example.com/team/greeters:1.0.0",
             k8s=True,
+            keda=True,
+            prometheus_url="http://prometheus.monitoring:9090",
             mounts={"/hello": {"pool_size": 3, "queue_timeout": 5.0}},
         ),
     ),
