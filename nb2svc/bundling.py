@@ -43,8 +43,11 @@ def build_bundle(
     keda: bool,
     prometheus_url: str | None,
     requirements_file: Path | None,
-    replicas: int,
+    replicas: int | None,
     max_replicas: int,
+    kernel_gateway: bool,
+    kernel_images: tuple[str, ...],
+    namespace: str | None,
     **flags: Any,
 ) -> None:
     """``nb2svc build`` (see its help): compile ``targets`` into a bundle directory and say so;
@@ -52,6 +55,19 @@ def build_bundle(
     from nb2svc.build import write_bundle, write_mounted_bundle
     from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command
 
+    if kernel_gateway:
+        if targets or mount_specs or requirements_file or keda or prometheus_url:
+            raise click.UsageError(
+                "--kernels builds a kernel gateway: no TARGET, --mount, --requirements or --keda"
+            )
+        gateway = dict(output=output, force=force, as_json=as_json, base_image=base_image, image=docker_tag)
+        build_kernels_bundle(
+            replicas=replicas, kernel_images=kernel_images, namespace=namespace, **gateway, **flags
+        )
+        return
+    if kernel_images or namespace:
+        raise click.UsageError("--kernel-image and --namespace shape a kernel gateway: add --kernels")
+    replicas = 2 if replicas is None else replicas
     if (keda or prometheus_url) and not k8s:
         raise click.UsageError("--keda and --prometheus-url shape the Kubernetes manifests: add --k8s")
     if prometheus_url and not keda:
@@ -118,6 +134,69 @@ def build_bundle(
     setup = sum(len(s.setup) for s in specs)
     click.echo(
         f"built {output}/ from {source}: {endpoints} endpoints, {setup} setup cells, {len(written)} files"
+    )
+    if command:
+        click.echo(command)
+
+
+#: The settings a kernel gateway's bundle takes; the other baked options are API mode's.
+GATEWAY_SETTINGS = frozenset({"port", "base_url", "store"})
+
+
+def build_kernels_bundle(
+    *,
+    output: Path | None,
+    force: bool,
+    as_json: bool,
+    base_image: str | None,
+    image: str | None,
+    replicas: int | None,
+    kernel_images: tuple[str, ...],
+    namespace: str | None,
+    **flags: Any,
+) -> None:
+    """``nb2svc build --kernels``: write a kernel gateway's bundle (image and k8s/) and say so."""
+    from nb2svc.build import write_files
+    from nb2svc.compiler.bundle import BundleError, docker_build_command
+    from nb2svc.compiler.kernels_bundle import KernelBundleOptions, parse_kernel_image, render_kernels_bundle
+
+    given = sorted(
+        name for name, value in flags.items() if value is not None and name not in GATEWAY_SETTINGS
+    )
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise click.UsageError(
+            f"{flag} is an API-mode setting; a --kernels bundle takes --port, --base-url, --store"
+        )
+    settings = {name: flags[name] for name in GATEWAY_SETTINGS if flags.get(name) is not None}
+    try:
+        pairs = tuple(parse_kernel_image(value) for value in kernel_images)
+        options = KernelBundleOptions(
+            base_image=base_image,
+            image=image,
+            replicas=1 if replicas is None else replicas,
+            **({"namespace": namespace} if namespace else {}),
+            **({"kernel_images": pairs} if pairs else {}),
+            **settings,
+        )
+    except BundleError as exc:
+        raise click.UsageError(str(exc)) from None
+    output = output or Path("build") / options.name
+    try:
+        written = write_files(render_kernels_bundle(options), output, force=force)
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the bundle to {output}: {os_reason(exc)}") from None
+    command = docker_build_command(output, image) if image else None
+    if as_json:
+        files = [str(p) for p in written]
+        click.echo(json.dumps({"bundle": str(output), "files": files, "docker_build": command}))
+        return
+    kernels = ", ".join(name for name, _ in options.kernel_images)
+    click.echo(
+        f"built {output}/: a kernel gateway, {options.replicas} replica(s), "
+        f"kernels {kernels}, {len(written)} files"
     )
     if command:
         click.echo(command)

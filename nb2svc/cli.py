@@ -127,6 +127,27 @@ def main(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--k8s", is_flag=True, help="Also write Kubernetes manifests to k8s/ (kubectl apply -k).")
 @click.option(
+    "--kernels",
+    "kernel_gateway",
+    is_flag=True,
+    help="Build a kernel gateway instead (no TARGET): an image of 'nb2svc serve --kernels' and k8s/ "
+    "with --replicas gateways, kernels in pods of their own (gateway_provisioners), RBAC for them.",
+)
+@click.option(
+    "--kernel-image",
+    "kernel_images",
+    multiple=True,
+    metavar="NAME=IMAGE",
+    help="With --kernels: a kernel spec NAME whose kernels run in IMAGE (repeatable; the first is "
+    "the default kernel).  [default: python_k8s=elyra/kernel-py:3.2.3]",
+)
+@click.option(
+    "--namespace",
+    default=None,
+    help="With --kernels: the Kubernetes namespace of the gateways and their kernel pods.  "
+    "[default: default]",
+)
+@click.option(
     "--keda",
     is_flag=True,
     help="With --k8s: scale on queue depth (waiting requests, from Prometheus) as well as CPU, "
@@ -149,9 +170,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--replicas",
     type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Fewest pods (the HorizontalPodAutoscaler's floor; with --k8s).",
+    default=None,
+    help="Fewest pods (the HorizontalPodAutoscaler's floor; with --k8s); with --kernels, the "
+    "gateways (more than 1 needs --store redis://...).  [default: 2; --kernels: 1]",
 )
 @click.option(
     "--max-replicas",

@@ -148,7 +148,7 @@ class BundleOptions:
             )
 
 
-def _environment() -> Environment:
+def template_environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(templates_dir())),  # the one place the compiler reads files
         undefined=StrictUndefined,
@@ -289,7 +289,7 @@ def _deploy_env(options: BundleOptions) -> list[tuple[str, str]]:
     return lines
 
 
-def _image_digest(files: dict[str, bytes]) -> str:
+def image_digest(files: dict[str, bytes]) -> str:
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(f"{name}\0{len(files[name])}\0".encode())
@@ -408,7 +408,7 @@ def _render(
     pools = sum(
         options.mounts.get(k.get("mount", ""), {}).get("pool_size", options.pool_size) for k in kernels
     )
-    env = _environment()
+    env = template_environment()
     name = dns_name(service_name)
     context: dict[str, Any] = {
         "mounted": "mounts" in specific,
@@ -456,7 +456,7 @@ def _render(
             ".dockerignore": render("dockerignore.j2"),
         }
     )
-    image = options.image or f"{name}:{_image_digest(files)}"
+    image = options.image or f"{name}:{image_digest(files)}"
     context["image"] = check_image_tag(image)
     context["image_repository"] = image_repository(image)
     files["README.md"] = render("README.md.j2")
