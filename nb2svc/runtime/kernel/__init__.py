@@ -1,4 +1,4 @@
-"""The one kernel layer of both modes (see DESIGN.md, "runtime/kernel").
+"""The one kernel layer of both modes (see docs/architecture.md).
 
 - :mod:`.process` — a kernel's process behind its provisioner: start, alive, interrupt, stop;
 - :mod:`.lifecycle` — the asyncio loop where jupyter_client's coroutines run;
