@@ -8,8 +8,10 @@ be written).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ def build_bundle(
     """``nb2svc build`` (see its help): compile ``targets`` into a bundle directory and say so;
     ``flags`` are the baked settings options (``None``: not given)."""
     from nb2svc.build import write_bundle, write_mounted_bundle
-    from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command
+    from nb2svc.compiler.bundle import BundleError, BundleOptions
 
     if kernel_gateway:
         if targets or mount_specs or requirements_file or keda or prometheus_url:
@@ -116,27 +118,15 @@ def build_bundle(
         raise click.UsageError(str(exc)) from None
     if base_image:
         options = dataclasses.replace(options, base_image=base_image)
-    try:
+    with _writing(output):
         if mounts:
             written = write_mounted_bundle(mounts, name, output, force=force, options=options)
         else:
             written = write_bundle(spec, targets[0], output, force=force, options=options)
-    except BundleError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the bundle to {output}: {os_reason(exc)}") from None
-    command = docker_build_command(output, docker_tag) if docker_tag else None
-    if as_json:
-        files = [str(p) for p in written]
-        click.echo(json.dumps({"bundle": str(output), "files": files, "docker_build": command}))
-        return
     endpoints = sum(len(s.endpoints) for s in specs)
     setup = sum(len(s.setup) for s in specs)
-    click.echo(
-        f"built {output}/ from {source}: {endpoints} endpoints, {setup} setup cells, {len(written)} files"
-    )
-    if command:
-        click.echo(command)
+    summary = f" from {source}: {endpoints} endpoints, {setup} setup cells"
+    _say_built(output, written, docker_tag, as_json, summary)
 
 
 #: The settings a kernel gateway's bundle takes; the other baked options are API mode's.
@@ -157,7 +147,7 @@ def build_kernels_bundle(
 ) -> None:
     """``nb2svc build --kernels``: write a kernel gateway's bundle (image and k8s/) and say so."""
     from nb2svc.build import write_files
-    from nb2svc.compiler.bundle import BundleError, docker_build_command
+    from nb2svc.compiler.bundle import BundleError
     from nb2svc.compiler.kernels_bundle import KernelBundleOptions, parse_kernel_image, render_kernels_bundle
 
     given = sorted(
@@ -182,22 +172,42 @@ def build_kernels_bundle(
     except BundleError as exc:
         raise click.UsageError(str(exc)) from None
     output = output or Path("build") / options.name
-    try:
+    with _writing(output):
         written = write_files(render_kernels_bundle(options), output, force=force)
+    kernels = ", ".join(name for name, _ in options.kernel_images)
+    _say_built(
+        output,
+        written,
+        image,
+        as_json,
+        f": a kernel gateway, {options.replicas} replica(s), kernels {kernels}",
+    )
+
+
+@contextlib.contextmanager
+def _writing(output: Path) -> Iterator[None]:
+    """A bundle that cannot be written is one line and exit 1, never a traceback."""
+    from nb2svc.compiler.bundle import BundleError
+
+    try:
+        yield
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write the bundle to {output}: {os_reason(exc)}") from None
+
+
+def _say_built(output: Path, written: list[Path], image: str | None, as_json: bool, summary: str) -> None:
+    """The one-line summary (``built DIR/SUMMARY, N files``) and the image's build command,
+    or all of it as JSON on stdout with ``--json``."""
+    from nb2svc.compiler.bundle import docker_build_command
+
     command = docker_build_command(output, image) if image else None
     if as_json:
         files = [str(p) for p in written]
         click.echo(json.dumps({"bundle": str(output), "files": files, "docker_build": command}))
         return
-    kernels = ", ".join(name for name, _ in options.kernel_images)
-    click.echo(
-        f"built {output}/: a kernel gateway, {options.replicas} replica(s), "
-        f"kernels {kernels}, {len(written)} files"
-    )
+    click.echo(f"built {output}/{summary}, {len(written)} files")
     if command:
         click.echo(command)
 

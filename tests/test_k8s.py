@@ -162,15 +162,19 @@ def test_kubernetes_validate_cli_accepts_the_written_files(tmp_path: Path) -> No
         timeout=120,
     )
     assert built.returncode == 0, built.stderr
-    files = [str(out / "k8s" / name) for name in MANIFESTS]
+    validate_files([out / "k8s" / name for name in MANIFESTS], len(MANIFESTS))
+
+
+def validate_files(files: list[Path], objects: int) -> None:
+    """kubernetes-validate's own command, strict, on written files holding ``objects`` objects."""
     result = subprocess.run(
-        [sys.executable, "-m", "kubernetes_validate", "--strict", *files],
+        [sys.executable, "-m", "kubernetes_validate", "--strict", *map(str, files)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("passed") == len(MANIFESTS)
+    assert result.stdout.count("passed") == objects
 
 
 #: The part of KEDA's ScaledObject CRD (keda.sh/v1alpha1, KEDA 2.10+) that the bundle
