@@ -128,13 +128,14 @@ def test_rendered_templates_match_golden_files(case: str) -> None:
 
 
 def test_golden_cases_cover_every_template() -> None:
-    """Each template file is rendered by at least one case (k8s/labels.j2 is only imported)."""
+    """Each template file is rendered by at least one case (k8s/labels.j2 and image.j2 are
+    only imported)."""
     from nb2svc.distribution import templates_dir
 
     templates = {
         p.relative_to(templates_dir()).as_posix()
         for p in templates_dir().rglob("*.j2")
-        if p.name != "labels.j2"
+        if p.name not in ("labels.j2", "image.j2")
     }
     rendered = {name for case in CASES for name in rendered_templates(case)}
     # app.py.j2 → app.py, ci/Makefile.j2 → Makefile, dockerignore.j2 → .dockerignore, ...
