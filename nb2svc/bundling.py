@@ -58,9 +58,18 @@ def build_bundle(
     from nb2svc.compiler.bundle import BundleError, BundleOptions
 
     if kernel_gateway:
-        if targets or mount_specs or requirements_file or keda or prometheus_url:
+        if (
+            targets
+            or mount_specs
+            or requirements_file
+            or config_file
+            or comment_prefix
+            or keda
+            or prometheus_url
+        ):
             raise click.UsageError(
-                "--kernels builds a kernel gateway: no TARGET, --mount, --requirements or --keda"
+                "--kernels builds a kernel gateway: no TARGET, --mount, --requirements, --config, "
+                "--comment-prefix or --keda"
             )
         gateway = dict(output=output, force=force, as_json=as_json, base_image=base_image, image=docker_tag)
         build_kernels_bundle(

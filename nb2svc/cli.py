@@ -203,6 +203,10 @@ def build(**params: Any) -> None:
     defaults (a container's environment still overrides them); they also size the
     pod's resources and its shutdown grace period. Only flags and --config count here,
     not the NB2SVC_* variables of the machine that builds.
+
+    With --kernels (and no TARGET) the bundle is a kernel gateway's instead: an image of
+    'nb2svc serve --kernels' with a kernel spec per --kernel-image, and k8s/ with the
+    gateways, their Service and the RBAC their kernel pods need.
     """
     from nb2svc.bundling import build_bundle
 

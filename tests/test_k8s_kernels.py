@@ -193,6 +193,7 @@ def test_build_writes_files_that_kubernetes_validate_accepts(tmp_path: Path) -> 
         (["--kernel-image", "py=elyra/kernel-py:latest"], "not latest"),
         (["--namespace", "Not_A_Name"], "is not a Kubernetes name"),
         (["--keda"], "--kernels builds a kernel gateway"),
+        (["--comment-prefix", "#"], "--kernels builds a kernel gateway"),
     ],
 )
 def test_bad_gateway_flags_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
