@@ -64,7 +64,7 @@ def write_files(files: dict[str, bytes], output: Path, *, force: bool = False) -
     if output.exists():
         if not output.is_dir():
             raise BundleError(f"{output} exists and is not a directory")
-        is_bundle = (output / "service.json").exists()
+        is_bundle = (output / "service.json").exists() or (output / "kernels.json").exists()
         if any(output.iterdir()) and not (is_bundle or force):
             raise BundleError(
                 f"{output} is not empty and is not an nb2svc bundle; pass --force to replace it"

@@ -8,8 +8,10 @@ be written).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +42,47 @@ def build_bundle(
     base_image: str | None,
     docker_tag: str | None,
     k8s: bool,
+    keda: bool,
+    prometheus_url: str | None,
     requirements_file: Path | None,
-    replicas: int,
+    replicas: int | None,
     max_replicas: int,
+    kernel_gateway: bool,
+    kernel_images: tuple[str, ...],
+    namespace: str | None,
     **flags: Any,
 ) -> None:
     """``nb2svc build`` (see its help): compile ``targets`` into a bundle directory and say so;
     ``flags`` are the baked settings options (``None``: not given)."""
     from nb2svc.build import write_bundle, write_mounted_bundle
-    from nb2svc.compiler.bundle import BundleError, BundleOptions, docker_build_command
+    from nb2svc.compiler.bundle import BundleError, BundleOptions
 
+    if kernel_gateway:
+        if (
+            targets
+            or mount_specs
+            or requirements_file
+            or config_file
+            or comment_prefix
+            or keda
+            or prometheus_url
+        ):
+            raise click.UsageError(
+                "--kernels builds a kernel gateway: no TARGET, --mount, --requirements, --config, "
+                "--comment-prefix or --keda"
+            )
+        gateway = dict(output=output, force=force, as_json=as_json, base_image=base_image, image=docker_tag)
+        build_kernels_bundle(
+            replicas=replicas, kernel_images=kernel_images, namespace=namespace, **gateway, **flags
+        )
+        return
+    if kernel_images or namespace:
+        raise click.UsageError("--kernel-image and --namespace shape a kernel gateway: add --kernels")
+    replicas = 2 if replicas is None else replicas
+    if (keda or prometheus_url) and not k8s:
+        raise click.UsageError("--keda and --prometheus-url shape the Kubernetes manifests: add --k8s")
+    if prometheus_url and not keda:
+        raise click.UsageError("--prometheus-url is where --keda's ScaledObject asks: add --keda")
     if not targets and not mount_specs:
         raise click.UsageError("Missing argument 'TARGET...' (a notebook, several, or a folder of them)")
     given = frozenset(name for name, value in flags.items() if value is not None)
@@ -82,6 +115,8 @@ def build_bundle(
         options = BundleOptions(
             image=docker_tag,
             k8s=k8s,
+            keda=keda,
+            **({"prometheus_url": prometheus_url} if prometheus_url else {}),
             requirements=_requirement_lines(requirements_file),
             replicas=replicas,
             max_replicas=max_replicas,
@@ -92,25 +127,96 @@ def build_bundle(
         raise click.UsageError(str(exc)) from None
     if base_image:
         options = dataclasses.replace(options, base_image=base_image)
-    try:
+    with _writing(output):
         if mounts:
             written = write_mounted_bundle(mounts, name, output, force=force, options=options)
         else:
             written = write_bundle(spec, targets[0], output, force=force, options=options)
+    endpoints = sum(len(s.endpoints) for s in specs)
+    setup = sum(len(s.setup) for s in specs)
+    summary = f" from {source}: {endpoints} endpoints, {setup} setup cells"
+    _say_built(output, written, docker_tag, as_json, summary)
+
+
+#: The settings a kernel gateway's bundle takes; the other baked options are API mode's.
+GATEWAY_SETTINGS = frozenset({"port", "base_url", "store"})
+
+
+def build_kernels_bundle(
+    *,
+    output: Path | None,
+    force: bool,
+    as_json: bool,
+    base_image: str | None,
+    image: str | None,
+    replicas: int | None,
+    kernel_images: tuple[str, ...],
+    namespace: str | None,
+    **flags: Any,
+) -> None:
+    """``nb2svc build --kernels``: write a kernel gateway's bundle (image and k8s/) and say so."""
+    from nb2svc.build import write_files
+    from nb2svc.compiler.bundle import BundleError
+    from nb2svc.compiler.kernels_bundle import KernelBundleOptions, parse_kernel_image, render_kernels_bundle
+
+    given = sorted(
+        name for name, value in flags.items() if value is not None and name not in GATEWAY_SETTINGS
+    )
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise click.UsageError(
+            f"{flag} is an API-mode setting; a --kernels bundle takes --port, --base-url, --store"
+        )
+    settings = {name: flags[name] for name in GATEWAY_SETTINGS if flags.get(name) is not None}
+    try:
+        pairs = tuple(parse_kernel_image(value) for value in kernel_images)
+        options = KernelBundleOptions(
+            base_image=base_image,
+            image=image,
+            replicas=1 if replicas is None else replicas,
+            **({"namespace": namespace} if namespace else {}),
+            **({"kernel_images": pairs} if pairs else {}),
+            **settings,
+        )
+    except BundleError as exc:
+        raise click.UsageError(str(exc)) from None
+    output = output or Path("build") / options.name
+    with _writing(output):
+        written = write_files(render_kernels_bundle(options), output, force=force)
+    kernels = ", ".join(name for name, _ in options.kernel_images)
+    _say_built(
+        output,
+        written,
+        image,
+        as_json,
+        f": a kernel gateway, {options.replicas} replica(s), kernels {kernels}",
+    )
+
+
+@contextlib.contextmanager
+def _writing(output: Path) -> Iterator[None]:
+    """A bundle that cannot be written is one line and exit 1, never a traceback."""
+    from nb2svc.compiler.bundle import BundleError
+
+    try:
+        yield
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write the bundle to {output}: {os_reason(exc)}") from None
-    command = docker_build_command(output, docker_tag) if docker_tag else None
+
+
+def _say_built(output: Path, written: list[Path], image: str | None, as_json: bool, summary: str) -> None:
+    """The one-line summary (``built DIR/SUMMARY, N files``) and the image's build command,
+    or all of it as JSON on stdout with ``--json``."""
+    from nb2svc.compiler.bundle import docker_build_command
+
+    command = docker_build_command(output, image) if image else None
     if as_json:
         files = [str(p) for p in written]
         click.echo(json.dumps({"bundle": str(output), "files": files, "docker_build": command}))
         return
-    endpoints = sum(len(s.endpoints) for s in specs)
-    setup = sum(len(s.setup) for s in specs)
-    click.echo(
-        f"built {output}/ from {source}: {endpoints} endpoints, {setup} setup cells, {len(written)} files"
-    )
+    click.echo(f"built {output}/{summary}, {len(written)} files")
     if command:
         click.echo(command)
 

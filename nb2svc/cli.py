@@ -144,6 +144,40 @@ def main(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--k8s", is_flag=True, help="Also write Kubernetes manifests to k8s/ (kubectl apply -k).")
 @click.option(
+    "--kernels",
+    "kernel_gateway",
+    is_flag=True,
+    help="Build a kernel gateway instead (no TARGET): an image of 'nb2svc serve --kernels' and k8s/ "
+    "with --replicas gateways, kernels in pods of their own (gateway_provisioners), RBAC for them.",
+)
+@click.option(
+    "--kernel-image",
+    "kernel_images",
+    multiple=True,
+    metavar="NAME=IMAGE",
+    help="With --kernels: a kernel spec NAME whose kernels run in IMAGE (repeatable; the first is "
+    "the default kernel).  [default: python_k8s=elyra/kernel-py:3.2.3]",
+)
+@click.option(
+    "--namespace",
+    default=None,
+    help="With --kernels: the Kubernetes namespace of the gateways and their kernel pods.  "
+    "[default: default]",
+)
+@click.option(
+    "--keda",
+    is_flag=True,
+    help="With --k8s: scale on queue depth (waiting requests, from Prometheus) as well as CPU, "
+    "with a KEDA ScaledObject in place of the HorizontalPodAutoscaler (KEDA makes the HPA).",
+)
+@click.option(
+    "--prometheus-url",
+    default=None,
+    metavar="URL",
+    help="With --keda: the Prometheus that scrapes the pods, as KEDA reaches it.  "
+    "[default: http://prometheus-operated.monitoring.svc:9090]",
+)
+@click.option(
     "--requirements",
     "requirements_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -153,9 +187,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--replicas",
     type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Fewest pods (the HorizontalPodAutoscaler's floor; with --k8s).",
+    default=None,
+    help="Fewest pods (the HorizontalPodAutoscaler's floor; with --k8s); with --kernels, the "
+    "gateways (more than 1 needs --store redis://...).  [default: 2; --kernels: 1]",
 )
 @click.option(
     "--max-replicas",
@@ -186,6 +220,10 @@ def build(**params: Any) -> None:
     defaults (a container's environment still overrides them); they also size the
     pod's resources and its shutdown grace period. Only flags and --config count here,
     not the NB2SVC_* variables of the machine that builds.
+
+    With --kernels (and no TARGET) the bundle is a kernel gateway's instead: an image of
+    'nb2svc serve --kernels' with a kernel spec per --kernel-image, and k8s/ with the
+    gateways, their Service and the RBAC their kernel pods need.
     """
     from nb2svc.bundling import build_bundle
 

@@ -4,8 +4,11 @@ Three bundles cover every branch of the templates: ``hello`` with the default op
 (no Kubernetes), ``todo-k8s`` with ``k8s=True``, non-default sizes and base image and a
 Redis store (wired from a Secret: its password is never written), and
 ``mounted-k8s``: two notebooks in one bundle (hello.ipynb at /hello with an elastic pool,
-whose MAX sizes the pod, and a bash notebook at /shell, whose kernel the image lacks),
-with ``k8s=True``.
+whose MAX sizes the pod, a bash notebook at
+/shell, whose kernel the image lacks), with ``k8s=True`` and ``keda=True`` (a KEDA
+ScaledObject in place of the HPA); and ``kernels-k8s``, a kernel gateway's bundle
+(``nb2svc build --kernels``: three replicas on a Redis store, two kernel images, its own
+namespace).
 The runtime (dependency pins, wheel) is fixed here, so the files do not change when
 the installed packages do.
 
@@ -26,6 +29,7 @@ import pytest
 
 from nb2svc.compiler import compile_notebook
 from nb2svc.compiler.bundle import BundleOptions, render_bundle, render_mounted_bundle
+from nb2svc.compiler.kernels_bundle import KernelBundleOptions, render_kernels_bundle
 from nb2svc.compiler.mounts import Mount
 from nb2svc.distribution import Runtime, wheel_filename
 from tests.notebooks import shell_notebook
@@ -33,7 +37,10 @@ from tests.support import EXAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"
 #: Bundle files that are not rendered from a template (each has tests of its own).
-NOT_TEMPLATED = ("service.json", "openapi.json", "notebook.ipynb", "notebooks/", "wheels/")
+NOT_TEMPLATED = ("service.json", "openapi.json", "notebook.ipynb", "notebooks/", "wheels/", "kernels.json")
+
+#: The case of a kernel gateway's bundle (``nb2svc build --kernels``), not of a notebook.
+KERNELS = "--kernels"
 
 FIXED_RUNTIME = Runtime(
     requirements=("flask==3.1.3", "gunicorn==27.0.1", 'pexpect==4.8.0 ; sys_platform != "win32"'),
@@ -58,11 +65,24 @@ CASES = {
             store="redis://:never-written@redis.example:6379/0",
         ),
     ),
+    "kernels-k8s": (
+        KERNELS,
+        KernelBundleOptions(
+            name="lab-kernels",
+            image="registry.example.com/team/lab-kernels:1.0.0",
+            replicas=3,
+            namespace="jupyter",
+            store="redis://:never-written@redis.example:6379/1",
+            kernel_images=(("python_k8s", "elyra/kernel-py:3.2.3"), ("r_k8s", "elyra/kernel-r:3.2.3")),
+        ),
+    ),
     "mounted-k8s": (
         "",
         BundleOptions(
             image="registry.example.com/team/greeters:1.0.0",
             k8s=True,
+            keda=True,
+            prometheus_url="http://prometheus.monitoring:9090",
             mounts={"/hello": {"pool_size": "1..3", "queue_timeout": 5.0}},
         ),
     ),
@@ -82,7 +102,9 @@ def mounted_bundle(options: BundleOptions, runtime: Runtime = FIXED_RUNTIME) -> 
 
 def rendered_templates(case: str) -> dict[str, bytes]:
     notebook, options = CASES[case]
-    if notebook:
+    if notebook == KERNELS:
+        files = render_kernels_bundle(options, FIXED_RUNTIME)
+    elif notebook:
         path = EXAMPLES / notebook
         files = render_bundle(compile_notebook(path), path.read_bytes(), options, FIXED_RUNTIME)
     else:
@@ -107,13 +129,14 @@ def test_rendered_templates_match_golden_files(case: str) -> None:
 
 
 def test_golden_cases_cover_every_template() -> None:
-    """Each template file is rendered by at least one case (k8s/labels.j2 is only imported)."""
+    """Each template file is rendered by at least one case (k8s/labels.j2 and image.j2 are
+    only imported)."""
     from nb2svc.distribution import templates_dir
 
     templates = {
         p.relative_to(templates_dir()).as_posix()
         for p in templates_dir().rglob("*.j2")
-        if p.name != "labels.j2"
+        if p.name not in ("labels.j2", "image.j2")
     }
     rendered = {name for case in CASES for name in rendered_templates(case)}
     # app.py.j2 → app.py, ci/Makefile.j2 → Makefile, dockerignore.j2 → .dockerignore, ...
@@ -121,12 +144,11 @@ def test_golden_cases_cover_every_template() -> None:
     assert stems <= {Path(name).name.lstrip(".") for name in rendered}
 
 
-def test_a_store_url_is_wired_from_a_secret_and_never_written() -> None:
+@pytest.mark.parametrize("case", ["todo-k8s", "kernels-k8s"])
+def test_a_store_url_is_wired_from_a_secret_and_never_written(case: str) -> None:
     """The store's URL may hold a password: the Deployment reads it from a Secret, and no
     file of the bundle (image, manifests, README) holds it (issue 18)."""
-    notebook, options = CASES["todo-k8s"]
-    path = EXAMPLES / notebook
-    files = render_bundle(compile_notebook(path), path.read_bytes(), options, FIXED_RUNTIME)
+    files = rendered_templates(case)
     assert not [name for name, data in files.items() if b"never-written" in data]
     assert b"NB2SVC_STORE" not in files["Dockerfile"]
     assert (

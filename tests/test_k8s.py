@@ -162,12 +162,173 @@ def test_kubernetes_validate_cli_accepts_the_written_files(tmp_path: Path) -> No
         timeout=120,
     )
     assert built.returncode == 0, built.stderr
-    files = [str(out / "k8s" / name) for name in MANIFESTS]
+    validate_files([out / "k8s" / name for name in MANIFESTS], len(MANIFESTS))
+
+
+def validate_files(files: list[Path], objects: int) -> None:
+    """kubernetes-validate's own command, strict, on written files holding ``objects`` objects."""
     result = subprocess.run(
-        [sys.executable, "-m", "kubernetes_validate", "--strict", *files],
+        [sys.executable, "-m", "kubernetes_validate", "--strict", *map(str, files)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("passed") == len(MANIFESTS)
+    assert result.stdout.count("passed") == objects
+
+
+#: The part of KEDA's ScaledObject CRD (keda.sh/v1alpha1, KEDA 2.10+) that the bundle
+#: uses, written from its documented fields; ``additionalProperties: false`` makes a
+#: misspelt or misplaced field an error, as a strict schema check would. The HPA
+#: behavior inside it is checked separately against Kubernetes' own schema.
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+SCALED_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        "kind": {"const": "ScaledObject"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {"name": {"type": "string"}, "labels": STRING_MAP},
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {k: {"type": "string"} for k in ("apiVersion", "kind", "name")},
+                },
+                **{
+                    k: {"type": "integer", "minimum": 0}
+                    for k in ("minReplicaCount", "maxReplicaCount", "pollingInterval", "cooldownPeriod")
+                },
+                "advanced": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "horizontalPodAutoscalerConfig": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"name": {"type": "string"}, "behavior": {"type": "object"}},
+                        }
+                    },
+                },
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type", "metadata"],
+                        "properties": {
+                            "type": {"type": "string"},
+                            "name": {"type": "string"},
+                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                            "metadata": STRING_MAP,
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def keda() -> dict[str, Any]:
+    return manifests(keda=True, pool_size=3, workers=2, prometheus_url="http://prom.monitoring:9090")
+
+
+def test_keda_replaces_the_hpa_with_a_scaled_object(keda: dict[str, Any]) -> None:
+    """KEDA makes its own HPA from the ScaledObject: the bundle writes no second one."""
+    assert "hpa.yaml" not in keda
+    assert sorted(keda["kustomization.yaml"]["resources"]) == sorted(
+        ("deployment.yaml", "service.yaml", "scaledobject.yaml", "pdb.yaml")
+    )
+    version = kubernetes_validate.latest_version()
+    for name in ("deployment.yaml", "service.yaml", "pdb.yaml"):
+        kubernetes_validate.validate(keda[name], version, strict=True)
+
+
+def test_scaled_object_is_structurally_valid(keda: dict[str, Any]) -> None:
+    import jsonschema
+
+    scaled = keda["scaledobject.yaml"]
+    jsonschema.validate(scaled, SCALED_OBJECT_SCHEMA)
+    # Its behavior is an HPA's: validated by Kubernetes' schema inside the HPA it becomes.
+    spec = scaled["spec"]
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"keda-hpa-{scaled['metadata']['name']}"},
+        "spec": {
+            "scaleTargetRef": spec["scaleTargetRef"],
+            "minReplicas": spec["minReplicaCount"],
+            "maxReplicas": spec["maxReplicaCount"],
+            "behavior": spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"],
+        },
+    }
+    kubernetes_validate.validate(hpa, kubernetes_validate.latest_version(), strict=True)
+    # A misspelt field fails, so the schema above does check something.
+    spec["triggers"][0]["metadta"] = {}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(scaled, SCALED_OBJECT_SCHEMA)
+
+
+def test_scaled_object_scales_on_waiting_requests_and_cpu(keda: dict[str, Any]) -> None:
+    from nb2svc.runtime.http_api.health import POOL_GAUGES
+
+    spec = keda["scaledobject.yaml"]["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "todo"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 10)
+    queue, cpu = spec["triggers"]
+    assert queue["type"] == "prometheus" and queue["metricType"] == "AverageValue"
+    assert queue["metadata"]["serverAddress"] == "http://prom.monitoring:9090"
+    gauge = re.match(r"sum\((\w+)\{", queue["metadata"]["query"]).group(1)  # type: ignore[union-attr]
+    assert gauge == "nb2svc_pool_waiting_requests" and gauge in {g[0] for g in POOL_GAUGES}
+    assert 'app_kubernetes_io_name="todo"' in queue["metadata"]["query"]
+    assert queue["metadata"]["threshold"] == "6"  # a pod's kernels: 2 workers x 3
+    assert cpu == {"type": "cpu", "name": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}
+    # the query's label is one the pods carry; readiness and scraping are as without KEDA
+    labels = keda["deployment.yaml"]["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "todo"
+    pod = keda["deployment.yaml"]["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    assert container(keda)["readinessProbe"]["httpGet"]["path"] == "/_api/health/ready"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--keda"], "add --k8s"),
+        (["--k8s", "--prometheus-url", "http://p:9090"], "add --keda"),
+        (["--k8s", "--keda", "--prometheus-url", "prometheus:9090"], "http:// or https:// URL"),
+    ],
+)
+def test_keda_flags_are_checked(tmp_path: Path, flags: list[str], message: str) -> None:
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nb2svc",
+            "build",
+            str(EXAMPLES / "hello.ipynb"),
+            "-o",
+            str(tmp_path / "b"),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 2
+    assert message in built.stderr and "Traceback" not in built.stderr
+    assert not (tmp_path / "b").exists()

@@ -15,7 +15,8 @@ Files written (all deterministic: building twice gives byte-identical output):
 - ``Makefile`` and ``.github/workflows/deploy.yml``: install, ``nb2svc test``, build and
   push the image, apply the manifests (the workflow calls the Makefile's targets, so
   the two cannot drift apart)
-- with ``k8s=True``: ``k8s/`` Deployment, Service, HorizontalPodAutoscaler,
+- with ``k8s=True``: ``k8s/`` Deployment, Service, HorizontalPodAutoscaler (with
+  ``keda=True`` a KEDA ScaledObject instead, which makes the HPA),
   PodDisruptionBudget and a ``kustomization.yaml``
 - ``README.md``
 
@@ -75,6 +76,9 @@ KERNEL_CPU_MILLI, KERNEL_MEMORY_MI = 250, 160
 PRESTOP_SECONDS = 5
 #: The generated Deployment's scrape-only ``--metrics-port`` (Prometheus' usual port).
 DEFAULT_METRICS_PORT = 9090
+#: Where ``--keda``'s ScaledObject asks Prometheus by default: the in-cluster Service of the
+#: Prometheus Operator (kube-prometheus-stack) in the ``monitoring`` namespace.
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 
 
 class BundleError(Exception):
@@ -109,6 +113,11 @@ class BundleOptions:
     base_image: str | None = None
     image: str | None = None
     k8s: bool = False
+    #: Scale on queue depth too: ``k8s/scaledobject.yaml`` (a KEDA ScaledObject with a
+    #: Prometheus trigger on ``nb2svc_pool_waiting_requests`` and a CPU trigger) instead of
+    #: ``k8s/hpa.yaml``; KEDA makes the one HPA from it. ``prometheus_url`` is what it queries.
+    keda: bool = False
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
     replicas: int = 2
     max_replicas: int = 10
     port: int = field(default_factory=lambda: _default("port"))
@@ -135,6 +144,10 @@ class BundleOptions:
                 f"the metrics port must be a port from 1 to 65535 other than {self.port}, "
                 f"got {self.metrics_port}"
             )
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.prometheus_url):
+            raise BundleError(
+                f"the Prometheus URL must be an http:// or https:// URL, got {self.prometheus_url!r}"
+            )
         if self.replicas < 1 or self.max_replicas < self.replicas:
             raise BundleError(
                 f"replicas must be at least 1 and at most max replicas, got {self.replicas} "
@@ -142,7 +155,7 @@ class BundleOptions:
             )
 
 
-def _environment() -> Environment:
+def template_environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(templates_dir())),  # the one place the compiler reads files
         undefined=StrictUndefined,
@@ -283,7 +296,7 @@ def _deploy_env(options: BundleOptions) -> list[tuple[str, str]]:
     return lines
 
 
-def _image_digest(files: dict[str, bytes]) -> str:
+def image_digest(files: dict[str, bytes]) -> str:
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(f"{name}\0{len(files[name])}\0".encode())
@@ -295,6 +308,14 @@ IMAGE_FILES = ("app.py", "gunicorn.conf.py", "service.json", "openapi.json", "no
 #: A bundle of several notebooks copies these and ``notebooks/`` (every source) into the image.
 MOUNTED_IMAGE_FILES = IMAGE_FILES[:-1]
 K8S_FILES = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "kustomization.yaml")
+
+
+def k8s_files(options: BundleOptions) -> tuple[str, ...]:
+    """The ``k8s/`` manifests: with ``keda``, KEDA's ScaledObject replaces the HPA (KEDA
+    creates the Deployment's one HPA from it; a second would fight it for the replica count)."""
+    if not options.keda:
+        return K8S_FILES
+    return tuple("scaledobject.yaml" if f == "hpa.yaml" else f for f in K8S_FILES)
 
 
 def render_bundle(
@@ -397,7 +418,7 @@ def _render(
         pool_bounds(options.mounts.get(k.get("mount", ""), {}).get("pool_size", options.pool_size))[1]
         for k in kernels
     )
-    env = _environment()
+    env = template_environment()
     name = dns_name(service_name)
     context: dict[str, Any] = {
         "mounted": "mounts" in specific,
@@ -410,7 +431,9 @@ def _render(
         "image_kernels": IMAGE_KERNELS,
         "missing_kernels": [k for k in kernels if k["kernel"] not in IMAGE_KERNELS],
         "k8s": options.k8s,
-        "k8s_resources": [f for f in K8S_FILES if f != "kustomization.yaml"],
+        "k8s_resources": [f for f in k8s_files(options) if f != "kustomization.yaml"],
+        "autoscaler": "scaledobject.yaml" if options.keda else "hpa.yaml",
+        "keda_threshold": options.workers * pools,
         "options": options,
         "base_image": options.base_image or DEFAULT_BASE_IMAGE.format(python=runtime.python),
         "python": runtime.python,
@@ -447,14 +470,14 @@ def _render(
             ".dockerignore": render("dockerignore.j2"),
         }
     )
-    image = options.image or f"{name}:{_image_digest(files)}"
+    image = options.image or f"{name}:{image_digest(files)}"
     context["image"] = check_image_tag(image)
     context["image_repository"] = image_repository(image)
     files["README.md"] = render("README.md.j2")
     files["Makefile"] = render("ci/Makefile.j2")
     files[".github/workflows/deploy.yml"] = render("ci/deploy.yml.j2")
     if options.k8s:
-        for manifest in K8S_FILES:
+        for manifest in k8s_files(options):
             files[f"k8s/{manifest}"] = render(f"k8s/{manifest}.j2")
     return files
 
