@@ -24,10 +24,28 @@ from nb2svc.compiler.mounts import Mount, mounts_from_json
 from nb2svc.config import Settings, settings_for_mounts, settings_from_env
 from nb2svc.runtime.kernels_api.seed import Seed
 from nb2svc.runtime.secret import loose_permissions, read_token_file
-from nb2svc.runtime.worker_runtime import EdgeLimits
 
 #: jupyter_client's ``NATIVE_KERNEL_NAME`` (not imported: this module runs in the master).
 NATIVE_KERNEL = "python3"
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What the HTTP edge of a worker enforces before any app code runs (see :mod:`nb2svc.runtime.worker`)."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_body_size: int = 10 * 1024 * 1024
+    max_message_size: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EdgeLimits:
+        return cls(
+            header_timeout=settings.header_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+            max_body_size=settings.max_body_size,
+            max_message_size=settings.max_message_size,
+        )
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,7 @@ becomes gunicorn's ``AppImportError``, whose worker prints one line and exits wi
 from __future__ import annotations
 
 import logging
-import os
 import signal
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
@@ -95,27 +93,6 @@ def _sweep_dead_servers(arbiter: Any) -> None:
 def _child_exit(arbiter: Any, worker: Any) -> None:
     """In the master, for a worker that exited for any reason: kill what it left running."""
     _reap_orphans(arbiter)
-
-
-def stop_worker_for_good(message: str, cleanup: Callable[[], None] | None = None) -> None:
-    """Nothing this worker could do would work (a failing setup or seed cell): stop it.
-
-    Logs ``message`` once, runs ``cleanup`` (stop the kernels), and exits with gunicorn's
-    "worker failed to boot" code, which halts the master (and ``nb2svc serve`` exits 1)
-    instead of restarting the worker forever.
-    """
-    log.critical("the server cannot start: %s", message)
-    if cleanup is not None:
-        try:
-            cleanup()
-        except Exception:
-            log.exception("error while shutting down")
-    logging.shutdown()
-    os._exit(WORKER_BOOT_ERROR)
-
-
-#: gunicorn's exit code for "worker failed to boot" (``Arbiter.WORKER_BOOT_ERROR``).
-WORKER_BOOT_ERROR = Arbiter.WORKER_BOOT_ERROR
 
 
 def gunicorn_settings(settings: Settings, *, workers: int | None = None) -> dict[str, Any]:

@@ -26,10 +26,11 @@ outlives it is the runtime's, once.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nb2svc.plan import EdgeLimits
 from nb2svc.runtime.logs import Redactor, use_redactor
 
 if TYPE_CHECKING:  # the plan is built above the runtime; the runtime only reads it
@@ -42,23 +43,27 @@ log = logging.getLogger("nb2svc")
 EXTENSION = "nb2svc.runtime"
 
 
-@dataclass(frozen=True)
-class EdgeLimits:
-    """What the HTTP edge of a worker enforces before any app code runs (see :mod:`.worker`)."""
+#: gunicorn's exit code for "worker failed to boot" (``Arbiter.WORKER_BOOT_ERROR``): the
+#: master halts instead of restarting the worker forever (``nb2svc serve`` then exits 1).
+WORKER_BOOT_ERROR = 3
 
-    header_timeout: float = 10.0
-    keepalive_timeout: float = 5.0
-    max_body_size: int = 10 * 1024 * 1024
-    max_message_size: int = 64 * 1024 * 1024
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EdgeLimits:
-        return cls(
-            header_timeout=settings.header_timeout,
-            keepalive_timeout=settings.keepalive_timeout,
-            max_body_size=settings.max_body_size,
-            max_message_size=settings.max_message_size,
-        )
+def stop_worker_for_good(
+    message: str, cleanup: Callable[[], None] | None = None, subject: str = "server"
+) -> None:
+    """Nothing this worker could do would work (a failing setup or seed cell): stop it.
+
+    Logs ``the <subject> cannot start: <message>`` once, runs ``cleanup`` (stop the
+    kernels), and exits with :data:`WORKER_BOOT_ERROR`. Both modes stop this one way.
+    """
+    log.critical("the %s cannot start: %s", subject, message)
+    if cleanup is not None:
+        try:
+            cleanup()
+        except Exception:
+            log.exception("error while shutting down")
+    logging.shutdown()
+    os._exit(WORKER_BOOT_ERROR)
 
 
 class JobStoreLike(Protocol):
@@ -76,14 +81,6 @@ class JobStoreLike(Protocol):
 
 #: Makes the worker's job store from the plan's settings (``--store`` and the job limits).
 JobStoreFactory = Callable[["Settings"], JobStoreLike]
-
-
-def default_job_store(settings: Settings) -> JobStoreLike:
-    """The built-in store ``--store`` names (:func:`nb2svc.runtime.http_api.app.job_store`);
-    it closes after the jobs stop, when the worker exits."""
-    from nb2svc.runtime.http_api.app import job_store
-
-    return job_store(settings)
 
 
 class Hooks:
@@ -129,7 +126,6 @@ class WorkerRuntime:
         self,
         plan: ServePlan | None = None,
         *,
-        job_stores: JobStoreFactory = default_job_store,
         edge: EdgeLimits | None = None,
     ) -> None:
         self.plan = plan
@@ -139,7 +135,6 @@ class WorkerRuntime:
         self.drain_hooks = Hooks("draining")
         self.connections = Connections()
         self.supervisors: list[Any] = []
-        self.job_stores = job_stores
         self._jobs: JobStoreLike | None = None
         self._kernel_host: Any = None
         self._kernel_supervisor: Any = None
@@ -147,12 +142,13 @@ class WorkerRuntime:
         self.redactor = Redactor()
         self.redactor.add(self.token)
 
-    def jobs(self, settings: Settings) -> JobStoreLike:
-        """The worker's job store, made once from ``settings`` (the first app's) by the
-        ``job_stores`` factory and shared by every notebook and ``--reload`` version; it
-        stops, and its store closes, after the services on exit."""
+    def jobs(self, settings: Settings, make: JobStoreFactory) -> JobStoreLike:
+        """The worker's job store, made once from ``settings`` (the first app's) by ``make``
+        (API mode's :func:`~nb2svc.runtime.http_api.app.job_store`: the runtime never imports
+        a mode) and shared by every notebook and ``--reload`` version; it stops, and its
+        store closes, after the services on exit."""
         if self._jobs is None:
-            jobs = self._jobs = self.job_stores(settings)
+            jobs = self._jobs = make(settings)
             store = getattr(jobs, "store", None)
             if store is not None:
                 self.on_exit(store.close)  # hooks run newest first: this one last
@@ -225,6 +221,8 @@ def runtime_of(app: Any) -> WorkerRuntime | None:
 
 
 __all__ = [
+    "WORKER_BOOT_ERROR",
+    "stop_worker_for_good",
     "EXTENSION",
     "Connections",
     "EdgeLimits",
@@ -232,6 +230,5 @@ __all__ = [
     "JobStoreFactory",
     "JobStoreLike",
     "WorkerRuntime",
-    "default_job_store",
     "runtime_of",
 ]

@@ -60,7 +60,7 @@ def create_api_app(
         check_public_paths([mounted.mount for mounted in plan.mounts])  # nothing has started
     services: list[ApiService] = []
     supervisor = runtime.kernel_supervisor  # the worker's: every notebook's pool is one of its pools
-    jobs = runtime.jobs(settings)
+    jobs = runtime.jobs(settings, job_store)
 
     def all_ready() -> None:  # one "ready" line once every notebook's pool is warm
         if all(service.pool.ready for service in services):

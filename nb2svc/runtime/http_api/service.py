@@ -62,6 +62,7 @@ from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
 from nb2svc.runtime.store import StoreUnavailable
 from nb2svc.runtime.tracing import record, span
 from nb2svc.runtime.webapp import base_path
+from nb2svc.runtime.worker_runtime import stop_worker_for_good
 
 log = logging.getLogger("nb2svc")
 
@@ -177,16 +178,13 @@ class ApiService:
         return kernel
 
     def _fatal(self, exc: BaseException) -> None:
-        """Nothing can work (bad setup cell, unknown kernel): stop this worker for good.
+        """Nothing can work (bad setup cell, unknown kernel): stop this worker for good."""
 
-        Exit code 3 is gunicorn's "worker failed to boot", which halts the master
-        instead of restarting the worker forever.
-        """
-        log.critical("the service cannot start: %s", exc)
-        self.pool.shutdown()
-        self.forker.close()
-        logging.shutdown()
-        os._exit(3)
+        def cleanup() -> None:
+            self.pool.shutdown()
+            self.forker.close()
+
+        stop_worker_for_good(str(exc), cleanup, subject="service")
 
     def _ready(self) -> None:
         warm = f"{self.pool.policy.minimum} {self.kernel_name} kernels warm"

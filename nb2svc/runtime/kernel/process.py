@@ -41,7 +41,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 import gevent.select
@@ -55,10 +55,21 @@ from traitlets import Instance
 from nb2svc.runtime import reaper
 from nb2svc.runtime.kernel.host import KernelHost
 
-if TYPE_CHECKING:
-    from nb2svc.runtime.kernel.forking import Forker
-
 log = logging.getLogger("nb2svc")
+
+
+class Forker(Protocol):
+    """What a kernel's process needs of :class:`nb2svc.runtime.kernel.forking.Forker` (which
+    imports this module, so the process names only this shape of it)."""
+
+    def provisioner(self, km: Any, spec: Any) -> Any:
+        """The provisioner that forks ``km``'s kernel, or None to start it as the spec says."""
+        ...
+
+    def forked_ok(self) -> None:
+        """A fork became a kernel (resets the template's rebuild count)."""
+        ...
+
 
 TRANSPORTS = ("auto", "tcp", "ipc")
 LOCAL_PROVISIONER = "local-provisioner"

@@ -61,7 +61,7 @@ from nb2svc.runtime.kernel.supervisor import StartBatch
 from nb2svc.runtime.kernels_api.managed import ManagedKernel
 from nb2svc.runtime.kernels_api.seed import Seed
 from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
-from nb2svc.runtime.server import stop_worker_for_good
+from nb2svc.runtime.worker_runtime import stop_worker_for_good
 
 if TYPE_CHECKING:
     from nb2svc.plan import KernelNames
