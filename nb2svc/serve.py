@@ -30,6 +30,7 @@ from nb2svc.config import (
     load_config_file,
     load_mount_tables,
     parse_value,
+    pool_bounds,
     settings_for_mounts,
     settings_from_env,
     shutdown_timing,
@@ -343,7 +344,7 @@ def _state_note(plan: ServePlan) -> str:
     """One banner line when a notebook is served by more than one kernel: a request lands on
     any of them, so what a cell keeps in a variable is seen only by later requests that land
     on the same kernel (the todo example once answered 404 and 200 in turn)."""
-    kernels = max(plan.settings.workers * m.settings.pool_size for m in plan.mounts)
+    kernels = max(plan.settings.workers * pool_bounds(m.settings.pool_size)[1] for m in plan.mounts)
     if kernels < 2:
         return ""
     return (
