@@ -222,7 +222,9 @@ class Template:
         self._dir = tempfile.mkdtemp(prefix="t", dir=self._records_dir)
         try:
             self._proc = subprocess.Popen(
-                [self._python, TEMPLATE_SCRIPT, str(theirs.fileno())],
+                # as ipykernel's own kernelspec runs it: without frozen modules, debugpy (which
+                # ipykernel imports) would print a warning on every start
+                [self._python, "-Xfrozen_modules=off", TEMPLATE_SCRIPT, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 env=self._env,
                 cwd=self._cwd or None,
