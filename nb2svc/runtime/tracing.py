@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from nb2svc._version import __version__
+from nb2svc.runtime.closing import ClosingBody
 from nb2svc.runtime.logs import ROUTE_KEY, TRACE_ID_KEY
 
 log = logging.getLogger("nb2svc")
@@ -128,7 +129,7 @@ class Tracing:
                 raise
             finally:
                 context.detach(token)
-            return _Closing(body, lambda: _finish(span, environ, method, status[-1] if status else 500))
+            return ClosingBody(body, lambda: _finish(span, environ, method, status[-1] if status else 500))
 
         return traced
 
@@ -161,25 +162,6 @@ def _finish(span: Any, environ: Mapping[str, Any], method: str, status: int) -> 
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
     span.end()
-
-
-class _Closing:
-    """A WSGI body that runs ``on_close`` once the server closes it (after the last byte)."""
-
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
-        self._body = body
-        self._on_close = on_close
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._on_close()
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import gevent
 
 from nb2svc.compiler import CompileError, compile_notebook
 from nb2svc.compiler.spec import ServiceSpec
+from nb2svc.runtime.closing import ClosingBody
 
 log = logging.getLogger("nb2svc")
 
@@ -43,28 +44,6 @@ POLL = 0.5
 SETTLE = 0.3
 
 Stamp = tuple[tuple[int, int], ...]
-
-
-class InFlight:
-    """A WSGI answer that calls ``finished`` once, when the server closes it (PEP 3333: the
-    server calls ``close()`` after the last byte, or when the client left)."""
-
-    def __init__(self, body: Iterable[bytes], finished: Callable[[], None]) -> None:
-        self._body = body
-        self._finished: Callable[[], None] | None = finished
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            finished, self._finished = self._finished, None
-            if finished is not None:
-                finished()
 
 
 class ReloadingApp:
@@ -120,7 +99,7 @@ class ReloadingApp:
         except BaseException:
             finished()
             raise
-        return InFlight(body, finished)
+        return ClosingBody(body, finished)
 
     # --- watching ------------------------------------------------------------------
 
