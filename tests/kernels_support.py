@@ -29,10 +29,9 @@ from jupyter_server.services.kernels.connection.base import (
     serialize_msg_to_ws_v1,
 )
 
-from tests.support import Server, free_port, wait_for
+from tests.support import Server, free_port, provisioner_spec_env, wait_for
 
 TOKEN = "s3cret"
-PROVISIONERS = Path(__file__).resolve().parent / "provisioners"
 AUTH = {"Authorization": f"token {TOKEN}"}
 V1 = "v1.kernel.websocket.jupyter.org"
 
@@ -296,15 +295,9 @@ class JupyterServer:
 def detached_spec(root: Path) -> dict[str, str]:
     """Kernel spec ``detached_python`` (the detached test provisioner: kernels that outlive
     their gateway, see ``tests/provisioners``) under ``root``; the variables that find it."""
-    spec_dir = root / "share" / "kernels" / "detached_python"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python (detached)",
-        "language": "python",
-        "interrupt_mode": "signal",
-        "metadata": {"kernel_provisioner": {"provisioner_name": "detached-provisioner"}},
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
-    return {"JUPYTER_PATH": str(root / "share"), "PYTHONPATH": pythonpath}
+    return provisioner_spec_env(
+        root,
+        "detached_python",
+        {"provisioner_name": "detached-provisioner"},
+        display_name="Python (detached)",
+    )

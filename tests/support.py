@@ -222,10 +222,30 @@ def notebook_server(nb: nbformat.NotebookNode, path: Path, *args: str) -> Iterat
         server.kill()
 
 
-def kernel_spec_env(root: Path, name: str, argv: list[str], language: str = "python") -> dict[str, str]:
-    """Install kernel spec ``name`` (running ``argv``) under ``root``; the ``JUPYTER_PATH`` that finds it."""
+def kernel_spec_env(
+    root: Path, name: str, argv: list[str], language: str = "python", **fields: object
+) -> dict[str, str]:
+    """Install kernel spec ``name`` (running ``argv``; ``fields`` such as ``display_name`` or
+    ``metadata`` added to its kernel.json) under ``root``; the ``JUPYTER_PATH`` that finds it."""
     spec_dir = root / "share" / "kernels" / name
     spec_dir.mkdir(parents=True)
-    spec = {"argv": argv, "display_name": name, "language": language}
+    spec = {"argv": argv, "display_name": name, "language": language, **fields}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return {"JUPYTER_PATH": str(root / "share")}
+
+
+#: The test provisioners (recording, detached), registered by entry point from this folder.
+PROVISIONERS = REPO / "tests" / "provisioners"
+
+
+def provisioner_spec_env(
+    root: Path, name: str, provisioner: dict[str, object], **fields: object
+) -> dict[str, str]:
+    """A Python kernel spec ``name`` whose ``provisioner`` (``provisioner_name``, ``config``)
+    is one of the test provisioners; the variables that find both."""
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    env = kernel_spec_env(
+        root, name, argv, interrupt_mode="signal", metadata={"kernel_provisioner": provisioner}, **fields
+    )
+    pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": pythonpath}

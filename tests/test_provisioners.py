@@ -9,9 +9,7 @@ provisioner saw and that no kernel process is left.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,10 +18,9 @@ import pytest
 
 from tests.kernels_support import AUTH, KernelClient, kernel_server, start_kernel
 from tests.notebooks import notebook
-from tests.support import REPO, Server, alive, kernel_spec_env, wait_for
+from tests.support import Server, alive, kernel_spec_env, provisioner_spec_env, wait_for
 
 StartServer = Callable[..., Server]
-PROVISIONERS = REPO / "tests" / "provisioners"
 
 
 class Recorded:
@@ -31,23 +28,12 @@ class Recorded:
 
     def __init__(self, root: Path) -> None:
         self.path = root / "calls.log"
-        spec_dir = root / "share" / "kernels" / "rec_python"
-        spec_dir.mkdir(parents=True)
-        spec = {
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python (recording provisioner)",
-            "language": "python",
-            "interrupt_mode": "signal",
-            "metadata": {
-                "kernel_provisioner": {
-                    "provisioner_name": "recording-provisioner",
-                    "config": {"record_path": str(self.path)},
-                }
-            },
-        }
-        (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
-        self.env = {"JUPYTER_PATH": str(root / "share"), "PYTHONPATH": pythonpath}
+        self.env = provisioner_spec_env(
+            root,
+            "rec_python",
+            {"provisioner_name": "recording-provisioner", "config": {"record_path": str(self.path)}},
+            display_name="Python (recording provisioner)",
+        )
 
     def hooks(self) -> list[str]:
         if not self.path.exists():
