@@ -17,6 +17,7 @@ import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from nb2svc.compiler.mounts import Mount
+from nb2svc.runtime.webapp import METRICS_EXTENSION
 from nb2svc.runtime.worker_runtime import WorkerRuntime
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ def build_app(plan: ServePlan, *, register_routes: bool = True) -> Any:
         app = create_api_app(plan, runtime, register_routes=register_routes)
         for service in app.extensions["nb2svc.services"]:
             runtime.supervise(service, service.shutdown)
+    if runtime.metrics.source is None:  # a --reload app set its own
+        runtime.metrics.source = getattr(app, "extensions", {}).get(METRICS_EXTENSION)
     tracing = getattr(app, "extensions", {}).get("nb2svc.tracing")
     if tracing is not None and tracing.tracer is not None:
         runtime.exit_hooks.add(tracing.shutdown)  # export the spans still buffered
@@ -91,6 +94,9 @@ def _reloading_app(plan: ServePlan, runtime: WorkerRuntime) -> Any:
         first=mounted.mount.spec,
     )
     runtime.supervise(app, app.shutdown)
+    # the worker's shared metrics are the *current* version's: a version warming up or
+    # draining beside it is never counted as well
+    runtime.metrics.source = lambda: app.current.extensions[METRICS_EXTENSION]()
     return app
 
 

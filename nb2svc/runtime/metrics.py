@@ -8,14 +8,29 @@ requires (a route, a notebook or a kernel spec name may hold a quote or a backsl
 Values are in base units (seconds, bytes) and named as Prometheus asks (``_seconds``,
 ``_total``; a histogram's ``_bucket{le=...}``, ``_sum`` and ``_count``).
 
-Everything is per worker process, as gunicorn runs them (bench/metrics_cost.py measured
+Each worker describes its own state; with ``--workers`` above 1 the page a scrape gets is
+the server's, made by :func:`merge` from every live worker's page (the snapshots are
+shared by :mod:`nb2svc.runtime.shared_metrics`). How a family adds up is its own
+:attr:`Family.merge`:
+
+- ``"sum"`` (counters, histograms, and gauges that count things): the same sample name
+  and label set added over the workers; a histogram's cumulative buckets add up bucket by
+  bucket, since every worker uses the same bounds;
+- ``"worker"`` (values of one process, where a sum means nothing: its start time, its own
+  memory): kept per worker, each sample labelled ``worker="<pid>"``;
+- a :class:`Ratio` (``nb2svc_pool_saturation``): recomputed from the summed families it
+  divides, never summed itself.
+
+:func:`parse` reads this module's own output back (it is not a general Prometheus parser:
+no timestamps, no exemplars, no escaped ``# HELP`` text). bench/metrics_cost.py measured
 this writer against prometheus-client, single-process and multiprocess: see
-bench/README.md for the figures and the reason it stays).
+bench/README.md for the figures and the reason it stays.
 """
 
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,14 +42,30 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 KERNEL_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """How a gauge that divides other families merges: ``sum(numerators) / max(floor, denominator)``
+    per label set, each from the server-wide sums (a mean of per-worker ratios would weigh a
+    small pool like a large one)."""
+
+    numerators: tuple[str, ...]
+    denominator: str
+    floor: float = 1.0
+
+
+#: How a family adds up over workers: ``"sum"``, ``"worker"`` or a :class:`Ratio` (module doc).
+Merge = str | Ratio
+
+
 @dataclass
 class Family:
-    """One metric: its name, ``counter`` or ``gauge``, help text and samples."""
+    """One metric: its name, ``counter`` or ``gauge``, help text, samples, and how it merges."""
 
     name: str
     kind: str
     help: str
     samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+    merge: Merge = "sum"
 
     def add(self, value: float, **labels: str) -> Family:
         self.samples.append((labels, value))
@@ -50,8 +81,11 @@ class Histogram:
     """A Prometheus histogram: cumulative ``le`` buckets, ``_sum`` and ``_count`` per label set.
 
     ``observe(seconds, route="/x", status="200")`` costs a bisect and three additions;
-    the label sets seen so far are written in the order they first appeared.
+    the label sets seen so far are written in the order they first appeared. Several
+    workers' histograms add up (:func:`merge`).
     """
+
+    merge: Merge = "sum"
 
     def __init__(self, name: str, help: str, buckets: Sequence[float] = DURATION_BUCKETS) -> None:
         if list(buckets) != sorted(set(buckets)):
@@ -109,12 +143,109 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
 
 
-def exposition(families: Iterable[Family | Histogram]) -> str:
+def exposition(families: Iterable[Family | Histogram | Page]) -> str:
     """The text a Prometheus scraper reads for ``families``, in the order given."""
     lines: list[str] = []
     for family in families:
         lines += family.lines()
     return "\n".join(lines) + "\n"
+
+
+# --- reading pages back and adding them up -------------------------------------------------
+
+#: A sample line as :func:`exposition` writes it: name, optional ``{labels}``, value.
+_SAMPLE = re.compile(r'([A-Za-z_:][A-Za-z0-9_:]*)(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})? (\S+)')
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = re.compile(r"\\(.)")
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Page:
+    """One family read back from a page: its samples by (sample name, labels), in page order."""
+
+    name: str
+    kind: str
+    help: str
+    samples: dict[tuple[str, Labels], float] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        for (name, labels), value in self.samples.items():
+            out.append(f"{name}{_labels(dict(labels))} {_number(value)}")
+        return out
+
+
+def _unescape(value: str) -> str:
+    return _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+def parse(text: str) -> list[Page]:
+    """The families of a page :func:`exposition` wrote (a worker's snapshot), in order.
+
+    A line that is not of that format raises ``ValueError``: a snapshot is written whole
+    (a rename) by this same code, so a bad line is a bug, not a race.
+    """
+    pages: list[Page] = []
+    current: Page | None = None
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("# HELP "):
+            name, _, help_text = line[7:].partition(" ")
+            current = Page(name, "untyped", help_text)
+            pages.append(current)
+            continue
+        if line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            if current is None or current.name != name:
+                raise ValueError(f"# TYPE without its # HELP: {line!r}")
+            current.kind = kind
+            continue
+        match = _SAMPLE.fullmatch(line)
+        if match is None or current is None:
+            raise ValueError(f"not a sample line of this format: {line!r}")
+        name, labels, value = match.groups()
+        key = tuple((k, _unescape(v)) for k, v in _LABEL.findall(labels or ""))
+        current.samples[(name, key)] = float(value)
+    return pages
+
+
+def merge(workers: Sequence[tuple[str, list[Page]]], how: dict[str, Merge]) -> list[Page]:
+    """One server page from each worker's ``(pid, families)``, each family merged as
+    ``how[name]`` says (``"sum"`` for a name not in it); families and samples in the order
+    first seen (the first worker's page is the order of the result)."""
+    merged: dict[str, Page] = {}
+    for pid, families in workers:
+        for family in families:
+            into = merged.setdefault(family.name, Page(family.name, family.kind, family.help))
+            rule = how.get(family.name, "sum")
+            if isinstance(rule, Ratio):
+                continue  # recomputed below from the merged families it divides
+            for (name, labels), value in family.samples.items():
+                if rule == "worker":
+                    into.samples[(name, (("worker", pid), *labels))] = value
+                else:
+                    key = (name, labels)
+                    into.samples[key] = into.samples.get(key, 0.0) + value
+    for name, rule in how.items():
+        if isinstance(rule, Ratio) and name in merged:
+            merged[name].samples = _ratio(merged, name, rule)
+    return list(merged.values())
+
+
+def _ratio(merged: dict[str, Page], name: str, rule: Ratio) -> dict[tuple[str, Labels], float]:
+    def values(family: str) -> dict[Labels, float]:
+        page = merged.get(family)
+        return {labels: value for (_, labels), value in page.samples.items()} if page else {}
+
+    denominator = values(rule.denominator)
+    numerators = [values(name) for name in rule.numerators]
+    return {
+        (name, labels): sum(n.get(labels, 0.0) for n in numerators) / max(rule.floor, size)
+        for labels, size in denominator.items()
+    }
 
 
 __all__ = [
@@ -123,5 +254,10 @@ __all__ = [
     "KERNEL_START_BUCKETS",
     "Family",
     "Histogram",
+    "Merge",
+    "Page",
+    "Ratio",
     "exposition",
+    "merge",
+    "parse",
 ]

@@ -163,6 +163,31 @@ def make_owner_dir() -> str:
     return path
 
 
+def server_of(owner_dir: str) -> str | None:
+    """The server directory that holds ``owner_dir`` (this worker's, from
+    :func:`make_owner_dir`), or None when it is a plain temporary directory (no /proc):
+    the other owners in it are this server's other workers, named ``<pid>-<start time>``."""
+    server = os.path.dirname(owner_dir)
+    if _alive(os.path.basename(owner_dir)) is None or _alive(os.path.basename(server)) is None:
+        return None
+    return server
+
+
+def owners(server: str) -> list[tuple[int, str, bool]]:
+    """``(pid, directory, alive)`` of every owner in the server directory ``server``; alive
+    means its pid *and* start time (a reused pid is not the owner), not a zombie."""
+    try:
+        names = os.listdir(server)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        state = _alive(name)
+        if state is not None:
+            found.append((int(name.partition("-")[0]), os.path.join(server, name), state))
+    return found
+
+
 def record_group(kernel_dir: str, pgid: int) -> None:
     """Record that the kernel whose directory is ``kernel_dir`` runs in process group ``pgid`` here.
 

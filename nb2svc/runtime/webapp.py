@@ -13,7 +13,8 @@
    points at the server log, never a traceback to the client),
 5. ``GET /_api/health/live`` (the server answers), ``GET /_api/health/ready`` (200 or 503
    with the mode's own state) and, when the mode gives ``metrics``, ``GET /_api/metrics``
-   (Prometheus text, token required),
+   (Prometheus text, token required; written by ``metrics_page``, the worker runtime's
+   page that adds several workers up: :mod:`nb2svc.runtime.shared_metrics`),
 6. with ``--metrics-port``, a scrape-only port: a request that arrived on it may only read
    the metrics and the health checks, and needs no token (Prometheus' pod annotations
    carry no credential); everything else there is a 404. gunicorn listens on both ports,
@@ -59,6 +60,10 @@ Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 AppT = TypeVar("AppT", bound=Flask)
 
 
+#: Where an app keeps its ``metrics`` families function (``app.extensions``): what the
+#: worker publishes for the other workers' scrapes.
+METRICS_EXTENSION = "nb2svc.metrics"
+
 #: Conventional paths (under ``--base-url``) and the ``/_api/...`` path each one also answers.
 ALIASES = (("/livez", "/_api/health/live"), ("/readyz", "/_api/health/ready"), ("/metrics", "/_api/metrics"))
 
@@ -74,6 +79,7 @@ def create_webapp(
     *,
     readiness: Readiness,
     metrics: Callable[[], Iterable[Family | Histogram]] | None = None,
+    metrics_page: Callable[[Iterable[Family | Histogram]], str] = exposition,
     public: Callable[[str], bool] | None = None,
     claimed: Callable[[str], bool] | None = None,
     check_origin: bool = False,
@@ -108,7 +114,9 @@ def create_webapp(
     open_path = (lambda path: health(path) or public(path)) if public else health
     install_auth(app, settings, is_exempt=lambda path: scrape_only() or open_path(path), token=token)
     install_json_errors(app)
-    _install_health(app, base, readiness, metrics, aliases)
+    _install_health(app, base, readiness, metrics, metrics_page, aliases)
+    if metrics is not None:
+        app.extensions[METRICS_EXTENSION] = metrics
     tracing = app.extensions["nb2svc.tracing"] = Tracing(name)  # flushed by the worker's exit hooks
     app.wsgi_app = tracing.wrap(app.wsgi_app)  # type: ignore[method-assign]  # itself when off
     return app
@@ -157,6 +165,7 @@ def _install_health(
     base: str,
     readiness: Readiness,
     metrics: Callable[[], Iterable[Family | Histogram]] | None,
+    metrics_page: Callable[[Iterable[Family | Histogram]], str],
     aliases: dict[str, str],
 ) -> None:
     def live() -> Any:
@@ -171,11 +180,11 @@ def _install_health(
         base + "/_api/health/ready": ready,
     }
     if metrics is not None:
-        views[base + "/_api/metrics"] = lambda: Response(exposition(metrics()), content_type=CONTENT_TYPE)
+        views[base + "/_api/metrics"] = lambda: Response(metrics_page(metrics()), content_type=CONTENT_TYPE)
     for path, view in views.items():
         app.add_url_rule(path, "nb2svc" + path.replace("/", "_"), view, methods=["GET"])
     for alias, original in aliases.items():
         app.add_url_rule(alias, "nb2svc" + alias.replace("/", "_"), views[original], methods=["GET"])
 
 
-__all__ = ["ALIASES", "Readiness", "base_path", "create_webapp", "install_json_errors"]
+__all__ = ["ALIASES", "METRICS_EXTENSION", "Readiness", "base_path", "create_webapp", "install_json_errors"]

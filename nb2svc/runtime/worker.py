@@ -336,6 +336,7 @@ class Nb2svcWorker(GeventWebSocketWorker):
         super().load_wsgi()
         self.runtime = runtime_of(self.wsgi) or WorkerRuntime()
         self.runtime.connections.capacity = self.worker_connections
+        self.runtime.share_metrics(self.cfg.workers)
         self.wsgi_handler = bind_handler(type(self).wsgi_handler, self.runtime)
         gevent.get_hub().exception_stream = RedactingStream(sys.stderr, self.runtime.redactor)
 

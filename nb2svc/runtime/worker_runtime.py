@@ -16,7 +16,10 @@ registers it once on the app. It holds:
   and replica shares; another can be plugged in here without touching the services;
 - the kernel host (:class:`~nb2svc.runtime.kernel.host.KernelHost`): the lifecycle loop,
   the green zmq context and the directory of kernel records every kernel of the worker
-  uses.
+  uses;
+- the worker's side of the server-wide metrics page
+  (:class:`~nb2svc.runtime.shared_metrics.SharedMetrics`): what its page shows, and with
+  several workers the snapshot it publishes for the others' scrapes.
 
 Why an object: module globals survive ``--reload`` versions and tests, and each version
 used to register its exit hook again; here a version registers nothing, and whatever
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from nb2svc.plan import EdgeLimits
 from nb2svc.runtime.logs import Redactor, use_redactor
+from nb2svc.runtime.shared_metrics import SharedMetrics
 
 if TYPE_CHECKING:  # the plan is built above the runtime; the runtime only reads it
     from nb2svc.config import Settings
@@ -138,6 +142,8 @@ class WorkerRuntime:
         self._jobs: JobStoreLike | None = None
         self._kernel_host: Any = None
         self._kernel_supervisor: Any = None
+        #: This worker's metrics page, added up with the other workers' (several workers).
+        self.metrics = SharedMetrics()
         #: Redacts the token from every log line of this worker (see :mod:`.logs`).
         self.redactor = Redactor()
         self.redactor.add(self.token)
@@ -182,6 +188,13 @@ class WorkerRuntime:
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when this worker starts draining."""
         self.drain_hooks.add(callback)
+
+    def share_metrics(self, workers: int) -> None:
+        """Called by the gunicorn worker once the app is loaded: with ``workers`` above 1,
+        publish this worker's metrics for the others' scrapes until it exits (one worker:
+        nothing at all). See :mod:`nb2svc.runtime.shared_metrics`."""
+        if self.metrics.start(workers, lambda: self.kernel_host.owner_dir):
+            self.on_exit(self.metrics.stop)  # hooks run newest first: publishing stops first
 
     def supervise(self, supervisor: Any, stop: Callable[[], None]) -> None:
         """Keep ``supervisor`` (a notebook's service and pool, a kernel registry, the

@@ -93,6 +93,7 @@ def create_api_app(
         settings,
         readiness=lambda: readiness(services),
         metrics=lambda: api_metrics(services),
+        metrics_page=runtime.metrics.page,
         public=public_paths(base, specs, static=bool(settings.static_path)),
         claimed=claimed_paths(specs),
     )

@@ -10,7 +10,12 @@ with several notebooks every series carries a ``notebook`` label. An elastic poo
 (``--pool-size MIN..MAX``) adds its ``min`` and ``max`` to the body. Pool metrics: size
 (aimed at, MIN, MAX), live, idle, busy, starting kernels, waiting requests, the queue wait
 (``nb2svc_pool_queue_wait_seconds``, a histogram), and counters of replacements,
-recycled kernels and idle stops. All of it is per worker.
+recycled kernels and idle stops.
+
+With several workers the page is the server's (:mod:`nb2svc.runtime.shared_metrics`):
+every family is summed over the live workers (the pool's sizes and kernels too: the
+server's kernels are every worker's), except the saturation, recomputed from those sums
+(:class:`~nb2svc.runtime.metrics.Ratio`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 from nb2svc.runtime.http_api.service import ApiService
 from nb2svc.runtime.kernel.pool import PoolStats
-from nb2svc.runtime.metrics import Family, Histogram
+from nb2svc.runtime.metrics import Family, Histogram, Ratio
 
 
 def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
@@ -45,6 +50,10 @@ def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
     return ready, {"ready": ready, "notebooks": states}
 
 
+#: How ``nb2svc_pool_saturation`` adds up over workers: the server's busy kernels and
+#: waiting requests over the server's pool size, not a sum (nor a mean) of ratios.
+SATURATION = Ratio(("nb2svc_pool_kernels_busy", "nb2svc_pool_waiting_requests"), "nb2svc_pool_size")
+
 #: Pool gauges: name, help, the value read from a pool's :class:`PoolStats`.
 POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
     ("nb2svc_pool_size", "Kernels the pool aims at now (its MIN, more while it grows).", lambda s: s.size),
@@ -57,7 +66,8 @@ POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
     ("nb2svc_pool_waiting_requests", "Requests waiting for a free kernel.", lambda s: s.waiting),
     (
         "nb2svc_pool_saturation",
-        "Busy kernels plus waiting requests, over pool size (scale out above 1).",
+        "Busy kernels plus waiting requests, over pool size (scale out above 1; with several "
+        "workers, the server's sums).",
         lambda s: (s.busy + s.waiting) / max(1, s.size),
     ),
 )
@@ -85,15 +95,19 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family | Histogram]:
     def labels(service: ApiService, **more: str) -> dict[str, str]:
         return ({"notebook": service.spec.name} if several else {}) | more
 
-    requests = Family(
-        "nb2svc_requests_total", "counter", "Endpoint requests answered by this worker, by status."
-    )
+    requests = Family("nb2svc_requests_total", "counter", "Endpoint requests answered, by route and status.")
     for service in services:
         for (route, status), count in sorted(service.requests.items()):
             requests.add(count, **labels(service, route=route, status=str(status)))
     stats = [(service, service.pool.stats()) for service in services]
     gauges = [
-        Family(name, "gauge", help_text, [(labels(service), value(stat)) for service, stat in stats])
+        Family(
+            name,
+            "gauge",
+            help_text,
+            [(labels(service), value(stat)) for service, stat in stats],
+            merge=SATURATION if name == "nb2svc_pool_saturation" else "sum",
+        )
         for name, help_text, value in POOL_GAUGES
     ]
     counters = [

@@ -5,7 +5,8 @@ seed or prespawn failure (the body then says why). The metrics page describes th
 worker's kernels as an operator watches them: how many of each spec and state, how many
 websocket clients they have, how full the warm pool is and how often a kernel was
 replaced, and how long kernels take to start (``nb2svc_kernel_start_seconds``). Kernel
-mode runs one worker, so the page covers every kernel of the replica.
+mode runs one worker, so the page covers every kernel of the replica; each family would
+sum over workers all the same (they count kernels, clients and starts).
 """
 
 from __future__ import annotations

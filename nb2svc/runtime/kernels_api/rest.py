@@ -128,6 +128,7 @@ def create_app(plan: ServePlan, runtime: WorkerRuntime) -> KernelModeApp:
         settings,
         readiness=lambda: readiness(registry),
         metrics=lambda: kernel_metrics(registry),
+        metrics_page=runtime.metrics.page,
         check_origin=True,
         app_class=KernelModeApp,
     )
