@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -157,3 +160,136 @@ def test_the_deployment_scrapes_the_metrics_port_it_opens() -> None:
     assert annotations["prometheus.io/port"] == env["NB2SVC_METRICS_PORT"] == str(ports["metrics"])
     assert ports["metrics"] != ports["http"]
     assert annotations["prometheus.io/path"] == "/_api/metrics"
+
+
+# --- several workers: reading pages back and adding them up --------------------------------
+
+
+def test_a_page_reads_back_exactly_whatever_its_label_values_hold() -> None:
+    from nb2svc.runtime.metrics import Histogram, parse
+
+    awkward = 'GET /x/"q"\\n\n,}{ é'
+    histogram = Histogram("d_seconds", "Durations.", (0.1, 1))
+    histogram.observe(0.5, route=awkward, status="200")
+    text = exposition([Family("a_total", "counter", "Things.").add(3, route=awkward).add(1.25), histogram])
+    pages = parse(text)
+    assert exposition(pages) == text
+    assert pages[0].samples[("a_total", (("route", awkward),))] == 3
+    assert pages[1].kind == "histogram"
+    assert pages[1].samples[("d_seconds_count", (("route", awkward), ("status", "200")))] == 1
+
+
+def test_a_line_not_of_this_format_is_refused() -> None:
+    from nb2svc.runtime.metrics import parse
+
+    with pytest.raises(ValueError, match="not a sample line"):
+        parse("# HELP a A.\n# TYPE a gauge\na{x=1} 2\n")
+
+
+def test_workers_pages_add_up_by_name_and_label_set() -> None:
+    from nb2svc.runtime.metrics import Histogram, merge, parse
+
+    def worker(requests: dict[str, int], durations: list[float], live: int) -> list:
+        families = Family("r_total", "counter", "Requests.")
+        for route, count in requests.items():
+            families.add(count, route=route)
+        histogram = Histogram("d_seconds", "Durations.", (0.1, 1))
+        for value in durations:
+            histogram.observe(value, route="/a")
+        return parse(exposition([families, histogram, Family("live", "gauge", "Live.").add(live)]))
+
+    one = worker({"/a": 2, "/b": 1}, [0.05, 0.5], live=2)
+    two = worker({"/a": 3, "/c": 4}, [5.0], live=1)
+    assert exposition(merge([("11", one), ("22", two)], {})).splitlines() == [
+        "# HELP r_total Requests.",
+        "# TYPE r_total counter",
+        'r_total{route="/a"} 5',
+        'r_total{route="/b"} 1',
+        'r_total{route="/c"} 4',  # a label set only another worker saw
+        "# HELP d_seconds Durations.",
+        "# TYPE d_seconds histogram",
+        'd_seconds_bucket{route="/a",le="0.1"} 1',
+        'd_seconds_bucket{route="/a",le="1"} 2',
+        'd_seconds_bucket{route="/a",le="+Inf"} 3',
+        'd_seconds_sum{route="/a"} 5.55',
+        'd_seconds_count{route="/a"} 3',
+        "# HELP live Live.",
+        "# TYPE live gauge",
+        "live 3",
+    ]
+
+
+def test_a_per_process_family_is_labelled_by_worker_and_a_ratio_is_recomputed() -> None:
+    from nb2svc.runtime.metrics import Ratio, merge, parse
+
+    rule = Ratio(("busy", "waiting"), "size")
+
+    def worker(busy: int, waiting: int, size: int, started: float) -> tuple[dict, list]:
+        families = [
+            Family("busy", "gauge", "B.").add(busy, notebook="n"),
+            Family("waiting", "gauge", "W.").add(waiting, notebook="n"),
+            Family("size", "gauge", "S.").add(size, notebook="n"),
+            Family("sat", "gauge", "Ratio.", merge=rule).add((busy + waiting) / size, notebook="n"),
+            Family("started", "gauge", "Start time.", merge="worker").add(started),
+        ]
+        return {f.name: f.merge for f in families}, parse(exposition(families))
+
+    how, one = worker(busy=1, waiting=0, size=1, started=100.5)  # saturated
+    _, two = worker(busy=0, waiting=0, size=3, started=200)
+    page = exposition(merge([("11", one), ("22", two)], how))
+    assert 'sat{notebook="n"} 0.25' in page.splitlines()  # (1 + 0) / (1 + 3), not 1 + 0
+    assert page.endswith('started{worker="11"} 100.5\nstarted{worker="22"} 200\n')
+
+
+def _owner_dir(server: Path, pid: int) -> Path:
+    """``server``/``<pid>-<start time>``: how the reaper names a live process's directory."""
+    from nb2svc.runtime import reaper
+
+    name = reaper._name(pid)
+    assert name is not None
+    (server / name).mkdir(parents=True)
+    return server / name
+
+
+def test_a_scrape_adds_the_live_workers_snapshots_and_sweeps_a_dead_ones(tmp_path: Path) -> None:
+    from nb2svc.runtime import reaper
+    from nb2svc.runtime.shared_metrics import SNAPSHOT, SharedMetrics
+
+    server = tmp_path / str(reaper._name(os.getppid()))
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    gone = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        mine, others, dead = (_owner_dir(server, pid) for pid in (os.getpid(), other.pid, gone.pid))
+        gone.communicate(timeout=30)  # it exits: a dead worker whose snapshot was left behind
+        for directory, count in ((others, 5), (dead, 100)):
+            page = exposition([Family("r_total", "counter", "R.").add(count, route="/a")])
+            (directory / SNAPSHOT).write_text(page)
+        (dead / "k1").mkdir()  # a kernel's directory: the master's to reap, never the scraper's
+        shared = SharedMetrics()
+        shared.source = lambda: [Family("r_total", "counter", "R.").add(1, route="/a")]
+        assert shared.start(2, lambda: str(mine), period=3600)
+        assert (
+            mine / SNAPSHOT
+        ).read_text() == '# HELP r_total R.\n# TYPE r_total counter\nr_total{route="/a"} 1\n'
+        page = shared.page(shared.source())
+        assert (
+            'r_total{route="/a"} 6\n' in page
+        )  # its own fresh page and the live worker's, not the dead one's
+        assert not (dead / SNAPSHOT).exists() and (dead / "k1").is_dir()
+        shared.stop()
+        assert not (mine / SNAPSHOT).exists() and not shared.sharing
+    finally:
+        other.kill()
+        other.wait(10)
+        gone.kill()
+        gone.wait(10)
+
+
+def test_one_worker_shares_nothing(tmp_path: Path) -> None:
+    from nb2svc.runtime.shared_metrics import SharedMetrics
+
+    shared = SharedMetrics()
+    shared.source = lambda: [Family("r_total", "counter", "R.").add(1)]
+    assert not shared.start(1, lambda: pytest.fail("one worker makes no directory"))
+    families = shared.source()
+    assert shared.page(families) == exposition(families) and not shared.sharing

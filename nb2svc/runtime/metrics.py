@@ -154,7 +154,7 @@ def exposition(families: Iterable[Family | Histogram | Page]) -> str:
 # --- reading pages back and adding them up -------------------------------------------------
 
 #: A sample line as :func:`exposition` writes it: name, optional ``{labels}``, value.
-_SAMPLE = re.compile(r'([A-Za-z_:][A-Za-z0-9_:]*)(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})? (\S+)')
+_SAMPLE = re.compile(r'([A-Za-z_:][A-Za-z0-9_:]*)(?:\{((?:[A-Za-z_][A-Za-z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? (\S+)')
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _UNESCAPE = re.compile(r"\\(.)")
 
