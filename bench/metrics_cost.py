@@ -10,7 +10,17 @@ Three ways to keep the histogram nb2svc's ``/_api/metrics`` shows (method, route
 
 For each: the CPU time of one ``observe`` (the per-request cost), and of rendering the
 page with 20 label sets (the per-scrape cost); for ``prom-mp`` also with the files that
-``--workers`` processes (and their restarts) leave. Run: ``python bench/metrics_cost.py``.
+``--workers`` processes (and their restarts) leave.
+
+Then what adding workers up costs (:mod:`nb2svc.runtime.shared_metrics`), on an API-mode
+page of the same size (requests and durations by 20 routes and statuses, kernel starts,
+the pool's gauges, counters and queue wait): a scrape with 1 worker (no sharing: the
+page as it always was), and with 2, 4 and 8 (its own page plus the other live workers'
+snapshots, read, parsed and summed), and one worker's publish (render and write its
+snapshot, once per second). The other workers are real live processes, so the liveness
+check (``/proc/<pid>/stat``) is part of the time. Wall time per call.
+
+Run: ``python bench/metrics_cost.py`` (``--merge-only`` for the second table).
 """
 
 from __future__ import annotations
@@ -80,6 +90,73 @@ def run_variant(variant: str, n: int, files: int) -> dict[str, float]:
     return result
 
 
+def api_page() -> list:
+    """An API-mode page's families, as :func:`nb2svc.runtime.http_api.health.api_metrics` makes them."""
+    from nb2svc.runtime.http_api.health import POOL_COUNTERS, POOL_GAUGES, SATURATION
+    from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Family, Histogram
+
+    requests = Family("nb2svc_requests_total", "counter", "Endpoint requests answered, by route and status.")
+    durations = Histogram("nb2svc_request_duration_seconds", "Request duration.", BUCKETS)
+    for i in range(20):
+        route, status = ROUTES[i % 10], STATUSES[i // 10]
+        requests.add(1000 + i, route=f"GET {route}", status=status)
+        for value in (0.003, 0.02, 0.4):
+            durations.observe(value, method="GET", route=route, status=status)
+    starts = Histogram("nb2svc_kernel_start_seconds", "Kernel starts.", KERNEL_START_BUCKETS)
+    starts.observe(0.4)
+    waits = Histogram("nb2svc_pool_queue_wait_seconds", "Queue waits.", BUCKETS)
+    waits.observe(0.001)
+    gauges = [
+        Family(name, "gauge", text, merge=SATURATION if name == "nb2svc_pool_saturation" else "sum").add(2)
+        for name, text, _ in POOL_GAUGES
+    ]
+    counters = [Family(name, "counter", text).add(3) for name, text, _ in POOL_COUNTERS]
+    memory = Family("nb2svc_kernel_memory_pss_bytes", "gauge", "PSS.").add(123456789)
+    return [requests, durations, starts, *gauges, *counters, waits, memory]
+
+
+def merge_rows(repeat: int = 300) -> list[tuple[int, float, float, int]]:
+    """(workers, scrape µs, publish µs, page bytes) with 1, 2, 4 and 8 workers."""
+    from nb2svc.runtime import reaper
+    from nb2svc.runtime.metrics import exposition
+    from nb2svc.runtime.shared_metrics import SNAPSHOT, SharedMetrics
+
+    families = api_page()
+    rows = []
+    for workers in (1, 2, 4, 8):
+        others = [
+            subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+            for _ in range(workers - 1)
+        ]
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                server = os.path.join(tmp, reaper._name(os.getppid()) or "x")
+                for pid in [os.getpid()] + [p.pid for p in others]:
+                    os.makedirs(os.path.join(server, reaper._name(pid) or "x"))
+                for p in others:
+                    with open(os.path.join(server, reaper._name(p.pid) or "x", SNAPSHOT), "w") as f:
+                        f.write(exposition(families))
+                shared = SharedMetrics()
+                shared.source = lambda: families
+                mine = os.path.join(server, reaper._name(os.getpid()) or "x")
+                shared.start(workers, lambda mine=mine: mine, 3600)
+                started = time.perf_counter()
+                for _ in range(repeat):
+                    page = shared.page(families)
+                scrape = (time.perf_counter() - started) / repeat * 1e6
+                started = time.perf_counter()
+                for _ in range(repeat):
+                    shared.publish()
+                publish = (time.perf_counter() - started) / repeat * 1e6 if shared.sharing else 0.0
+                shared.stop()
+        finally:
+            for p in others:
+                p.kill()
+                p.wait()
+        rows.append((workers, scrape, publish, len(page)))
+    return rows
+
+
 def child_files(directory: str, count: int) -> None:
     """``count`` other worker processes' histogram files in ``directory`` (prom-mp)."""
     code = (
@@ -96,6 +173,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--files", type=int, default=0)
     parser.add_argument("--child", action="store_true")
+    parser.add_argument("--merge-only", action="store_true", help="only the several-workers table")
     args = parser.parse_args()
     if args.variant:
         if args.files:
@@ -104,12 +182,21 @@ def main() -> None:
         if not args.child:
             print(json.dumps(result))
         return
+    if not args.merge_only:
+        histogram_table(args.n)
+    print()
+    print(f"{'workers':>7} {'scrape µs':>10} {'publish µs':>11} {'page bytes':>11}")
+    for workers, scrape, publish, size in merge_rows():
+        print(f"{workers:>7} {scrape:>10.0f} {publish:>11.0f} {size:>11}")
+
+
+def histogram_table(n: int) -> None:
     rows = []
     for variant, files in (("nb2svc", 0), ("prom", 0), ("prom-mp", 0), ("prom-mp", 4), ("prom-mp", 32)):
         with tempfile.TemporaryDirectory() as directory:
             env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory} if variant == "prom-mp" else None
             out = subprocess.run(
-                [sys.executable, __file__, "--variant", variant, "--n", str(args.n), "--files", str(files)],
+                [sys.executable, __file__, "--variant", variant, "--n", str(n), "--files", str(files)],
                 env=env,
                 check=True,
                 capture_output=True,

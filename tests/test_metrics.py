@@ -165,25 +165,35 @@ def test_the_deployment_scrapes_the_metrics_port_it_opens() -> None:
 # --- several workers: reading pages back and adding them up --------------------------------
 
 
-def test_a_page_reads_back_exactly_whatever_its_label_values_hold() -> None:
-    from nb2svc.runtime.metrics import Histogram, parse
+def test_a_page_reads_back_exactly_and_adds_up_whatever_its_label_values_hold() -> None:
+    from nb2svc.runtime.metrics import Histogram, merge, parse
 
-    awkward = 'GET /x/"q"\\n\n,}{ é'
+    awkward = 'GET /x/"q"\\n\n,}{ é 1'  # quotes, backslashes, a newline, braces, spaces
     histogram = Histogram("d_seconds", "Durations.", (0.1, 1))
     histogram.observe(0.5, route=awkward, status="200")
-    text = exposition([Family("a_total", "counter", "Things.").add(3, route=awkward).add(1.25), histogram])
+    families = [Family("a_total", "counter", "Things.").add(3, route=awkward).add(1.25), histogram]
+    text = exposition(families)
     pages = parse(text)
     assert exposition(pages) == text
-    assert pages[0].samples[("a_total", (("route", awkward),))] == 3
     assert pages[1].kind == "histogram"
-    assert pages[1].samples[("d_seconds_count", (("route", awkward), ("status", "200")))] == 1
+    # two workers' pages: one sample per label set, its labels written as they came
+    twice = exposition(merge([("1", pages), ("2", parse(text))], {}))
+    doubled = [Family("a_total", "counter", "Things.").add(6, route=awkward).add(2.5), histogram]
+    histogram.observe(0.5, route=awkward, status="200")
+    assert twice == exposition(doubled)
+    worker = exposition(merge([("7", pages)], {"a_total": "worker"})).splitlines()
+    assert worker[2:4] == [
+        exposition([Family("a_total", "counter", "T.").add(3, worker="7", route=awkward)]).splitlines()[-1],
+        'a_total{worker="7"} 1.25',
+    ]
 
 
-def test_a_line_not_of_this_format_is_refused() -> None:
+@pytest.mark.parametrize("line", ['a{x="1" 2', "a b 2", "a{} two", "a"])
+def test_a_line_not_of_this_format_is_refused(line: str) -> None:
     from nb2svc.runtime.metrics import parse
 
-    with pytest.raises(ValueError, match="not a sample line"):
-        parse("# HELP a A.\n# TYPE a gauge\na{x=1} 2\n")
+    with pytest.raises(ValueError):
+        parse(f"# HELP a A.\n# TYPE a gauge\n{line}\n")
 
 
 def test_workers_pages_add_up_by_name_and_label_set() -> None:

@@ -22,7 +22,8 @@ shared by :mod:`nb2svc.runtime.shared_metrics`). How a family adds up is its own
   divides, never summed itself.
 
 :func:`parse` reads this module's own output back (it is not a general Prometheus parser:
-no timestamps, no exemplars, no escaped ``# HELP`` text). bench/metrics_cost.py measured
+no timestamps, no exemplars, no escaped ``# HELP`` text) and keeps each label set as
+written, since every worker writes the same set the same way. bench/metrics_cost.py measured
 this writer against prometheus-client, single-process and multiprocess: see
 bench/README.md for the figures and the reason it stays.
 """
@@ -153,17 +154,18 @@ def exposition(families: Iterable[Family | Histogram | Page]) -> str:
 
 # --- reading pages back and adding them up -------------------------------------------------
 
-#: A sample line as :func:`exposition` writes it: name, optional ``{labels}``, value.
-_SAMPLE = re.compile(r'([A-Za-z_:][A-Za-z0-9_:]*)(?:\{((?:[A-Za-z_][A-Za-z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? (\S+)')
-_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_UNESCAPE = re.compile(r"\\(.)")
+#: A metric name (what a sample line starts with).
+_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
-Labels = tuple[tuple[str, str], ...]
+#: A sample's labels as written, ``{a="x",b="y"}`` or ``""``. Compared as text: every
+#: worker writes a label set in the same order and escapes it the same way, so the same
+#: set is the same text, and nothing is unescaped or escaped again (the fast path of a scrape).
+Labels = str
 
 
 @dataclass
 class Page:
-    """One family read back from a page: its samples by (sample name, labels), in page order."""
+    """One family read back from a page: its samples by (sample name, labels as written), in page order."""
 
     name: str
     kind: str
@@ -172,13 +174,8 @@ class Page:
 
     def lines(self) -> list[str]:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        for (name, labels), value in self.samples.items():
-            out.append(f"{name}{_labels(dict(labels))} {_number(value)}")
+        out += [f"{name}{labels} {_number(value)}" for (name, labels), value in self.samples.items()]
         return out
-
-
-def _unescape(value: str) -> str:
-    return _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
 
 
 def parse(text: str) -> list[Page]:
@@ -203,12 +200,11 @@ def parse(text: str) -> list[Page]:
                 raise ValueError(f"# TYPE without its # HELP: {line!r}")
             current.kind = kind
             continue
-        match = _SAMPLE.fullmatch(line)
-        if match is None or current is None:
+        head, _, value = line.rpartition(" ")  # a label value may hold spaces, a number not
+        name, brace, labels = head.partition("{")
+        if current is None or not _NAME.fullmatch(name) or (brace and not labels.endswith("}")):
             raise ValueError(f"not a sample line of this format: {line!r}")
-        name, labels, value = match.groups()
-        key = tuple((k, _unescape(v)) for k, v in _LABEL.findall(labels or ""))
-        current.samples[(name, key)] = float(value)
+        current.samples[(name, brace + labels)] = float(value)
     return pages
 
 
@@ -225,7 +221,8 @@ def merge(workers: Sequence[tuple[str, list[Page]]], how: dict[str, Merge]) -> l
                 continue  # recomputed below from the merged families it divides
             for (name, labels), value in family.samples.items():
                 if rule == "worker":
-                    into.samples[(name, (("worker", pid), *labels))] = value
+                    worker = f'worker="{pid}"' + ("," + labels[1:] if labels else "}")
+                    into.samples[(name, "{" + worker)] = value
                 else:
                     key = (name, labels)
                     into.samples[key] = into.samples.get(key, 0.0) + value
@@ -241,7 +238,7 @@ def _ratio(merged: dict[str, Page], name: str, rule: Ratio) -> dict[tuple[str, L
         return {labels: value for (_, labels), value in page.samples.items()} if page else {}
 
     denominator = values(rule.denominator)
-    numerators = [values(name) for name in rule.numerators]
+    numerators = [values(numerator) for numerator in rule.numerators]
     return {
         (name, labels): sum(n.get(labels, 0.0) for n in numerators) / max(rule.floor, size)
         for labels, size in denominator.items()
