@@ -14,7 +14,7 @@ page with 20 label sets (the per-scrape cost); for ``prom-mp`` also with the fil
 
 Then what adding workers up costs (:mod:`nb2svc.runtime.shared_metrics`), on an API-mode
 page of the same size (requests and durations by 20 routes and statuses, kernel starts,
-the pool's gauges, counters and queue wait): a scrape with 1 worker (no sharing: the
+the pool's gauges, counters and queue wait, the process figures): a scrape with 1 worker (no sharing: the
 page as it always was), and with 2, 4 and 8 (its own page plus the other live workers'
 snapshots, read, parsed and summed), and one worker's publish (render and write its
 snapshot, once per second). The other workers are real live processes, so the liveness
@@ -92,8 +92,9 @@ def run_variant(variant: str, n: int, files: int) -> dict[str, float]:
 
 def api_page() -> list:
     """An API-mode page's families, as :func:`nb2svc.runtime.http_api.health.api_metrics` makes them."""
-    from nb2svc.runtime.http_api.health import POOL_COUNTERS, POOL_GAUGES, SATURATION
+    from nb2svc.runtime.http_api.health import POOL_COUNTERS, POOL_GAUGES, saturation
     from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Family, Histogram
+    from nb2svc.runtime.process_metrics import process_families
 
     requests = Family("nb2svc_requests_total", "counter", "Endpoint requests answered, by route and status.")
     durations = Histogram("nb2svc_request_duration_seconds", "Request duration.", BUCKETS)
@@ -107,12 +108,12 @@ def api_page() -> list:
     waits = Histogram("nb2svc_pool_queue_wait_seconds", "Queue waits.", BUCKETS)
     waits.observe(0.001)
     gauges = [
-        Family(name, "gauge", text, merge=SATURATION if name == "nb2svc_pool_saturation" else "sum").add(2)
+        Family(name, "gauge", text, merge=saturation() if name == "nb2svc_pool_saturation" else "sum").add(2)
         for name, text, _ in POOL_GAUGES
     ]
     counters = [Family(name, "counter", text).add(3) for name, text, _ in POOL_COUNTERS]
     memory = Family("nb2svc_kernel_memory_pss_bytes", "gauge", "PSS.").add(123456789)
-    return [requests, durations, starts, *gauges, *counters, waits, memory]
+    return [requests, durations, starts, *gauges, *counters, waits, memory, *process_families()]
 
 
 def merge_rows(repeat: int = 300) -> list[tuple[int, float, float, int]]:

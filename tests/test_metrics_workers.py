@@ -1,7 +1,7 @@
 """``/_api/metrics`` of a server with ``--workers 2`` shows the whole server, whichever
-worker answers the scrape: requests of both workers, kernels of both pools; a worker
-killed with SIGKILL stops being counted once gunicorn replaced it; a ``--reload`` worker
-counts its current version only."""
+worker answers the scrape: requests of both workers, kernels of both pools, each worker's
+process figures as its own series; a worker killed with SIGKILL stops being counted once
+gunicorn replaced it; a ``--reload`` worker counts its current version only."""
 
 from __future__ import annotations
 
@@ -58,6 +58,15 @@ def scraped(server: Server, name: str, **labels: str) -> float | None:
     return None
 
 
+def per_worker(server: Server, name: str) -> set[int]:
+    """The ``worker`` labels of ``name``'s series on a scrape."""
+    page = requests.get(server.url("/_api/metrics"), timeout=10).text
+    prefix = name + '{worker="'
+    return {
+        int(line[len(prefix) :].partition('"')[0]) for line in page.splitlines() if line.startswith(prefix)
+    }
+
+
 def until_scraped(server: Server, expected: float, name: str, **labels: str) -> None:
     """Every scrape may land on either worker: wait until several in a row say ``expected``."""
 
@@ -94,6 +103,9 @@ def test_a_scrape_adds_up_both_workers_and_forgets_a_killed_one(
     until_scraped(server, total, "nb2svc_requests_total", route="GET /pid", status="200")
     until_scraped(server, 2, "nb2svc_pool_kernels_live")
     until_scraped(server, 2, "nb2svc_pool_size")
+    # a process's own figures are never summed: one series per worker
+    wait_for(lambda: per_worker(server, "process_start_time_seconds") == workers(server), 30, "per worker")
+    assert per_worker(server, "process_resident_memory_bytes") == workers(server)
 
     killed = next(iter(answered))
     assert snapshot_of(server, killed)

@@ -13,8 +13,9 @@
    points at the server log, never a traceback to the client),
 5. ``GET /_api/health/live`` (the server answers), ``GET /_api/health/ready`` (200 or 503
    with the mode's own state) and, when the mode gives ``metrics``, ``GET /_api/metrics``
-   (Prometheus text, token required; written by ``metrics_page``, the worker runtime's
-   page that adds several workers up: :mod:`nb2svc.runtime.shared_metrics`),
+   (Prometheus text, token required: the mode's families and the worker process's own,
+   :mod:`nb2svc.runtime.process_metrics`; written by ``metrics_page``, the worker
+   runtime's page that adds several workers up: :mod:`nb2svc.runtime.shared_metrics`),
 6. with ``--metrics-port``, a scrape-only port: a request that arrived on it may only read
    the metrics and the health checks, and needs no token (Prometheus' pod annotations
    carry no credential); everything else there is a 404. gunicorn listens on both ports,
@@ -50,6 +51,7 @@ from nb2svc.runtime.auth import (
     json_error,
 )
 from nb2svc.runtime.metrics import CONTENT_TYPE, Family, Histogram, exposition
+from nb2svc.runtime.process_metrics import process_families
 from nb2svc.runtime.tracing import Tracing
 
 log = logging.getLogger("nb2svc")
@@ -114,12 +116,20 @@ def create_webapp(
     open_path = (lambda path: health(path) or public(path)) if public else health
     install_auth(app, settings, is_exempt=lambda path: scrape_only() or open_path(path), token=token)
     install_json_errors(app)
-    _install_health(app, base, readiness, metrics, metrics_page, aliases)
     if metrics is not None:
+        metrics = _with_process(metrics)
         app.extensions[METRICS_EXTENSION] = metrics
+    _install_health(app, base, readiness, metrics, metrics_page, aliases)
     tracing = app.extensions["nb2svc.tracing"] = Tracing(name)  # flushed by the worker's exit hooks
     app.wsgi_app = tracing.wrap(app.wsgi_app)  # type: ignore[method-assign]  # itself when off
     return app
+
+
+def _with_process(
+    metrics: Callable[[], Iterable[Family | Histogram]],
+) -> Callable[[], list[Family | Histogram]]:
+    """The mode's families, then the worker process's own."""
+    return lambda: [*metrics(), *process_families()]
 
 
 def _install_scrape_port(

@@ -50,9 +50,11 @@ def readiness(services: Sequence[ApiService]) -> tuple[bool, dict[str, Any]]:
     return ready, {"ready": ready, "notebooks": states}
 
 
-#: How ``nb2svc_pool_saturation`` adds up over workers: the server's busy kernels and
-#: waiting requests over the server's pool size, not a sum (nor a mean) of ratios.
-SATURATION = Ratio(("nb2svc_pool_kernels_busy", "nb2svc_pool_waiting_requests"), "nb2svc_pool_size")
+def saturation() -> Ratio:
+    """How ``nb2svc_pool_saturation`` adds up over workers: the server's busy kernels and
+    waiting requests over the server's pool size, not a sum (nor a mean) of ratios."""
+    return Ratio(("nb2svc_pool_kernels_busy", "nb2svc_pool_waiting_requests"), "nb2svc_pool_size")
+
 
 #: Pool gauges: name, help, the value read from a pool's :class:`PoolStats`.
 POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
@@ -106,7 +108,7 @@ def api_metrics(services: Sequence[ApiService]) -> list[Family | Histogram]:
             "gauge",
             help_text,
             [(labels(service), value(stat)) for service, stat in stats],
-            merge=SATURATION if name == "nb2svc_pool_saturation" else "sum",
+            merge=saturation() if name == "nb2svc_pool_saturation" else "sum",
         )
         for name, help_text, value in POOL_GAUGES
     ]
