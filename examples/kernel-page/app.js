@@ -85,7 +85,7 @@ async function start() {
   if (settings.token) url.searchParams.set('token', settings.token);
   socket = new WebSocket(url);
   socket.addEventListener('open', () => {
-    showStatus(kernel.execution_state);
+    showStatus(kernel.execution_state ?? 'idle');
     socket.send(JSON.stringify(message('kernel_info_request', {}))); // its busy/idle say the state
   });
   socket.addEventListener('message', (event) => {
