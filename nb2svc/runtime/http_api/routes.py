@@ -25,6 +25,7 @@ from nb2svc.runtime.http_api.jobs import JobStore
 from nb2svc.runtime.http_api.service import ApiService
 from nb2svc.runtime.static_files import install_static_files, serves_static_file
 from nb2svc.runtime.store import StoreUnavailable
+from nb2svc.runtime.tracing import annotate
 
 
 def claims_root(mounts: Sequence[Mount]) -> bool:
@@ -142,7 +143,8 @@ def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str, token: b
 def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
     """``GET`` and ``DELETE /_api/jobs/{id}`` for jobs of every mounted notebook; jobs live in
     the shared store, so any worker or replica answers. A store that does not answer is a
-    503 here, while the synchronous endpoints keep serving."""
+    503 here, while the synchronous endpoints keep serving. Their spans carry the job's id."""
+    tracer = app.extensions["nb2svc.tracing"].tracer
 
     def unavailable(exc: StoreUnavailable) -> Response:
         response = json_error(503, "ServiceUnavailable", f"the job store is unavailable: {exc}")
@@ -151,6 +153,7 @@ def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
 
     @app.get(base + "/_api/jobs/<job_id>")
     def _job(job_id: str) -> Response:
+        annotate(tracer, "nb2svc.job.id", job_id)
         try:
             job = jobs.get(job_id)
         except StoreUnavailable as exc:
@@ -178,6 +181,7 @@ def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
 
     @app.delete(base + "/_api/jobs/<job_id>")
     def _cancel_job(job_id: str) -> Response:
+        annotate(tracer, "nb2svc.job.id", job_id)
         try:
             known = jobs.cancel(job_id)
         except StoreUnavailable as exc:
