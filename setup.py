@@ -58,6 +58,7 @@ setup(
             "opentelemetry-exporter-otlp-proto-http>=1.20",
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",  # the README's test command runs three test processes (-n 3)
             "requests>=2.31",
             "websocket-client>=1.7",
             "jupyter_server>=2.10",  # kernel mode: the --gateway-url client test and the reference wire codec

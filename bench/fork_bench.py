@@ -10,7 +10,9 @@ Measurements, each for ``--kernel-start fork`` and ``spawn`` (nb2svc from this t
    - summed PSS (``/proc/PID/smaps_rollup``) of the 4 kernels and the template, against
      one spawned kernel's PSS (goal with fork: at most 1.5 of it);
    - refill: a kernel SIGKILLed until the pool is full again (metrics ``live`` and
-     ``idle`` back at 4), median of ``--rounds`` (goal with fork: 0.3 s);
+     ``idle`` back at 4), median of ``--rounds`` (goal with fork: 0.3 s); the victim is the
+     oldest kernel once it has lived 10 s, so each death is a stable kernel's, replaced at
+     once (a younger kernel's death is a quick one: two in a row and the pool backs off);
 2. launch to first answer: ``nb2svc serve examples/notebooks/hello.ipynb --pool-size 1``
    from the process start to the first 200 of ``GET /hello/bench`` (goal: 0.6 s);
 3. kernel mode (``--warm``, default 0): ``--starts`` sequential ``POST /api/kernels``, each followed by a
@@ -44,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "notebooks" / "hello.ipynb"
 MODES = ("fork", "spawn")
 TOKEN = "bench-token"
+#: nb2svc's RestartPolicy.stable_start for local kernels (seconds).
+STABLE_START = 10.0
 
 
 def free_port() -> int:
@@ -81,6 +85,14 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             stack.append(child)
     return found
+
+
+def age(pid: int) -> float:
+    """Seconds since ``pid`` started (``/proc/PID/stat`` field 22, in clock ticks since boot)."""
+    with open(f"/proc/{pid}/stat") as f:
+        started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) - started
 
 
 def kernel_processes(master: int) -> tuple[list[int], list[int]]:
@@ -178,7 +190,11 @@ def heavy(mode: str, notebook: Path, rounds: int, mb: int) -> dict[str, Any]:
         }
         refills = []
         for _ in range(rounds):
-            victim = kernel_processes(server.proc.pid)[0][0]
+            # The oldest kernel, once it has lived past the restart policy's stable start time
+            # (10 s for a local kernel): a younger one's death counts as a crash loop, and the
+            # pool then waits before replacing it on purpose (RestartPolicy.delay).
+            victim = max(kernel_processes(server.proc.pid)[0], key=age)
+            time.sleep(max(0.0, STABLE_START + 0.5 - age(victim)))
             began = time.perf_counter()
             os.kill(victim, signal.SIGKILL)
             while server.pool()[0] == 4:  # until the death is seen

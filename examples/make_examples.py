@@ -5,6 +5,11 @@ consistent (nbformat-valid, no outputs, stable cell ids). Every endpoint cell ca
 example requests and their expected answers in its metadata (``nb2svc.examples``), which
 ``nb2svc test`` sends and checks; they run in notebook order, so the todo examples build
 on each other (create, read, update, delete) in the todo list's SQLite file.
+
+``notebooks/`` holds one service per notebook; ``several/`` holds two notebooks that are
+served together as one service (``nb2svc serve examples/several``), each under its own
+prefix. Their examples name paths as the notebook writes them (``/items``), and ``nb2svc
+test examples/several`` sends them at the mounted paths (``/inventory/items``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent / "notebooks"
+SEVERAL = Path(__file__).parent / "several"
 
 
 def notebook(cells: list) -> nbformat.NotebookNode:
@@ -525,14 +531,199 @@ def upload() -> nbformat.NotebookNode:
     )
 
 
+SEVERAL_INTRO = """
+
+**Several notebooks, one service.** This notebook is one of two in `examples/several/`,
+served together:
+
+```
+nb2svc serve examples/several              # /inventory/... and /orders/...
+nb2svc test examples/several               # both notebooks' examples, at their mounted paths
+nb2svc build examples/several -o dist      # one bundle (one image, one app) of both
+```
+
+Each notebook is mounted at `/<its file stem>` (`--mount PREFIX=NOTEBOOK` picks another
+prefix): its routes are written without the prefix, as `{route}`, and answered under it,
+at `{mounted}`. Each notebook has its own kernels, pool (sized on its own with
+`NB2SVC_POOL_SIZE__{mount}=4` or a `[mounts.{stem}]` config table) and setup cell: a
+variable of one notebook is not seen by the other, so what both need is data each keeps
+(here, the SKUs) or a database both reach. One docs page and one OpenAPI document
+(`/_api/docs`, `/openapi.json`) list both notebooks' endpoints; `/_api/health/ready`
+answers 200 once every notebook's kernels are warm."""
+
+NOT_STOCKED = {"error": "NotFound", "message": "no item Z-999"}
+
+
+def inventory() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# Inventory\nWhat the warehouse holds, by SKU."
+                + SEVERAL_INTRO.format(
+                    route="/items/:sku", mounted="/inventory/items/:sku", mount="INVENTORY", stem="inventory"
+                )
+            ),
+            new_code_cell(
+                "import json\n"
+                "\n"
+                "# The warehouse's stock, by SKU (a real service would read it from its database)\n"
+                "ITEMS = {\n"
+                "    'A-100': {'sku': 'A-100', 'name': 'kettle', 'stock': 12},\n"
+                "    'B-200': {'sku': 'B-200', 'name': 'mug', 'stock': 0},\n"
+                "    'C-300': {'sku': 'C-300', 'name': 'espresso machine', 'stock': 3},\n"
+                "}\n"
+                "\n"
+                "def respond(status):\n"
+                '    """Print the ResponseInfo JSON for the current request."""\n'
+                "    print(json.dumps({'status': status, 'headers': {'Content-Type': 'application/json'}}))"
+            ),
+            new_markdown_cell("Every item; `?in_stock=true` leaves out those with none left."),
+            with_examples(
+                new_code_cell(
+                    "# GET /items\n"
+                    "args = json.loads(REQUEST)['args']\n"
+                    "in_stock = args.get('in_stock', ['false'])[0] == 'true'\n"
+                    "listed = [item for item in ITEMS.values() if item['stock'] > 0 or not in_stock]\n"
+                    "print(json.dumps(listed))"
+                ),
+                example(
+                    "/items?in_stock=true",
+                    "lists the items in stock",
+                    response_status=200,
+                    response_json=[
+                        {"sku": "A-100", "name": "kettle", "stock": 12},
+                        {"sku": "C-300", "name": "espresso machine", "stock": 3},
+                    ],
+                ),
+            ),
+            new_code_cell("# ResponseInfo GET /items\nrespond(200)"),
+            new_markdown_cell("One item by SKU."),
+            with_examples(
+                new_code_cell(
+                    "# GET /items/:sku\n"
+                    "sku = json.loads(REQUEST)['path']['sku']\n"
+                    "item = ITEMS.get(sku)\n"
+                    "print(json.dumps(item or {'error': 'NotFound', 'message': f'no item {sku}'}))"
+                ),
+                example(
+                    "/items/B-200",
+                    "reads an item",
+                    response_content_type=JSON,
+                    response_json={"sku": "B-200", "name": "mug", "stock": 0},
+                ),
+                example(
+                    "/items/Z-999", "404 for an unknown SKU", response_status=404, response_json=NOT_STOCKED
+                ),
+            ),
+            new_code_cell("# ResponseInfo GET /items/:sku\nrespond(200 if item else 404)"),
+        ]
+    )
+
+
+def orders() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            new_markdown_cell(
+                "# Orders\nPrice quotes for orders and shipping rates."
+                + SEVERAL_INTRO.format(route="/quote", mounted="/orders/quote", mount="ORDERS", stem="orders")
+            ),
+            new_code_cell(
+                "import json\n"
+                "\n"
+                "PRICES = {'A-100': 2500, 'B-200': 800, 'C-300': 18900}  # cents, by SKU\n"
+                "SHIPPING = {'DE': 490, 'FR': 690, 'US': 1990}  # cents, by country\n"
+                "VAT = 0.2\n"
+                "\n"
+                "def quote(lines):\n"
+                '    """(quote, None) for a list of {"sku", "qty"} lines, or (None, what is wrong)."""\n'
+                "    if not isinstance(lines, list) or not lines:\n"
+                "        return None, 'a non-empty list of lines is required'\n"
+                "    priced = []\n"
+                "    for line in lines:\n"
+                "        if not isinstance(line, dict):\n"
+                "            return None, 'each line is an object with a sku and a qty'\n"
+                "        sku, qty = line.get('sku'), line.get('qty', 1)\n"
+                "        if sku not in PRICES:\n"
+                "            return None, f'unknown SKU {sku}'\n"
+                "        if not isinstance(qty, int) or qty < 1:\n"
+                "            return None, f'{sku}: the quantity must be a positive whole number'\n"
+                "        priced.append({'sku': sku, 'qty': qty, 'cents': PRICES[sku] * qty})\n"
+                "    net = sum(line['cents'] for line in priced)\n"
+                "    return {'lines': priced, 'net': net, 'vat': round(net * VAT), "
+                "'total': net + round(net * VAT)}, None\n"
+                "\n"
+                "def respond(status):\n"
+                '    """Print the ResponseInfo JSON for the current request."""\n'
+                "    print(json.dumps({'status': status, 'headers': {'Content-Type': 'application/json'}}))"
+            ),
+            new_markdown_cell(
+                'Price an order: a JSON body `{"lines": [{"sku": "A-100", "qty": 2}, ...]}`; the answer '
+                "has each line's price, the net sum, the VAT and the total, in cents."
+            ),
+            with_examples(
+                new_code_cell(
+                    "# POST /quote\n"
+                    "body = json.loads(REQUEST)['body']\n"
+                    "quoted, problem = quote(body.get('lines') if isinstance(body, dict) else None)\n"
+                    "print(json.dumps(quoted or {'error': 'BadRequest', 'message': problem}))"
+                ),
+                example(
+                    name="prices an order",
+                    request_json={"lines": [{"sku": "A-100", "qty": 2}, {"sku": "B-200"}]},
+                    response_status=200,
+                    response_content_type=JSON,
+                    response_json={
+                        "lines": [
+                            {"sku": "A-100", "qty": 2, "cents": 5000},
+                            {"sku": "B-200", "qty": 1, "cents": 800},
+                        ],
+                        "net": 5800,
+                        "vat": 1160,
+                        "total": 6960,
+                    },
+                ),
+                example(
+                    name="400 for an unknown SKU",
+                    request_json={"lines": [{"sku": "Z-999", "qty": 1}]},
+                    response_status=400,
+                    response_json={"error": "BadRequest", "message": "unknown SKU Z-999"},
+                ),
+            ),
+            new_code_cell("# ResponseInfo POST /quote\nrespond(200 if quoted else 400)"),
+            new_markdown_cell("The shipping rate to a country (ISO code), in cents."),
+            with_examples(
+                new_code_cell(
+                    "# GET /shipping/:country\n"
+                    "country = json.loads(REQUEST)['path']['country'].upper()\n"
+                    "rate = SHIPPING.get(country)\n"
+                    "found = {'country': country, 'cents': rate}\n"
+                    "missing = {'error': 'NotFound', 'message': f'no shipping to {country}'}\n"
+                    "print(json.dumps(found if rate is not None else missing))"
+                ),
+                example("/shipping/fr", "a country's rate", response_json={"country": "FR", "cents": 690}),
+                example(
+                    "/shipping/aq",
+                    "404 where nothing ships",
+                    response_status=404,
+                    response_json={"error": "NotFound", "message": "no shipping to AQ"},
+                ),
+            ),
+            new_code_cell("# ResponseInfo GET /shipping/:country\nrespond(200 if rate is not None else 404)"),
+        ]
+    )
+
+
 #: Every example notebook, by file stem.
 EXAMPLES = {"hello": hello, "todo": todo, "stream": stream, "jobs": jobs, "image": image, "upload": upload}
+#: The notebooks served together as one service (``examples/several``), by file stem.
+SEVERAL_EXAMPLES = {"inventory": inventory, "orders": orders}
 
 
 if __name__ == "__main__":
-    HERE.mkdir(parents=True, exist_ok=True)
-    for name, build in EXAMPLES.items():
-        nb = build()
-        nbformat.validate(nb)
-        nbformat.write(nb, HERE / f"{name}.ipynb")
-        print(f"wrote {HERE / name}.ipynb")
+    for folder, notebooks in ((HERE, EXAMPLES), (SEVERAL, SEVERAL_EXAMPLES)):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, build in notebooks.items():
+            nb = build()
+            nbformat.validate(nb)
+            nbformat.write(nb, folder / f"{name}.ipynb")
+            print(f"wrote {folder / name}.ipynb")

@@ -295,6 +295,16 @@ OPTIONS: tuple[Option, ...] = (
         group=GROUP_SERVER,
     ),
     Option(
+        "static_path",
+        str,
+        "",
+        "Serve the files in this directory at /public/... without a token, as Kernel Gateway does "
+        "(empty: no /public); in kernel mode, a web page served beside the kernels it starts.",
+        kg_alias="KG_STATIC_PATH",
+        normalize=normalize_static_path,
+        group=GROUP_SERVER,
+    ),
+    Option(
         "token",
         str,
         "",
@@ -772,17 +782,6 @@ OPTIONS: tuple[Option, ...] = (
         group=GROUP_NOTEBOOK,
     ),
     Option(
-        "static_path",
-        str,
-        "",
-        "Serve the files in this directory at /public/... without a token, as Kernel Gateway does "
-        "(empty: no /public).",
-        kg_alias="KG_STATIC_PATH",
-        modes=("api",),
-        normalize=normalize_static_path,
-        group=GROUP_NOTEBOOK,
-    ),
-    Option(
         "cell_parser",
         str,
         "default",
@@ -911,6 +910,7 @@ class Settings:
     metrics_port: int = _default("metrics_port")
     workers: int = _default("workers")
     base_url: str = _default("base_url")
+    static_path: str = _default("static_path")
     token: str = _default("token")
     allow_origin: str = _default("allow_origin")
     allow_credentials: str = _default("allow_credentials")
@@ -963,7 +963,6 @@ class Settings:
     reload: bool = _default("reload")
     reload_extra: tuple[str, ...] = _default("reload_extra")
     allow_notebook_download: bool = _default("allow_notebook_download")
-    static_path: str = _default("static_path")
     cell_parser: str = _default("cell_parser")
 
     @property

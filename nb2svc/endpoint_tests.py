@@ -74,6 +74,8 @@ class Example:
     expect_json: Any = _MISSING
     #: The endpoint's declared ``returns`` JSON Schema: a 200 answer must be JSON keeping it.
     returns: Mapping[str, Any] | None = field(default=None, compare=False)
+    #: The notebook declaring it (its file name): cell numbers are per notebook.
+    notebook: str = ""
 
     @property
     def request_line(self) -> str:
@@ -94,6 +96,7 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "notebook": self.example.notebook,
             "cell": self.example.cell,
             "name": self.example.name,
             "request": self.example.request_line,
@@ -115,7 +118,7 @@ def examples_from_spec(spec: ServiceSpec) -> list[Example]:
     found: list[tuple[int, int, Example]] = []
     for ep in spec.endpoints:
         for position, declared in enumerate(ep.examples):
-            found.append((declared["cell"], position, _example(declared, ep)))
+            found.append((declared["cell"], position, _example(declared, ep, spec.notebook)))
     return [example for _, _, example in sorted(found, key=lambda item: item[:2])]
 
 
@@ -146,7 +149,7 @@ def _mounted_label(label: str, prefix: str) -> tuple[str, str]:
     return method, _under(prefix, path)
 
 
-def _example(declared: Mapping[str, Any], endpoint: Endpoint) -> Example:
+def _example(declared: Mapping[str, Any], endpoint: Endpoint, notebook: str) -> Example:
     request, response = declared["request"], declared["response"]
     headers = dict(request.get("headers", {}))
     body: bytes | None = None
@@ -170,6 +173,7 @@ def _example(declared: Mapping[str, Any], endpoint: Endpoint) -> Example:
         expect_body=response.get("body"),
         expect_json=response.get("json", _MISSING),
         returns=endpoint.contract.get("returns"),
+        notebook=notebook,
     )
 
 
@@ -280,12 +284,15 @@ def _short(text: str, limit: int = 160) -> str:
 
 
 def format_table(outcomes: list[Outcome]) -> str:
-    """A pass/fail table, then the mismatches of each failed example."""
-    rows = [("RESULT", "CELL", "REQUEST", "STATUS", "EXAMPLE")]
+    """A pass/fail table, then the mismatches of each failed example. Examples of several
+    notebooks (mounted together) add a NOTEBOOK column, since cell numbers are per notebook."""
+    several = len({o.example.notebook for o in outcomes}) > 1
+    rows = [("RESULT", *(("NOTEBOOK",) if several else ()), "CELL", "REQUEST", "STATUS", "EXAMPLE")]
     for o in outcomes:
         rows.append(
             (
                 "pass" if o.passed else "FAIL",
+                *((o.example.notebook,) if several else ()),
                 str(o.example.cell),
                 o.example.request_line,
                 "-" if o.status is None else str(o.status),
@@ -296,7 +303,8 @@ def format_table(outcomes: list[Outcome]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     for o in outcomes:
         if not o.passed:
-            lines.append(f"\nFAIL cell {o.example.cell}, {o.example.request_line} ({o.example.name}):")
+            where = f"{o.example.notebook}, cell" if several else "cell"
+            lines.append(f"\nFAIL {where} {o.example.cell}, {o.example.request_line} ({o.example.name}):")
             lines += [f"  {problem}" for problem in o.problems]
     return "\n".join(lines)
 

@@ -405,10 +405,13 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
     shared = f"\n  replicas:  {_check_store(settings)}" if settings.store else ""
     url = f"http://{settings.host}:{settings.port}{settings.base_url.rstrip('/')}"
     seeded = f", seeded from {settings.seed} ({len(seed.cells)} cells)" if seed else ""
+    # a web page beside the kernels (examples/kernel-page): its files need no token, its script does
+    files = f"\n  files:     {url}/public/ (no token: {settings.static_path})" if settings.static_path else ""
     click.echo(
         f"nb2svc {__version__}: serving Jupyter kernels (prespawn {settings.prespawn}, warm {settings.warm}"
         f"{seeded})\n  kernels:   {url}/api/kernels\n  specs:     {url}/api/kernelspecs\n"
-        f"  health:    {url}/_api/health/ready{shared}" + (f"\n  warning:   {warning}" if warning else ""),
+        f"  health:    {url}/_api/health/ready{files}{shared}"
+        + (f"\n  warning:   {warning}" if warning else ""),
         err=True,
     )
     _run(KernelServer(kernels_plan(settings, seed)))

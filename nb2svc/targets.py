@@ -160,6 +160,11 @@ def notebook_mounts(
             chosen += [(None, nb) for nb in found]
         else:
             chosen.append((None, target))
+    # a notebook named twice (alone and in its folder) is mounted once, as --mount replaces it below
+    files: dict[Path, tuple[str | None, Path]] = {}
+    for prefix, notebook in chosen:
+        files.setdefault(notebook.resolve(), (prefix, notebook))
+    chosen = list(files.values())
     for item in mount_specs:
         prefix, sep, notebook = item.partition("=")
         if not sep or not notebook:

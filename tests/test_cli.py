@@ -54,9 +54,9 @@ def test_readme_documents_every_option() -> None:
 def test_readme_test_command_is_what_ci_runs() -> None:
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    command = 'pip install -e ".[test]" && python -m pytest -q'
+    command = 'pip install -e ".[test]" && python -m pytest -q -n 3 --dist loadfile'
     assert command in readme
-    assert 'pip install -q -e ".[test]" && python -m pytest -q' in ci
+    assert 'pip install -q -e ".[test]" && python -m pytest -q -n 3 --dist loadfile' in ci
 
 
 def test_routes_table_and_json() -> None:

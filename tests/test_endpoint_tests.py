@@ -186,6 +186,19 @@ def test_format_table_lists_failures_under_the_table() -> None:
     assert lines[-2:] == ["FAIL cell 1, GET /b (bad):", "  status 500"]
 
 
+def test_format_table_names_the_notebook_of_examples_of_several() -> None:
+    table = format_table(
+        [
+            Outcome(example(name="good", notebook="a.ipynb"), 200, []),
+            Outcome(example(name="bad", notebook="b.ipynb", path="/b/x"), 500, ["status 500"]),
+        ]
+    )
+    lines = table.splitlines()
+    assert lines[0].split() == ["RESULT", "NOTEBOOK", "CELL", "REQUEST", "STATUS", "EXAMPLE"]
+    assert lines[2].split() == ["FAIL", "b.ipynb", "1", "GET", "/b/x", "500", "bad"]
+    assert lines[-2:] == ["FAIL b.ipynb, cell 1, GET /b/x (bad):", "  status 500"]
+
+
 # --- the command, against real servers ----------------------------------------------------------
 
 

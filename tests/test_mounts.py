@@ -185,6 +185,27 @@ def test_two_notebooks_of_the_same_name_need_a_mount(tmp_path: Path) -> None:
     assert result.returncode == 2 and "mounted at /same like same.ipynb" in result.stderr
 
 
+def test_a_notebook_named_alone_and_in_its_folder_is_mounted_once(tmp_path: Path) -> None:
+    a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nb2svc",
+            "routes",
+            str(tmp_path),
+            str(b),
+            str(a.parent / "." / a.name),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = __import__("json").loads(result.stdout)
+    assert [row["notebook"] for row in rows] == ["alpha.ipynb"] * 2 + ["beta.ipynb"] * 2
+
+
 def test_routes_lists_every_mount(tmp_path: Path) -> None:
     a, b = greeter(tmp_path, "alpha"), greeter(tmp_path, "beta")
     result = subprocess.run(

@@ -12,8 +12,9 @@ from typing import Any
 
 import nbformat
 import pytest
+from nbformat.v4 import new_code_cell
 
-from nb2svc.runtime.tracing import Tracing, wanted
+from nb2svc.runtime.tracing import Tracing, carried, wanted
 from tests.notebooks import notebook
 from tests.support import Server, wait_for
 
@@ -147,3 +148,82 @@ def test_tracing_is_off_unless_the_variables_ask(monkeypatch: pytest.MonkeyPatch
         return []
 
     assert off.wrap(app) is app  # nothing between the server and the app
+    assert carried(off.tracer, app) is app  # no context captured for a job's or stream's greenlet
+
+
+def test_carried_runs_a_greenlet_in_the_trace_of_the_greenlet_that_made_it() -> None:
+    """Why jobs and streams need it: a new greenlet does not inherit its spawner's context."""
+    import gevent
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("t")
+
+    def current_span_id() -> int:
+        return trace.get_current_span().get_span_context().span_id
+
+    with tracer.start_as_current_span("request") as request_span:
+        plain = gevent.spawn(current_span_id)
+        kept = gevent.spawn(carried(tracer, current_span_id))
+        gevent.joinall([plain, kept], raise_error=True)
+    assert plain.value == 0  # no span: the work would start a trace of its own
+    assert kept.value == request_span.get_span_context().span_id
+
+
+def test_a_job_and_a_stream_run_their_kernel_work_in_their_request_s_trace(
+    start_server: StartServer, tmp_path: Path, receiver: Receiver
+) -> None:
+    """The kernel work of a job and of a stream runs in greenlets spawned by the request:
+    its spans are still children of the request's server span, in the caller's trace."""
+    stream = new_code_cell(
+        "# GET /ticks/:n\nfor i in range(int(json.loads(REQUEST)['path']['n'])):\n    print(i)"
+    )
+    stream.metadata["nb2svc"] = {"response": "stream"}
+    path = tmp_path / "orders.ipynb"
+    nbformat.write(
+        notebook("import json", "# POST /orders\nprint(json.loads(REQUEST)['body']['n'])", stream), path
+    )
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    server = start_server(str(path), "--pool-size", "1", env=env)
+    job_trace, stream_trace = "1" * 32, "2" * 32
+    posted = server.request(
+        "POST",
+        "/orders",
+        json={"n": 5},
+        headers={"Prefer": "respond-async", "traceparent": f"00-{job_trace}-{PARENT_ID}-01"},
+    )
+    assert posted.status_code == 202
+    job_id = posted.json()["id"]
+    done = wait_for(
+        lambda: (r := server.get(posted.headers["Location"])).headers.get("Nb2svc-Job") == "done" and r,
+        30,
+        "job",
+    )
+    assert done.text == "5\n"
+    streamed = server.get("/ticks/3", headers={"traceparent": f"00-{stream_trace}-{PARENT_ID}-01"})
+    assert streamed.text == "0\n1\n2\n"
+
+    post = wait_for(lambda: receiver.named("POST /orders"), 30, "the POST's server span")
+    get = wait_for(lambda: receiver.named("GET /ticks/:n"), 30, "the stream's server span")
+    assert post["trace_id"] == job_trace and post["attributes"]["nb2svc.job.id"] == job_id
+    assert get["trace_id"] == stream_trace
+    parents = {(root["trace_id"], root["span_id"]) for root in (post, get)}
+    for root, cells in ((post, [2]), (get, [3])):
+        execute = wait_for(
+            lambda cells=cells: receiver.named("nb2svc.kernel.execute", **{"nb2svc.cells": cells}),
+            30,
+            "execute",
+        )
+        assert (execute["trace_id"], execute["parent"]) == (root["trace_id"], root["span_id"])
+    assert (
+        receiver.named("nb2svc.kernel.execute", **{"nb2svc.cells": [2]})["attributes"]["nb2svc.job.id"]
+        == job_id
+    )
+    poll = wait_for(lambda: receiver.named("GET", **{"nb2svc.job.id": job_id}), 30, "a poll's span")
+    assert poll["trace_id"] not in {job_trace, stream_trace}  # each poll is a request of its own
+    waits = wait_for(
+        lambda: len(w := [s for s in receiver.spans if s["name"] == "nb2svc.pool.wait"]) == 2 and w,
+        30,
+        "waits",
+    )
+    assert {(w["trace_id"], w["parent"]) for w in waits} == parents

@@ -22,6 +22,11 @@ worker exits) and:
 - API mode adds, under it, ``nb2svc.pool.wait`` (queued for a kernel) and
   ``nb2svc.kernel.execute`` (the endpoint's code on a kernel: ``nb2svc.kernel.label``,
   ``nb2svc.notebook``, ``nb2svc.cells``);
+- a stream's and a job's kernel work runs in a greenlet of its own and stays in its
+  request's trace (:func:`carried`): a stream's two spans are children of its request's
+  span; a job's are children of the span of the request that created it (which ends at
+  the ``202``, before them) and carry ``nb2svc.job.id``, as do that request's span and
+  the spans of the job's polls and cancels (``/_api/jobs/{id}``);
 - the request log's JSON lines carry ``trace_id``.
 """
 
@@ -31,7 +36,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from nb2svc._version import __version__
 from nb2svc.runtime.closing import ClosingBody
@@ -40,6 +45,7 @@ from nb2svc.runtime.logs import ROUTE_KEY, TRACE_ID_KEY
 log = logging.getLogger("nb2svc")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
@@ -180,4 +186,35 @@ def record(tracer: Any, name: str, start_ns: int, attributes: Mapping[str, Any])
         tracer.start_span(name, start_time=start_ns, attributes=dict(attributes)).end()
 
 
-__all__ = ["Tracing", "record", "span", "wanted"]
+def annotate(tracer: Any, key: str, value: Any) -> None:
+    """Set an attribute on the current span (the request's, in a view)."""
+    if tracer is not None:
+        from opentelemetry import trace
+
+        trace.get_current_span().set_attribute(key, value)
+
+
+def carried(tracer: Any, fn: F) -> F:
+    """``fn``, made to run in the trace context that is current now, wherever it runs later.
+
+    A gevent greenlet starts with empty context variables, not its spawner's, so kernel
+    work a request hands to a greenlet (a job, a stream) would otherwise start traces of
+    its own. ``fn`` itself when ``tracer`` is None: nothing is captured or attached.
+    """
+    if tracer is None:
+        return fn
+    from opentelemetry import context
+
+    captured = context.get_current()
+
+    def in_context(*args: Any, **kwargs: Any) -> Any:
+        token = context.attach(captured)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            context.detach(token)
+
+    return cast(F, in_context)
+
+
+__all__ = ["Tracing", "annotate", "carried", "record", "span", "wanted"]

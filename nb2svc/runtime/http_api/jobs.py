@@ -117,6 +117,11 @@ def client_identity(request: Request, token_checked: bool) -> str:
     return address
 
 
+def new_job_id() -> str:
+    """A fresh job id (what :meth:`JobStore.submit` gives a job unless told one)."""
+    return uuid.uuid4().hex
+
+
 def _record_key(job_id: str) -> str:
     return f"job:{job_id}"
 
@@ -162,8 +167,13 @@ class JobStore:
 
     # --- submit and run ------------------------------------------------------------
 
-    def submit(self, endpoint: str, client: str, run: Callable[[KernelSink], Response]) -> dict[str, Any]:
+    def submit(
+        self, endpoint: str, client: str, run: Callable[[KernelSink], Response], job_id: str | None = None
+    ) -> dict[str, Any]:
         """Record a job and start ``run`` (which gets a sink for the kernel it leases).
+
+        ``job_id`` (from :func:`new_job_id`) lets ``run`` know its job's id before it is
+        submitted (tracing names the job in its spans); a new one by default.
 
         Raises :class:`JobLimit` when ``client`` has too many, :class:`StoreUnavailable`
         when the store does not answer (then nothing runs).
@@ -175,7 +185,7 @@ class JobStore:
                 f"this client has {held} jobs running or not yet collected (limit {limits.per_client}); "
                 "collect (GET then DELETE) or cancel some first"
             )
-        job = LocalJob(uuid.uuid4().hex, client)
+        job = LocalJob(job_id or new_job_id(), client)
         record = {"id": job.id, "endpoint": endpoint, "status": RUNNING, "client": client}
         self.store.put(_lease_key(job.id), self.owner.encode(), limits.lease)
         self.store.index_add(_client_key(client), job.id, limits.lease)
@@ -369,4 +379,5 @@ __all__ = [
     "client_identity",
     "decode_result",
     "encode_result",
+    "new_job_id",
 ]

@@ -7,15 +7,13 @@ token exemption of API mode beyond the health checks the skeleton already exempt
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request, send_file, send_from_directory
-from werkzeug.security import safe_join
 
-from nb2svc.compiler.mounts import PUBLIC_PREFIX, Mount
+from nb2svc.compiler.mounts import Mount
 from nb2svc.compiler.openapi import mounted_openapi_document, swagger_document, without_security
 from nb2svc.compiler.spec import ServiceSpec
 from nb2svc.config import Settings
@@ -25,7 +23,9 @@ from nb2svc.runtime.http_api.docs_page import STATIC_FILES as DOCS_STATIC_FILES
 from nb2svc.runtime.http_api.docs_page import render_docs_page
 from nb2svc.runtime.http_api.jobs import JobStore
 from nb2svc.runtime.http_api.service import ApiService
+from nb2svc.runtime.static_files import install_static_files, serves_static_file
 from nb2svc.runtime.store import StoreUnavailable
+from nb2svc.runtime.tracing import annotate
 
 
 def claims_root(mounts: Sequence[Mount]) -> bool:
@@ -49,11 +49,6 @@ def claimed_paths(mounts: Sequence[Mount]) -> Callable[[str], bool]:
     return claimed
 
 
-#: The Flask endpoint name of the ``--static-path`` route: the only thing under
-#: ``/public/`` that skips the token.
-PUBLIC_FILES = "nb2svc_public_files"
-
-
 def public_paths(base: str, mounts: Sequence[Mount], static: bool = False) -> Callable[[str], bool]:
     """What API mode serves without a token beyond the two health checks: the docs page, its static
     files (Swagger UI's, nothing of the service's), when no endpoint claims ``/``, the
@@ -62,15 +57,15 @@ def public_paths(base: str, mounts: Sequence[Mount], static: bool = False) -> Ca
     and its assets before its script can send one). The OpenAPI document, ``/_api/source``
     and every endpoint need the token.
 
-    The ``/public/`` exemption is the static route's, not the path prefix's: a request is
-    exempt only when it routed to :data:`PUBLIC_FILES`, so whatever else a path under
+    The ``/public/`` exemption is the static route's, not the path prefix's
+    (:func:`~nb2svc.runtime.static_files.serves_static_file`), so whatever else a path under
     ``/public`` could reach (a notebook endpoint or mount that slipped past
     :func:`~nb2svc.compiler.mounts.check_public_paths`) still needs the token."""
     exact = {base + "/_api/docs"} | (set() if claims_root(mounts) else {base + "/", base or "/"})
     docs = base + "/_api/docs/static/"
 
     def public(path: str) -> bool:
-        return path in exact or path.startswith(docs) or (static and request.endpoint == PUBLIC_FILES)
+        return path in exact or path.startswith(docs) or (static and serves_static_file())
 
     return public
 
@@ -93,9 +88,8 @@ def install_kg_extras(app: Flask, settings: Settings, service: ApiService, base:
     as Kernel Gateway's static file handler does: ``application/octet-stream`` (Python's
     ``mimetypes`` knows no ``.ipynb``), with ``ETag`` and ``Last-Modified``; off, it is a 404.
     It describes the first notebook, as ``/_api/spec/swagger.json`` does.
-    ``GET /public/<path>`` (``--static-path DIR``) serves files below DIR; a path that
-    leaves DIR (``..``, absolute, encoded, or a symlink pointing out of DIR) or names no
-    file is a 404 (:func:`static_file`).
+    ``GET /public/<path>`` (``--static-path DIR``) serves files below DIR, as in kernel mode
+    (:mod:`nb2svc.runtime.static_files`).
     """
     if settings.allow_notebook_download:
 
@@ -106,28 +100,7 @@ def install_kg_extras(app: Flask, settings: Settings, service: ApiService, base:
                 return json_error(404, "NotFound", f"{service.spec.notebook} is not on this server's disk")
             return send_file(path, mimetype="application/octet-stream", max_age=0)
 
-    if settings.static_path:
-        folder = os.path.realpath(settings.static_path)
-
-        @app.get(base + PUBLIC_PREFIX + "/<path:name>", endpoint=PUBLIC_FILES)
-        def _public(name: str) -> Response:
-            path = static_file(folder, name)
-            if path is None:
-                return json_error(404, "NotFound", "no such file")
-            return send_file(path, max_age=0)
-
-
-def static_file(folder: str, name: str) -> str | None:
-    """The file ``name`` names below ``folder`` (a real path), or ``None``: a path that leaves
-    it (``..``, absolute) or a symlink that points out of it is not there, nor is a directory.
-    The check is on the resolved path, so a link inside DIR to ``/etc`` serves nothing."""
-    joined = safe_join(folder, name)
-    if joined is None:
-        return None
-    real = os.path.realpath(joined)
-    if not real.startswith(folder + os.sep) or not os.path.isfile(real):
-        return None
-    return real
+    install_static_files(app, settings, base)
 
 
 def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str, token: bool = True) -> None:
@@ -170,7 +143,8 @@ def install_docs_routes(app: Flask, mounts: Sequence[Mount], base: str, token: b
 def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
     """``GET`` and ``DELETE /_api/jobs/{id}`` for jobs of every mounted notebook; jobs live in
     the shared store, so any worker or replica answers. A store that does not answer is a
-    503 here, while the synchronous endpoints keep serving."""
+    503 here, while the synchronous endpoints keep serving. Their spans carry the job's id."""
+    tracer = app.extensions["nb2svc.tracing"].tracer
 
     def unavailable(exc: StoreUnavailable) -> Response:
         response = json_error(503, "ServiceUnavailable", f"the job store is unavailable: {exc}")
@@ -179,6 +153,7 @@ def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
 
     @app.get(base + "/_api/jobs/<job_id>")
     def _job(job_id: str) -> Response:
+        annotate(tracer, "nb2svc.job.id", job_id)
         try:
             job = jobs.get(job_id)
         except StoreUnavailable as exc:
@@ -206,6 +181,7 @@ def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
 
     @app.delete(base + "/_api/jobs/<job_id>")
     def _cancel_job(job_id: str) -> Response:
+        annotate(tracer, "nb2svc.job.id", job_id)
         try:
             known = jobs.cancel(job_id)
         except StoreUnavailable as exc:
@@ -216,12 +192,10 @@ def install_job_routes(app: Flask, jobs: JobStore, base: str) -> None:
 
 
 __all__ = [
-    "PUBLIC_FILES",
     "claims_root",
     "install_docs_routes",
     "install_job_routes",
     "install_kg_extras",
     "notebook_file",
     "public_paths",
-    "static_file",
 ]

@@ -35,7 +35,7 @@ from nb2svc.compiler.spec import Endpoint, ServiceSpec
 from nb2svc.config import Settings
 from nb2svc.runtime.auth import configured_token, json_error
 from nb2svc.runtime.http_api.contract import Contracts
-from nb2svc.runtime.http_api.jobs import JobLimit, JobStore, client_identity
+from nb2svc.runtime.http_api.jobs import JobLimit, JobStore, client_identity, new_job_id
 from nb2svc.runtime.http_api.request import BadRequestBody, build_payload
 from nb2svc.runtime.http_api.responses import answer, error_payload
 from nb2svc.runtime.http_api.streaming import EVENT_STREAM, OutputStream, wants_event_stream
@@ -60,7 +60,7 @@ from nb2svc.runtime.kernel.memory import summed_pss
 from nb2svc.runtime.logs import OBSERVER_KEY, REQUEST_ID_KEY, ROUTE_KEY, plain
 from nb2svc.runtime.metrics import KERNEL_START_BUCKETS, Histogram
 from nb2svc.runtime.store import StoreUnavailable
-from nb2svc.runtime.tracing import record, span
+from nb2svc.runtime.tracing import annotate, carried, record, span
 from nb2svc.runtime.webapp import base_path
 from nb2svc.runtime.worker_runtime import stop_worker_for_good
 
@@ -156,13 +156,13 @@ class ApiService:
         self.contracts = Contracts(spec)
         #: Every kernel this service started that still exists (for memory metrics).
         self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
+        #: The worker's OpenTelemetry tracer (None: tracing is off; see :mod:`..tracing`).
+        self.tracer: Any = None
 
     def memory_pss(self) -> int:
         """Summed PSS (bytes) of this service's live local kernels and their template."""
         pids = [k.process.pid for k in list(self._kernels) if k.is_alive()]
         return summed_pss([*pids, self.forker.template_pid])
-        #: The worker's OpenTelemetry tracer (None: tracing is off; see :mod:`..tracing`).
-        self.tracer: Any = None
 
     def _start_kernel(self) -> Kernel:
         """A seeded kernel, prepared for the invocation protocol (none is left on failure)."""
@@ -249,22 +249,27 @@ class ApiService:
         on_kernel: Callable[[Kernel], None] | None = None,
         answering: Request | None = None,
         request_id: str = "-",
+        job_id: str | None = None,
     ) -> Response:
         """Lease a kernel, run the endpoint with ``payload`` and make its response.
 
         ``on_output`` sees output as it is produced (streaming); ``on_kernel`` is told the
         leased kernel (so that a job or stream can be cancelled by interrupting it);
         ``answering`` is the HTTP request when it is answered now (ETag and 304);
-        ``request_id`` names the request in the log line of a failed cell.
+        ``request_id`` names the request in the log line of a failed cell; ``job_id``
+        names the job this runs for in its spans.
         """
         code, timeout = _endpoint_code(endpoint), self.settings.request_timeout
         waited_from = time.time_ns() if self.tracer is not None else 0
         try:
             with self.pool.lease(timeout=self.settings.queue_timeout) as kernel:
-                record(self.tracer, "nb2svc.pool.wait", waited_from, {"nb2svc.notebook": self.spec.notebook})
+                if self.tracer is not None:
+                    waited = {"nb2svc.notebook": self.spec.notebook, **_job_attribute(job_id)}
+                    record(self.tracer, "nb2svc.pool.wait", waited_from, waited)
                 if on_kernel is not None:
                     on_kernel(kernel)
-                with span(self.tracer, "nb2svc.kernel.execute", self._execute_attributes(kernel, endpoint)):
+                attributes = self._execute_attributes(kernel, endpoint, job_id)
+                with span(self.tracer, "nb2svc.kernel.execute", attributes):
                     done = self.invoker.invoke(kernel, code, payload, timeout=timeout, on_output=on_output)
         except PoolBusy as exc:
             response = json_error(503, "ServiceUnavailable", f"all kernels are busy: {exc}")
@@ -284,7 +289,7 @@ class ApiService:
         self._log_cell_error(endpoint, done, request_id)
         return answer(done, self.settings.error_detail, answering)
 
-    def _execute_attributes(self, kernel: Kernel, endpoint: Endpoint) -> dict[str, Any]:
+    def _execute_attributes(self, kernel: Kernel, endpoint: Endpoint, job_id: str | None) -> dict[str, Any]:
         if self.tracer is None:
             return {}
         return {
@@ -292,6 +297,7 @@ class ApiService:
             "nb2svc.kernel.name": kernel.kernel_name,
             "nb2svc.notebook": self.spec.notebook,
             "nb2svc.cells": list(endpoint.cells),
+            **_job_attribute(job_id),
         }
 
     def _log_cell_error(self, endpoint: Endpoint, done: Invocation, request_id: str) -> None:
@@ -327,16 +333,19 @@ class ApiService:
 
     def _submit_job(self, endpoint: Endpoint, payload: RequestPayload, request_id: str) -> Response:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
+        job_id = new_job_id()
 
         def run(on_kernel: Callable[[Kernel], None]) -> Response:
             with app.app_context():
-                return self._run(endpoint, payload, on_kernel=on_kernel, request_id=request_id)
+                return self._run(endpoint, payload, on_kernel=on_kernel, request_id=request_id, job_id=job_id)
 
         if self.jobs is None:
             return json_error(503, "ServiceUnavailable", "async jobs are not available in this app")
         name = f"{endpoint.method} {endpoint.path}"
+        client = client_identity(request, bool(self._hidden_query))
         try:
-            job = self.jobs.submit(name, client_identity(request, bool(self._hidden_query)), run)
+            # the job's greenlet runs in this request's trace (nothing is carried when tracing is off)
+            job = self.jobs.submit(name, client, carried(self.tracer, run), job_id=job_id)
         except JobLimit as exc:
             response = json_error(429, "TooManyJobs", str(exc))
             response.headers["Retry-After"] = "1"
@@ -345,6 +354,7 @@ class ApiService:
             response = json_error(503, "ServiceUnavailable", f"the job store is unavailable: {exc}")
             response.headers["Retry-After"] = "1"
             return response
+        annotate(self.tracer, "nb2svc.job.id", job_id)
         location = f"{self.base}/_api/jobs/{job['id']}"
         response = jsonify({"id": job["id"], "status": job["status"], "endpoint": name, "location": location})
         response.status_code = 202
@@ -365,12 +375,18 @@ class ApiService:
             return response.get_json(silent=True) if response.status_code >= 400 else None
 
         client = request.environ.get("nb2svc.socket")  # watched for the client leaving
-        stream = OutputStream(run, sse=sse, client=client, label=f"{request.method} {request.path}")
+        # the stream's greenlet runs in this request's trace (nothing is carried when tracing is off)
+        label = f"{request.method} {request.path}"
+        stream = OutputStream(carried(self.tracer, run), sse=sse, client=client, label=label)
         mimetype = EVENT_STREAM if sse else "text/plain"
         response = Response(iter(stream), mimetype=mimetype)
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
         return response
+
+
+def _job_attribute(job_id: str | None) -> dict[str, str]:
+    return {"nb2svc.job.id": job_id} if job_id is not None else {}
 
 
 __all__ = ["ApiService"]

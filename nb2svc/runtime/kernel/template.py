@@ -65,7 +65,9 @@ def _open_fds() -> dict[int, str]:
 
 
 #: What ``IPKernelApp.initialize`` imports (measured: about 160 modules, most of the
-#: child's start-up time), imported once here so that every child finds them loaded.
+#: child's start-up time), imported once here so that every child finds them loaded. The
+#: last six are what a child still imported after the first eight (ipykernel 7.x: its
+#: debugger's pdb, the storemagic extension, faulthandler, and psutil for the local IPs).
 MACHINERY = (
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",
@@ -75,6 +77,12 @@ MACHINERY = (
     "tornado.gen",
     "tornado.queues",
     "tornado.platform.asyncio",
+    "IPython.core.debugger",
+    "IPython.extensions.storemagic",
+    "faulthandler",
+    "pdb",
+    "psutil",
+    "resource",
 )
 
 
@@ -88,6 +96,12 @@ def _import_machinery() -> None:
             if name == "ipykernel.kernelapp":
                 raise
             # another ipykernel version: its children import what they need
+    try:  # the host's addresses, which every child's connection setup asks for (cached per process)
+        from jupyter_client import localinterfaces
+
+        localinterfaces.localhost()
+    except Exception:  # noqa: BLE001 - an optimisation only: the child looks them up itself
+        pass
 
 
 def _make_shell() -> Any:

@@ -20,6 +20,9 @@ Paths, shapes and status codes follow Jupyter Server 2 / Kernel Gateway 3
 ``GET|PATCH|DELETE /api/sessions/{id}`` model / update / 204 (shuts its kernel down)
 ``GET /_api/health/live|ready``         no auth; ready once prespawned and warm kernels are up
 ``GET /_api/metrics``                   Prometheus text (:mod:`.health`), token required
+``GET /public/{path}``                  with ``--static-path``, its files, no token
+                                        (:mod:`nb2svc.runtime.static_files`): a web page
+                                        served with the kernels it starts
 ======================================  ===============================================
 
 Errors are JSON ``{"error", "message", "reason"}`` (``reason`` as Kernel Gateway names it).
@@ -56,6 +59,7 @@ from nb2svc.runtime.kernels_api.replicas import ReplicaBook
 from nb2svc.runtime.kernels_api.server_info import install_server_info
 from nb2svc.runtime.kernels_api.sessions import SessionNotFound, SessionRegistry
 from nb2svc.runtime.kernels_api.wire import V1_PROTOCOL
+from nb2svc.runtime.static_files import install_static_files, serves_static_file
 from nb2svc.runtime.store import StoreUnavailable, open_store
 from nb2svc.runtime.webapp import base_path, create_webapp
 from nb2svc.runtime.worker_runtime import WorkerRuntime
@@ -129,6 +133,7 @@ def create_app(plan: ServePlan, runtime: WorkerRuntime) -> KernelModeApp:
         readiness=lambda: readiness(registry),
         metrics=lambda: kernel_metrics(registry),
         metrics_page=runtime.metrics.page,
+        public=(lambda _path: serves_static_file()) if settings.static_path else None,
         check_origin=True,
         app_class=KernelModeApp,
     )
@@ -139,6 +144,7 @@ def create_app(plan: ServePlan, runtime: WorkerRuntime) -> KernelModeApp:
     _install_session_routes(app, sessions, settings, base)
     _install_misc_routes(app, registry, base)
     install_server_info(app, registry, base)
+    install_static_files(app, settings, base)
     if book is not None:
         book.start(registry)
         runtime.on_exit(book.stop)  # exit hooks run newest first: after the kernels are withdrawn
