@@ -17,7 +17,7 @@ import nbformat
 import requests
 
 from tests.notebooks import notebook
-from tests.support import Server, parent_pid, wait_for, worker_of
+from tests.support import Server, free_port, parent_pid, wait_for, worker_of
 
 StartServer = Callable[..., Server]
 ROUTE = {"method": "GET", "route": "/pid", "status": "200"}
@@ -48,9 +48,11 @@ def until_both_answered(server: Server, answered: Counter[int], at_least: int = 
         assert sent < 400, f"one worker took every request: {answered}"
 
 
-def scraped(server: Server, name: str, **labels: str) -> float | None:
-    """The value of ``name`` (with ``labels``) on a scrape, None when no such sample is there."""
-    page = requests.get(server.url("/_api/metrics"), timeout=10).text
+def scraped(server: Server, name: str, path: str = "/_api/metrics", **labels: str) -> float | None:
+    """The value of ``name`` (with ``labels``) on a scrape of ``path`` (a full URL for another
+    port), None when no such sample is there."""
+    url = path if path.startswith("http") else server.url(path)
+    page = requests.get(url, timeout=10).text
     for line in page.splitlines():
         head, _, value = line.rpartition(" ")
         if head.partition("{")[0] == name and all(f'{k}="{v}"' in head for k, v in labels.items()):
@@ -67,11 +69,14 @@ def per_worker(server: Server, name: str) -> set[int]:
     }
 
 
-def until_scraped(server: Server, expected: float, name: str, **labels: str) -> None:
-    """Every scrape may land on either worker: wait until several in a row say ``expected``."""
+def until_scraped(
+    server: Server, expected: float, name: str, paths: tuple[str, ...] = ("/_api/metrics",), **labels: str
+) -> None:
+    """Every scrape may land on either worker: wait until several in a row (on each of
+    ``paths``) say ``expected``."""
 
     def settled() -> bool:
-        return all(scraped(server, name, **labels) == expected for _ in range(4))
+        return all(scraped(server, name, path, **labels) == expected for _ in range(4) for path in paths)
 
     wait_for(settled, 30, f"{name} {labels} = {expected} (last scrape: {scraped(server, name, **labels)})")
 
@@ -94,12 +99,16 @@ def test_a_scrape_adds_up_both_workers_and_forgets_a_killed_one(
     start_server: StartServer, tmp_path: Path
 ) -> None:
     write(tmp_path / "pid.ipynb", "v1")
-    server = start_server(str(tmp_path / "pid.ipynb"), "--workers", "2", "--pool-size", "1")
+    port = free_port()
+    server = start_server(
+        str(tmp_path / "pid.ipynb"), "--workers", "2", "--pool-size", "1", "--metrics-port", str(port)
+    )
     wait_for(lambda: len(server.find_kernels()) == 2, 60, "both workers' kernels")
     answered: Counter[int] = Counter()
     until_both_answered(server, answered)
     total = sum(answered.values())
-    until_scraped(server, total, "nb2svc_request_duration_seconds_count", **ROUTE)
+    every_way = ("/_api/metrics", "/metrics", f"http://127.0.0.1:{port}/_api/metrics")
+    until_scraped(server, total, "nb2svc_request_duration_seconds_count", every_way, **ROUTE)
     until_scraped(server, total, "nb2svc_requests_total", route="GET /pid", status="200")
     until_scraped(server, 2, "nb2svc_pool_kernels_live")
     until_scraped(server, 2, "nb2svc_pool_size")
