@@ -143,7 +143,7 @@ def merge_rows(repeat: int = 300) -> list[tuple[int, float, float, int]]:
                 shared.start(workers, lambda mine=mine: mine, 3600)
                 started = time.perf_counter()
                 for _ in range(repeat):
-                    page = shared.page(families)
+                    page = shared.page(lambda: families)
                 scrape = (time.perf_counter() - started) / repeat * 1e6
                 started = time.perf_counter()
                 for _ in range(repeat):

@@ -261,8 +261,9 @@ def _owner_dir(server: Path, pid: int) -> Path:
     return server / name
 
 
-def test_a_scrape_adds_the_live_workers_snapshots_and_sweeps_a_dead_ones(tmp_path: Path) -> None:
+def test_a_scrape_adds_the_live_workers_snapshots_and_keeps_a_dead_ones_counts(tmp_path: Path) -> None:
     from nb2svc.runtime import reaper
+    from nb2svc.runtime.retired_metrics import RETIRED, read
     from nb2svc.runtime.shared_metrics import SNAPSHOT, SharedMetrics
 
     server = tmp_path / str(reaper._name(os.getppid()))
@@ -272,7 +273,9 @@ def test_a_scrape_adds_the_live_workers_snapshots_and_sweeps_a_dead_ones(tmp_pat
         mine, others, dead = (_owner_dir(server, pid) for pid in (os.getpid(), other.pid, gone.pid))
         gone.communicate(timeout=30)  # it exits: a dead worker whose snapshot was left behind
         for directory, count in ((others, 5), (dead, 100)):
-            page = exposition([Family("r_total", "counter", "R.").add(count, route="/a")])
+            page = exposition(
+                [Family("r_total", "counter", "R.").add(count, route="/a"), Family("g", "gauge", "G.").add(7)]
+            )
             (directory / SNAPSHOT).write_text(page)
         (dead / "k1").mkdir()  # a kernel's directory: the master's to reap, never the scraper's
         shared = SharedMetrics()
@@ -281,13 +284,16 @@ def test_a_scrape_adds_the_live_workers_snapshots_and_sweeps_a_dead_ones(tmp_pat
         assert (
             mine / SNAPSHOT
         ).read_text() == '# HELP r_total R.\n# TYPE r_total counter\nr_total{route="/a"} 1\n'
-        page = shared.page(shared.source())
-        assert (
-            'r_total{route="/a"} 6\n' in page
-        )  # its own fresh page and the live worker's, not the dead one's
+        page = shared.page(shared.source)
+        # its own fresh page, the live worker's and the dead one's counter; the dead one's gauge left out
+        assert 'r_total{route="/a"} 106\n' in page and "g 7\n" in page
         assert not (dead / SNAPSHOT).exists() and (dead / "k1").is_dir()
-        shared.stop()
+        assert (server / RETIRED).exists() and shared.page(shared.source) == page  # folded once
+        shared.stop()  # a graceful exit: its final page joins the retired counts
         assert not (mine / SNAPSHOT).exists() and not shared.sharing
+        retired, folded = read(str(server))
+        assert exposition(retired) == '# HELP r_total R.\n# TYPE r_total counter\nr_total{route="/a"} 101\n'
+        assert folded == {dead.name, mine.name}  # their directories are still there
     finally:
         other.kill()
         other.wait(10)
@@ -302,4 +308,5 @@ def test_one_worker_shares_nothing(tmp_path: Path) -> None:
     shared.source = lambda: [Family("r_total", "counter", "R.").add(1)]
     assert not shared.start(1, lambda: pytest.fail("one worker makes no directory"))
     families = shared.source()
-    assert shared.page(families) == exposition(families) and not shared.sharing
+    assert shared.page(shared.source) == exposition(families) and not shared.sharing
+    assert list(tmp_path.iterdir()) == []

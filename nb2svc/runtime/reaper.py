@@ -303,10 +303,9 @@ def reap(final: bool = False) -> list[int]:
     ``/proc/<pid>/stat`` per worker. ``final`` (the server exits) also removes the
     server directory once it is empty.
     """
-    base, me = _base(), _name(os.getpid())
-    if base is None or me is None:
+    server = own_server_dir()
+    if server is None:
         return []
-    server = os.path.join(base, me)
     killed = _reap_server(server)[0]
     if final:
         try:
@@ -314,6 +313,13 @@ def reap(final: bool = False) -> list[int]:
         except OSError:
             pass  # never created (no kernels), or a live worker's directory is still in it
     return killed
+
+
+def own_server_dir() -> str | None:
+    """In gunicorn's master: its server directory (its workers' owner directories are in
+    it), or None without /proc or a usable base. Not created here."""
+    base, me = _base(), _name(os.getpid())
+    return os.path.join(base, me) if base is not None and me is not None else None
 
 
 def sweep() -> list[int]:

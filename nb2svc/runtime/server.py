@@ -14,7 +14,9 @@ kernel outlives the server.
 A worker that dies without its hook (SIGKILL, the OOM killer, gunicorn's timeout kill,
 a segfault) leaves records of its local kernels' process groups; the master kills them
 when it reaps the worker (``child_exit``) and when it exits, and sweeps what dead servers
-left when it starts (see :mod:`nb2svc.runtime.reaper`).
+left when it starts (see :mod:`nb2svc.runtime.reaper`). With several workers, the master
+first folds the dead worker's last metrics snapshot into the server's retired counts
+(:mod:`nb2svc.runtime.retired_metrics`), so its counters stay in the scraped sum.
 
 A worker that cannot boot (building its app from the plan raises) stops the whole server: the error
 becomes gunicorn's ``AppImportError``, whose worker prints one line and exits with
@@ -32,7 +34,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 
 from nb2svc.config import Settings, shutdown_timing
-from nb2svc.runtime import reaper
+from nb2svc.runtime import reaper, retired_metrics
 from nb2svc.runtime.logs import gunicorn_logconfig
 from nb2svc.runtime.worker_runtime import runtime_of
 
@@ -90,8 +92,20 @@ def _sweep_dead_servers(arbiter: Any) -> None:
         log.exception("error while stopping the kernels of a dead server")
 
 
+def _retire_metrics(arbiter: Any) -> None:
+    """In the master (``child_exit``), before the reaper removes a dead worker's directory:
+    keep the counters and histograms of its last metrics snapshot in the server's page
+    (:mod:`nb2svc.runtime.retired_metrics`). Never raises."""
+    try:
+        retired_metrics.retire_dead_workers()
+    except Exception as exc:
+        log.warning("a dead worker's counts leave the server's metrics: %s", exc)
+
+
 def _child_exit(arbiter: Any, worker: Any) -> None:
-    """In the master, for a worker that exited for any reason: kill what it left running."""
+    """In the master, for a worker that exited for any reason: keep its counts, then kill
+    what it left running and remove its directory."""
+    _retire_metrics(arbiter)
     _reap_orphans(arbiter)
 
 

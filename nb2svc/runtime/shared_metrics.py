@@ -12,19 +12,25 @@ rendered exactly as before):
   counted) every :data:`PERIOD` seconds from a greenlet, as :data:`SNAPSHOT` in its own
   directory inside its server's (the reaper's per-server scoping:
   ``.../<server pid>-<start>/<worker pid>-<start>/``, :mod:`nb2svc.runtime.reaper`),
-  written whole (a temporary file renamed over the last), and removes it at exit;
-- the worker that answers a scrape renders its own page fresh, reads the snapshots of the
-  other workers in the same server directory whose process is alive (pid *and* start
-  time), and adds them up family by family as each says
-  (:func:`nb2svc.runtime.metrics.merge`). A dead worker's snapshot is never read and is
-  removed by the next scrape; its directory is the master's to reap (it holds the records
-  of the kernels to kill), which gunicorn's master does when the worker exits.
+  written whole (a temporary file renamed over the last);
+- the worker that answers a scrape renders its own page fresh and, holding the server's
+  metrics lock, adds up the snapshots of the other workers in the same server directory
+  whose process is alive (pid *and* start time) and the counts of the workers that are
+  gone (:mod:`nb2svc.runtime.retired_metrics`), family by family as its own page says
+  (:func:`nb2svc.runtime.metrics.merge`);
+- a worker that exits gracefully folds its final counters and histograms into the
+  server's retired counts in its exit hook; a dead worker's last snapshot is folded by
+  the next scrape or by gunicorn's master when it reaps the worker, whichever comes
+  first, before the worker's directory goes. So a summed counter never drops when a
+  worker exits, which Prometheus would read as a counter reset.
 
 Limits: another worker's part is stale by at most :data:`PERIOD` seconds (plus a write);
-a worker that dies takes its counts with it, so a summed counter drops, which Prometheus
-reads as a counter reset (as it does when the only worker restarts); the worker count is
-the one the worker started with (gunicorn's TTIN/TTOU signals do not change it); without
-/proc (no server directory) each worker's page stays its own, and a warning says so.
+a worker killed without its exit hook (SIGKILL, the OOM killer) keeps only the counts of
+its last snapshot, so only then can a summed counter drop, by at most that worker's last
+:data:`PERIOD` seconds; its gauges and per-process series leave the page with it; the
+worker count is the one the worker started with (gunicorn's TTIN/TTOU signals do not
+change it); without /proc (no server directory) each worker's page stays its own, and a
+warning says so.
 
 Kernel mode runs one worker, so its page is always the server's.
 """
@@ -36,13 +42,12 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from nb2svc.runtime import reaper
+from nb2svc.runtime import reaper, retired_metrics
 from nb2svc.runtime.metrics import Family, Histogram, exposition, merge, parse
+from nb2svc.runtime.retired_metrics import SNAPSHOT
 
 log = logging.getLogger("nb2svc")
 
-#: A worker's published page, in its own directory.
-SNAPSHOT = "metrics.prom"
 #: Seconds between two snapshots of a worker: how stale the other workers' part of a page may be.
 PERIOD = 1.0
 
@@ -54,9 +59,11 @@ class SharedMetrics:
     """One worker's side of the shared page (see the module docstring); held by its
     :class:`~nb2svc.runtime.worker_runtime.WorkerRuntime`."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock_wait: float = retired_metrics.WAIT) -> None:
         #: What this worker's page shows now (set when the worker's app is built).
         self.source: Source | None = None
+        #: Seconds a scrape waits for the server's metrics lock before it answers 503.
+        self.lock_wait = lock_wait
         self._server: str | None = None
         self._snapshot: str | None = None
         self._publisher: Any = None
@@ -91,56 +98,87 @@ class SharedMetrics:
             self.publish()
 
     def publish(self) -> None:
-        """Write this worker's page now, whole: a temporary file renamed over the last one."""
-        if self._snapshot is None or self.source is None:
-            return
+        """Write this worker's page now (see :meth:`_write`)."""
+        if self._snapshot is not None and self.source is not None:
+            try:
+                self._write(exposition(self.source()))
+            except Exception as exc:  # a family that failed: as a failed write
+                self._failed(exc)
+
+    def _write(self, text: str) -> None:
+        """Write ``text`` as this worker's snapshot, whole: a temporary file renamed over the
+        last one. Rendering and writing never yield to another greenlet, so the snapshot's
+        counts only grow (what a scrape showed of this worker, every later one shows)."""
+        if self._snapshot is None:
+            return  # stopped: its counts are folded into the retired ones
         temporary = self._snapshot + ".new"
         try:
-            text = exposition(self.source())
             with open(temporary, "w") as f:
                 f.write(text)
             os.replace(temporary, self._snapshot)
-        except Exception as exc:  # a full disk, a family that failed: log once, keep serving
-            if not self._failing:
-                log.warning("this worker's metrics are not shared with the others: %s", exc)
-            self._failing = True
+        except OSError as exc:  # a full disk: log once, keep serving
+            self._failed(exc)
         else:
             self._failing = False
 
+    def _failed(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("this worker's metrics are not shared with the others: %s", exc)
+        self._failing = True
+
     def stop(self) -> None:
-        """Stop publishing and remove the snapshot (the worker exits)."""
+        """The worker exits: stop publishing, fold its final counters and histograms into the
+        server's retired counts and remove its snapshot (:func:`retired_metrics.retire`)."""
         if self._publisher is not None:
             self._publisher.kill(block=False)
             self._publisher = None
-        if self._snapshot is not None:
-            _remove(self._snapshot)
-        self._server = self._snapshot = None
+        snapshot, source = self._snapshot, self.source
+        self._server = self._snapshot = None  # from now on nothing writes a snapshot
+        if snapshot is None or source is None:
+            return
+        try:
+            retired_metrics.retire(os.path.dirname(snapshot), exposition(source()))
+        except Exception as exc:  # the lock stayed taken, a full disk: the scrapes lose these counts
+            log.warning("this worker's counts leave the server's metrics as it exits: %s", exc)
+            _remove(snapshot)
 
-    def page(self, families: Iterable[Family | Histogram]) -> str:
-        """The text of ``/_api/metrics``: ``families`` (this worker's, fresh) alone, or
-        added up with the other live workers' snapshots while sharing."""
-        families = list(families)
-        if self._server is None:
-            return exposition(families)
-        how = {family.name: family.merge for family in families}
+    def page(self, metrics: Source) -> str:
+        """The text of ``/_api/metrics``: this worker's ``metrics()`` alone, or, while sharing,
+        added up with the other live workers' snapshots and the gone workers' counts.
+
+        While sharing, this worker's page is rendered and written as its snapshot under the
+        lock, so scrapes in the order they took the lock never see a summed counter drop,
+        whichever worker answers each. :class:`~nb2svc.runtime.retired_metrics.MetricsBusy`
+        if the lock stays taken, or the worker is exiting.
+        """
+        server = self._server
+        if server is None:
+            return exposition(metrics())
         me = os.getpid()
-        pages = [(str(me), parse(exposition(families)))]
-        for pid, directory, alive in reaper.owners(self._server):
-            path = os.path.join(directory, SNAPSHOT)
-            if pid == me:
-                continue
-            if not alive:
-                _remove(path)  # only the snapshot: the directory's kernel records are the master's
-                continue
-            try:
-                with open(path) as f:
-                    text = f.read()
-            except OSError:
-                continue  # not published yet (a worker starting), or gone with its worker
-            try:
-                pages.append((str(pid), parse(text)))
-            except ValueError as exc:
-                log.warning("worker %d's metrics snapshot is unreadable, left out: %s", pid, exc)
+        with retired_metrics.locked(server, self.lock_wait):
+            if self._snapshot is None:  # it stopped while this scrape waited for the lock
+                raise retired_metrics.MetricsBusy("this worker is exiting")
+            families = list(metrics())
+            text = exposition(families)
+            self._write(text)
+            pages = [(str(me), parse(text))]
+            owners = reaper.owners(server)
+            retired = retired_metrics.fold_dead(server, owners)
+            for pid, directory, alive in owners:
+                if pid == me or not alive:
+                    continue
+                try:
+                    with open(os.path.join(directory, SNAPSHOT)) as f:
+                        text = f.read()
+                except OSError:
+                    continue  # not published yet (a worker starting), or folded as it exited
+                try:
+                    pages.append((str(pid), parse(text)))
+                except ValueError as exc:
+                    log.warning("worker %d's metrics snapshot is unreadable, left out: %s", pid, exc)
+        how = {family.name: family.merge for family in families}
+        # the gone workers' part of what this page sums (never a process's own figures)
+        pages.append(("retired", [page for page in retired if how.get(page.name, "sum") == "sum"]))
         return exposition(merge(pages, how))
 
 

@@ -15,7 +15,9 @@
    with the mode's own state) and, when the mode gives ``metrics``, ``GET /_api/metrics``
    (Prometheus text, token required: the mode's families and the worker process's own,
    :mod:`nb2svc.runtime.process_metrics`; written by ``metrics_page``, the worker
-   runtime's page that adds several workers up: :mod:`nb2svc.runtime.shared_metrics`),
+   runtime's page that adds several workers up: :mod:`nb2svc.runtime.shared_metrics`,
+   which is handed the families function, since it renders them under its lock; a 503 if
+   that lock stays taken),
 6. with ``--metrics-port``, a scrape-only port: a request that arrived on it may only read
    the metrics and the health checks, and needs no token (Prometheus' pod annotations
    carry no credential); everything else there is a 404. gunicorn listens on both ports,
@@ -52,6 +54,7 @@ from nb2svc.runtime.auth import (
 )
 from nb2svc.runtime.metrics import CONTENT_TYPE, Family, Histogram, exposition
 from nb2svc.runtime.process_metrics import process_families
+from nb2svc.runtime.retired_metrics import MetricsBusy
 from nb2svc.runtime.tracing import Tracing
 
 log = logging.getLogger("nb2svc")
@@ -81,7 +84,7 @@ def create_webapp(
     *,
     readiness: Readiness,
     metrics: Callable[[], Iterable[Family | Histogram]] | None = None,
-    metrics_page: Callable[[Iterable[Family | Histogram]], str] = exposition,
+    metrics_page: Callable[[Callable[[], Iterable[Family | Histogram]]], str] | None = None,
     public: Callable[[str], bool] | None = None,
     claimed: Callable[[str], bool] | None = None,
     check_origin: bool = False,
@@ -175,7 +178,7 @@ def _install_health(
     base: str,
     readiness: Readiness,
     metrics: Callable[[], Iterable[Family | Histogram]] | None,
-    metrics_page: Callable[[Iterable[Family | Histogram]], str],
+    metrics_page: Callable[[Callable[[], Iterable[Family | Histogram]]], str] | None,
     aliases: dict[str, str],
 ) -> None:
     def live() -> Any:
@@ -190,7 +193,15 @@ def _install_health(
         base + "/_api/health/ready": ready,
     }
     if metrics is not None:
-        views[base + "/_api/metrics"] = lambda: Response(metrics_page(metrics()), content_type=CONTENT_TYPE)
+
+        def scrape() -> Any:
+            try:
+                text = metrics_page(metrics) if metrics_page else exposition(metrics())
+                return Response(text, content_type=CONTENT_TYPE)
+            except MetricsBusy as exc:  # better a failed scrape than a sum missing workers
+                return json_error(503, "ServiceUnavailable", str(exc))
+
+        views[base + "/_api/metrics"] = scrape
     for path, view in views.items():
         app.add_url_rule(path, "nb2svc" + path.replace("/", "_"), view, methods=["GET"])
     for alias, original in aliases.items():
