@@ -16,9 +16,12 @@ Then what adding workers up costs (:mod:`nb2svc.runtime.shared_metrics`), on an 
 page of the same size (requests and durations by 20 routes and statuses, kernel starts,
 the pool's gauges, counters and queue wait, the process figures): a scrape with 1 worker (no sharing: the
 page as it always was), and with 2, 4 and 8 (its own page plus the other live workers'
-snapshots, read, parsed and summed), and one worker's publish (render and write its
-snapshot, once per second). The other workers are real live processes, so the liveness
-check (``/proc/<pid>/stat``) is part of the time. Wall time per call.
+snapshots, read, parsed and summed, its own page written as its snapshot, all under the
+server's metrics lock), the same with the counts of gone workers (``retired.prom``) to add
+too, one worker's publish (render and write its snapshot, once per second), and the fold
+of a worker's final page into the retired counts (once per worker exit). The other
+workers are real live processes, so the liveness check (``/proc/<pid>/stat``) is part of
+the time. Wall time per call.
 
 Run: ``python bench/metrics_cost.py`` (``--merge-only`` for the second table).
 """
@@ -116,9 +119,10 @@ def api_page() -> list:
     return [requests, durations, starts, *gauges, *counters, waits, memory, *process_families()]
 
 
-def merge_rows(repeat: int = 300) -> list[tuple[int, float, float, int]]:
-    """(workers, scrape µs, publish µs, page bytes) with 1, 2, 4 and 8 workers."""
-    from nb2svc.runtime import reaper
+def merge_rows(repeat: int = 300) -> list[tuple[int, float, float, float, float, int]]:
+    """(workers, scrape µs, scrape µs with retired counts, publish µs, fold µs, page bytes)
+    with 1, 2, 4 and 8 workers."""
+    from nb2svc.runtime import reaper, retired_metrics
     from nb2svc.runtime.metrics import exposition
     from nb2svc.runtime.shared_metrics import SNAPSHOT, SharedMetrics
 
@@ -141,20 +145,34 @@ def merge_rows(repeat: int = 300) -> list[tuple[int, float, float, int]]:
                 shared.source = lambda: families
                 mine = os.path.join(server, reaper._name(os.getpid()) or "x")
                 shared.start(workers, lambda mine=mine: mine, 3600)
-                started = time.perf_counter()
-                for _ in range(repeat):
-                    page = shared.page(lambda: families)
-                scrape = (time.perf_counter() - started) / repeat * 1e6
+
+                def scrape_us(shared: SharedMetrics = shared) -> float:
+                    started = time.perf_counter()
+                    for _ in range(repeat):
+                        shared.page(lambda: families)
+                    return (time.perf_counter() - started) / repeat * 1e6
+
+                scrape = scrape_us()
                 started = time.perf_counter()
                 for _ in range(repeat):
                     shared.publish()
                 publish = (time.perf_counter() - started) / repeat * 1e6 if shared.sharing else 0.0
+                page = shared.page(lambda: families)
+                fold = retired = 0.0
+                if shared.sharing:
+                    # a graceful exit's fold (its directory already gone: the file keeps its size)
+                    gone, text = os.path.join(server, "1-1"), exposition(families)
+                    started = time.perf_counter()
+                    for _ in range(repeat):
+                        retired_metrics.retire(gone, text)
+                    fold = (time.perf_counter() - started) / repeat * 1e6
+                    retired = scrape_us()  # every scrape adds the gone workers' counts up too
                 shared.stop()
         finally:
             for p in others:
                 p.kill()
                 p.wait()
-        rows.append((workers, scrape, publish, len(page)))
+        rows.append((workers, scrape, retired, publish, fold, len(page)))
     return rows
 
 
@@ -186,9 +204,10 @@ def main() -> None:
     if not args.merge_only:
         histogram_table(args.n)
     print()
-    print(f"{'workers':>7} {'scrape µs':>10} {'publish µs':>11} {'page bytes':>11}")
-    for workers, scrape, publish, size in merge_rows():
-        print(f"{workers:>7} {scrape:>10.0f} {publish:>11.0f} {size:>11}")
+    head = ("workers", "scrape µs", "+retired µs", "publish µs", "fold µs", "page bytes")
+    print(f"{head[0]:>7} {head[1]:>10} {head[2]:>12} {head[3]:>11} {head[4]:>8} {head[5]:>11}")
+    for workers, scrape, retired, publish, fold, size in merge_rows():
+        print(f"{workers:>7} {scrape:>10.0f} {retired:>12.0f} {publish:>11.0f} {fold:>8.0f} {size:>11}")
 
 
 def histogram_table(n: int) -> None:

@@ -1,7 +1,8 @@
 """``/_api/metrics`` of a server with ``--workers 2`` shows the whole server, whichever
 worker answers the scrape: requests of both workers, kernels of both pools, each worker's
-process figures as its own series; a worker killed with SIGKILL stops being counted once
-gunicorn replaced it; a ``--reload`` worker counts its current version only."""
+process figures as its own series; a worker that exits (SIGKILL, or SIGTERM: gunicorn
+replaces it) leaves its counts in the sum, which never drops across scrapes, and takes
+its gauges and own series with it; a ``--reload`` worker counts its current version only."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import glob
 import os
 import signal
 import tempfile
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -48,16 +51,22 @@ def until_both_answered(server: Server, answered: Counter[int], at_least: int = 
         assert sent < 400, f"one worker took every request: {answered}"
 
 
-def scraped(server: Server, name: str, path: str = "/_api/metrics", **labels: str) -> float | None:
-    """The value of ``name`` (with ``labels``) on a scrape of ``path`` (a full URL for another
-    port), None when no such sample is there."""
-    url = path if path.startswith("http") else server.url(path)
-    page = requests.get(url, timeout=10).text
+def sample(page: str, name: str, **labels: str) -> float | None:
+    """The value of ``name`` (with ``labels``) on ``page``, None when no such sample is there."""
     for line in page.splitlines():
         head, _, value = line.rpartition(" ")
         if head.partition("{")[0] == name and all(f'{k}="{v}"' in head for k, v in labels.items()):
             return float(value)
     return None
+
+
+def scraped(
+    server: Server, name: str, labels: dict[str, str] | None = None, path: str = "/_api/metrics"
+) -> float | None:
+    """The value of ``name`` (with ``labels``) on a scrape of ``path`` (a full URL for another
+    port), None when no such sample is there."""
+    url = path if path.startswith("http") else server.url(path)
+    return sample(requests.get(url, timeout=10).text, name, **(labels or {}))
 
 
 def per_worker(server: Server, name: str) -> set[int]:
@@ -76,9 +85,9 @@ def until_scraped(
     ``paths``) say ``expected``."""
 
     def settled() -> bool:
-        return all(scraped(server, name, path, **labels) == expected for _ in range(4) for path in paths)
+        return all(scraped(server, name, labels, path) == expected for _ in range(4) for path in paths)
 
-    wait_for(settled, 30, f"{name} {labels} = {expected} (last scrape: {scraped(server, name, **labels)})")
+    wait_for(settled, 30, f"{name} {labels} = {expected} (last scrape: {scraped(server, name, labels)})")
 
 
 def workers(server: Server) -> set[int]:
@@ -89,13 +98,63 @@ def workers(server: Server) -> set[int]:
     }
 
 
+def snapshot_count(server: Server, worker: int) -> float | None:
+    """The worker's own count of GET /pid requests in its published snapshot."""
+    for path in snapshot_of(server, worker):
+        return sample(Path(path).read_text(), "nb2svc_request_duration_seconds_count", **ROUTE)
+    return None
+
+
 def snapshot_of(server: Server, worker: int) -> list[str]:
     """The worker's published snapshot (in its own directory in its server's), if any."""
     base = os.path.join(tempfile.gettempdir(), f"nb2svc-{os.getuid()}-*")
     return glob.glob(os.path.join(base, f"{server.proc.pid}-*", f"{worker}-*", "metrics.prom"))
 
 
-def test_a_scrape_adds_up_both_workers_and_forgets_a_killed_one(
+#: The summed request counters a scrape shows for GET /pid: the counter and the histogram's count.
+COUNTERS = (
+    ("nb2svc_requests_total", {"route": "GET /pid", "status": "200"}),
+    ("nb2svc_request_duration_seconds_count", ROUTE),
+)
+
+
+@contextmanager
+def watching(server: Server) -> Iterator[list[tuple[float, ...]]]:
+    """Scrape continuously, each on a new connection (so either worker answers), and yield
+    the list of what each answered scrape summed (:data:`COUNTERS`); a scrape that fails
+    (a worker killed under it) is not an answer. Stops when the block ends."""
+    seen: list[tuple[float, ...]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                response = requests.get(server.url("/_api/metrics"), timeout=10)
+            except requests.RequestException:
+                continue
+            assert response.status_code == 200, response.text
+            seen.append(tuple(sample(response.text, name, **labels) or 0 for name, labels in COUNTERS))
+            done.wait(0.02)  # pacing, not synchronisation
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join(30)
+
+
+def never_dropped(seen: list[tuple[float, ...]]) -> None:
+    """No summed counter ever went down from one scrape to the next (a counter reset to Prometheus)."""
+    assert len(seen) > 5, seen
+    for counter in range(len(COUNTERS)):
+        values = [scrape[counter] for scrape in seen]
+        drops = [(a, b) for a, b in zip(values, values[1:], strict=False) if b < a]
+        assert not drops, f"{COUNTERS[counter][0]} dropped: {drops}"
+
+
+def test_a_scrape_adds_up_both_workers_and_keeps_a_killed_ones_counts(
     start_server: StartServer, tmp_path: Path
 ) -> None:
     write(tmp_path / "pid.ipynb", "v1")
@@ -117,12 +176,71 @@ def test_a_scrape_adds_up_both_workers_and_forgets_a_killed_one(
     assert per_worker(server, "process_resident_memory_bytes") == workers(server)
 
     killed = next(iter(answered))
-    assert snapshot_of(server, killed)
-    os.kill(killed, signal.SIGKILL)
-    wait_for(lambda: len(workers(server) - {killed}) == 2, 60, "gunicorn replaced the killed worker")
-    wait_for(lambda: not snapshot_of(server, killed), 30, "the killed worker's snapshot gone")
-    until_scraped(server, total - answered[killed], "nb2svc_request_duration_seconds_count", **ROUTE)
+    # its snapshot (written every second, and by each scrape it answers) has all it answered
+    wait_for(lambda: snapshot_count(server, killed) == answered[killed], 30, "the snapshot current")
+    sent, failed = Counter[int](), 0
+    with watching(server) as seen:
+        wait_for(lambda: len(seen) > 5, 30, "scrapes before the kill")
+        for _ in range(5):  # requests keep coming while the worker dies under them
+            ask(server, sent)
+        before = len(seen)
+        os.kill(killed, signal.SIGKILL)
+        while len(workers(server) - {killed}) < 2:
+            try:
+                ask(server, sent)
+            except (requests.RequestException, AssertionError):
+                failed += 1  # sent to the killed worker as it died
+        wait_for(lambda: not snapshot_of(server, killed), 30, "the killed worker's snapshot folded")
+        # everything it answered up to its snapshot stays, and everything the others answered
+        floor = total + sum(count for worker, count in sent.items() if worker != killed)
+        wait_for(lambda: (scraped(server, *COUNTERS[0]) or 0) >= floor, 30, f"a sum of at least {floor}")
+        wait_for(lambda: len(seen) > before + 5, 30, "scrapes after the kill")
+    never_dropped(seen)  # not even by the killed worker's counts since its last snapshot
+    final = scraped(server, *COUNTERS[0])
+    assert final is not None and max(scrape[0] for scrape in seen[:before]) <= final
+    assert floor <= final <= total + sum(sent.values()) + failed
     until_scraped(server, 2, "nb2svc_pool_kernels_live")  # the new worker's kernel and the other's
+    wait_for(
+        lambda: per_worker(server, "process_start_time_seconds") == workers(server), 30, "its series gone"
+    )
+
+
+def test_a_worker_restarted_gracefully_leaves_every_count_in_the_sum(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """SIGTERM to a worker: it drains and exits through its exit hook, as every graceful
+    exit does (gunicorn's max-requests restart, a TTOU scale-down), and gunicorn starts
+    another; both original workers, one after the other, under steady requests."""
+    write(tmp_path / "pid.ipynb", "v1")
+    server = start_server(str(tmp_path / "pid.ipynb"), "--workers", "2", "--pool-size", "1")
+    answered: Counter[int] = Counter()
+    until_both_answered(server, answered)
+    original = workers(server)
+    with watching(server) as seen:
+        for leaving in sorted(original):
+            os.kill(leaving, signal.SIGTERM)
+            others = workers(server) - {leaving}
+
+            def replaced(leaving: int = leaving, others: set[int] = others) -> bool:
+                try:
+                    ask(server, answered)
+                except requests.ConnectionError:
+                    # a connection the draining worker accepted but closed unread: no request
+                    # was served, none counted (a retry is the client's to make)
+                    pass
+                return bool(set(answered) - original - others) and leaving not in workers(server)
+
+            wait_for(replaced, 120, f"worker {leaving} replaced and the new one answering", interval=0)
+        total = sum(answered.values())
+        for name, labels in COUNTERS:
+            until_scraped(server, total, name, **labels)
+        wait_for(lambda: seen[-1] == (total, total), 30, "the watcher's last scrape counting every request")
+    never_dropped(seen)
+    assert not workers(server) & original
+    until_scraped(server, 2, "nb2svc_pool_kernels_live")  # the gone workers' gauges are gone
+    wait_for(
+        lambda: per_worker(server, "process_start_time_seconds") == workers(server), 30, "their series gone"
+    )
 
 
 def test_a_reloading_worker_counts_its_current_version_only(

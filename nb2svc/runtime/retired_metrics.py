@@ -32,9 +32,10 @@ Gauges and the per-process ``worker``-labelled series of a gone worker describe 
 that still exists: they are not kept (the master cannot tell a ``worker`` family from a
 summed one, so a scrape leaves out of :data:`RETIRED` whatever its own page does not
 sum). Limits: a SIGKILLed worker's counts are its last snapshot's, at most
-:data:`~nb2svc.runtime.shared_metrics.PERIOD` seconds old, so only then can a summed
-counter still drop a little; the retired counts live as long as the server (its master
-removes the server directory when it exits, as Prometheus expects of a restart).
+:data:`~nb2svc.runtime.shared_metrics.PERIOD` seconds old: what it counted after that is
+never shown (no scrape showed it either, so the sum does not drop); the retired counts
+live as long as the server (its master removes the server directory when it exits, as
+Prometheus expects of a restart).
 
 Imported by gunicorn's master: no zmq, jupyter_client or gevent here. The lock is polled
 with :func:`time.sleep`, which yields to other greenlets in a worker (gevent patches it)

@@ -24,13 +24,19 @@ rendered exactly as before):
   first, before the worker's directory goes. So a summed counter never drops when a
   worker exits, which Prometheus would read as a counter reset.
 
+Why a summed counter never drops between two scrapes, whichever workers answer them: a
+worker's snapshot only grows (rendering and writing it never yield to another greenlet),
+the worker answering a scrape writes the page it adds up as its snapshot under the lock,
+and a worker's counts move from its snapshot to the retired ones under the same lock,
+never smaller. So every count a scrape showed is in a file that a later scrape reads.
+
 Limits: another worker's part is stale by at most :data:`PERIOD` seconds (plus a write);
-a worker killed without its exit hook (SIGKILL, the OOM killer) keeps only the counts of
-its last snapshot, so only then can a summed counter drop, by at most that worker's last
-:data:`PERIOD` seconds; its gauges and per-process series leave the page with it; the
-worker count is the one the worker started with (gunicorn's TTIN/TTOU signals do not
-change it); without /proc (no server directory) each worker's page stays its own, and a
-warning says so.
+a worker killed without its exit hook (SIGKILL, the OOM killer) keeps the counts of its
+last snapshot: what it counted after that (at most :data:`PERIOD` seconds) is never
+shown, though the sum does not drop; its gauges and per-process series leave the page
+with it; a ``--reload`` worker's new version counts from zero; the worker count is the
+one the worker started with (gunicorn's TTIN/TTOU signals do not change it); without
+/proc (no server directory) each worker's page stays its own, and a warning says so.
 
 Kernel mode runs one worker, so its page is always the server's.
 """
