@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.notebooks import notebook
-from tests.support import EXAMPLES, Server, alive, is_kernel, parent_pid, wait_for
+from tests.support import EXAMPLES, Server, alive, children, is_kernel, parent_pid, wait_for
 from tests.test_api_http import BEHAVIOUR
 
 #: (method, path, requests keyword arguments): every kind of answer the contract gives.
@@ -151,11 +151,6 @@ def test_a_killed_workers_template_and_kernels_are_stopped(tmp_path: Path) -> No
     finally:
         server.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def children(pid: int) -> set[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return {int(p) for p in f.read().split()}
 
 
 def rss_bytes(pid: int) -> int:
