@@ -173,6 +173,8 @@ class ProcInfo:
     pid: int
     starttime: int
     cmdline: str
+    #: A kernel: a spawned ipykernel, or one forked from nb2svc's template (it leads its own group).
+    kernel: bool = False
 
 
 def _read_stat(pid: int) -> tuple[int, int, int, int] | None:
@@ -195,6 +197,15 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _is_kernel(pid: int, command: str) -> bool:
+    if "ipykernel" in command:
+        return True
+    try:
+        return "kernel/template.py" in command and os.getpgid(pid) == pid  # a fork, not the template
+    except OSError:
+        return False
+
+
 def descendants(root: int) -> list[ProcInfo]:
     """All live processes below ``root`` (root excluded), found by scanning /proc once."""
     children: dict[int, list[int]] = {}
@@ -211,7 +222,8 @@ def descendants(root: int) -> list[ProcInfo]:
     stack = list(children.get(root, []))
     while stack:
         pid = stack.pop()
-        out.append(ProcInfo(pid, stats[pid][1], _cmdline(pid)))
+        command = _cmdline(pid)
+        out.append(ProcInfo(pid, stats[pid][1], command, _is_kernel(pid, command)))
         stack.extend(children.get(pid, []))
     return out
 
@@ -285,7 +297,7 @@ class RunningServer:
         return procs
 
     def kernels(self) -> list[ProcInfo]:
-        return [p for p in self.snapshot() if "ipykernel" in p.cmdline]
+        return [p for p in self.snapshot() if p.kernel]
 
 
 def start_server(spec: ServerSpec, notebook: Path, pool: int, timeout: float, tag: str) -> RunningServer:
@@ -401,7 +413,7 @@ def stop_server(srv: RunningServer, timeout: float) -> dict[str, Any]:
     survivors = [p for p in srv.seen.values() if alive(p)]
     # Kernels still alive the moment the server is gone: the server did not shut them down itself
     # (they may still exit on their own once ipykernel notices its parent died).
-    orphaned = [p.cmdline for p in survivors if "ipykernel" in p.cmdline]
+    orphaned = [p.cmdline for p in survivors if p.kernel]
     while survivors and time.monotonic() < grace_end:
         time.sleep(0.1)
         survivors = [p for p in survivors if alive(p)]

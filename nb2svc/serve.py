@@ -356,6 +356,7 @@ def _state_note(plan: ServePlan) -> str:
 
 def _run_server(plan: ServePlan) -> None:
     """Serve an API-mode plan after its banner."""
+    from nb2svc.runtime.kernel.early import start_for_plan
     from nb2svc.runtime.server import Server
 
     if plan.settings.static_path:
@@ -364,8 +365,10 @@ def _run_server(plan: ServePlan) -> None:
             raise target_files.CompileFailed("\n".join(f"error: {problem}" for problem in problems))
     _check_port(plan.settings)
     store = _check_store(plan.settings)
+    # the kernel templates start now, on another core, while gunicorn forks and boots the worker
+    early = start_for_plan(plan)
     click.echo(f"{api_banner(plan)}\n  jobs:      {store}", err=True)
-    _run(Server(plan))
+    _run(Server(plan, early_templates=early))
 
 
 #: gunicorn's exit codes for a worker that could not boot or load the app: the master

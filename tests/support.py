@@ -80,7 +80,18 @@ def worker_of(server: Server, pid: int) -> int:
     while worker is not None and worker > 1 and parent_pid(worker) != server.proc.pid:
         worker = parent_pid(worker)
     assert worker is not None and parent_pid(worker) == server.proc.pid, f"{pid} is not a worker's descendant"
+    if is_template(worker):  # started by serve before forking its one worker, which adopted it (early.py)
+        (worker,) = {p for p in children(server.proc.pid) if not is_template(p)}
     return worker
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of ``pid``."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(p) for p in f.read().split()}
+    except OSError:
+        return set()
 
 
 def cmdline(pid: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from nb2svc.compiler.mounts import Mount
@@ -29,10 +30,11 @@ BUNDLE_MODULE = "nb2svc_bundle_app"
 PLAN_GLOBAL = "PLAN"
 
 
-def load_app(plan: ServePlan) -> Any:
-    """The app of ``plan`` in this worker: its bundle's ``app.py``, or :func:`build_app`."""
+def load_app(plan: ServePlan, early_templates: Mapping[str, Any] | None = None) -> Any:
+    """The app of ``plan`` in this worker: its bundle's ``app.py``, or :func:`build_app`
+    (with the kernel templates ``nb2svc serve`` started for it: see kernel/early.py)."""
     if plan.bundle is None:
-        return build_app(plan)
+        return build_app(plan, early_templates=early_templates)
     spec = importlib.util.spec_from_file_location(BUNDLE_MODULE, plan.bundle / "app.py")
     if spec is None or spec.loader is None:
         raise RuntimeError(f"{plan.bundle}/app.py cannot be imported")
@@ -42,13 +44,15 @@ def load_app(plan: ServePlan) -> Any:
     return module.app
 
 
-def build_app(plan: ServePlan, *, register_routes: bool = True) -> Any:
+def build_app(
+    plan: ServePlan, *, register_routes: bool = True, early_templates: Mapping[str, Any] | None = None
+) -> Any:
     """The WSGI app of ``plan``, with its worker runtime registered on it.
 
     A generated ``app.py`` passes ``register_routes=False`` and declares each endpoint
     itself with :meth:`~nb2svc.runtime.http_api.service.ApiService.handle`.
     """
-    runtime = WorkerRuntime(plan)
+    runtime = WorkerRuntime(plan, early_templates=early_templates)
     if plan.mode == "kernels":
         from nb2svc.runtime.kernels_api.rest import create_app
 

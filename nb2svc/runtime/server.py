@@ -40,6 +40,7 @@ from nb2svc.runtime.worker_runtime import runtime_of
 
 if TYPE_CHECKING:
     from nb2svc.plan import ServePlan
+    from nb2svc.runtime.kernel.early import EarlyTemplate
 
 log = logging.getLogger("nb2svc")
 
@@ -141,20 +142,42 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _GracefulArbiter(Arbiter):
-    """Ctrl-C (SIGINT) drains in-flight requests, like SIGTERM, instead of quitting at once."""
+    """Ctrl-C (SIGINT) drains in-flight requests, like SIGTERM, instead of quitting at once.
+
+    Once the first worker is forked, the master lets go of the kernel templates it started
+    for it (kernel/early.py): the worker holds their sockets now, so a template exits with
+    the worker that adopted it, and a worker that replaces it starts its own.
+    """
 
     def handle_int(self) -> None:
         self.handle_term()
+
+    def spawn_worker(self) -> int:
+        pid: int = super().spawn_worker()  # the worker never returns from it
+        self.app.release_early_templates()
+        return pid
 
 
 class Server(BaseApplication):
     """Serve a :class:`~nb2svc.plan.ServePlan` under gunicorn: each worker builds its app
     from the plan (:func:`nb2svc.runtime.entry.load_app`, imported there, after fork)."""
 
-    def __init__(self, plan: ServePlan, *, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        plan: ServePlan,
+        *,
+        workers: int | None = None,
+        early_templates: dict[str, EarlyTemplate] | None = None,
+    ) -> None:
         self._plan = plan
         self._workers = workers
+        self._early_templates = early_templates or {}
         super().__init__()
+
+    def release_early_templates(self) -> None:
+        """In the master, after the first fork: the worker has the templates' sockets."""
+        for early in self._early_templates.values():
+            early.close()
 
     def load_config(self) -> None:
         for key, value in gunicorn_settings(self._plan.settings, workers=self._workers).items():
@@ -164,7 +187,7 @@ class Server(BaseApplication):
         try:
             from nb2svc.runtime.entry import load_app
 
-            return load_app(self._plan)
+            return load_app(self._plan, self._early_templates)
         except Exception as exc:
             log.debug("the app could not be created", exc_info=True)
             raise AppImportError(f"error: the server cannot start: {_one_line(exc)}") from exc

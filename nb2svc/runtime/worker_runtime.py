@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nb2svc.plan import EdgeLimits
@@ -131,8 +131,11 @@ class WorkerRuntime:
         plan: ServePlan | None = None,
         *,
         edge: EdgeLimits | None = None,
+        early_templates: Mapping[str, Any] | None = None,
     ) -> None:
         self.plan = plan
+        #: Kernel templates the master started for this worker (see kernel/early.py), by notebook.
+        self._early_templates = dict(early_templates or {})
         self.token = plan.token if plan is not None else ""
         self.edge = edge or (plan.edge if plan is not None else EdgeLimits())
         self.exit_hooks = Hooks("shutting down")
@@ -168,7 +171,7 @@ class WorkerRuntime:
         if self._kernel_host is None:
             from nb2svc.runtime.kernel.host import KernelHost
 
-            self._kernel_host = KernelHost()
+            self._kernel_host = KernelHost(self._early_templates)
         return self._kernel_host
 
     @property

@@ -53,6 +53,7 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.early import setup_cells
 from nb2svc.runtime.kernel.forking import Forker
 from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.invoke import EndpointCode, Invocation, RequestPayload, invoker_for
@@ -103,13 +104,13 @@ class ApiService:
         self.prefix = prefix  # where the notebook is mounted ("" for the root)
         self._on_ready = on_ready
         self.kernel_name = settings.kernel_name or spec.kernel.name
-        setup = tuple(SetupCell(f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup)
+        setup = tuple(SetupCell(where, code) for where, code in setup_cells(spec))
         env = kernel_env(settings.env_allow)
         #: Where this notebook's kernels fork from (``--kernel-start``), after its setup ran once.
         self.forker = Forker(
             settings.kernel_start,
             spec.notebook,
-            [(cell.where, cell.code) for cell in setup],
+            setup_cells(spec),
             env=env,
             host=host,
             cwd=cwd,

@@ -48,7 +48,6 @@ import os
 import select
 import shutil
 import signal
-import sys
 import tempfile
 import time
 import uuid
@@ -66,19 +65,23 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Any as AnyTrait
 
 from nb2svc.runtime import reaper
+from nb2svc.runtime.kernel.early import (
+    EarlyTemplate,
+    TemplateRecipe,
+    ipykernel_args,
+    resolve_python,
+    template_command,
+)
 from nb2svc.runtime.kernel.host import KernelHost
 from nb2svc.runtime.kernel.process import LOCAL_PROVISIONER, KernelStartError, SetupFailed
 
 log = logging.getLogger("nb2svc")
 
 KERNEL_START_MODES = ("auto", "fork", "spawn")
-#: The child side, run as a script by the kernel spec's Python (which need not have nb2svc).
-TEMPLATE_SCRIPT = str(Path(__file__).with_name("template.py"))
 #: Template rebuilds in a row (each after the last one died) before kernels spawn instead.
 MAX_REBUILDS = 3
 #: Seconds a forked child may take to bind its sockets.
 FORK_TIMEOUT = 20.0
-IPYKERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
 
 
 class ForkFailed(RuntimeError):
@@ -102,14 +105,6 @@ def setup_timed_out(where: str, timeout: float) -> SetupFailed:
     )
 
 
-def ipykernel_args(argv: Sequence[str]) -> list[str] | None:
-    """The arguments after ``-m ipykernel_launcher`` in a kernel command, or None if it runs no ipykernel."""
-    for i in range(len(argv) - 1):
-        if argv[i] == "-m" and argv[i + 1] in IPYKERNEL_MODULES:
-            return list(argv[i + 2 :])
-    return None
-
-
 def fork_refusal(spec: KernelSpec) -> str | None:
     """Why kernels of ``spec`` cannot be forked, or None if they can."""
     provisioner = spec.metadata.get("kernel_provisioner", {}).get("provisioner_name", LOCAL_PROVISIONER)
@@ -122,23 +117,21 @@ def fork_refusal(spec: KernelSpec) -> str | None:
 
 def spec_python(spec: KernelSpec) -> str:
     """The interpreter of an ipykernel spec, as jupyter_client resolves it."""
-    python = spec.argv[0]
-    if python in ("python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])):
-        return sys.executable
-    return shutil.which(python) or python
+    return resolve_python(spec.argv[0])
 
 
 class ForkedProcess:
-    """A forked kernel as ``LocalProvisioner`` handles a ``Popen``: through a pidfd, never a bare pid.
+    """A process that is not our child, as ``Popen`` is used: through a pidfd, never a bare pid.
 
-    The child is the template's, not ours: the template reaps it and reports its exit
-    code; the pidfd tells us it exited (readable) and signals exactly that process,
-    never a later one that reused its pid.
+    A forked kernel is the template's child: the template reaps it and reports its exit
+    code (``template``); a template the master started (:mod:`.early`) is the master's,
+    and its exit code is nobody's business here (-1). The pidfd tells us it exited
+    (readable) and signals exactly that process, never a later one that reused its pid.
     """
 
     stdin = stdout = stderr = None
 
-    def __init__(self, pid: int, template: Template) -> None:
+    def __init__(self, pid: int, template: Template | None = None) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self._template = template
@@ -149,7 +142,7 @@ class ForkedProcess:
             return self.returncode
         if not select.select([self._pidfd], [], [], 0)[0]:
             return None
-        self.returncode = self._template.exit_code(self.pid)
+        self.returncode = self._template.exit_code(self.pid) if self._template is not None else -1
         os.close(self._pidfd)
         self._pidfd = None
         return self.returncode
@@ -192,7 +185,8 @@ class Template:
         self.label = label
         self._records_dir = records_dir
         self._python = python
-        self._setup = [{"where": where, "code": code} for where, code in setup]
+        #: What the template runs and in what environment (an early template must match it).
+        self.recipe = TemplateRecipe.of(python, setup, env, cwd)
         self._env = dict(env)
         self._cwd = cwd
         self._proc: Any = None
@@ -222,9 +216,7 @@ class Template:
         self._dir = tempfile.mkdtemp(prefix="t", dir=self._records_dir)
         try:
             self._proc = subprocess.Popen(
-                # as ipykernel's own kernelspec runs it: without frozen modules, debugpy (which
-                # ipykernel imports) would print a warning on every start
-                [self._python, "-Xfrozen_modules=off", TEMPLATE_SCRIPT, str(theirs.fileno())],
+                template_command(self._python, theirs.fileno()),
                 pass_fds=[theirs.fileno()],
                 env=self._env,
                 cwd=self._cwd or None,
@@ -239,7 +231,25 @@ class Template:
         reaper.record_process(self._dir, self._proc.pid)
         self._sock = ours
         self._reader = gevent.spawn(self._read)
-        self._send({"setup": self._setup})
+        self._sock.sendall(self.recipe.config_line())
+        self._await_ready(timeout, with_traceback)
+
+    def adopt(self, early: EarlyTemplate, timeout: float, with_traceback: bool) -> None:
+        """Take over a template the master started for this recipe (:mod:`.early`), then wait
+        for its setup as :meth:`start` does; raises as :meth:`start` does."""
+        self._dir = tempfile.mkdtemp(prefix="t", dir=self._records_dir)
+        try:
+            self._proc = ForkedProcess(early.pid)
+        except OSError as exc:  # it exited, and the master reaped it, before we could hold it
+            early.close()
+            self.stop()
+            raise KernelStartError(f"the template for {self.label} is gone: {exc}") from exc
+        reaper.record_process(self._dir, early.pid)
+        self._sock = green_socket.socket(fileno=early.take_socket().detach())
+        self._reader = gevent.spawn(self._read)
+        self._await_ready(timeout, with_traceback)
+
+    def _await_ready(self, timeout: float, with_traceback: bool) -> None:
         try:
             ready = self._ready.get(timeout=timeout)
         except gevent.Timeout:
@@ -446,6 +456,8 @@ class Forker:
         self._closed = False
         #: Why kernels spawn instead (None while forking is still on).
         self.refused: str | None = "--kernel-start spawn" if mode == "spawn" else None
+        if self.refused is not None:
+            self._close_early()
 
     @property
     def runs_setup(self) -> bool:
@@ -482,8 +494,15 @@ class Forker:
             template = Template(
                 spec_python(spec), self._setup, self._env, self._cwd, self.label, self._host.owner_dir
             )
+            early = self._host.claim_early_template(self.label)
             try:
-                template.start(self._timeout, self._with_traceback)
+                if early is not None and early.recipe == template.recipe:
+                    template.adopt(early, self._timeout, self._with_traceback)
+                else:
+                    if early is not None:  # the master guessed another interpreter or environment
+                        log.debug("%s: not adopting the early template (its recipe differs)", self.label)
+                        early.close()
+                    template.start(self._timeout, self._with_traceback)
             except SetupFailed:
                 raise
             except KernelStartError:
@@ -518,6 +537,7 @@ class Forker:
 
     def _refuse(self, why: str) -> None:
         self.refused = why
+        self._close_early()
         level = logging.WARNING if self.mode == "fork" else logging.INFO
         log.log(level, "%s: kernels spawn instead of forking: %s", self.label, why)
         return None
@@ -525,6 +545,13 @@ class Forker:
     def close(self) -> None:
         """Stop the template (at shutdown; its children are stopped as kernels)."""
         self._closed = True
+        self._close_early()
         if self._template is not None:
             self._template.stop()
             self._template = None
+
+    def _close_early(self) -> None:
+        """Let go of an early template nobody will adopt (it exits when its socket closes)."""
+        early = self._host.claim_early_template(self.label)
+        if early is not None:
+            early.close()

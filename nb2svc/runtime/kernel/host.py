@@ -6,20 +6,28 @@ directory owned by this pid cannot be inherited), and held by the worker's runti
 (:class:`~nb2svc.runtime.worker_runtime.WorkerRuntime.kernel_host`) instead of module
 globals. A :class:`~nb2svc.runtime.kernel.provision.KernelRecipe` carries the host to
 every kernel it starts, restarts included.
+
+It also holds the kernel templates ``nb2svc serve`` started before forking this worker
+(:mod:`.early`), until each notebook's :class:`~.forking.Forker` claims its own.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from nb2svc.runtime import reaper
 from nb2svc.runtime.kernel.lifecycle import Lifecycle
+
+if TYPE_CHECKING:
+    from nb2svc.runtime.kernel.early import EarlyTemplate
 
 
 class KernelHost:
     """One worker's shared kernel machinery (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, early_templates: Mapping[str, EarlyTemplate] | None = None) -> None:
+        self._early = dict(early_templates or {})
         self._lifecycle: Lifecycle | None = None
         self._context: Any = None
         self._owner_dir: str | None = None
@@ -47,6 +55,10 @@ class KernelHost:
         if self._owner_dir is None:
             self._owner_dir = reaper.make_owner_dir()
         return self._owner_dir
+
+    def claim_early_template(self, label: str) -> EarlyTemplate | None:
+        """The template the master started for notebook ``label``, once (None: start one)."""
+        return self._early.pop(label, None)
 
     @property
     def fallback_session(self) -> Any:

@@ -322,6 +322,14 @@ def main(argv: list[str]) -> int:
         buffer += data
     line, rest = buffer.split(b"\n", 1)
     config = json.loads(line)
+    try:
+        return _serve(ctrl, config, rest)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the worker (or the server that started us early) is gone: nothing to report to
+
+
+def _serve(ctrl: socket.socket, config: dict[str, Any], rest: bytes) -> int:
+    """Run setup, report, then serve fork requests until the control socket closes."""
     _import_machinery()
 
     shell = _make_shell()

@@ -1,0 +1,225 @@
+"""Kernel templates that ``nb2svc serve`` starts itself, before gunicorn forks the worker.
+
+Why: launch to first answer is a chain: compile the notebook, fork the worker, import
+the worker's modules and build its app, then start the kernel template (a Python
+process: ipykernel's imports, then the setup cells), then fork the first kernel. The
+template's link (0.2 s for hello on a quiet machine, the whole setup for a real
+notebook) needs nothing of the worker, so the master starts it as soon as the serve
+plan exists, and it runs on another core while the worker boots. The worker adopts it
+(:meth:`nb2svc.runtime.kernel.forking.Template.adopt`) instead of starting its own.
+
+Only where it is simple and safe: API mode, one worker, no ``--reload``, not a bundle; a
+mount whose ``--kernel-start`` is not ``spawn`` and whose kernel spec looks like a local
+ipykernel. The master decides without jupyter_client (importing it, hence zmq, before
+gevent's patching breaks the worker: RUNTIME-NOTES), from the kernel spec files as
+jupyter_client finds them; the worker then adopts a template only if its
+:class:`TemplateRecipe` (interpreter, setup cells, environment, directory) is exactly
+the one it would have started itself, and otherwise closes it. Either way nothing is
+lost: a closed or unadopted template exits when its control socket closes (the master
+closes its copy once the worker is forked; the process exits with the master too).
+
+Imported by the master: the standard library and jupyter_core only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nb2svc.compiler.spec import ServiceSpec
+    from nb2svc.plan import ServePlan
+
+#: The child side, run as a script by the kernel spec's Python (which need not have nb2svc).
+TEMPLATE_SCRIPT = str(Path(__file__).with_name("template.py"))
+IPYKERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
+LOCAL_PROVISIONER = "local-provisioner"
+#: What ipykernel's own kernel spec is called when none is installed (jupyter_client's native kernel).
+NATIVE_KERNEL_NAME = "python3"
+
+
+def ipykernel_args(argv: Sequence[str]) -> list[str] | None:
+    """The arguments after ``-m ipykernel_launcher`` in a kernel command, or None if it runs no ipykernel."""
+    for i in range(len(argv) - 1):
+        if argv[i] == "-m" and argv[i + 1] in IPYKERNEL_MODULES:
+            return list(argv[i + 2 :])
+    return None
+
+
+def resolve_python(command: str) -> str:
+    """The interpreter a kernel command's first word names, as jupyter_client resolves it
+    (``python``, ``python3`` and ``python3.X`` of this Python are this interpreter)."""
+    if command in ("python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])):
+        return sys.executable
+    return shutil.which(command) or command
+
+
+def template_command(python: str, fd: int) -> list[str]:
+    """The template's command line: as ipykernel's own kernel spec runs Python, without
+    frozen modules (debugpy, which ipykernel imports, warns about them on every start)."""
+    return [python, "-Xfrozen_modules=off", TEMPLATE_SCRIPT, str(fd)]
+
+
+@dataclass(frozen=True)
+class TemplateRecipe:
+    """Everything a template's state depends on: the worker adopts only an exact match."""
+
+    python: str
+    setup: tuple[tuple[str, str], ...]  # (where, code) of each setup cell
+    env: tuple[tuple[str, str], ...]  # sorted
+    cwd: str | None
+
+    @classmethod
+    def of(
+        cls, python: str, setup: Sequence[tuple[str, str]], env: Mapping[str, str], cwd: str | None
+    ) -> TemplateRecipe:
+        return cls(python, tuple((w, c) for w, c in setup), tuple(sorted(env.items())), cwd)
+
+    def config_line(self) -> bytes:
+        """The first line the template reads: its setup cells."""
+        cells = [{"where": where, "code": code} for where, code in self.setup]
+        return json.dumps({"setup": cells}).encode() + b"\n"
+
+
+@dataclass
+class EarlyTemplate:
+    """A template the master started: its pid, recipe and the master's end of its socket."""
+
+    label: str
+    recipe: TemplateRecipe
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket | None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def take_socket(self) -> socket.socket:
+        """The control socket, handed over once (to the worker's :class:`Template`)."""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            raise RuntimeError(f"the early template of {self.label} was already taken or closed")
+        return sock
+
+    def close(self) -> None:
+        """Let go of it: without a socket, the template exits (in the master, the worker keeps its copy)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def start(label: str, recipe: TemplateRecipe) -> EarlyTemplate | None:
+    """Start a template for ``recipe`` now and send it its setup; None if it cannot start
+    (the worker then starts its own, and reports what goes wrong)."""
+    ours, theirs = socket.socketpair()
+    try:
+        proc = subprocess.Popen(
+            template_command(recipe.python, theirs.fileno()),
+            pass_fds=[theirs.fileno()],
+            env=dict(recipe.env),
+            cwd=recipe.cwd or None,
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError:
+        ours.close()
+        return None
+    finally:
+        theirs.close()
+    try:
+        ours.sendall(recipe.config_line())
+    except OSError:
+        ours.close()
+        return None
+    return EarlyTemplate(label, recipe, proc, ours)
+
+
+def setup_cells(spec: ServiceSpec) -> tuple[tuple[str, str], ...]:
+    """``(where, code)`` of a notebook's setup cells, as its kernels and templates run them."""
+    return tuple((f"{spec.notebook}, cell {cell.cell}", cell.code) for cell in spec.setup)
+
+
+def start_for_plan(plan: ServePlan) -> dict[str, EarlyTemplate]:
+    """In the master: a template for each notebook of ``plan`` that will fork its kernels,
+    where this is safe (see the module docstring), by notebook label."""
+    from nb2svc.runtime.kernel.environment import kernel_env
+
+    if plan.mode != "api" or plan.reload is not None or plan.bundle is not None or plan.settings.workers != 1:
+        return {}
+    started: dict[str, EarlyTemplate] = {}
+    for mounted in plan.mounts:
+        spec = mounted.mount.spec
+        python = guess_python(mounted.kernel_name) if mounted.settings.kernel_start != "spawn" else None
+        if python is None or spec.notebook in started:
+            continue
+        recipe = TemplateRecipe.of(
+            python,
+            setup_cells(spec),
+            kernel_env(mounted.settings.env_allow),
+            str(mounted.cwd) if mounted.cwd else None,
+        )
+        early = start(spec.notebook, recipe)
+        if early is not None:
+            started[spec.notebook] = early
+    return started
+
+
+def spec_files(kernel_name: str, search: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """The kernel spec ``kernel_name`` as jupyter_client would find it (its ``kernel.json``
+    in the first directory of the Jupyter data path that has it), or None."""
+    if search is None:
+        from jupyter_core.paths import jupyter_path
+
+        search = jupyter_path("kernels")
+    for directory in search:
+        path = Path(directory) / kernel_name / "kernel.json"
+        if path.is_file():
+            try:
+                spec = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            return spec if isinstance(spec, dict) else None
+    return None
+
+
+def guess_python(kernel_name: str, search: Sequence[str] | None = None) -> str | None:
+    """The interpreter of ``kernel_name``'s kernels if they are local ipykernels, else None.
+
+    A guess made without jupyter_client: the worker checks it against the spec jupyter_client
+    resolves and discards the template on any difference.
+    """
+    spec = spec_files(kernel_name, search)
+    if spec is None:
+        if kernel_name != NATIVE_KERNEL_NAME:
+            return None
+        return sys.executable  # ipykernel's own spec: this interpreter
+    provisioner = (spec.get("metadata") or {}).get("kernel_provisioner", {}).get("provisioner_name")
+    argv = spec.get("argv") or []
+    if provisioner not in (None, LOCAL_PROVISIONER) or (spec.get("language") or "").lower() != "python":
+        return None
+    if not argv or ipykernel_args(argv) is None:
+        return None
+    return resolve_python(str(argv[0]))
+
+
+__all__ = [
+    "IPYKERNEL_MODULES",
+    "LOCAL_PROVISIONER",
+    "TEMPLATE_SCRIPT",
+    "EarlyTemplate",
+    "TemplateRecipe",
+    "guess_python",
+    "ipykernel_args",
+    "resolve_python",
+    "setup_cells",
+    "spec_files",
+    "start",
+    "start_for_plan",
+    "template_command",
+]
