@@ -14,8 +14,9 @@ recycled kernels and idle stops.
 
 With several workers the page is the server's (:mod:`nb2svc.runtime.shared_metrics`):
 every family is summed over the live workers (the pool's sizes and kernels too: the
-server's kernels are every worker's), except the saturation, recomputed from those sums
-(:class:`~nb2svc.runtime.metrics.Ratio`).
+server's kernels are every worker's), the counters and histograms also over the workers
+that are gone (:mod:`nb2svc.runtime.retired_metrics`), except the saturation, recomputed
+from those sums (:class:`~nb2svc.runtime.metrics.Ratio`).
 """
 
 from __future__ import annotations
