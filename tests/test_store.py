@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,3 +202,29 @@ def test_rediss_talks_tls_and_checks_the_certificate(tmp_path: Path, key: str) -
             open_store(redis_server.url).ping()  # a certificate nobody vouched for
     finally:
         redis_server.stop()
+
+
+def _open_at(path: str, at: float, answers: Any) -> None:
+    while time.time() < at:  # every process opens the new file at the same moment
+        pass
+    try:
+        SqliteStore(path).close()
+        answers.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        answers.put(repr(exc))
+
+
+def test_workers_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Several workers open a server's new store file together (gunicorn boots them at once):
+    the race to switch it to WAL made one of them fail to boot, once in about 25 starts."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(8):
+        path = str(tmp_path / f"store-{round_}.sqlite")
+        answers = context.Queue()
+        at = time.time() + 0.2
+        openers = [context.Process(target=_open_at, args=(path, at, answers)) for _ in range(6)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(30)
+        assert [answers.get(timeout=5) for _ in openers] == ["ok"] * 6

@@ -51,14 +51,31 @@ class SqliteStore(Store):
         self._call(self._open)
 
     def _open(self) -> None:
-        db = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
-        for statement in SCHEMA:
-            db.execute(statement)
-        self._db = db
+        """Open the file, in WAL mode, with the schema; retried while another process does the same.
+
+        Workers that open a new file at once race to switch it to WAL, and SQLite answers
+        "database is locked" at once to the loser instead of waiting (a lock upgrade its busy
+        handler cannot wait for): seen as a worker failing to boot, once in about 25 starts of
+        two workers. Every step is idempotent, so the open is retried until ``busy_timeout``.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            db = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
+                for statement in SCHEMA:
+                    db.execute(statement)
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # the store's own thread (a ThreadPool's), not a greenlet
+                continue
+            self._db = db
+            return
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:
