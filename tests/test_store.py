@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +23,7 @@ from nb2svc.runtime.store.check import check_in_child
 from nb2svc.runtime.store.redis import RedisStore
 from nb2svc.runtime.store.sqlite import SqliteStore
 from tests.scaleout import RedisServer, self_signed_certificate
-from tests.support import wait_for
+from tests.support import REPO, wait_for
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -204,27 +204,34 @@ def test_rediss_talks_tls_and_checks_the_certificate(tmp_path: Path, key: str) -
         redis_server.stop()
 
 
-def _open_at(path: str, at: float, answers: Any) -> None:
-    while time.time() < at:  # every process opens the new file at the same moment
+OPENER = """
+import sys, time
+from nb2svc.runtime.store.sqlite import SqliteStore
+directory, start, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+for round_ in range(rounds):
+    at = start + round_ * 0.25
+    while time.time() < at:  # every process opens this round's new file at the same moment
         pass
     try:
-        SqliteStore(path).close()
-        answers.put("ok")
-    except Exception as exc:  # noqa: BLE001 - reported to the test
-        answers.put(repr(exc))
+        SqliteStore(f"{directory}/store-{round_}.sqlite").close()
+        print("ok", flush=True)
+    except Exception as exc:
+        print(repr(exc), flush=True)
+"""
 
 
 def test_workers_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
     """Several workers open a server's new store file together (gunicorn boots them at once):
     the race to switch it to WAL made one of them fail to boot, once in about 25 starts."""
-    context = multiprocessing.get_context("fork")
-    for round_ in range(8):
-        path = str(tmp_path / f"store-{round_}.sqlite")
-        answers = context.Queue()
-        at = time.time() + 0.2
-        openers = [context.Process(target=_open_at, args=(path, at, answers)) for _ in range(6)]
-        for opener in openers:
-            opener.start()
-        for opener in openers:
-            opener.join(30)
-        assert [answers.get(timeout=5) for _ in openers] == ["ok"] * 6
+    rounds, start = 8, time.time() + 2.0  # after the six interpreters have started
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, str(tmp_path), str(start), str(rounds)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for _ in range(6)
+    ]
+    outputs = [opener.communicate(timeout=60)[0].split() for opener in openers]
+    assert outputs == [["ok"] * rounds] * 6, outputs
