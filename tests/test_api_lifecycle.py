@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -129,6 +130,45 @@ def test_shutdown_drains_in_flight_requests_and_stops_kernels(
     assert result["r"].text == "slept\n"
     assert [p for p in kernels if alive(p)] == []
     assert "shut down 2 kernels" in server.log()
+
+
+def accepted(server_port: int, client_port: int) -> bool:
+    """Whether the server side of this loopback connection has been accepted: in
+    /proc/net/tcp a connection still in the listen backlog has no inode yet."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+                return inode != "0"
+    return False
+
+
+def test_a_connection_accepted_before_draining_gets_its_first_request_answered(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """Its client connected before the worker stopped accepting and would not retry the request
+    (one on an idle keep-alive connection would): it is answered, then the connection closes."""
+    server = start_server(write(FAULTS, tmp_path), "--pool-size", "2")
+    result: dict[str, requests.Response] = {}
+    slow = threading.Thread(target=lambda: result.setdefault("r", server.get("/sleep/1.5")))
+    slow.start()  # keeps the worker draining for a while
+    wait_for(lambda: metric(server, "nb2svc_pool_kernels_busy") == 1, 10, "the slow request to start")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        client_port = sock.getsockname()[1]
+        wait_for(lambda: accepted(server.port, client_port), 10, "the worker to accept the connection")
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "draining:" in server.log(), 10, "the worker to start draining")
+        sock.sendall(b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer
+    assert b"connection: close" in head.lower() and body == b"ok\n"
+    slow.join()
+    assert result["r"].text == "slept\n"
+    assert server.proc.wait(30) == 0
 
 
 def test_token_auth(start_server: StartServer, tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ timeout; the master then SIGKILLs it and its ``worker_exit`` hook (which shuts t
 kernels down) never runs. Here, when the worker is told to stop:
 
 - connections idle between requests are closed at once;
+- a new connection still gets :data:`FIRST_REQUEST_GRACE` seconds to send its first
+  request, which is answered (its client connected before the worker stopped accepting
+  and, unlike one on a keep-alive connection, would not retry the request);
 - a connection with a request in flight finishes that request, then closes;
 - the worker's own drain deadline is a few seconds shorter than the master's, so
   ``worker_exit`` always gets time to stop every kernel;
@@ -134,6 +137,9 @@ def _check_framing(headers: Any) -> None:
 
 #: Share of the connection slots open from which waits for a request are cut short.
 PRESSURE = 0.8
+#: Seconds a new connection still gets to send its first request once draining starts: it
+#: was accepted before the worker stopped accepting, and its client would not retry.
+FIRST_REQUEST_GRACE = 1.0
 #: Seconds a connection may wait for its request line and headers (or idle between
 #: requests) under pressure.
 PRESSED_TIMEOUT = 1.0
@@ -177,10 +183,11 @@ class DrainingHandler(WebSocketHandler):
 
     def read_requestline(self) -> Any:
         connections = self.runtime.connections
-        if connections.draining:
-            return None
+        if connections.draining and self._served:
+            return None  # a keep-alive connection: closed (its client retries on a new one)
         current = gevent.getcurrent()
-        connections.idle.add(current)
+        waiting = connections.idle if self._served else connections.fresh
+        waiting.add(current)
         header_timeout, keepalive_timeout = waits(self.runtime.edge, connections.open, connections.capacity)
         self._header_timeout = header_timeout
         timer = None
@@ -198,7 +205,7 @@ class DrainingHandler(WebSocketHandler):
             self._stop_header_timer()
             return None
         finally:
-            connections.idle.discard(current)
+            waiting.discard(current)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -211,7 +218,10 @@ class DrainingHandler(WebSocketHandler):
     def read_request(self, raw_requestline: str) -> Any:
         timer = self._header_timer
         try:
-            return super().read_request(raw_requestline)
+            request = super().read_request(raw_requestline)
+            if self.runtime.connections.draining:
+                self.close_connection = True  # answered, then closed: the worker is stopping
+            return request
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
@@ -323,6 +333,11 @@ class DrainingHandler(WebSocketHandler):
         log.log(level, "%s %s %s %.1fms", fields["method"], path, status, took, extra=fields)
 
 
+def _kill_all(greenlets: set[Any]) -> None:
+    for greenlet in list(greenlets):
+        greenlet.kill(block=False)
+
+
 def bind_handler(handler: type[DrainingHandler], runtime: WorkerRuntime) -> type[DrainingHandler]:
     """A subclass of ``handler`` for one worker, whose connections share ``runtime``."""
     return type(handler.__name__, (handler,), {"runtime": runtime, "__module__": handler.__module__})
@@ -385,4 +400,5 @@ class Nb2svcWorker(GeventWebSocketWorker):
         )
         for greenlet in list(connections.idle):
             greenlet.kill(block=False)
+        gevent.spawn_later(FIRST_REQUEST_GRACE, _kill_all, connections.fresh)
         self.runtime.drain()

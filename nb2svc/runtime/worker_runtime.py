@@ -117,6 +117,10 @@ class Connections:
         self.draining = False
         #: Greenlets of connections idle between requests (killed when draining starts).
         self.idle: set[Any] = set()
+        #: Greenlets of new connections waiting for their first request: a client that just
+        #: connected has sent (or is sending) a request it will not retry, so draining gives
+        #: them FIRST_REQUEST_GRACE seconds to arrive and answers them (then closes).
+        self.fresh: set[Any] = set()
         self.in_flight = 0
         #: Connections open, of ``capacity`` slots (gunicorn's ``worker_connections``).
         self.open = 0
