@@ -260,3 +260,18 @@ def provisioner_spec_env(
     )
     pythonpath = os.pathsep.join(p for p in (str(PROVISIONERS), os.environ.get("PYTHONPATH", "")) if p)
     return {**env, "PYTHONPATH": pythonpath}
+
+
+def serve_ready(
+    notebook: nbformat.NotebookNode, path: Path, *args: str, env: dict[str, str] | None = None
+) -> Server:
+    """``nb2svc serve`` of ``notebook`` (written to ``path``) with ``args``, once it is ready;
+    killed, and the error raised, if it never is."""
+    nbformat.write(notebook, path)
+    server = Server([str(path), *args], env=env, log_dir=path.parent)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.kill()
+        raise
+    return server

@@ -10,13 +10,12 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from nb2svc.compiler import CompileError, compile_notebook
 from tests.kernels_support import kernel_server
 from tests.notebooks import notebook
-from tests.support import Server, wait_for
+from tests.support import Server, serve_ready, wait_for
 
 TOKEN = "t0ps3cret"
 AUTH = {"Authorization": f"token {TOKEN}"}
@@ -45,16 +44,9 @@ SERVICE = notebook(
 
 def serve(tmp_path_factory: pytest.TempPathFactory, *args: str, env: dict[str, str] | None = None) -> Server:
     """The service with ``--token`` on its command line (or the token in ``env``)."""
-    path: Path = tmp_path_factory.mktemp("nb") / "service.ipynb"
-    nbformat.write(SERVICE, path)
     token = [] if env else ["--token", TOKEN]
-    server = Server([str(path), "--pool-size", "1", *token, *args], env=env, log_dir=path.parent)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.kill()
-        raise
-    return server
+    path = tmp_path_factory.mktemp("nb") / "service.ipynb"
+    return serve_ready(SERVICE, path, "--pool-size", "1", *token, *args, env=env)
 
 
 @pytest.fixture(scope="module")

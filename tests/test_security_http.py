@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
-import nbformat
 import pytest
 import requests
 
 from tests.notebooks import notebook
-from tests.support import Server, wait_for
+from tests.support import Server, serve_ready, wait_for
 
 LIMIT = 300_000
 
@@ -30,15 +28,7 @@ SERVICE = notebook(
 
 
 def serve(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Server:
-    path: Path = tmp_path_factory.mktemp("nb") / "edge.ipynb"
-    nbformat.write(SERVICE, path)
-    server = Server([str(path), "--pool-size", "1", *args], log_dir=path.parent)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.kill()
-        raise
-    return server
+    return serve_ready(SERVICE, tmp_path_factory.mktemp("nb") / "edge.ipynb", "--pool-size", "1", *args)
 
 
 @pytest.fixture(scope="module")
