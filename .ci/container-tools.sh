@@ -13,9 +13,9 @@
 #                                 if (and only if) the bridge did not exist before `base`
 #   container-tools.sh purge      remove every container and image of the private store
 #
-# Why each setting: ../shared/containers.md (runc because crun refuses this cgroup layout;
+# Why each setting: runc because crun refuses this cgroup layout;
 # ulimits capped at the hard limits; the host's CA certificates in the base; a private
-# graphroot so cleanup never touches anyone else's containers). The stand-in base image
+# graphroot so cleanup never touches anyone else's containers. The stand-in base image
 # carries this machine's CA certificates: it is for local tests only, never push it.
 # Work dir: $NB2SVC_CTR_DIR (default /tmp/nb2svc-ctr); it is kept so reruns take seconds.
 set -euo pipefail

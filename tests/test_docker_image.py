@@ -4,7 +4,7 @@ No Docker engine or registry here: podman (rootful, runc) builds it against a lo
 stand-in for the ``python:X.Y-slim`` base, made once by ``.ci/container-tools.sh base``
 (Debian bookworm from debootstrap, plus the CPython running these tests copied to
 /usr/local with pip, as the official image has it) and cached in a private store
-(/tmp/nb2svc-ctr; ~50 s the first time). See ../shared/containers.md for why each
+(/tmp/nb2svc-ctr; ~50 s the first time). The header of .ci/container-tools.sh says why each
 setting. The container runs published on 127.0.0.1 only, read-only like the
 Kubernetes manifests make it; the test then runs the notebook's examples against it
 with ``nb2svc test --url``, checks the health check, and stops it with SIGTERM, which
@@ -64,13 +64,18 @@ def python_prefix() -> str:
     return str(prefix) if prefix != Path("/usr") and (prefix / "bin" / f"python{version}").exists() else ""
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[None]:
+def require_container_tools() -> None:
+    """Skip, saying why, where podman cannot build and run images here."""
     missing = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (`bash .ci/container-tools.sh install` as root)")
     if os.geteuid() != 0:
-        pytest.skip("building images here needs rootful podman (see ../shared/containers.md)")
+        pytest.skip("building images here needs rootful podman (see .ci/container-tools.sh)")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[None]:
+    require_container_tools()
     yield
     subprocess.run(["bash", str(TOOLS), "netclean"], timeout=120, check=False)
 

@@ -6,7 +6,7 @@ debootstrap: ``bash .ci/container-tools.sh install``) and the ``docker`` SDK
 
 No Docker engine here: ``podman system service`` serves the Docker API on a private
 unix socket (``DOCKER_HOST``), over the private store of ``.ci/container-tools.sh``
-(runc, capped ulimits; see ../shared/containers.md). The kernel image is built like
+(runc, capped ulimits; its header says why). The kernel image is built like
 GP's own kernel images (elyra/kernel-py): the stand-in ``python:X.Y-slim`` base, then
 ``pip install ipykernel gateway_provisioners`` and ``jupyter image-bootstrap install``,
 whose ``bootstrap-kernel.sh`` is the image's CMD. It is tagged by a hash of its
@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,6 +54,7 @@ pytest.importorskip("docker", reason="the docker SDK is missing: pip install 'ga
 
 from tests.kernels_support import AUTH, KernelClient, kernel_server, start_kernel  # noqa: E402
 from tests.support import REPO, free_port, wait_for  # noqa: E402
+from tests.test_docker_image import python_prefix, require_container_tools  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -127,21 +127,10 @@ def kernel_containers() -> list[str]:
     return podman("ps", "--all", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout.split()
 
 
-def python_prefix() -> str:
-    """The CPython to copy into the stand-in base: one built from source (not Debian's /usr)."""
-    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
-    prefix = Path(sys.base_prefix)
-    return str(prefix) if prefix != Path("/usr") and (prefix / "bin" / f"python{ver}").exists() else ""
-
-
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
     """The kernel image (built unless an identical one exists), on the stand-in base."""
-    missing = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (`bash .ci/container-tools.sh install` as root)")
-    if os.geteuid() != 0:
-        pytest.skip("podman here needs root (see ../shared/containers.md)")
+    require_container_tools()
     base = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
     prepared = subprocess.run(
         ["bash", str(TOOLS), "base", base, python_prefix()], capture_output=True, text=True, timeout=1200
