@@ -248,8 +248,8 @@ def test_kernel_mode_with_gateway_docker_provisioner_on_podman(
             assert where.split() == ["1000", names[0]]  # GP's default KERNEL_UID, in the container
             # The five kernel ports and the launcher's, all on 127.0.0.1 (0100007F) and nothing else.
             assert client.execute(LISTENING).stdout == "['0100007F']\n"
-            msg_id = client.execute_request("import time; time.sleep(30)")
-            client.wait_for(lambda m: m.msg_type == "execute_input" and m.parent_id == msg_id)
+            msg_id = client.execute_request("import time; print('sleeping', flush=True); time.sleep(30)")
+            client.wait_for(lambda m: m.msg_type == "stream" and m.parent_id == msg_id)  # the cell runs
             interrupted = server.request("POST", f"/api/kernels/{kernel_id}/interrupt", headers=AUTH)
             assert interrupted.status_code == 204  # over the launcher's socket, on 127.0.0.1
             result = client.collect(msg_id, timeout=15)

@@ -169,8 +169,10 @@ def test_kernel_mode_with_gateway_distributed_provisioner(tmp_path: Path, gatewa
         with KernelClient(server, kernel_id) as client:
             first = int(client.execute("import os; print(os.getpid())").stdout)
             assert first in gateway.processes()
-            msg_id = client.execute_request("import time; time.sleep(30)")
-            client.wait_for(lambda m: m.msg_type == "execute_input" and m.parent_id == msg_id)
+            msg_id = client.execute_request("import time; print('sleeping', flush=True); time.sleep(30)")
+            # interrupted once the cell runs (a signal between execute_input and the cell is
+            # ipykernel's, not the cell's, and was seen lost under load)
+            client.wait_for(lambda m: m.msg_type == "stream" and m.parent_id == msg_id)
             interrupted = server.request("POST", f"/api/kernels/{kernel_id}/interrupt", headers=AUTH)
             assert interrupted.status_code == 204
             result = client.collect(msg_id, timeout=10)

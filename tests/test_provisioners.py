@@ -109,8 +109,8 @@ def test_kernel_mode_with_a_provisioner_that_has_no_process(tmp_path: Path, reco
         kernel_id = start_kernel(server)["id"]
         with KernelClient(server, kernel_id) as client:
             first = int(client.execute("import os; print(os.getpid())").stdout)
-            msg_id = client.execute_request("import time; time.sleep(30)")
-            client.wait_for(lambda m: m.msg_type == "execute_input" and m.parent_id == msg_id)
+            msg_id = client.execute_request("import time; print('sleeping', flush=True); time.sleep(30)")
+            client.wait_for(lambda m: m.msg_type == "stream" and m.parent_id == msg_id)  # the cell runs
             interrupted = server.request("POST", f"/api/kernels/{kernel_id}/interrupt", headers=AUTH)
             assert interrupted.status_code == 204
             result = client.collect(msg_id, timeout=10)
