@@ -222,3 +222,22 @@ def test_pss_is_read_from_smaps_rollup() -> None:
     assert own is not None and own > 0
     assert pss_bytes(2**22 + 1) is None  # no such process
     assert 0 < summed_pss([os.getpid(), os.getpid(), None]) < 1.5 * own  # each process counted once
+
+
+def test_a_started_kernel_managers_ready_future_is_resolved_both_ways() -> None:
+    """GreenKernelManager starts without jupyter_client's pending-state wrapper (it sleeps
+    10 ms): its ``ready`` future must still be made and resolved, forked or spawned."""
+    ran = green(
+        """
+        states = []
+        for mode in ("fork", "spawn"):
+            forker = Forker(mode, "nb.ipynb", [], env=kernel_env(), host=HOST)
+            kernel = start_kernel(KernelRecipe("python3", kernel_env(), forker=forker, host=HOST))
+            ready = kernel.process.km.ready
+            states.append([mode, kernel.process.forked, ready.done(), ready.exception() is None])
+            kernel.shutdown(now=True)
+            forker.close()
+        result = states
+        """
+    )
+    assert ran["result"] == [["fork", True, True, True], ["spawn", False, True, True]]
