@@ -267,18 +267,11 @@ def _reap_server(server: str) -> tuple[list[int], bool]:
     whether any owner in it still lives."""
     killed: list[int] = []
     live = False
-    try:
-        names = os.listdir(server)
-    except OSError:
-        return killed, live
-    for name in names:
-        state = _alive(name)
-        if state is None:
-            continue
-        if state:
+    for _, directory, alive in owners(server):
+        if alive:
             live = True  # it stops its own kernels
             continue
-        killed += _reap_owner(server, name)
+        killed += _reap_owner(server, os.path.basename(directory))
     return killed, live
 
 

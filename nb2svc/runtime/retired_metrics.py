@@ -146,7 +146,7 @@ def _fold(server: str, gone: list[tuple[str, str, str | None]]) -> list[Page]:
         pages = merge([("retired", pages), *added], {})
         _write(server, pages, folded | {name for name, _ in added})
     for _, snapshot, _ in gone:
-        _remove(snapshot)
+        remove_snapshot(snapshot)
     return pages
 
 
@@ -183,7 +183,8 @@ def retire_dead_workers(wait: float = MASTER_WAIT) -> None:
             fold_dead(server)
 
 
-def _remove(path: str) -> None:
+def remove_snapshot(path: str) -> None:
+    """Remove a snapshot file, if it is still there."""
     try:
         os.unlink(path)
     except OSError:
@@ -203,6 +204,7 @@ __all__ = [
     "kept",
     "locked",
     "read",
+    "remove_snapshot",
     "retire",
     "retire_dead_workers",
 ]

@@ -146,7 +146,7 @@ class SharedMetrics:
             retired_metrics.retire(os.path.dirname(snapshot), exposition(source()))
         except Exception as exc:  # the lock stayed taken, a full disk: the scrapes lose these counts
             log.warning("this worker's counts leave the server's metrics as it exits: %s", exc)
-            _remove(snapshot)
+            retired_metrics.remove_snapshot(snapshot)
 
     def page(self, metrics: Source) -> str:
         """The text of ``/_api/metrics``: this worker's ``metrics()`` alone, or, while sharing,
@@ -186,13 +186,6 @@ class SharedMetrics:
         # the gone workers' part of what this page sums (never a process's own figures)
         pages.append(("retired", [page for page in retired if how.get(page.name, "sum") == "sum"]))
         return exposition(merge(pages, how))
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 __all__ = ["PERIOD", "SNAPSHOT", "SharedMetrics", "Source"]

@@ -398,7 +398,6 @@ class Nb2svcWorker(GeventWebSocketWorker):
             self.cfg.graceful_timeout,
             self.pid,
         )
-        for greenlet in list(connections.idle):
-            greenlet.kill(block=False)
+        _kill_all(connections.idle)
         gevent.spawn_later(FIRST_REQUEST_GRACE, _kill_all, connections.fresh)
         self.runtime.drain()

@@ -104,13 +104,14 @@ class ApiService:
         self.prefix = prefix  # where the notebook is mounted ("" for the root)
         self._on_ready = on_ready
         self.kernel_name = settings.kernel_name or spec.kernel.name
-        setup = tuple(SetupCell(where, code) for where, code in setup_cells(spec))
+        cells = setup_cells(spec)
+        setup = tuple(SetupCell(where, code) for where, code in cells)
         env = kernel_env(settings.env_allow)
         #: Where this notebook's kernels fork from (``--kernel-start``), after its setup ran once.
         self.forker = Forker(
             settings.kernel_start,
             spec.notebook,
-            setup_cells(spec),
+            cells,
             env=env,
             host=host,
             cwd=cwd,

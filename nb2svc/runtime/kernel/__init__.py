@@ -7,6 +7,8 @@
 - :mod:`.provision` — start and seed (:class:`KernelRecipe`, :func:`start_kernel`);
 - :mod:`.forking` — kernels forked from a template that ran setup once (``--kernel-start``),
   with :mod:`.template`, the template's own side, run by the kernel spec's Python;
+- :mod:`.early` — templates ``nb2svc serve`` starts before the worker exists, adopted by it;
+- :mod:`.spec_facts` — what a kernel spec says, read without jupyter_client;
 - :mod:`.supervisor` — one per worker: its pools, start batches and restart decisions;
 - :mod:`.pool` — a warm pool: leases for API mode, hand-over for kernel mode;
 - :mod:`.policies` — pool size, recycling, restart and retry rules;

@@ -18,20 +18,21 @@ the one it would have started itself, and otherwise closes it. Either way nothin
 lost: a closed or unadopted template exits when its control socket closes (the master
 closes its copy once the worker is forked; the process exits with the master too).
 
-Imported by the master: the standard library and jupyter_core only.
+Imported by the master: the standard library, jupyter_core and :mod:`.spec_facts` only.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from nb2svc.runtime.kernel.spec_facts import fork_refusal_of, provisioner_of, resolve_python
 
 if TYPE_CHECKING:
     from nb2svc.compiler.spec import ServiceSpec
@@ -39,32 +40,8 @@ if TYPE_CHECKING:
 
 #: The child side, run as a script by the kernel spec's Python (which need not have nb2svc).
 TEMPLATE_SCRIPT = str(Path(__file__).with_name("template.py"))
-IPYKERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
-LOCAL_PROVISIONER = "local-provisioner"
 #: What ipykernel's own kernel spec is called when none is installed (jupyter_client's native kernel).
 NATIVE_KERNEL_NAME = "python3"
-
-
-def ipykernel_args(argv: Sequence[str]) -> list[str] | None:
-    """The arguments after ``-m ipykernel_launcher`` in a kernel command, or None if it runs no ipykernel."""
-    for i in range(len(argv) - 1):
-        if argv[i] == "-m" and argv[i + 1] in IPYKERNEL_MODULES:
-            return list(argv[i + 2 :])
-    return None
-
-
-def resolve_python(command: str) -> str:
-    """The interpreter a kernel command's first word names, as jupyter_client resolves it
-    (``python``, ``python3`` and ``python3.X`` of this Python are this interpreter)."""
-    if command in ("python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])):
-        return sys.executable
-    return shutil.which(command) or command
-
-
-def template_command(python: str, fd: int) -> list[str]:
-    """The template's command line: as ipykernel's own kernel spec runs Python, without
-    frozen modules (debugpy, which ipykernel imports, warns about them on every start)."""
-    return [python, "-Xfrozen_modules=off", TEMPLATE_SCRIPT, str(fd)]
 
 
 @dataclass(frozen=True)
@@ -115,18 +92,26 @@ class EarlyTemplate:
             self.sock = None
 
 
+def launch(recipe: TemplateRecipe, fd: int, popen: Callable[..., Any] = subprocess.Popen) -> Any:
+    """The template process for ``recipe``, its control socket's other end ``fd`` passed on
+    (``popen``: gevent's in a worker, so waiting on it never blocks the hub). Run as
+    ipykernel's own kernel spec runs Python, without frozen modules (debugpy, which
+    ipykernel imports, would warn about them on every start)."""
+    return popen(
+        [recipe.python, "-Xfrozen_modules=off", TEMPLATE_SCRIPT, str(fd)],
+        pass_fds=[fd],
+        env=dict(recipe.env),
+        cwd=recipe.cwd or None,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def start(label: str, recipe: TemplateRecipe) -> EarlyTemplate | None:
     """Start a template for ``recipe`` now and send it its setup; None if it cannot start
     (the worker then starts its own, and reports what goes wrong)."""
     ours, theirs = socket.socketpair()
     try:
-        proc = subprocess.Popen(
-            template_command(recipe.python, theirs.fileno()),
-            pass_fds=[theirs.fileno()],
-            env=dict(recipe.env),
-            cwd=recipe.cwd or None,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = launch(recipe, theirs.fileno())
     except OSError:
         ours.close()
         return None
@@ -199,27 +184,20 @@ def guess_python(kernel_name: str, search: Sequence[str] | None = None) -> str |
         if kernel_name != NATIVE_KERNEL_NAME:
             return None
         return sys.executable  # ipykernel's own spec: this interpreter
-    provisioner = (spec.get("metadata") or {}).get("kernel_provisioner", {}).get("provisioner_name")
-    argv = spec.get("argv") or []
-    if provisioner not in (None, LOCAL_PROVISIONER) or (spec.get("language") or "").lower() != "python":
+    argv = [str(word) for word in spec.get("argv") or []]
+    if fork_refusal_of(provisioner_of(spec.get("metadata")), spec.get("language"), argv) is not None:
         return None
-    if not argv or ipykernel_args(argv) is None:
-        return None
-    return resolve_python(str(argv[0]))
+    return resolve_python(argv[0])
 
 
 __all__ = [
-    "IPYKERNEL_MODULES",
-    "LOCAL_PROVISIONER",
     "TEMPLATE_SCRIPT",
     "EarlyTemplate",
     "TemplateRecipe",
     "guess_python",
-    "ipykernel_args",
-    "resolve_python",
+    "launch",
     "setup_cells",
     "spec_files",
     "start",
     "start_for_plan",
-    "template_command",
 ]

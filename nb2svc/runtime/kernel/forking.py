@@ -65,15 +65,10 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Any as AnyTrait
 
 from nb2svc.runtime import reaper
-from nb2svc.runtime.kernel.early import (
-    EarlyTemplate,
-    TemplateRecipe,
-    ipykernel_args,
-    resolve_python,
-    template_command,
-)
+from nb2svc.runtime.kernel.early import EarlyTemplate, TemplateRecipe, launch
 from nb2svc.runtime.kernel.host import KernelHost
-from nb2svc.runtime.kernel.process import LOCAL_PROVISIONER, KernelStartError, SetupFailed
+from nb2svc.runtime.kernel.process import KernelStartError, SetupFailed
+from nb2svc.runtime.kernel.spec_facts import fork_refusal_of, ipykernel_args, provisioner_of, resolve_python
 
 log = logging.getLogger("nb2svc")
 
@@ -107,12 +102,7 @@ def setup_timed_out(where: str, timeout: float) -> SetupFailed:
 
 def fork_refusal(spec: KernelSpec) -> str | None:
     """Why kernels of ``spec`` cannot be forked, or None if they can."""
-    provisioner = spec.metadata.get("kernel_provisioner", {}).get("provisioner_name", LOCAL_PROVISIONER)
-    if provisioner != LOCAL_PROVISIONER:
-        return f"its kernel spec uses the provisioner {provisioner!r}, not the local one"
-    if (spec.language or "").lower() != "python" or ipykernel_args(spec.argv) is None:
-        return f"its kernel spec is not a local ipykernel ({spec.language or 'unknown language'})"
-    return None
+    return fork_refusal_of(provisioner_of(spec.metadata), spec.language, spec.argv)
 
 
 def spec_python(spec: KernelSpec) -> str:
@@ -184,11 +174,8 @@ class Template:
     ) -> None:
         self.label = label
         self._records_dir = records_dir
-        self._python = python
         #: What the template runs and in what environment (an early template must match it).
         self.recipe = TemplateRecipe.of(python, setup, env, cwd)
-        self._env = dict(env)
-        self._cwd = cwd
         self._proc: Any = None
         self._sock: Any = None
         self._dir: str | None = None
@@ -215,13 +202,7 @@ class Template:
         ours, theirs = green_socket.socketpair()
         self._dir = tempfile.mkdtemp(prefix="t", dir=self._records_dir)
         try:
-            self._proc = subprocess.Popen(
-                template_command(self._python, theirs.fileno()),
-                pass_fds=[theirs.fileno()],
-                env=self._env,
-                cwd=self._cwd or None,
-                stdin=subprocess.DEVNULL,
-            )
+            self._proc = launch(self.recipe, theirs.fileno(), subprocess.Popen)
         except OSError as exc:
             ours.close()
             self.stop()

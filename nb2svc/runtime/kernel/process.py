@@ -55,6 +55,7 @@ from traitlets import Instance
 
 from nb2svc.runtime import reaper
 from nb2svc.runtime.kernel.host import KernelHost
+from nb2svc.runtime.kernel.spec_facts import LOCAL_PROVISIONER, provisioner_of
 
 log = logging.getLogger("nb2svc")
 
@@ -73,7 +74,6 @@ class Forker(Protocol):
 
 
 TRANSPORTS = ("auto", "tcp", "ipc")
-LOCAL_PROVISIONER = "local-provisioner"
 #: Seconds a graceful stop may take before the kernel is killed (jupyter_client's
 #: shutdown_request, then SIGTERM at half of it, then SIGKILL).
 STOP_WAIT = 4.0
@@ -208,8 +208,7 @@ class KernelProcess:
         km = self.km
         if km is None:
             return LOCAL_PROVISIONER
-        config = km.kernel_spec.metadata.get("kernel_provisioner", {}) if km.kernel_spec else {}
-        return config.get("provisioner_name", LOCAL_PROVISIONER)
+        return provisioner_of(km.kernel_spec.metadata if km.kernel_spec else None)
 
     @property
     def is_local(self) -> bool:
@@ -262,7 +261,7 @@ class KernelProcess:
         except NoSuchKernel:
             raise KernelStartError(no_such_kernel(self.kernel_name), permanent=True) from None
         assert spec is not None
-        provisioner = spec.metadata.get("kernel_provisioner", {}).get("provisioner_name", LOCAL_PROVISIONER)
+        provisioner = provisioner_of(spec.metadata)
         transport = choose_transport(self._transport, provisioner, spec.argv)
         self._dir = tempfile.mkdtemp(prefix="k", dir=self._host.owner_dir)
         km.connection_file = os.path.join(self._dir, "kernel.json")
