@@ -10,6 +10,8 @@ tests/test_fork_api.py.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 from nb2svc.runtime.kernel import SetupFailed, kernel_env
-from nb2svc.runtime.kernel.early import EarlyTemplate, TemplateRecipe, guess_python, start
+from nb2svc.runtime.kernel.early import EarlyTemplate, TemplateRecipe, guess_python, launch, start
 from nb2svc.runtime.kernel.forking import Forker, spec_python
 from nb2svc.runtime.kernel.host import KernelHost
 from tests.support import alive, wait_for
@@ -112,3 +114,37 @@ def test_an_early_template_nobody_adopts_exits_when_let_go(made: list[object]) -
     made.append(spawning)
     assert spawning.template(PYTHON) is None
     assert early.sock is None and early.proc.wait(10) == 0  # let go at once: it exited by itself
+
+
+def waiting_on_its_socket(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether ``proc`` exited or sleeps reading its unix socket (its kernel wait channel)."""
+    if proc.poll() is not None:
+        return True
+    try:
+        with open(f"/proc/{proc.pid}/wchan") as f:
+            return "unix" in f.read()
+    except OSError:
+        return proc.poll() is not None
+
+
+def test_a_template_waits_for_its_setup_on_a_non_blocking_descriptor() -> None:
+    """A worker's end of the control socket is a gevent socket, so the descriptor the template
+    inherits may be non-blocking: the template must still wait for its setup, not fail at
+    its first read (seen once under load: the worker's kernel start got a 500)."""
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    recipe = TemplateRecipe.of(spec_python(PYTHON), SETUP, kernel_env(), None)
+    proc = launch(recipe, theirs.fileno())
+    theirs.close()
+    try:
+        wait_for(lambda: waiting_on_its_socket(proc), 10, "the template to read its socket")
+        assert proc.poll() is None, "the template gave up before its setup arrived"
+        ours.sendall(recipe.config_line())
+        answer = b""
+        while b'"event": "ready"' not in answer:
+            chunk = ours.recv(65536)
+            assert chunk, f"the template exited: {answer!r}"
+            answer += chunk
+    finally:
+        ours.close()
+        assert proc.wait(30) == 0

@@ -314,6 +314,9 @@ class Template:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctrl = socket.socket(fileno=int(argv[1]))
+    # the worker's end is a gevent socket, so the descriptor passed here may be non-blocking:
+    # a recv before the worker has sent the setup then fails at once instead of waiting
+    ctrl.setblocking(True)
     buffer = b""
     while b"\n" not in buffer:
         data = ctrl.recv(1 << 16)
