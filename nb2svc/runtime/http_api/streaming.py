@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
+import gevent.event
 from gevent.queue import Queue
 from gevent.socket import wait_read
 
@@ -73,6 +74,14 @@ def event(name: str, data: str) -> bytes:
     return (f"event: {name}\n" if name != "message" else "").encode() + lines.encode() + b"\n"
 
 
+#: An ended stream's cell is interrupted again every INTERRUPT_AGAIN seconds while it still
+#: runs, up to INTERRUPTS times: a SIGINT that lands while ipykernel is between the cell's
+#: statements and its own code can be lost (seen under load), and a kernel left running a
+#: 64 MiB print holds its pool slot until --request-timeout.
+INTERRUPT_AGAIN = 2.0
+INTERRUPTS = 3
+
+
 class OutputStream:
     """Feeds a response body from output messages; ``run`` executes the cell in a greenlet.
 
@@ -98,6 +107,8 @@ class OutputStream:
         self._label = label
         self._buffered = 0  # bytes queued and not yet taken by the server
         self._overflowed = False
+        self._finished = gevent.event.Event()  # the cell's run returned (its lease is over)
+        self._stopper: Any = None
         self._greenlet = gevent.spawn(self._execute, run)
         self._watcher = gevent.spawn(self._watch, client.fileno()) if client is not None else None
 
@@ -116,10 +127,7 @@ class OutputStream:
         doing = "interrupting the cell" if kernel is not None else "not running it"
         log.info("%s: the client left; %s", self._label, doing)
         if kernel is not None:
-            try:
-                kernel.interrupt()
-            except Exception:
-                log.debug("interrupt after the client left failed", exc_info=True)
+            self._stop(kernel)
         self._queue.put(_END)  # nobody reads the rest: let the server finish this request now
 
     def _execute(self, run: Callable[..., dict[str, Any] | None]) -> None:
@@ -136,6 +144,7 @@ class OutputStream:
             error = {"error": type(exc).__name__, "message": str(exc)}
         self._kernel = None
         self._done = True
+        self._finished.set()
         if self._overflowed:
             return  # the error and the end are queued already
         if error is not None:
@@ -189,7 +198,28 @@ class OutputStream:
         self._queue.put(_END)
         kernel = self._kernel
         if kernel is not None:
-            gevent.spawn(kernel.interrupt)  # not from the kernel's reader greenlet itself
+            self._stop(kernel)
+
+    def _stop(self, kernel: Any) -> None:
+        """Stop the cell, once however the stream ended (an overflow is followed by the
+        server closing the body, which looks like the client leaving); from a greenlet of
+        its own, never the kernel's reader's."""
+        if self._stopper is None:
+            self._stopper = gevent.spawn(self._stop_cell, kernel)
+
+    def _stop_cell(self, kernel: Any) -> None:
+        """Interrupt this stream's cell, and again while it still runs on ``kernel`` (see
+        :data:`INTERRUPTS`); never once the lease is over (the kernel may serve another)."""
+        for _ in range(INTERRUPTS):
+            if self._finished.is_set() or self._kernel is not kernel:
+                return
+            try:
+                kernel.interrupt()
+            except Exception:
+                log.debug("interrupting %s failed", self._label, exc_info=True)
+                return
+            if self._finished.wait(INTERRUPT_AGAIN):
+                return
 
     def _error(self, body: dict[str, Any]) -> bytes:
         if self._sse:
