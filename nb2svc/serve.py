@@ -401,6 +401,7 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
         )
     warning = _kernel_auth_warning(settings)
     seed = _load_seed(_seed_path(settings.seed), settings) if settings.seed else None
+    from nb2svc.runtime.kernel.early import start_for_plan
     from nb2svc.runtime.kernels_api.worker import KernelServer
 
     _check_port(settings)
@@ -417,7 +418,9 @@ def _serve_kernels(target: Path | None, settings: Settings) -> None:
         + (f"\n  warning:   {warning}" if warning else ""),
         err=True,
     )
-    _run(KernelServer(kernels_plan(settings, seed)))
+    plan = kernels_plan(settings, seed)
+    # the default kernel spec's template starts now, on another core, while the worker boots
+    _run(KernelServer(plan, early_templates=start_for_plan(plan)))
 
 
 def _kernel_auth_warning(settings: Settings) -> str | None:

@@ -65,3 +65,29 @@ def test_requested_kernels_fork_and_a_restart_forks_afresh(tmp_path: Path) -> No
         server.kernel_pids |= kernels | {template}
         assert server.stop() == 0
         wait_for(lambda: not any(alive(p) for p in server.kernel_pids), 10, "no kernel or template left")
+
+
+def test_the_default_specs_template_is_made_before_the_first_start(tmp_path: Path) -> None:
+    """``nb2svc serve --kernels`` starts the default spec's template before it forks its
+    worker (kernel/early.py) and the worker adopts it at boot, so that the first ``POST``
+    forks at once; with ``--kernel-start spawn`` there is none."""
+    with kernel_server(tmp_path) as server:
+        template = wait_for(lambda: next(iter(server.find_templates()), None), 30, "the template")
+        assert parent_pid(template) == server.proc.pid  # the master's child, started before the worker
+        wait_for(
+            lambda: "kernel spec 'python3': kernels fork from a template" in server.log(),
+            30,
+            "the worker to adopt it without a kernel being asked for",
+        )
+        assert server.find_kernels() == set()
+        with KernelClient(server, start_kernel(server)["id"]) as client:
+            kernel = pid_of(client)
+            server.kernel_pids |= {kernel, template}
+            assert forked(kernel) and parent_pid(kernel) == template
+        assert server.stop() == 0
+        wait_for(lambda: not any(alive(p) for p in server.kernel_pids), 10, "no kernel or template left")
+    with kernel_server(tmp_path, "--kernel-start", "spawn") as server:
+        kernel_id = start_kernel(server)["id"]
+        with KernelClient(server, kernel_id) as client:
+            assert not forked(pid_of(client))
+        assert server.find_templates() == set()

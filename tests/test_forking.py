@@ -25,7 +25,8 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from nb2svc.runtime.kernel import kernel_env
 from nb2svc.runtime.kernel.forking import MAX_REBUILDS, Forker, fork_refusal, ipykernel_args
 from nb2svc.runtime.kernel.host import KernelHost
-from tests.support import REPO, alive, wait_for
+from nb2svc.runtime.kernel.template import _parse_plain_command_line, plain_command_line
+from tests.support import REPO, alive, kernel_spec_env, wait_for
 
 PYTHON = KernelSpecManager().get_kernel_spec("python3")
 #: One worker's kernel machinery (records directory, lifecycle loop), as a worker holds it.
@@ -101,8 +102,10 @@ def test_fork_mode_forks_anyway_with_a_warning(
     assert any(r.levelno == logging.WARNING and "forking although" in r.getMessage() for r in caplog.records)
 
 
-def green(scenario: str, timeout: float = 90) -> Any:
-    """Run ``scenario`` (which sets ``result``) monkey-patched in a fresh interpreter; its ``result``."""
+def green(scenario: str, timeout: float = 90, env: dict[str, str] | None = None) -> Any:
+    """Run ``scenario`` (which sets ``result``) monkey-patched in a fresh interpreter; its ``result``.
+
+    ``env``: variables added to that interpreter's environment."""
     prelude = (
         "from gevent import monkey; monkey.patch_all()\n"
         "import json, logging, os, sys\n"
@@ -120,6 +123,7 @@ def green(scenario: str, timeout: float = 90) -> Any:
         text=True,
         timeout=timeout,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stderr
     return {"result": json.loads(done.stdout.splitlines()[-1]), "log": done.stderr}
@@ -176,6 +180,43 @@ def test_forked_kernels_hold_the_setup_state_and_their_own_process_group() -> No
     assert result["second"] == "0"  # each child has its own copy of the setup state
     assert result["template_alive_after_kernels_stop"]
     assert not alive(pid) and not alive(result["template"])
+
+
+def test_a_plain_kernel_command_line_is_what_traitlets_parses() -> None:
+    """A forked child skips traitlets' parser for ``-f FILE``: it must end as the parser would."""
+    from ipykernel.kernelapp import IPKernelApp
+
+    for argv in (["-f", "/tmp/k.json"], ["-f", "/tmp/a dir/kernel-1.json"]):
+        full = [*argv, "--IPKernelApp.parent_handle=42"]
+        parsed, quick = IPKernelApp(), IPKernelApp()
+        parsed.parse_command_line(full)
+        _parse_plain_command_line(quick, argv, 42)
+        quick.parse_command_line(full)
+        assert quick.cli_config == parsed.cli_config
+        assert quick.config == parsed.config
+        assert (quick.connection_file, quick.parent_handle) == (argv[1], 42)
+        assert (quick.argv, quick.extra_args) == (parsed.argv, parsed.extra_args)
+    for other in (["-f", "k.json", "--debug"], ["--f=k.json"], ["-f", "--debug"], ["k.json"], []):
+        assert plain_command_line(other, 42) is None  # parsed in full by traitlets
+
+
+def test_a_kernel_spec_with_more_options_forks_with_them(tmp_path: Any) -> None:
+    """Options past ``-f`` take the full parse in the child, and apply as in a spawned kernel."""
+    argv = [*PYTHON.argv, "--IPKernelApp.exec_lines=extra = 6 * 7"]
+    ran = green(
+        """
+        results = []
+        for mode in ("fork", "spawn"):
+            forker = Forker(mode, "nb.ipynb", [], env=kernel_env(), host=HOST)
+            kernel = start_kernel(KernelRecipe("py-options", kernel_env(), forker=forker, host=HOST))
+            results.append([kernel.process.forked, out(execute(kernel, "print(extra)", timeout=10))])
+            kernel.shutdown(now=True)
+            forker.close()
+        result = results
+        """,
+        env=kernel_spec_env(tmp_path, "py-options", argv),
+    )
+    assert ran["result"] == [[True, "42"], [False, "42"]]
 
 
 def test_a_fork_that_fails_spawns_that_kernel_with_a_warning() -> None:

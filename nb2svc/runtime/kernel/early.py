@@ -8,10 +8,11 @@ notebook) needs nothing of the worker, so the master starts it as soon as the se
 plan exists, and it runs on another core while the worker boots. The worker adopts it
 (:meth:`nb2svc.runtime.kernel.forking.Template.adopt`) instead of starting its own.
 
-Only where it is simple and safe: API mode, one worker, no ``--reload``, not a bundle; a
-mount whose ``--kernel-start`` is not ``spawn`` and whose kernel spec looks like a local
-ipykernel. The master decides without jupyter_client (importing it, hence zmq, before
-gevent's patching breaks the worker: RUNTIME-NOTES), from the kernel spec files as
+Only where it is simple and safe: one worker, no ``--reload``, not a bundle; in API mode
+each mount whose ``--kernel-start`` is not ``spawn`` and whose kernel spec looks like a
+local ipykernel, in kernel mode the default kernel spec on the same terms. The master
+decides without jupyter_client (importing it, hence zmq, before gevent's patching
+breaks the worker: RUNTIME-NOTES), from the kernel spec files as
 jupyter_client finds them; the worker then adopts a template only if its
 :class:`TemplateRecipe` (interpreter, setup cells, environment, directory) is exactly
 the one it would have started itself, and otherwise closes it. Either way nothing is
@@ -135,7 +136,11 @@ def start_for_plan(plan: ServePlan) -> dict[str, EarlyTemplate]:
     where this is safe (see the module docstring), by notebook label."""
     from nb2svc.runtime.kernel.environment import kernel_env
 
-    if plan.mode != "api" or plan.reload is not None or plan.bundle is not None or plan.settings.workers != 1:
+    if plan.reload is not None or plan.bundle is not None:
+        return {}
+    if plan.mode == "kernels":  # always one worker
+        return _start_for_kernel_mode(plan)
+    if plan.settings.workers != 1:
         return {}
     started: dict[str, EarlyTemplate] = {}
     for mounted in plan.mounts:
@@ -153,6 +158,26 @@ def start_for_plan(plan: ServePlan) -> dict[str, EarlyTemplate]:
         if early is not None:
             started[spec.notebook] = early
     return started
+
+
+def kernel_spec_label(name: str) -> str:
+    """Kernel mode's name for the template of kernel spec ``name`` (its log lines; the key of
+    its early template)."""
+    return f"kernel spec {name!r}"
+
+
+def _start_for_kernel_mode(plan: ServePlan) -> dict[str, EarlyTemplate]:
+    """Kernel mode: a template for the default kernel spec (it runs no setup; seed cells run
+    on each kernel), so that the first ``POST /api/kernels`` forks at once."""
+    from nb2svc.runtime.kernel.environment import kernel_env
+
+    name = plan.kernels.default
+    python = guess_python(name) if plan.settings.kernel_start != "spawn" else None
+    if python is None:
+        return {}
+    label = kernel_spec_label(name)
+    early = start(label, TemplateRecipe.of(python, (), kernel_env(plan.settings.env_allow), None))
+    return {label: early} if early is not None else {}
 
 
 def spec_files(kernel_name: str, search: Sequence[str] | None = None) -> dict[str, Any] | None:
@@ -195,6 +220,7 @@ __all__ = [
     "EarlyTemplate",
     "TemplateRecipe",
     "guess_python",
+    "kernel_spec_label",
     "launch",
     "setup_cells",
     "spec_files",

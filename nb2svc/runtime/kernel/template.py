@@ -197,6 +197,34 @@ def _shell_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return [f"the IPython shell's {part} changed" for part in before if before[part] != after[part]]
 
 
+def plain_command_line(argv: list[str], parent: int) -> dict[str, Any] | None:
+    """What a kernel command line of the usual shape sets, as traitlets parses it; None otherwise.
+
+    Kernel specs almost always say just ``-f {connection_file}``. For that shape the
+    child need not build traitlets' argument parser (every option of every configurable
+    class: a tenth of a forked kernel's start); any other command line is parsed in full.
+    """
+    if len(argv) != 2 or argv[0] != "-f" or argv[1].startswith("-"):
+        return None
+    return {"IPKernelApp": {"connection_file": argv[1], "parent_handle": parent}}
+
+
+def _parse_plain_command_line(app: Any, argv: list[str], parent: int) -> None:
+    """Give ``app`` the parsed command line without traitlets' parser, when its shape allows."""
+    settings = plain_command_line(argv, parent)
+    if settings is None:
+        return
+    from traitlets.config import Config
+
+    def parse_command_line(given: list[str] | None = None) -> None:
+        app.argv = list(given or [])
+        app.cli_config = Config(settings)
+        app.update_config(Config(settings))
+        app.extra_args = []
+
+    app.parse_command_line = parse_command_line
+
+
 def _become_kernel(shell: Any, request: dict[str, Any], ready: int, keep: set[int]) -> None:
     """In a fresh child: turn into an ipykernel with the setup's namespace. Never returns."""
     import atexit
@@ -220,7 +248,9 @@ def _become_kernel(shell: Any, request: dict[str, Any], ready: int, keep: set[in
 
         app = IPKernelApp.instance()
         app.user_ns = namespace
-        app.initialize([*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"])
+        parent = os.getppid()
+        _parse_plain_command_line(app, request["argv"], parent)
+        app.initialize([*request["argv"], f"--IPKernelApp.parent_handle={parent}"])
         app.shell.execution_count = shell.execution_count  # counts (In[n]) go on after setup, as if run here
         os.write(ready, b"ok")
         os.close(ready)

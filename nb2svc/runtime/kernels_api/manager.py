@@ -55,6 +55,7 @@ from nb2svc.runtime.kernel import (
     kernel_env,
     start_kernel,
 )
+from nb2svc.runtime.kernel.early import kernel_spec_label
 from nb2svc.runtime.kernel.forking import Forker
 from nb2svc.runtime.kernel.memory import summed_pss
 from nb2svc.runtime.kernel.supervisor import StartBatch
@@ -155,8 +156,23 @@ class KernelRegistry:
             self.settings.prespawn, lambda: self.start_kernel(self.warm_name), self._prespawn_failed
         )
         self.warm.start()
+        if self.settings.kernel_start != "spawn":
+            gevent.spawn(self._template_ahead, self.default_name)
         if self.settings.cull_idle_timeout > 0:
             self._culler = gevent.spawn(self._cull_loop)
+
+    def _template_ahead(self, name: str) -> None:
+        """Make (or adopt from the master) kernel spec ``name``'s template now, not on the
+        first ``POST /api/kernels``: that start then forks at once (tens of milliseconds,
+        not the template's few hundred). Readiness does not wait for it: a start that comes
+        first waits for the same template. A spec that cannot fork logs why once, here."""
+        try:
+            spec = self.specs.get_kernel_spec(name)
+            self._forker(name).template(spec)
+        except NoSuchKernel:
+            return  # the first start reports it
+        except Exception as exc:  # noqa: BLE001 - the first start tries again and reports it
+            log.info("the template of kernel spec %r could not be made ahead of need: %s", name, exc)
 
     def _prespawn_failed(self, exc: Exception) -> None:
         log.error("could not prespawn a kernel: %s", exc)
@@ -338,7 +354,7 @@ class KernelRegistry:
         if forker is None:
             forker = Forker(
                 self.settings.kernel_start,
-                f"kernel spec {name!r}",
+                kernel_spec_label(name),
                 env=kernel_env(self.settings.env_allow),
                 host=self.host,
                 timeout=self.settings.kernel_start_timeout,

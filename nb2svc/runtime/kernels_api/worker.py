@@ -22,6 +22,7 @@ from nb2svc.runtime.worker import DrainingHandler, Nb2svcWorker
 
 if TYPE_CHECKING:
     from nb2svc.plan import ServePlan
+    from nb2svc.runtime.kernel.early import EarlyTemplate
 
 
 class KernelModeHandler(DrainingHandler):
@@ -45,8 +46,8 @@ class KernelModeWorker(Nb2svcWorker):
 class KernelServer(Server):
     """One worker (kernel ids must resolve in one process) with :class:`KernelModeWorker`."""
 
-    def __init__(self, plan: ServePlan) -> None:
-        super().__init__(plan, workers=1)
+    def __init__(self, plan: ServePlan, early_templates: dict[str, EarlyTemplate] | None = None) -> None:
+        super().__init__(plan, workers=1, early_templates=early_templates)
 
     def load_config(self) -> None:
         super().load_config()
