@@ -19,9 +19,10 @@ What it does, in order:
 3. serves ``fork`` requests: each child leaves the template's process group
    (``setsid``, like a spawned kernel), takes the kernel's environment and working
    directory, and only then does everything that opens sockets or starts threads:
-   ``IPKernelApp.initialize`` with the kernel's own connection file, the setup's
-   namespace handed to its shell as the user namespace (the same dict, so functions
-   defined in setup see the kernel's globals). The child says "ready" once its sockets
+   ``IPKernelApp.initialize`` with the kernel's own connection file (the usual ``-f
+   FILE`` command line without traitlets' argument parser: :func:`plain_command_line`),
+   the setup's namespace handed to its shell as the user namespace (the same dict, so
+   functions defined in setup see the kernel's globals). The child says "ready" once its sockets
    are bound (a client that connected earlier would wait on reconnects), and runs as
    an ordinary ipykernel from then on;
 4. reaps its children and reports each exit; exits itself when the control socket

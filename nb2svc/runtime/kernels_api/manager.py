@@ -23,7 +23,8 @@ Rules, as in Kernel Gateway's ``jupyter-websocket`` mode unless noted:
   start batch of the worker's :class:`~nb2svc.runtime.kernel.KernelSupervisor`);
 - ``--kernel-start``: a local ipykernel spec's kernels (warm, prespawned, requested,
   restarted) fork from a template of that spec that ran no setup (forking.py); a
-  restart forks afresh;
+  restart forks afresh; the default spec's template is made (or adopted from the master,
+  kernel/early.py) at start-up, the others' on first use;
 - ``--warm N`` (not in the reference): hidden kernels, started and seeded ahead of need, in
   a pool of the same supervisor as API mode's pools;
 - auto-restart of a listed kernel that died: the supervisor's restart policy (quick deaths
