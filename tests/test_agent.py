@@ -59,6 +59,7 @@ class Parent:
 
     def __init__(self) -> None:
         self.message: dict[str, Any] = {"header": {"msg_id": "none"}, "metadata": {}}
+        self._execute_sleep = 0.0005  # ipykernel's default: seconds slept before each reply
 
     def get_parent(self) -> dict[str, Any]:
         return self.message
@@ -319,3 +320,7 @@ def test_the_agent_imports_only_what_a_remote_kernel_has() -> None:
             imported.add(node.module.split(".")[0])
     outside = imported - set(sys.stdlib_module_names) - {"__future__", "IPython", "ipykernel"}
     assert not outside, f"the agent runs in kernels without these: {sorted(outside)}"
+
+
+def test_the_kernel_no_longer_sleeps_before_each_reply(shell: InteractiveShell, agent: Agent) -> None:
+    assert shell.kernel._execute_sleep == 0.0
