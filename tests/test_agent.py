@@ -324,3 +324,27 @@ def test_the_agent_imports_only_what_a_remote_kernel_has() -> None:
 
 def test_the_kernel_no_longer_sleeps_before_each_reply(shell: InteractiveShell, agent: Agent) -> None:
     assert shell.kernel._execute_sleep == 0.0
+
+
+def test_log_records_no_handler_would_show_are_not_made() -> None:
+    import logging
+
+    from nb2svc.runtime.kernel.agent import no_dropped_log_records
+
+    def logger(name: str, handler_levels: list[int], propagate: bool) -> logging.Logger:
+        log = logging.getLogger(f"nb2svc-test.{name}")
+        log.handlers = [logging.NullHandler(level) for level in handler_levels]
+        log.setLevel(logging.DEBUG)  # as ipykernel's
+        log.propagate = propagate
+        return log
+
+    kernels = logger("kernel", [logging.WARNING, logging.ERROR], propagate=False)
+    no_dropped_log_records(kernels)
+    assert kernels.level == logging.WARNING and not kernels.isEnabledFor(logging.DEBUG)
+    shown = logger("shown", [logging.WARNING, logging.DEBUG], propagate=False)
+    propagating = logger("propagating", [logging.WARNING], propagate=True)  # its parents may show DEBUG
+    bare = logger("bare", [], propagate=False)
+    for log in (shown, propagating, bare):
+        no_dropped_log_records(log)
+        assert log.level == logging.DEBUG
+    no_dropped_log_records(None)  # a kernel without a logger: nothing to do

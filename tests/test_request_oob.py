@@ -32,7 +32,7 @@ ENDPOINTS = (
     " for u in uploads] for name, uploads in REQUEST_FILES.items()}))",
     "# POST /fail\nimport json\nbody = json.loads(REQUEST)['body']\nraise ValueError('bad thing')",
     "# GET /mode\nprint('REQUEST_BODY' in globals())",
-    "# GET /reply-sleep\nprint(get_ipython().kernel._execute_sleep)",
+    "# GET /reply-sleep\nk = get_ipython().kernel\nprint(k._execute_sleep, k.log.isEnabledFor(10))",
 )
 
 LITERAL_SETUP = "get_ipython().events.unregister('pre_run_cell', _nb2svc.bind_request)"
@@ -162,7 +162,8 @@ def test_failing_cell_keeps_notebook_line_numbers_and_echoes_nothing(servers: tu
 
 
 def test_kernels_do_not_sleep_before_each_reply(servers: tuple[Server, Server]) -> None:
-    """ipykernel sleeps 0.5 ms before every execute_reply unless told not to; the agent
-    tells it, forked (oob) or spawned (literal) alike: nb2svc waits for idle instead."""
+    """ipykernel sleeps 0.5 ms before every execute_reply unless told not to, and makes
+    debug records its handler drops; the agent stops both, forked (oob) or spawned
+    (literal) kernels alike: nb2svc waits for idle instead."""
     for srv in servers:
-        assert srv.get("/reply-sleep").text.strip() == "0.0"
+        assert srv.get("/reply-sleep").text.strip() == "0.0 False"

@@ -48,7 +48,8 @@ the user namespace and hidden from ``%who``):
   answers a JSON string: ``{"stdout": text}`` or ``{"ename", "evalue", "traceback"}``
   (ipykernel's own report of a failed expression carries no traceback).
 - **No sleep before the reply** (:func:`no_reply_sleep`): ipykernel's 0.5 ms per execute,
-  which nb2svc, waiting for ``status: idle``, does not need.
+  which nb2svc, waiting for ``status: idle``, does not need; and no log records that no
+  handler would show (:func:`no_dropped_log_records`).
 - **Health.** After every cell, stdout and stderr that a cell swapped and did not
   restore are given back, and closed ones are reported with a :data:`UNHEALTHY` payload in
   the execute reply (free when healthy, and sent on errors too): the worker then retires
@@ -328,6 +329,22 @@ def no_reply_sleep(kernel: Any) -> None:
         kernel._execute_sleep = 0.0
 
 
+def no_dropped_log_records(logger: Any) -> None:
+    """Raise ``logger``'s level to its handlers' lowest when nothing else would see a record.
+
+    ipykernel's logger is at DEBUG while its one handler shows WARNING and up, so each
+    message's ``log.debug`` calls build records that are then dropped (about a twentieth
+    of a small request's time in the kernel). Nothing shown changes: a record below
+    every handler's level, on a logger that does not propagate, reaches nobody.
+    """
+    handlers = getattr(logger, "handlers", None)
+    if not handlers or getattr(logger, "propagate", True) or not hasattr(logger, "setLevel"):
+        return
+    lowest = min(handler.level for handler in handlers)
+    if lowest > logger.level:
+        logger.setLevel(lowest)
+
+
 def install(shell: Any, **options: Any) -> Agent:
     """Register the agent's hooks on ``shell`` and bind it as :data:`AGENT_NAME`."""
     agent = Agent(shell, **options)
@@ -341,6 +358,7 @@ def install(shell: Any, **options: Any) -> Agent:
             agent.install_image_printer()
     events.register("post_run_cell", agent.check_streams)
     no_reply_sleep(getattr(shell, "kernel", None))
+    no_dropped_log_records(getattr(getattr(shell, "kernel", None), "log", None))
     shell.user_ns[AGENT_NAME] = agent
     hidden = getattr(shell, "user_ns_hidden", None)
     if isinstance(hidden, dict):
