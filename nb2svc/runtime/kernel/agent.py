@@ -357,8 +357,9 @@ def install(shell: Any, **options: Any) -> Agent:
         if agent.raw_ok:
             agent.install_image_printer()
     events.register("post_run_cell", agent.check_streams)
-    no_reply_sleep(getattr(shell, "kernel", None))
-    no_dropped_log_records(getattr(getattr(shell, "kernel", None), "log", None))
+    kernel = getattr(shell, "kernel", None)
+    no_reply_sleep(kernel)
+    no_dropped_log_records(getattr(kernel, "log", None))
     shell.user_ns[AGENT_NAME] = agent
     hidden = getattr(shell, "user_ns_hidden", None)
     if isinstance(hidden, dict):

@@ -37,6 +37,7 @@ from nb2svc.runtime.kernel.spec_facts import fork_refusal_of, provisioner_of, re
 
 if TYPE_CHECKING:
     from nb2svc.compiler.spec import ServiceSpec
+    from nb2svc.config import Settings
     from nb2svc.plan import ServePlan
 
 #: The child side, run as a script by the kernel spec's Python (which need not have nb2svc).
@@ -132,52 +133,46 @@ def setup_cells(spec: ServiceSpec) -> tuple[tuple[str, str], ...]:
 
 
 def start_for_plan(plan: ServePlan) -> dict[str, EarlyTemplate]:
-    """In the master: a template for each notebook of ``plan`` that will fork its kernels,
-    where this is safe (see the module docstring), by notebook label."""
-    from nb2svc.runtime.kernel.environment import kernel_env
-
+    """In the master: a template for each notebook of ``plan`` that will fork its kernels
+    (kernel mode: for the default kernel spec), where this is safe (see the module
+    docstring), by the label its worker's forker claims it under."""
     if plan.reload is not None or plan.bundle is not None:
         return {}
-    if plan.mode == "kernels":  # always one worker
-        return _start_for_kernel_mode(plan)
+    if plan.mode == "kernels":  # always one worker; no setup (seed cells run on each kernel)
+        label = kernel_spec_label(plan.kernels.default)
+        early = _start_if_forking(label, plan.kernels.default, plan.settings, (), None)
+        return {label: early} if early is not None else {}
     if plan.settings.workers != 1:
         return {}
     started: dict[str, EarlyTemplate] = {}
     for mounted in plan.mounts:
         spec = mounted.mount.spec
-        python = guess_python(mounted.kernel_name) if mounted.settings.kernel_start != "spawn" else None
-        if python is None or spec.notebook in started:
+        if spec.notebook in started:
             continue
-        recipe = TemplateRecipe.of(
-            python,
-            setup_cells(spec),
-            kernel_env(mounted.settings.env_allow),
-            str(mounted.cwd) if mounted.cwd else None,
-        )
-        early = start(spec.notebook, recipe)
+        setup, cwd = setup_cells(spec), str(mounted.cwd) if mounted.cwd else None
+        early = _start_if_forking(spec.notebook, mounted.kernel_name, mounted.settings, setup, cwd)
         if early is not None:
             started[spec.notebook] = early
     return started
+
+
+def _start_if_forking(
+    label: str, kernel_name: str, settings: Settings, setup: Sequence[tuple[str, str]], cwd: str | None
+) -> EarlyTemplate | None:
+    """The template a worker with ``settings`` would start for ``kernel_name``'s kernels,
+    started now; None where they would not fork (or it could not start)."""
+    from nb2svc.runtime.kernel.environment import kernel_env
+
+    python = guess_python(kernel_name) if settings.kernel_start != "spawn" else None
+    if python is None:
+        return None
+    return start(label, TemplateRecipe.of(python, setup, kernel_env(settings.env_allow), cwd))
 
 
 def kernel_spec_label(name: str) -> str:
     """Kernel mode's name for the template of kernel spec ``name`` (its log lines; the key of
     its early template)."""
     return f"kernel spec {name!r}"
-
-
-def _start_for_kernel_mode(plan: ServePlan) -> dict[str, EarlyTemplate]:
-    """Kernel mode: a template for the default kernel spec (it runs no setup; seed cells run
-    on each kernel), so that the first ``POST /api/kernels`` forks at once."""
-    from nb2svc.runtime.kernel.environment import kernel_env
-
-    name = plan.kernels.default
-    python = guess_python(name) if plan.settings.kernel_start != "spawn" else None
-    if python is None:
-        return {}
-    label = kernel_spec_label(name)
-    early = start(label, TemplateRecipe.of(python, (), kernel_env(plan.settings.env_allow), None))
-    return {label: early} if early is not None else {}
 
 
 def spec_files(kernel_name: str, search: Sequence[str] | None = None) -> dict[str, Any] | None:

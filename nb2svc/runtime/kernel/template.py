@@ -217,10 +217,10 @@ def _parse_plain_command_line(app: Any, argv: list[str], parent: int) -> None:
         return
     from traitlets.config import Config
 
-    def parse_command_line(given: list[str] | None = None) -> None:
+    def parse_command_line(given: list[str] | None = None) -> None:  # as traitlets ends its own
         app.argv = list(given or [])
         app.cli_config = Config(settings)
-        app.update_config(Config(settings))
+        app.update_config(app.cli_config)
         app.extra_args = []
 
     app.parse_command_line = parse_command_line
